@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv when it is missing
+# and install the pinned set from requirements.lock (the single source of versions).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean-outputs bench
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ecgnb demo
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q tests --nbval-lax notebooks
+
+bench: $(STAMP)
+	$(BIN)/python -m ecgnb.bench pretrain
+	$(BIN)/python -m ecgnb.bench softdtw
+
+clean-outputs:
+	rm -rf outputs/*/ outputs/results.csv

@@ -1,0 +1,260 @@
+"""The one encoder API shared by every SSL backbone: construct -> ``fit`` -> ``encode``.
+
+Array layout at the boundary: ``x`` is float32 ``[N, 1, T]`` (univariate windows).
+``encode`` returns ``[N, D]``; ``features`` returns the time-resolved ``[N, D', T']``.
+
+A backbone subclasses :class:`Encoder` and provides
+- ``Config``: a dataclass with the study's defaults (brief section 4),
+- ``_build(n_timesteps)``: create ``self.network_`` (a :class:`Network`) and any training-only
+  modules, registered in ``self.modules_`` (name -> nn.Module) so that they are saved,
+- ``_loss(xb, generator)``: the SSL loss of one batch (``xb`` on the device, ``[B, 1, T]``),
+- optionally ``_optimizer(params)``, ``_after_step()`` (e.g. weight averaging) and
+  ``_inference_network()`` (the network used by ``encode``; TS2Vec returns its averaged copy).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ecgnb.config import pick_device, reject_unknown, torch_generator
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as written (wrong backbone, keys or shapes)."""
+
+
+class Network(nn.Module):
+    """A trainable encoder network: ``forward(x [B,1,T]) -> features [B, D', T']``.
+
+    ``pool(features) -> [B, D]`` turns features into the instance embedding. Subclasses set
+    ``embedding_dim`` (D) and ``feature_dim`` (D'). Heads and fine-tuning use only this interface.
+    """
+
+    embedding_dim: int
+    feature_dim: int
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.amax(dim=-1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self(x))
+
+
+class Encoder:
+    """Base class of the SSL backbones (see module docstring)."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+
+    def __init__(self, config=None, device: str | None = None, seed: int = 0, verbose: bool = True):
+        self.config = config if config is not None else self.Config()
+        self.device = device
+        self.seed = seed
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------- hooks for subclasses
+    def _build(self, n_timesteps: int) -> None:
+        raise NotImplementedError
+
+    def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.config.lr)
+
+    def _after_step(self) -> None:
+        """Called after every optimiser step (weight averaging lives here)."""
+
+    def _inference_network(self) -> Network:
+        return self.network_
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def device_(self) -> torch.device:
+        return pick_device(self.device)
+
+    @property
+    def is_built(self) -> bool:
+        return hasattr(self, "network_")
+
+    def build(self, n_timesteps: int) -> "Encoder":
+        """Create the networks for inputs of length ``n_timesteps`` (seeded, idempotent)."""
+        if not self.is_built:
+            torch.manual_seed(self.seed)  # initial weights only; every later draw uses a generator
+            self.modules_: dict[str, nn.Module] = {}
+            self.n_timesteps_ = int(n_timesteps)
+            self._build(self.n_timesteps_)
+            self.modules_.setdefault("network", self.network_)
+            for module in self.modules_.values():
+                module.to(self.device_)
+            self.history_: list[dict] = []
+            self.lineage: list[dict] = []
+        return self
+
+    def fit(self, x: np.ndarray, n_epochs: int | None = None, batch_size: int | None = None,
+            lr: float | None = None, x_val: np.ndarray | None = None, seed: int | None = None,
+            verbose: bool | None = None) -> "Encoder":
+        """Self-supervised training on ``x`` ``[N, 1, T]``; a fresh optimiser on every call.
+
+        Calling ``fit`` again continues from the current weights (a continuation, brief 3).
+        Per-epoch losses are appended to ``history_``.
+        """
+        x = check_windows(x)
+        self.build(x.shape[-1])
+        n_epochs = self.config.n_epochs if n_epochs is None else n_epochs
+        batch_size = self.config.batch_size if batch_size is None else batch_size
+        if lr is not None:
+            self.config = dataclasses.replace(self.config, lr=lr)
+        seed = self.seed if seed is None else seed
+        gen = torch_generator(seed)
+        params = [p for m in self.modules_.values() for p in m.parameters() if p.requires_grad]
+        optimizer = self._optimizer(params)
+        use_amp = self.device_.type == "cuda" and getattr(self.config, "use_amp", True)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        x_t = torch.from_numpy(x)
+        verbose = self.verbose if verbose is None else verbose
+        bar = tqdm(range(n_epochs), desc=f"{self.name} fit", disable=not verbose, leave=False)
+        for _ in bar:
+            start = time.perf_counter()
+            losses = self._train_epoch(x_t, batch_size, optimizer, scaler, use_amp, gen)
+            record = {"epoch": len(self.history_) + 1, "loss": float(np.mean(losses)),
+                      "seconds": time.perf_counter() - start}
+            if x_val is not None:
+                record["val_loss"] = self.evaluate_loss(x_val, batch_size=batch_size, seed=seed)
+            self.history_.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+        return self
+
+    def _train_epoch(self, x_t, batch_size, optimizer, scaler, use_amp, gen) -> list[float]:
+        for module in self.modules_.values():
+            module.train()
+        order = torch.randperm(len(x_t), generator=gen)
+        losses = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) < 2:  # contrastive losses need a pair
+                continue
+            xb = x_t[idx].to(self.device_, non_blocking=True)
+            with torch.autocast(self.device_.type, enabled=use_amp):
+                loss = self._loss(xb, gen)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            self._clip(optimizer, scaler)
+            scaler.step(optimizer)
+            scaler.update()
+            self._after_step()
+            losses.append(loss.item())
+        return losses
+
+    def _clip(self, optimizer, scaler) -> None:
+        clip = getattr(self.config, "grad_clip", None)
+        if clip:
+            scaler.unscale_(optimizer)
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+
+    @torch.no_grad()
+    def evaluate_loss(self, x: np.ndarray, batch_size: int | None = None, seed: int = 0) -> float:
+        """Mean SSL loss on ``x`` with training-mode stochasticity drawn from ``seed``."""
+        x_t = torch.from_numpy(check_windows(x))
+        batch_size = batch_size or self.config.batch_size
+        gen = torch_generator(seed)
+        for module in self.modules_.values():
+            module.eval()
+        losses = [self._loss(x_t[i:i + batch_size].to(self.device_), gen).item()
+                  for i in range(0, len(x_t), batch_size) if len(x_t[i:i + batch_size]) > 1]
+        return float(np.mean(losses)) if losses else float("nan")
+
+    @torch.no_grad()
+    def features(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Time-resolved features ``[N, D', T']`` from the inference network (eval mode)."""
+        return self._run(x, batch_size, lambda net, xb: net(xb))
+
+    @torch.no_grad()
+    def encode(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Instance embeddings ``[N, D]`` from the inference network (eval mode)."""
+        return self._run(x, batch_size, lambda net, xb: net.embed(xb))
+
+    def _run(self, x, batch_size, fn) -> np.ndarray:
+        x = check_windows(x)
+        self.build(x.shape[-1])
+        net = self._inference_network()
+        was_training = net.training
+        net.eval()
+        out = [fn(net, torch.from_numpy(x[i:i + batch_size]).to(self.device_)).float().cpu()
+               for i in range(0, len(x), batch_size)]
+        net.train(was_training)
+        return torch.cat(out).numpy()
+
+    def trainable_network(self) -> Network:
+        """A fresh copy of the inference network to fine-tune (never the averaged copy itself)."""
+        return copy.deepcopy(self._inference_network()).train()
+
+    # ----------------------------------------------------------------- persistence
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": "ecgnb-encoder-1",
+            "backbone": self.name,
+            "config": dataclasses.asdict(self.config),
+            "seed": self.seed,
+            "n_timesteps": self.n_timesteps_,
+            "modules": {k: m.state_dict() for k, m in self.modules_.items()},
+            "history": self.history_,
+            "lineage": self.lineage,
+        }
+
+    def save(self, path) -> Path:
+        """Write weights + config + history + lineage to ``path`` (a ``.pt`` file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+        return path
+
+    def weights_hash(self) -> str:
+        """sha256 of the saved weights (stable identity for lineage records)."""
+        h = hashlib.sha256()
+        for name, module in sorted(self.modules_.items()):
+            for key, value in sorted(module.state_dict().items()):
+                h.update(f"{name}.{key}".encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def check_windows(x) -> np.ndarray:
+    """Validate the boundary layout: float32 ``[N, 1, T]`` with finite values."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[1] != 1:
+        raise ValueError(f"expected windows of shape [N, 1, T], got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("windows contain NaN or inf values")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def restore(cls: type[Encoder], state: dict, device: str | None = None, path="<memory>") -> Encoder:
+    """Rebuild an encoder from :meth:`Encoder.state` with strict weight loading."""
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    reject_unknown(state["config"], fields, where=f"config of {path}")
+    enc = cls(cls.Config(**state["config"]), device=device, seed=state["seed"], verbose=False)
+    enc.build(state["n_timesteps"])
+    if set(state["modules"]) != set(enc.modules_):
+        raise CheckpointError(f"{path}: modules {sorted(state['modules'])} != {sorted(enc.modules_)}")
+    for name, module in enc.modules_.items():
+        try:
+            module.load_state_dict(state["modules"][name], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights of '{name}' do not fit the {cls.name} "
+                                  f"architecture: {exc}") from exc
+    enc.history_ = list(state["history"])
+    enc.lineage = list(state["lineage"])
+    return enc

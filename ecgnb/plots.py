@@ -1,0 +1,144 @@
+"""Plotly figures of windows, spectra and training curves. Functions take data, return a figure.
+
+``write_html`` is the one place that writes figures: one self-contained, offline HTML file (the
+plotly.js bundle is embedded once, no CDN) for a batch run's figures.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from ecgnb.data import Windows
+from ecgnb.signals import power_spectrum
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def labels_of(windows: Windows, by: str) -> np.ndarray:
+    """Per-window label for colouring/grouping: ``class``, ``domain`` or ``group``."""
+    if by == "class":
+        return np.array([windows.classes[v] if v >= 0 else "unlabelled" for v in windows.y])
+    if by == "domain":
+        return np.asarray(windows.domains)
+    if by == "group":
+        return np.asarray(windows.groups)
+    raise KeyError(f"unknown grouping '{by}'; use class, domain or group")
+
+
+def gallery(windows: Windows, by: str = "class", n_per: int = 3, seed: int = 0) -> go.Figure:
+    """A grid of example windows: one row per class/domain, ``n_per`` random examples each."""
+    names = labels_of(windows, by)
+    kinds = list(dict.fromkeys(names))
+    rng = np.random.default_rng(seed)
+    fig = make_subplots(rows=len(kinds), cols=n_per, shared_xaxes=True, vertical_spacing=0.03,
+                        horizontal_spacing=0.02, row_titles=[k[:18] for k in kinds])
+    t = np.arange(windows.n_timesteps) / windows.fs
+    for row, kind in enumerate(kinds, start=1):
+        idx = np.flatnonzero(names == kind)
+        for col, i in enumerate(rng.choice(idx, size=min(n_per, len(idx)), replace=False), 1):
+            fig.add_trace(go.Scattergl(x=t, y=windows.x[i, 0], mode="lines", showlegend=False,
+                                       line=dict(width=1, color=PALETTE[(row - 1) % 10]),
+                                       name=f"{kind} / {windows.groups[i]} #{i}"), row, col)
+    fig.update_layout(height=140 * len(kinds) + 80, title=f"Examples per {by}",
+                      margin=dict(l=40, r=120, t=60, b=40))
+    fig.update_xaxes(title_text="s", row=len(kinds))
+    return fig
+
+
+def waveform(windows: Windows, index: int, title: str | None = None) -> go.Figure:
+    """One window against time in seconds."""
+    t = np.arange(windows.n_timesteps) / windows.fs
+    fig = go.Figure(go.Scatter(x=t, y=windows.x[index, 0], mode="lines", line=dict(width=1)))
+    cls = windows.classes[windows.y[index]] if windows.y[index] >= 0 else "unlabelled"
+    fig.update_layout(title=title or f"#{index}: {cls}, {windows.domains[index]}, "
+                      f"group {windows.groups[index]}", xaxis_title="s", height=300)
+    return fig
+
+
+def amplitude_summary(windows: Windows, by: str = "class") -> go.Figure:
+    """Box plots of per-window standard deviation and peak-to-peak amplitude."""
+    x = windows.x[:, 0]
+    df = pd.DataFrame({by: labels_of(windows, by), "std": x.std(axis=1),
+                       "peak-to-peak": np.ptp(x, axis=1)})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("standard deviation", "peak-to-peak"))
+    for col, metric in enumerate(("std", "peak-to-peak"), start=1):
+        for k, (name, part) in enumerate(df.groupby(by, sort=False)):
+            fig.add_trace(go.Box(y=part[metric], name=str(name)[:18], showlegend=False,
+                                 marker_color=PALETTE[k % 10]), 1, col)
+    fig.update_layout(title=f"Amplitude per {by}", height=380)
+    return fig
+
+
+def spectra(windows: Windows, by: str = "class", max_hz: float = 40.0) -> go.Figure:
+    """Median Welch spectrum per class/domain (log power), with the 25-75 % band."""
+    names = labels_of(windows, by)
+    freqs, power = power_spectrum(windows.x[:, 0].astype(np.float64), windows.fs)
+    keep = freqs <= max_hz
+    fig = go.Figure()
+    for k, name in enumerate(dict.fromkeys(names)):
+        logp = np.log10(power[names == name][:, keep] + 1e-12)
+        lo, med, hi = np.percentile(logp, [25, 50, 75], axis=0)
+        color = PALETTE[k % 10]
+        fig.add_trace(go.Scatter(x=freqs[keep], y=med, name=str(name)[:18], line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=np.r_[freqs[keep], freqs[keep][::-1]], y=np.r_[hi, lo[::-1]],
+                                 fill="toself", line=dict(width=0), fillcolor=color,
+                                 opacity=0.15, showlegend=False, hoverinfo="skip"))
+    fig.update_layout(title=f"Power spectrum per {by} (median, IQR)", xaxis_title="Hz",
+                      yaxis_title="log10 power", height=400)
+    return fig
+
+
+def counts(card: pd.DataFrame, x: str, y: str = "windows", color: str | None = None,
+           title: str = "") -> go.Figure:
+    """Bar chart of a card (a DataFrame of counts)."""
+    fig = go.Figure()
+    groups = card.groupby(color, sort=False) if color else [("", card)]
+    for k, (name, part) in enumerate(groups):
+        fig.add_trace(go.Bar(x=part[x], y=part[y], name=str(name), marker_color=PALETTE[k % 10]))
+    fig.update_layout(barmode="group", title=title, height=360, yaxis_title=y)
+    return fig
+
+
+def loss_curves(history: list[dict] | pd.DataFrame, title: str = "SSL loss") -> go.Figure:
+    """Training (and validation) loss per epoch from an encoder's ``history_``."""
+    df = pd.DataFrame(history)
+    fig = go.Figure()
+    for column in [c for c in ("loss", "val_loss") if c in df]:
+        fig.add_trace(go.Scatter(x=df["epoch"], y=df[column], mode="lines+markers", name=column))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="loss", height=350)
+    return fig
+
+
+def scatter_2d(points: np.ndarray, labels, title: str = "", hover=None) -> go.Figure:
+    """A 2-D scatter coloured by ``labels`` (e.g. a PCA of embeddings)."""
+    labels = np.asarray(labels).astype(str)
+    fig = go.Figure()
+    for k, name in enumerate(dict.fromkeys(labels)):
+        mask = labels == name
+        fig.add_trace(go.Scattergl(x=points[mask, 0], y=points[mask, 1], mode="markers",
+                                   name=name[:20], marker=dict(size=5, color=PALETTE[k % 10]),
+                                   text=None if hover is None else np.asarray(hover)[mask]))
+    fig.update_layout(title=title, height=450)
+    return fig
+
+
+def write_html(figures: dict[str, go.Figure], path) -> Path:
+    """All ``figures`` in one offline HTML file (plotly.js embedded once, no network access)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for i, (name, fig) in enumerate(figures.items()):
+        body = pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0))
+        parts.append(f"<section><h2>{name}</h2>{body}</section>")
+    html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ecgnb figures</title></head>"
+            "<body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path

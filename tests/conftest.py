@@ -1,0 +1,32 @@
+"""Session fixtures: the small embedded data set, generated once per test session in a temp folder."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def embedded_small(tmp_path_factory):
+    from ecgnb.simulate import embedded_data
+    return embedded_data(tmp_path_factory.mktemp("data"), seed=0, small=True)
+
+
+@pytest.fixture(scope="session")
+def fragment_small(embedded_small):
+    from ecgnb.data import load_fragment
+    return load_fragment(embedded_small["fragment"], fs=360.0)
+
+
+@pytest.fixture(scope="session")
+def wesad_ecg_small(embedded_small):
+    from ecgnb.data import load_wesad
+    return load_wesad(embedded_small["wesad"], channels=("ECG",), fs=360.0)
+
+
+@pytest.fixture(scope="session")
+def wesad_all_small(embedded_small):
+    from ecgnb.data import WESAD_CHANNELS, load_wesad
+    return load_wesad(embedded_small["wesad"], channels=WESAD_CHANNELS, fs=360.0)
