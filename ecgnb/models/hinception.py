@@ -1,0 +1,250 @@
+"""Supervised references trained from scratch: H-InceptionTime and raw-signal MLP / FCN.
+
+H-Inception (Ismail-Fawaz et al., 2022) is an InceptionTime network (Ismail Fawaz et al., 2020)
+whose first Inception module also concatenates the outputs of 17 frozen hand-crafted filters:
+increasing- and decreasing-trend detectors of lengths 2..64 and peak detectors of lengths 6..96.
+H-InceptionTime is an ensemble of 5 such networks, each initialised and trained independently;
+its prediction is the mean of the members' softmax probabilities.
+
+Every model here is a :class:`~ecgnb.heads.Classifier` (a :class:`Network` + a head), so the
+fine-tuning loop of :mod:`ecgnb.train` trains them unchanged:
+
+- ``hinception``: :class:`HInceptionNetwork` (features ``[B, 128, T]``, embedding = GAP) + linear.
+- ``mlp``: :class:`RawSignal` (identity; embedding = the flattened series ``[B, C*T]``) + MLP head.
+- ``fcn``: :class:`RawSignal` (features = the raw series ``[B, C, T]``) + FCN head.
+
+Layouts: input ``x [B, C, T]`` (C = 1 here); logits ``[B, K]``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecgnb.heads import Classifier, SameConv1d, build_head, pad_same
+from ecgnb.models.base import Network
+
+TREND_LENGTHS = (2, 4, 8, 16, 32, 64)
+PEAK_LENGTHS = (6, 12, 24, 48, 96)
+
+
+# --------------------------------------------------------------------------- hand-crafted filters
+def increasing_filter(length: int) -> np.ndarray:
+    """Increasing-trend detector ``[length]``: -1, +1, -1, +1, ... (responds to rising slopes)."""
+    if length < 2 or length % 2:
+        raise ValueError(f"trend filters need an even length >= 2, got {length}")
+    return np.where(np.arange(length) % 2 == 0, -1.0, 1.0)
+
+
+def decreasing_filter(length: int) -> np.ndarray:
+    """Decreasing-trend detector ``[length]``: +1, -1, +1, -1, ..."""
+    return -increasing_filter(length)
+
+
+def peak_filter(length: int) -> np.ndarray:
+    """Peak detector ``[length]``: a negative lobe, a positive lobe of twice the height, a negative
+    lobe, each lobe ``length / 3`` long and shaped by a squared ramp up then down (sum = 0)."""
+    if length < 6 or length % 6:
+        raise ValueError(f"peak filters need a length that is a multiple of 6, got {length}")
+    quarter = length // 6
+    ramp = (np.arange(1, quarter + 1) / quarter) ** 2
+    lobe = np.concatenate([ramp, ramp[::-1]])
+    return np.concatenate([-lobe, 2.0 * lobe, -lobe])
+
+
+class HybridFilters(nn.Module):
+    """The 17 frozen filters: ``x [B, C, T] -> ReLU(responses) [B, 17, T]`` ("same" padding).
+
+    Filters are buffers (saved with the weights, never seen by an optimiser), each of shape
+    ``[1, C, L]``: the same values on every input channel, summed over channels.
+    """
+
+    def __init__(self, in_channels: int = 1):
+        super().__init__()
+        self.names: list[str] = []
+        specs = ([("increase", n, increasing_filter(n)) for n in TREND_LENGTHS]
+                 + [("decrease", n, decreasing_filter(n)) for n in TREND_LENGTHS]
+                 + [("peak", n, peak_filter(n)) for n in PEAK_LENGTHS])
+        for kind, n, values in specs:
+            weight = torch.tensor(values, dtype=torch.float32).repeat(1, in_channels, 1)
+            self.register_buffer(f"{kind}_{n}", weight)
+            self.names.append(f"{kind}_{n}")
+
+    @property
+    def n_filters(self) -> int:
+        return len(self.names)
+
+    def filters(self) -> dict[str, torch.Tensor]:
+        """Name -> filter ``[1, C, L]``."""
+        return {name: getattr(self, name) for name in self.names}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [F.conv1d(pad_same(x, w.shape[-1]), w.to(x.dtype)) for w in self.filters().values()]
+        return torch.relu(torch.cat(outs, dim=1))
+
+
+# --------------------------------------------------------------------------- Inception
+class InceptionModule(nn.Module):
+    """``[B, C_in, T] -> [B, 4*n_filters (+17), T]``.
+
+    Bottleneck 1x1 conv (when ``in_channels > 1``), three convs (kernels 40/20/10, "same"), a
+    max-pool(3, stride 1) + 1x1 conv branch, optionally the hybrid filters; concat, BN, ReLU.
+    """
+
+    def __init__(self, in_channels: int, n_filters: int = 32, bottleneck_size: int = 32,
+                 kernel_sizes: Sequence[int] = (40, 20, 10), use_hybrid: bool = False):
+        super().__init__()
+        use_bottleneck = in_channels > 1
+        self.bottleneck = (nn.Conv1d(in_channels, bottleneck_size, 1, bias=False)
+                           if use_bottleneck else nn.Identity())
+        conv_in = bottleneck_size if use_bottleneck else in_channels
+        self.convs = nn.ModuleList(SameConv1d(conv_in, n_filters, k, bias=False)
+                                   for k in kernel_sizes)
+        self.pool_branch = nn.Sequential(nn.MaxPool1d(3, stride=1, padding=1),
+                                         nn.Conv1d(in_channels, n_filters, 1, bias=False))
+        self.hybrid = HybridFilters(in_channels) if use_hybrid else None
+        self.out_channels = n_filters * (len(kernel_sizes) + 1)
+        self.out_channels += self.hybrid.n_filters if use_hybrid else 0
+        self.norm = nn.BatchNorm1d(self.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.bottleneck(x)
+        branches = [conv(z) for conv in self.convs] + [self.pool_branch(x)]
+        if self.hybrid is not None:
+            branches.append(self.hybrid(x))
+        return torch.relu(self.norm(torch.cat(branches, dim=1)))
+
+
+class InceptionShortcut(nn.Module):
+    """Residual connection: ``ReLU(BN(conv1x1(residual)) + out)``."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.project = nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False),
+                                     nn.BatchNorm1d(out_channels))
+
+    def forward(self, residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.project(residual) + out)
+
+
+class HInceptionNetwork(Network):
+    """H-Inception feature extractor: ``x [B, C, T] -> features [B, 128, T]``; embedding = GAP.
+
+    ``depth`` Inception modules (the first with the hybrid filters when ``use_hybrid``) and a
+    residual shortcut after every third module.
+    """
+
+    def __init__(self, in_channels: int = 1, n_filters: int = 32, depth: int = 6,
+                 kernel_sizes: Sequence[int] = (40, 20, 10), use_hybrid: bool = True,
+                 use_residual: bool = True):
+        super().__init__()
+        self.inception = nn.ModuleList()
+        self.shortcuts = nn.ModuleDict()
+        channels, residual_channels = in_channels, in_channels
+        for d in range(depth):
+            module = InceptionModule(channels, n_filters, n_filters, kernel_sizes,
+                                     use_hybrid=use_hybrid and d == 0)
+            self.inception.append(module)
+            channels = module.out_channels
+            if use_residual and d % 3 == 2:
+                self.shortcuts[str(d)] = InceptionShortcut(residual_channels, channels)
+                residual_channels = channels
+        self.feature_dim = channels
+        self.embedding_dim = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x
+        for d, module in enumerate(self.inception):
+            x = module(x)
+            if str(d) in self.shortcuts:
+                x = self.shortcuts[str(d)](residual, x)
+                residual = x
+        return x
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.mean(dim=-1)
+
+
+class RawSignal(Network):
+    """The identity "encoder" of the raw-signal baselines: features = ``x [B, C, T]``,
+    embedding = the flattened series ``[B, C*T]``. No parameters."""
+
+    def __init__(self, n_timesteps: int, in_channels: int = 1):
+        super().__init__()
+        self.feature_dim = in_channels
+        self.embedding_dim = in_channels * n_timesteps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.flatten(start_dim=1)
+
+
+# --------------------------------------------------------------------------- models and ensemble
+def h_inception(n_classes: int, n_timesteps: int, in_channels: int = 1, **kwargs) -> Classifier:
+    """One H-Inception network: :class:`HInceptionNetwork` + linear layer on the GAP embedding."""
+    network = HInceptionNetwork(in_channels, **kwargs)
+    return Classifier(network, build_head("linear", network, n_classes))
+
+
+def raw_mlp(n_classes: int, n_timesteps: int, in_channels: int = 1, **kwargs) -> Classifier:
+    """Raw-signal MLP: flattened series -> 500 -> logits."""
+    network = RawSignal(n_timesteps, in_channels)
+    return Classifier(network, build_head("mlp", network, n_classes, **kwargs))
+
+
+def raw_fcn(n_classes: int, n_timesteps: int, in_channels: int = 1, **kwargs) -> Classifier:
+    """Raw-signal FCN: the FCN head applied to ``x [B, C, T]``."""
+    network = RawSignal(n_timesteps, in_channels)
+    return Classifier(network, build_head("fcn", network, n_classes, **kwargs))
+
+
+BASELINES: dict[str, Callable[..., Classifier]] = {"hinception": h_inception, "mlp": raw_mlp,
+                                                   "fcn": raw_fcn}
+ENSEMBLE_BASELINES = frozenset({"hinception"})  # H-InceptionTime: an ensemble of H-Inceptions
+
+
+def build_baseline(name: str, n_classes: int, n_timesteps: int, seed: int,
+                   in_channels: int = 1, **kwargs) -> Classifier:
+    """A fresh baseline ``name``; its initial weights are drawn after ``torch.manual_seed(seed)``.
+
+    ``n_timesteps`` sizes the raw MLP's input (the convolutional models take any length)."""
+    if name not in BASELINES:
+        raise KeyError(f"unknown baseline '{name}'; known: {sorted(BASELINES)}")
+    torch.manual_seed(seed)
+    return BASELINES[name](n_classes, n_timesteps, in_channels, **kwargs)
+
+
+def member_seeds(seed: int, n_members: int) -> list[int]:
+    """Independent seeds for the ensemble members of run ``seed`` (numpy ``SeedSequence`` spawn)."""
+    children = np.random.SeedSequence(seed).spawn(n_members)
+    return [int(child.generate_state(1)[0]) for child in children]
+
+
+class HInceptionTime(nn.Module):
+    """An ensemble of independently trained classifiers (H-InceptionTime: 5 H-Inceptions).
+
+    ``forward(x [B, C, T]) -> log(mean_m softmax(member_m(x))) [B, K]``: the log of the averaged
+    probabilities, so that ``softmax(forward(x))`` is exactly the ensemble's probability.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        if len({id(m) for m in members}) != len(members):
+            raise ValueError("ensemble members must be distinct model objects")
+        self.members = nn.ModuleList(members)
+
+    @classmethod
+    def from_seeds(cls, n_classes: int, n_timesteps: int, seeds: Sequence[int],
+                   in_channels: int = 1, **kwargs) -> "HInceptionTime":
+        """Untrained ensemble: one fresh H-Inception per seed."""
+        return cls([build_baseline("hinception", n_classes, n_timesteps, s, in_channels, **kwargs)
+                    for s in seeds])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([F.log_softmax(m(x).float(), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - np.log(len(self.members))
