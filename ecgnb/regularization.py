@@ -1,0 +1,144 @@
+"""Stage 03, data-driven regularization: continue SSL training of a saved encoder on another corpus.
+
+A continuation starts from the parent checkpoint with a fresh optimiser and the unchanged SSL
+objective (brief 3). Checkpoint selection looks only at a grouped validation part of the
+*continuation* corpus (or takes the last epoch); the target task's validation and test fragments
+are never seen. Every choice is written into the child's lineage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ecgnb import corpora, scenarios
+from ecgnb.data import Windows
+from ecgnb.models.base import Encoder
+from ecgnb.pretrain import DataConfig, corpus_record
+
+SELECTIONS = ("last", "val")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegularizationConfig(DataConfig):
+    """Parameters of notebooks/03_regularization.ipynb (same names as its parameters cell)."""
+
+    parent_run: str = "02_pretraining/interactive"
+    scenario: str = "ECG continued1"
+    n_epochs: int = -1  # -1: the scenario step's epochs (1, 30 or 60)
+    lr: float = -1.0  # -1: the backbone's pretraining learning rate
+    batch_size: int = 64
+    channels: tuple[str, ...] = ()  # perturbing domains; empty: the step's whole corpus
+    corpus_fraction: float = 1.0
+    n_windows: int = 0  # cap on continuation windows; 0: all
+    selection: str = "last"  # "last" epoch, or lowest loss on the continuation corpus's "val"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
+        if not scenarios.get(self.scenario).steps:
+            raise ValueError(f"scenario '{self.scenario}' has no continuation step; "
+                             "base scenarios are produced by notebook 02")
+        allowed = corpora.CORPUS_CHANNELS["no-ECG"] if self.step.corpus == "no-ECG" else ()
+        if set(self.channels) - set(allowed):
+            raise ValueError(f"channels {sorted(set(self.channels) - set(allowed))} cannot perturb "
+                             f"a '{self.step.corpus}' step; choose from {list(allowed)}")
+
+    @property
+    def step(self) -> scenarios.Step:
+        step = scenarios.get(self.scenario).last_step
+        return step if self.n_epochs < 0 else dataclasses.replace(step, n_epochs=self.n_epochs)
+
+
+def continue_training(encoder: Encoder, train: Windows, val: Windows | None, step: scenarios.Step,
+                      parent_path: Path | str, scenario: str, cfg: RegularizationConfig,
+                      verbose: bool = True) -> Encoder:
+    """Continue SSL in place for ``step.n_epochs``; select the checkpoint; append lineage."""
+    parent_hash = encoder.weights_hash()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    use_val = cfg.selection == "val" and val is not None and len(val) > 1
+    best = {"loss": np.inf, "epoch": None, "state": None}
+    n_before = len(encoder.history_)
+
+    def keep_best(enc: Encoder, record: dict) -> None:
+        if use_val and record["val_loss"] < best["loss"]:
+            best.update(loss=record["val_loss"], epoch=record["epoch"] - n_before,
+                        state=enc.snapshot())
+
+    start_from = encoder.begin_continuation()
+    encoder.fit(train.x, n_epochs=step.n_epochs, batch_size=cfg.batch_size,
+                lr=None if cfg.lr < 0 else cfg.lr, x_val=val.x if use_val else None,
+                seed=cfg.seed, verbose=verbose, callback=keep_best)
+    if use_val and best["state"] is not None:
+        encoder.load_snapshot(best["state"])
+        selection = (f"lowest continuation-corpus validation loss: epoch {best['epoch']} of "
+                     f"{step.n_epochs} (val = {corpus_record('val', val)['n_groups']} held-out "
+                     "groups of the continuation corpus)")
+    else:
+        selection = f"last epoch ({step.n_epochs})"
+    encoder.lineage.append({
+        "stage": step.name, "scenario": scenario, "corpus": corpus_record(step.corpus, train),
+        "epochs": step.n_epochs, "history_from_epoch": n_before + 1, "seed": cfg.seed,
+        "lr": cfg.lr if cfg.lr > 0 else encoder.config.lr, "parent": str(parent_path),
+        "parent_hash": parent_hash, "start_from": start_from, "selection": selection, "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
+    return encoder
+
+
+def lineage_tree(lineage: list[dict]) -> str:
+    """The chain of a checkpoint as an indented text tree, root first."""
+    lines = []
+    for depth, rec in enumerate(lineage):
+        corpus = rec["corpus"]
+        domains = ", ".join(f"{k} {v}" for k, v in corpus["domains"].items())
+        prefix = "" if depth == 0 else "   " * (depth - 1) + "└─ "
+        lines.append(f"{prefix}{rec['stage']} [{rec['scenario']}] on {corpus['name']} "
+                     f"({corpus['n_windows']} windows: {domains}), {rec['epochs']} epochs, "
+                     f"seed {rec['seed']}, selection: {rec['selection']}, "
+                     f"weights {rec['weights_hash']}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ what the perturbation does
+def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
+    """Linear centred kernel alignment of two representations ``[N, D1]``, ``[N, D2]`` (0..1)."""
+    a = np.asarray(a, dtype=np.float64) - np.mean(a, axis=0)
+    b = np.asarray(b, dtype=np.float64) - np.mean(b, axis=0)
+    cross = np.linalg.norm(b.T @ a, "fro") ** 2
+    norm = np.linalg.norm(a.T @ a, "fro") * np.linalg.norm(b.T @ b, "fro")
+    return float(cross / norm) if norm > 0 else float("nan")
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine similarity between paired rows of two embeddings of the same width."""
+    num = np.sum(a * b, axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(num / np.maximum(den, 1e-12)))
+
+
+def drift(parent: Encoder, child: Encoder, x: np.ndarray) -> dict[str, float]:
+    """Representation drift between two encoders on the same windows ``x`` ``[N, 1, T]``."""
+    a, b = parent.encode(x), child.encode(x)
+    return {"linear_cka": linear_cka(a, b), "mean_cosine": mean_cosine(a, b),
+            "n_windows": int(len(x))}
+
+
+def probe(encoder: Encoder, fragments: Windows, splits: dict[str, np.ndarray],
+          seed: int = 0) -> dict[str, float]:
+    """Quick logistic-regression probe: fit on the target training split, score on validation
+    (a diagnostic: the test split is left for notebook 04)."""
+    train, val = (fragments.subset(splits[k]) for k in ("train", "val"))
+    model = make_pipeline(StandardScaler(),
+                          LogisticRegression(max_iter=2000, C=0.5, random_state=seed))
+    model.fit(encoder.encode(train.x), train.y)
+    pred = model.predict(encoder.encode(val.x))
+    return {"val_balanced_accuracy": float(balanced_accuracy_score(val.y, pred)),
+            "val_macro_f1": float(f1_score(val.y, pred, average="macro"))}

@@ -1,0 +1,85 @@
+"""Continuations: lineage round trip, weights change but not the architecture, drift metrics."""
+import numpy as np
+import pytest
+
+from ecgnb import corpora, models, regularization
+from ecgnb.pretrain import DataConfig, PretrainConfig, pretrain
+from ecgnb.regularization import RegularizationConfig, linear_cka, mean_cosine
+
+TINY = {"hidden_dims": 8, "output_dims": 16, "depth": 2}
+
+
+def test_cka_known_cases():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 10))
+    q, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    assert linear_cka(a, a) == pytest.approx(1.0)
+    assert linear_cka(a, 3.0 * a @ q + 5.0) == pytest.approx(1.0)  # rotation, scale, shift
+    assert linear_cka(a, rng.standard_normal((200, 10))) < 0.2
+    assert mean_cosine(a, a) == pytest.approx(1.0) and mean_cosine(a, -a) == pytest.approx(-1.0)
+
+
+@pytest.fixture(scope="module")
+def parent(wesad_ecg_small):
+    cfg = PretrainConfig(backbone="ts2vec", corpus="ECG", n_epochs=1, batch_size=32,
+                         model_overrides=TINY, seed=0)
+    return pretrain(cfg, wesad_ecg_small.subset(np.arange(96)), verbose=False)
+
+
+def test_continuation_changes_weights_keeps_architecture(parent, embedded_small, tmp_path):
+    parent_path = parent.save(tmp_path / "parent.pt")
+    child = models.load(parent_path)
+    corpus = corpora.build_corpus("no-ECG", embedded_small["wesad"]).subset(np.arange(96))
+    cfg = RegularizationConfig(scenario="ECG continued1", batch_size=32, seed=1)
+    child = regularization.continue_training(child, corpus, None, cfg.step, parent_path,
+                                             cfg.scenario, cfg, verbose=False)
+    assert child.weights_hash() != parent.weights_hash()
+    for name, module in parent.modules_.items():
+        a, b = module.state_dict(), child.modules_[name].state_dict()
+        assert a.keys() == b.keys()
+        assert all(a[k].shape == b[k].shape for k in a)
+    # lineage round trip through save/load, with the parent's identity
+    loaded = models.load(child.save(tmp_path / "child.pt"))
+    assert loaded.lineage == child.lineage and len(loaded.lineage) == 2
+    step = loaded.lineage[-1]
+    assert step["parent_hash"] == parent.weights_hash() and step["parent"] == str(parent_path)
+    assert step["corpus"]["name"] == "no-ECG" and "ECG" not in step["corpus"]["domains"]
+    assert step["epochs"] == 1 and step["selection"] == "last epoch (1)"
+    assert len(loaded.history_) == len(parent.history_) + 1
+    assert "continued1 [ECG continued1] on no-ECG" in regularization.lineage_tree(loaded.lineage)
+
+
+def test_selection_on_continuation_validation(parent, embedded_small, tmp_path):
+    parent_path = parent.save(tmp_path / "parent.pt")
+    corpus = corpora.build_corpus("no-ECG", embedded_small["wesad"], channels=("EDA",))
+    train, val = corpora.holdout_subject(corpus)
+    cfg = RegularizationConfig(scenario="ECG continued30", n_epochs=3, selection="val",
+                               batch_size=32, channels=("EDA",))
+    child = regularization.continue_training(models.load(parent_path), train.subset(np.arange(64)),
+                                             val.subset(np.arange(32)), cfg.step, parent_path,
+                                             cfg.scenario, cfg, verbose=False)
+    history = child.history_[-3:]
+    best = min(history, key=lambda r: r["val_loss"])["epoch"] - len(parent.history_)
+    assert f"epoch {best} of 3" in child.lineage[-1]["selection"]
+
+
+def test_drift_and_probe(parent, fragment_small):
+    from ecgnb.data import split_grouped
+    x = fragment_small.x[:40]
+    same = regularization.drift(parent, parent, x)
+    assert same["linear_cka"] == pytest.approx(1.0) and same["mean_cosine"] == pytest.approx(1.0)
+    scores = regularization.probe(parent, fragment_small, split_grouped(fragment_small, seed=0))
+    assert 0.0 <= scores["val_macro_f1"] <= 1.0
+
+
+def test_config_rejects_bad_recipes():
+    with pytest.raises(ValueError, match="no continuation step"):
+        RegularizationConfig(scenario="ECG")
+    with pytest.raises(ValueError, match="cannot perturb"):
+        RegularizationConfig(scenario="ECG continued1", channels=("ECG",))
+    with pytest.raises(ValueError, match="cannot perturb"):
+        RegularizationConfig(scenario="ECG extended", channels=("EDA",))
+    with pytest.raises(ValueError, match="selection"):
+        RegularizationConfig(selection="best-test")
+    assert RegularizationConfig(scenario="ECG extended").step.n_epochs == 60
+    assert isinstance(RegularizationConfig(), DataConfig)
