@@ -1,7 +1,14 @@
-"""The ``ecgnb`` command line: ``execute``, ``data``, ``demo`` (and later ``run``, ``report``)."""
+"""The ``ecgnb`` command line: ``execute``, ``data``, ``run``, ``report`` and ``demo``.
+
+- ``ecgnb run GRID``: a grid file's runs as a resumable DAG (``ecgnb.grid``, ``ecgnb.sweep``);
+- ``ecgnb report GRID_OR_FOLDER``: ``results.csv`` rebuilt from the cell folders, then
+  notebooks/06_results.ipynb renders the study table, statistics and figures;
+- ``ecgnb demo``: embedded data, notebook 01, ``params/grids/demo.yaml``, the report.
+"""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -9,6 +16,9 @@ from pathlib import Path
 from ecgnb.paths import PROJECT_ROOT, outputs_root
 
 DEMO_STEPS = (("notebooks/01_data_exploration.ipynb", "params/01_data_exploration/embedded.yaml"),)
+DEMO_GRID = PROJECT_ROOT / "params" / "grids" / "demo.yaml"
+REPORT_NOTEBOOK = PROJECT_ROOT / "notebooks" / "06_results.ipynb"
+REPORT_RUN = "report"  # the report's run folder inside a grid folder
 
 
 def _execute(args) -> int:
@@ -29,30 +39,118 @@ def _data(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- run
+def _run(args) -> int:
+    from ecgnb.grid import load_grid
+    from ecgnb.sweep import format_plan, plan
+
+    grid = load_grid(args.grid)  # every run validated against its notebook before anything runs
+    if args.dry_run:
+        print(format_plan(grid, plan(grid, args.only, args.retry_failed)))
+        return 0
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
+    return _sweep(grid, args.jobs, devices, args.only, args.retry_failed)
+
+
+def _sweep(grid, jobs: int, devices=(), only=None, retry_failed: bool = False) -> int:
+    from ecgnb.sweep import count_states, run_sweep
+
+    start = time.time()
+    statuses = run_sweep(grid, jobs=jobs, devices=devices, only=only, retry_failed=retry_failed)
+    print(f"sweep '{grid.name}' in {time.time() - start:.1f} s: {count_states(statuses)}")
+    for status in statuses.values():
+        if status.state in ("failed", "skipped"):
+            print(f"  {status.state}: {status.name}: {status.error}")
+            if status.state == "failed":
+                print(f"    executed notebook and _FAILED.json in {status.folder}")
+    print(f"status file: {outputs_root() / grid.name / 'sweep.json'}")
+    return 1 if any(s.state == "failed" for s in statuses.values()) else 0
+
+
+# --------------------------------------------------------------------------- report
+def grid_folder(target: str) -> Path:
+    """The results folder of a grid file, a folder path, or a name under the outputs root."""
+    path = Path(target).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        from ecgnb.grid import load_grid
+        return outputs_root() / load_grid(path, validate=False).name
+    for candidate in (path, outputs_root() / target):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no results folder '{target}' (nor {outputs_root() / target})")
+
+
+def build_report(target: str, use_notebook: bool = True) -> Path:
+    """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder."""
+    from ecgnb import report
+
+    folder = grid_folder(target)
+    results = report.collect_results(folder, root=outputs_root())
+    if results.empty:
+        raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
+    csv, _ = report.write_csv(results, folder / "results.csv", outputs_root() / "results.csv")
+    out = folder / REPORT_RUN
+    if not use_notebook:
+        report.write_report(results, out)
+        return out
+    return _report_notebook(csv, out)
+
+
+def _report_notebook(csv: Path, out: Path) -> Path:
+    """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
+    from ecgnb.runner import execute, is_complete, params_hash
+
+    params = {"results_csv": str(csv.resolve())}
+    content = (hashlib.sha256(csv.read_bytes()).hexdigest()[:16],)
+    if is_complete(out, params_hash(params, content)):
+        return out
+    run_name = out.relative_to(outputs_root()).as_posix()
+    return execute(REPORT_NOTEBOOK, params, run_name=run_name, overwrite=True,
+                   parents_hash=content)
+
+
+def _report(args) -> int:
+    out = build_report(args.target, use_notebook=not args.no_notebook)
+    print(f"results table: {out.parent / 'results.csv'} (copy: {outputs_root() / 'results.csv'})")
+    print(f"report: {out / 'report.md'}\nfigures: {out / 'figures.html'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
 def _demo(args) -> int:
+    from ecgnb.grid import load_grid
     from ecgnb.paths import data_root
-    from ecgnb.runner import execute, is_complete, read_params
     from ecgnb.simulate import embedded_data
 
     start = time.time()
     embedded_data(data_root(), seed=0)
     print(f"embedded data ready under {data_root()} ({time.time() - start:.1f} s)")
+    _demo_exploration()
+    grid = load_grid(DEMO_GRID)
+    status = _sweep(grid, args.jobs)
+    out = build_report(str(DEMO_GRID))
+    print(f"demo finished in {time.time() - start:.1f} s; report: {out / 'report.md'} "
+          f"(figures: {out / 'figures.html'}); results: {out.parent / 'results.csv'}")
+    return status
+
+
+def _demo_exploration() -> None:
+    from ecgnb.runner import execute, is_complete
+
     for notebook, params in DEMO_STEPS:
         run_name = f"{Path(notebook).stem}/{Path(params).stem}"
-        folder = outputs_root() / run_name
-        if is_complete(folder) and not args.overwrite:
+        if is_complete(outputs_root() / run_name):
             print(f"skip (finished): {run_name}")
             continue
-        read_params(PROJECT_ROOT / params)
         execute(PROJECT_ROOT / notebook, PROJECT_ROOT / params, run_name=run_name,
                 overwrite=True, progress=True)
-        print(f"done: {run_name} -> {folder}")
-    print(f"demo finished in {time.time() - start:.1f} s; results under {outputs_root()}")
-    return 0
+        print(f"done: {run_name} -> {outputs_root() / run_name}")
 
 
+# --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ecgnb", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ecgnb", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("execute", help="run one notebook with one params file (papermill)")
@@ -69,8 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true")
     p.set_defaults(func=_data)
 
+    p = sub.add_parser("run", help="run a grid file's experiments (resumable DAG)")
+    p.add_argument("grid", help="a grid YAML, e.g. params/grids/demo.yaml")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--devices", default="", help="e.g. cuda:0,cuda:1: one run per GPU at a time")
+    p.add_argument("--dry-run", action="store_true", help="print the DAG and counts, run nothing")
+    p.add_argument("--only", default=None, help="glob on run names; their missing ancestors too")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the runs that failed with the same parameters")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("report", help="results.csv and the study's tables and figures")
+    p.add_argument("target", help="a grid YAML, a grid folder, or its name under outputs/")
+    p.add_argument("--no-notebook", action="store_true",
+                   help="write the tables and figures without executing notebook 06")
+    p.set_defaults(func=_report)
+
     p = sub.add_parser("demo", help="the main job on the embedded data")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.set_defaults(func=_demo)
     return parser
 
@@ -79,6 +193,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("ecgnb: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     except (FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"ecgnb: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,224 @@
+"""Benchmarks (a script, not a test): ``python -m ecgnb.bench softdtw|pretrain``.
+
+- ``softdtw``: pairwise soft-DTW of one batch ``[B, T]`` with our numba kernel (CPU, all cores),
+  our torch anti-diagonal path (CPU, and CUDA when present) and tslearn's ``cdist_soft_dtw``;
+  wall time (best of ``--repeats``, compile/warm-up excluded), speed-up over tslearn and the
+  largest element-wise relative difference.
+- ``pretrain``: per backbone (``ecgnb.models.build`` defaults), training samples/s over
+  ``--batches`` batches after one warm-up batch, and peak memory: CUDA
+  ``max_memory_allocated``; CPU the peak resident set size of a fresh process per backbone
+  (``resource.getrusage``), with its growth during training.
+Timing inputs are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import resource
+import time
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ecgnb.config import pick_device
+
+
+def synthetic_batch(n_series: int, length: int, seed: int = 0) -> np.ndarray:
+    """Seeded, z-scored sines plus noise: float32 ``[n_series, length]``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / length
+    x = np.sin(2 * np.pi * (rng.uniform(1, 6, (n_series, 1)) * t + rng.uniform(0, 1, (n_series, 1))))
+    x = x + 0.3 * rng.normal(size=x.shape)
+    x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def best_time(run: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None
+              ) -> tuple[float, object]:
+    """Smallest wall time of ``repeats`` calls and the last result."""
+    times, result = [], None
+    for _ in range(max(1, repeats)):
+        sync()
+        start = time.perf_counter()
+        result = run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def max_relative_difference(values, reference) -> float:
+    values, reference = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    return float(np.max(np.abs(values - reference) / np.maximum(np.abs(reference), 1e-300)))
+
+
+# --------------------------------------------------------------------------- soft-DTW
+def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths: Sequence[str],
+                  torch_cpu_series: int = 16, seed: int = 0) -> list[dict]:
+    """Rows ``{path, seconds, values [n, n], note}`` for each requested path on one batch.
+
+    The torch path on CPU (it exists for CUDA) is timed on the first ``torch_cpu_series``
+    series only; rates are compared in pairs/s.
+    """
+    from ecgnb.softdtw import set_cpu_threads, soft_dtw_numba, soft_dtw_torch
+
+    x = synthetic_batch(n_series, length, seed).astype(np.float64)
+    rows = []
+    if "numba" in paths:
+        n_threads = set_cpu_threads(os.cpu_count())
+        start = time.perf_counter()
+        soft_dtw_numba(x[:2, :8], gamma)  # compile, or load the on-disk cache
+        warm = time.perf_counter() - start
+        seconds, values = best_time(lambda: soft_dtw_numba(x, gamma), repeats)
+        rows.append(dict(path=f"ours numba CPU ({n_threads} threads)", seconds=seconds,
+                         values=values, note=f"best of {repeats}; first call {warm:.1f}s"))
+    if "torch" in paths:
+        x_cpu = torch.from_numpy(x[:torch_cpu_series])
+        soft_dtw_torch(x_cpu[:2, :8], gamma)
+        seconds, values = best_time(lambda: soft_dtw_torch(x_cpu, gamma).numpy(), 1)
+        rows.append(dict(path=f"ours torch CPU ({torch.get_num_threads()} threads)",
+                         seconds=seconds, values=values, note=f"B={len(x_cpu)}, 1 run"))
+    if "torch" in paths and torch.cuda.is_available():
+        x_gpu = torch.from_numpy(x).cuda()
+        soft_dtw_torch(x_gpu[:2, :8], gamma)
+        seconds, values = best_time(lambda: soft_dtw_torch(x_gpu, gamma), repeats,
+                                    torch.cuda.synchronize)
+        rows.append(dict(path=f"ours torch {torch.cuda.get_device_name()}", seconds=seconds,
+                         values=values.cpu().numpy(), note=f"best of {repeats}"))
+    if "tslearn" in paths:
+        rows.append(_bench_tslearn(x, gamma))
+    return rows
+
+
+def _bench_tslearn(x: np.ndarray, gamma: float) -> dict:
+    from tslearn.metrics import cdist_soft_dtw
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cdist_soft_dtw(x[:2, :8, None], gamma=gamma)  # compile its numba kernels
+        seconds, values = best_time(lambda: cdist_soft_dtw(x[..., None], gamma=gamma), 1)
+    return dict(path="tslearn cdist_soft_dtw (1 thread)", seconds=seconds, values=values,
+                note="1 run")
+
+
+def pairs_per_second(row: dict) -> float:
+    n_series = len(row["values"])
+    return n_series * (n_series + 1) / 2 / row["seconds"]
+
+
+def format_softdtw(rows: list[dict], length: int, gamma: float) -> str:
+    """Table: seconds, pairs/s (upper triangle incl. diagonal), speed-up and max rel diff."""
+    reference = next((r for r in rows if r["path"].startswith("tslearn")), None)
+    lines = [f"pairwise soft-DTW, T={length}, gamma={gamma} (pairs = upper triangle incl. diagonal)",
+             f"{'path':<40}{'B':>4}{'seconds':>10}{'pairs/s':>10}{'speed-up':>10}"
+             f"{'max rel diff':>14}  note"]
+    for row in rows:
+        speed_up = max_diff = "-"
+        if reference is not None:
+            n = len(row["values"])
+            speed_up = f"{pairs_per_second(row) / pairs_per_second(reference):.1f}x"
+            max_diff = f"{max_relative_difference(row['values'], reference['values'][:n, :n]):.1e}"
+        lines.append(f"{row['path']:<40}{len(row['values']):>4}{row['seconds']:>10.3f}"
+                     f"{pairs_per_second(row):>10.1f}{speed_up:>10}{max_diff:>14}  {row['note']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- pretraining
+def bench_backbone(name: str, n_batches: int, batch_size: int, length: int,
+                   device: str | None = None, seed: int = 0) -> dict:
+    """Samples/s and peak memory of one backbone's training (run in a fresh process on CPU)."""
+    from ecgnb.models import build
+
+    device_ = pick_device(device)
+    x = synthetic_batch((n_batches + 1) * batch_size, length, seed)[:, None, :]
+    enc = build(name, device=device, seed=seed, verbose=False).build(length)
+    if device_.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _peak_rss_mb()
+    enc.fit(x[:batch_size], n_epochs=1, batch_size=batch_size)  # warm-up (compile, caches)
+    _sync(device_)
+    start = time.perf_counter()
+    enc.fit(x[batch_size:], n_epochs=1, batch_size=batch_size)
+    _sync(device_)
+    seconds = time.perf_counter() - start
+    if device_.type == "cuda":
+        peak, growth = torch.cuda.max_memory_allocated() / 2**20, float("nan")
+    else:
+        peak = _peak_rss_mb()
+        growth = peak - rss_before
+    return dict(backbone=name, device=str(device_), samples_per_s=n_batches * batch_size / seconds,
+                seconds_per_batch=seconds / n_batches, peak_mb=peak, growth_mb=growth)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def bench_pretrain(names: Sequence[str], n_batches: int, batch_size: int, length: int,
+                   device: str | None = None) -> list[dict]:
+    """One fresh (spawned) process per backbone, so that peak memory is its own."""
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    for name in names:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            rows.append(pool.submit(bench_backbone, name, n_batches, batch_size, length,
+                                    device).result())
+    return rows
+
+
+def format_pretrain(rows: list[dict], batch_size: int, length: int) -> str:
+    lines = [f"pretraining, batch {batch_size} x [1, {length}], default configs",
+             f"{'backbone':<12}{'device':<8}{'samples/s':>11}{'s/batch':>9}"
+             f"{'peak MB':>10}{'growth MB':>11}"]
+    for r in rows:
+        lines.append(f"{r['backbone']:<12}{r['device']:<8}{r['samples_per_s']:>11.1f}"
+                     f"{r['seconds_per_batch']:>9.2f}{r['peak_mb']:>10.0f}{r['growth_mb']:>11.0f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ecgnb.bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sdtw = sub.add_parser("softdtw", help="pairwise soft-DTW: ours vs tslearn")
+    sdtw.add_argument("--batch", type=int, default=64)
+    sdtw.add_argument("--length", type=int, default=720)
+    sdtw.add_argument("--repeats", type=int, default=3)
+    sdtw.add_argument("--gamma", type=float, default=0.1)
+    sdtw.add_argument("--paths", default="numba,torch,tslearn",
+                      help="comma-separated subset of numba,torch,tslearn")
+    sdtw.add_argument("--torch-cpu-batch", type=int, default=16,
+                      help="series used to time the torch path on CPU (it is the CUDA path)")
+    pre = sub.add_parser("pretrain", help="training samples/s and peak memory per backbone")
+    pre.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
+    pre.add_argument("--batches", type=int, default=5)
+    pre.add_argument("--batch-size", type=int, default=64)
+    pre.add_argument("--length", type=int, default=720)
+    pre.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command == "softdtw":
+        paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+        rows = bench_softdtw(args.batch, args.length, args.gamma, args.repeats, paths,
+                             torch_cpu_series=args.torch_cpu_batch)
+        print(format_softdtw(rows, args.length, args.gamma))
+    else:
+        names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+        rows = bench_pretrain(names, args.batches, args.batch_size, args.length, args.device)
+        print(format_pretrain(rows, args.batch_size, args.length))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Stage 05: embeddings of downstream runs, per stage, and the scores that go with their maps.
+
+A :class:`RunSource` is one cell of a notebook-04 run: the encoder *before* fine-tuning (from the
+cell's ``encoder_run``; ``None`` for the supervised baselines) and the trained classifier
+(``model.pt``). :func:`embed` gives, for windows ``x [N, 1, T]``, vectors ``[N, D]`` at one of
+:data:`STAGES`:
+
+- ``encoder``: ``encoder.encode(x)``, the pretrained (or continued) representation;
+- ``finetuned``: the classifier's own network, ``network.embed(x)`` (equal to ``encoder`` after
+  linear probing; the members' embeddings side by side for an ensemble);
+- ``head``: the input of the head's last linear layer (MLP: the hidden layer; FCN: the pooled
+  convolutions; linear head: the embedding it reads);
+- ``logits``: the classifier's output ``[N, K]``.
+
+Scores are computed in the embedding space (and, by :mod:`ecgnb.maps`, on the 2-D map too):
+silhouette by class, kNN accuracy from training to test embeddings, and the domain-mixing score.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import silhouette_score
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from torch import nn
+
+from ecgnb import models, paths, pretrain, scenarios
+from ecgnb.config import pick_device
+from ecgnb.data import Windows
+from ecgnb.heads import Classifier, build_head
+from ecgnb.models.base import CheckpointError, Encoder
+from ecgnb.models.hinception import ENSEMBLE_BASELINES, HInceptionTime, build_baseline
+from ecgnb.train import TrainConfig, run_cell
+
+STAGES = ("encoder", "finetuned", "head", "logits")
+SUPERVISED = "supervised"
+CELL_NAME = re.compile(r"^(?P<head>[a-z]+)-(?P<mode>[a-z]+)-f(?P<fraction>[0-9.e-]+)-s(?P<seed>\d+)$")
+# A standalone run (no 04 run on disk): a tiny encoder and classifier trained in this process.
+STANDALONE = {"n_windows": 128, "pretrain_epochs": 2, "step_epochs": 1, "finetune_epochs": 3,
+              "cell": "mlp-ft-f1-s0", "backbone": "ts2vec", "scenario": "ECG"}
+# ... with TS2Vec's temporal contrast on random 180-sample crops (its cost grows with T squared).
+STANDALONE_OVERRIDES = {"ts2vec": {"max_train_length": 180}}
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingConfig(pretrain.DataConfig):
+    """Parameters of notebooks/05_embeddings.ipynb (same names as its parameters cell)."""
+
+    runs: tuple[str, ...] = ("demo/finetune/ts2vec-ecg-f1.0",
+                             "demo/finetune/ts2vec-ecg-continued1-f1.0")
+    cells: tuple[str, ...] = ()  # one per run, one for all, or empty: each run's first cell
+    stages: tuple[str, ...] = ("encoder", "finetuned", "head")
+    split: str = "test"  # target split placed on the map fitted on the training split
+    corpus: str = "All+target"  # pretraining corpus mapped by domain; empty: none
+    n_corpus_windows: int = 600  # seeded subsample of the corpus (0: all)
+    n_neighbors: int = 5  # UMAP (the study: 5)
+    min_dist: float = 0.2  # UMAP (the study: 0.2)
+    metric: str = "euclidean"  # UMAP metric
+    k_neighbors: int = 5  # k of the kNN accuracy and of the domain-mixing score
+    pretrain_if_missing: bool = True  # a missing run is trained tiny in this process
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown or not self.stages:
+            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages}")
+        if self.split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got '{self.split}'")
+        if not self.runs:
+            raise ValueError("runs must name at least one notebook-04 run")
+        if len(self.cells) not in (0, 1, len(self.runs)):
+            raise ValueError(f"cells: give one per run ({len(self.runs)}), one for all, or none; "
+                             f"got {list(self.cells)}")
+
+    @property
+    def device_or_none(self) -> str | None:
+        return None if self.device == "auto" else self.device
+
+
+# --------------------------------------------------------------------------- run sources
+@dataclasses.dataclass
+class RunSource:
+    """One downstream cell to embed.
+
+    ``cell`` is its ``cell.json`` record (``backbone``, ``scenario``, ``head``, ``mode``, ...);
+    ``encoder`` the encoder before fine-tuning (``None`` for a supervised baseline);
+    ``classifier`` maps ``[B, 1, T]`` to logits ``[B, K]``.
+    """
+
+    run: str
+    cell_name: str
+    cell: dict
+    encoder: Encoder | None
+    classifier: nn.Module
+    is_standalone: bool = False
+
+    @property
+    def label(self) -> str:
+        """Short display name: ``ts2vec ECG continued1 · mlp-ft-f1-s0``."""
+        tag = " (standalone)" if self.is_standalone else ""
+        return f"{self.cell.get('backbone', '?')} {self.cell.get('scenario', '?')}{tag} · {self.cell_name}"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return STAGES if self.encoder is not None else STAGES[1:]
+
+
+def complete_cells(run_folder: Path) -> list[str]:
+    """Sorted names of the complete cells (``metrics.json`` written) of a notebook-04 run."""
+    folder = Path(run_folder) / "cells"
+    return sorted(p.parent.name for p in folder.glob("*/metrics.json"))
+
+
+def load_source(run: str, cell_name: str, windows: Windows, device: str | None = None,
+                data: pretrain.DataConfig | None = None) -> RunSource:
+    """The cell ``cell_name`` (empty: the first complete one) of the finished 04 run ``run``.
+
+    With ``data``, warns when the run read other data (roots, size, seeds) than ``data``.
+    """
+    folder = paths.find_run(run)
+    if data is not None:
+        _check_same_data(folder, data, run)
+    cells = complete_cells(folder)
+    if not cells:
+        raise FileNotFoundError(f"run '{run}' has no complete cell under {folder / 'cells'}")
+    cell_name = cell_name or cells[0]
+    if cell_name not in cells:
+        raise FileNotFoundError(f"run '{run}' has no cell '{cell_name}'; it has {cells}")
+    cell_dir = folder / "cells" / cell_name
+    cell = json.loads((cell_dir / "cell.json").read_text())
+    encoder = None
+    if cell["mode"] != SUPERVISED:
+        encoder = models.load(paths.find_run(cell["encoder_run"]) / "encoder.pt", device=device)
+        _check_encoder_hash(encoder, cell, run)
+    classifier = load_classifier(cell_dir, len(windows.classes), windows.n_timesteps, encoder,
+                                 device)
+    return RunSource(run, cell_name, cell, encoder, classifier)
+
+
+def _check_same_data(folder: Path, data: pretrain.DataConfig, run: str) -> None:
+    record = folder / "config.json"
+    theirs = json.loads(record.read_text()).get("params", {}) if record.is_file() else {}
+    differ = {f.name: (theirs[f.name], getattr(data, f.name))
+              for f in dataclasses.fields(pretrain.DataConfig)
+              if f.name in theirs and theirs[f.name] != getattr(data, f.name)}
+    if differ:
+        warnings.warn(f"run '{run}' read other data than this notebook (parameter: (the run's, "
+                      f"this one's)): {differ}; its train/test windows are not the ones mapped "
+                      "here: set these parameters to the run's values", stacklevel=3)
+
+
+def _check_encoder_hash(encoder: Encoder, cell: dict, run: str) -> None:
+    expected = cell.get("encoder_hash")
+    if expected and expected != encoder.weights_hash():
+        warnings.warn(f"run '{run}': encoder run '{cell['encoder_run']}' changed since this cell "
+                      "was fine-tuned (weights hash differs); 'encoder' embeddings are not those "
+                      "of the encoder it started from", stacklevel=3)
+
+
+def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder | None = None,
+                    device: str | None = None) -> nn.Module:
+    """Rebuild a cell's trained classifier from ``cell.json`` and ``model.pt`` (strict).
+
+    ``model.pt`` is the classifier's ``state_dict`` (:func:`ecgnb.finetune.run_cells`). SSL cells
+    rebuild :class:`~ecgnb.heads.Classifier` on ``encoder.trainable_network()``; baselines rebuild
+    from :mod:`ecgnb.models.hinception` (an ensemble's size is read from the weights).
+    """
+    cell_dir = Path(cell_dir)
+    cell = json.loads((cell_dir / "cell.json").read_text())
+    state = torch.load(cell_dir / "model.pt", map_location="cpu", weights_only=True)
+    if cell["mode"] == SUPERVISED:
+        model = _baseline(cell["head"], n_classes, n_timesteps, state)
+    elif encoder is None:
+        raise ValueError(f"{cell_dir}: a '{cell['mode']}' cell needs its encoder to be rebuilt")
+    else:
+        network = encoder.trainable_network()
+        model = Classifier(network, build_head(cell["head"], network, n_classes),
+                           freeze_network=cell["mode"] == "lp")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{cell_dir / 'model.pt'} does not fit a {cell['head']} "
+                              f"{cell['mode']} classifier: {exc}") from exc
+    return model.to(pick_device(device)).eval()
+
+
+def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict) -> nn.Module:
+    if name not in ENSEMBLE_BASELINES:
+        return build_baseline(name, n_classes, n_timesteps, seed=0)
+    members = {int(k.split(".")[1]) for k in state if k.startswith("members.")}
+    return HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)))
+
+
+def load_sources(cfg: EmbeddingConfig, fragments: Windows,
+                 splits: dict[str, np.ndarray]) -> list[RunSource]:
+    """Every run of ``cfg.runs`` with its cell; a missing run is trained tiny in this process
+    when ``cfg.pretrain_if_missing`` (with a warning), else an error."""
+    cells = cfg.cells if len(cfg.cells) == len(cfg.runs) else (cfg.cells or ("",)) * len(cfg.runs)
+    sources, bases = [], {}  # stand-ins share their base pretraining
+    for run, cell in zip(cfg.runs, cells):
+        try:
+            sources.append(load_source(run, cell, fragments, cfg.device_or_none, data=cfg))
+        except FileNotFoundError as exc:
+            if not cfg.pretrain_if_missing:
+                raise
+            warnings.warn(f"{exc}; training a tiny standalone stand-in for it instead",
+                          stacklevel=2)
+            sources.append(standalone_source(run, cell, cfg, fragments, splits, bases))
+    return sources
+
+
+# --------------------------------------------------------------------------- standalone runs
+def recipe_of(run: str) -> tuple[str, str]:
+    """(backbone, scenario) named by a 04 run name such as ``finetune/ts2vec-ecg-continued1-f1.0``;
+    the standalone defaults when the name follows no known pattern."""
+    stem = re.sub(r"-f[0-9.]+$", "", run.rstrip("/").split("/")[-1])
+    backbone, _, rest = stem.partition("-")
+    by_slug = {scenarios.slug(name): name for name in scenarios.SCENARIOS}
+    if backbone in models.REGISTRY and rest in by_slug:
+        return backbone, by_slug[rest]
+    return STANDALONE["backbone"], STANDALONE["scenario"]
+
+
+def standalone_source(run: str, cell_name: str, cfg: EmbeddingConfig, fragments: Windows,
+                      splits: dict[str, np.ndarray], bases: dict | None = None) -> RunSource:
+    """A tiny stand-in for a missing 04 run: the scenario's chain (pretraining, then one short
+    epoch per continuation step) on a few windows, then the cell's head, mode and seed.
+
+    ``bases`` memoises base encoders by (backbone, corpus) across calls. On CPU the networks
+    train on one thread: they are too small to gain from more, and lose much on a busy machine.
+    """
+    backbone, scenario = recipe_of(run)
+    cell_name = cell_name or STANDALONE["cell"]
+    match = CELL_NAME.match(cell_name)
+    if match is None:
+        raise ValueError(f"cell name '{cell_name}' is not <head>-<mode>-f<fraction>-s<seed>")
+    config = TrainConfig(head=match["head"], mode=match["mode"], seed=int(match["seed"]),
+                         n_epochs=STANDALONE["finetune_epochs"], warmup_epochs=1, patience=None,
+                         label_fraction=float(match["fraction"]), device=cfg.device_or_none,
+                         verbose=False)
+    with _torch_threads(1 if pick_device(cfg.device_or_none).type == "cpu" else None):
+        encoder = tiny_encoder(backbone, scenarios.get(scenario), cfg, bases)
+        result = run_cell(encoder, fragments, splits, config)
+    cell = {"backbone": backbone, "scenario": scenario, "head": config.head, "mode": config.mode,
+            "seed": config.seed, "label_fraction": config.label_fraction,
+            "encoder_run": "standalone", "cell": cell_name}
+    return RunSource(run, cell_name, cell, encoder, result.model.eval(), is_standalone=True)
+
+
+@contextlib.contextmanager
+def _torch_threads(n_threads: int | None):
+    """Run the block with ``n_threads`` torch CPU threads (None: unchanged), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def tiny_encoder(backbone: str, scenario: scenarios.Scenario, cfg: EmbeddingConfig,
+                 bases: dict | None = None) -> Encoder:
+    """A smoke-sized encoder of ``scenario``: base corpus, then each continuation step."""
+    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(pretrain.DataConfig)}
+    pcfg = pretrain.PretrainConfig(**data, backbone=backbone, corpus=scenario.corpus,
+                                   n_windows=STANDALONE["n_windows"], model_size="small",
+                                   model_overrides=STANDALONE_OVERRIDES.get(backbone, {}),
+                                   n_epochs=STANDALONE["pretrain_epochs"], seed=cfg.seed,
+                                   device=cfg.device)
+    bases = {} if bases is None else bases
+    if (backbone, scenario.corpus) not in bases:
+        train, _ = pretrain.load_corpus(scenario.corpus, pcfg, n_windows=pcfg.n_windows,
+                                        seed=cfg.seed)
+        bases[backbone, scenario.corpus] = pretrain.pretrain(pcfg, train, verbose=False)
+    encoder = copy.deepcopy(bases[backbone, scenario.corpus])
+    for step in scenario.steps:
+        more, _ = pretrain.load_corpus(step.corpus, pcfg, n_windows=pcfg.n_windows, seed=cfg.seed)
+        encoder.fit(more.x, n_epochs=STANDALONE["step_epochs"], seed=cfg.seed, verbose=False)
+        encoder.lineage.append({"stage": step.name, "scenario": scenario.name,
+                                "epochs": STANDALONE["step_epochs"], "seed": cfg.seed,
+                                "parent": "standalone", "selection": "last epoch"})
+    return encoder
+
+
+def corpus_windows(cfg: EmbeddingConfig) -> Windows | None:
+    """The training part of pretraining corpus ``cfg.corpus`` (None when empty), subsampled to
+    ``cfg.n_corpus_windows`` per :func:`sample_corpus`."""
+    if not cfg.corpus:
+        return None
+    train, _ = pretrain.load_corpus(cfg.corpus, cfg, seed=cfg.seed)
+    return sample_corpus(train, cfg.n_corpus_windows, cfg.seed)
+
+
+def sample_corpus(corpus: Windows, n_windows: int, seed: int) -> Windows:
+    """A seeded subsample of at most ``n_windows`` windows, stratified by domain (0: all)."""
+    if not n_windows or len(corpus) <= n_windows:
+        return corpus
+    rng = np.random.default_rng(seed)
+    share = n_windows / len(corpus)
+    keep = [rng.choice(np.flatnonzero(corpus.domains == d), replace=False,
+                       size=max(1, round(share * (corpus.domains == d).sum())))
+            for d in np.unique(corpus.domains)]
+    return corpus.subset(np.sort(np.concatenate(keep)))
+
+
+# --------------------------------------------------------------------------- extraction
+def embed(source: RunSource, stage: str, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Vectors ``[N, D]`` of windows ``x [N, 1, T]`` at ``stage`` (see module docstring)."""
+    if stage not in source.stages:
+        raise ValueError(f"stage '{stage}' is not available for {source.label}; "
+                         f"available: {source.stages}")
+    if stage == "encoder":
+        return source.encoder.encode(x, batch_size=batch_size)
+    model = source.classifier
+    fn: Callable[[torch.Tensor], torch.Tensor] = {
+        "finetuned": lambda xb: _network_embedding(model, xb),
+        "head": lambda xb: _head_input(model, xb),
+        "logits": model,
+    }[stage]
+    return _batched(model, fn, x, batch_size)
+
+
+def predict(source: RunSource, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted class ``[N]`` (arg-max of the logits)."""
+    return embed(source, "logits", x, batch_size).argmax(axis=1)
+
+
+@torch.no_grad()
+def _batched(model: nn.Module, fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = [fn(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu()
+           for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def _members(model: nn.Module) -> list[nn.Module]:
+    """The classifiers inside ``model``: itself, or an ensemble's members."""
+    return list(model.members) if isinstance(model, HInceptionTime) else [model]
+
+
+def _network_embedding(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+    return torch.cat([m.network.embed(xb) for m in _members(model)], dim=1)
+
+
+def _head_input(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+    """What the last linear layer of each head receives (captured by a forward hook)."""
+    captured: list[torch.Tensor] = []
+    handles = [_last_linear(m.head).register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0])) for m in _members(model)]
+    try:
+        model(xb)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.cat(captured, dim=1)
+
+
+def _last_linear(head: nn.Module) -> nn.Linear:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError(f"{type(head).__name__} has no linear layer to read the head output from")
+    return linears[-1]
+
+
+# --------------------------------------------------------------------------- scores
+def silhouette_by_class(vectors: np.ndarray, labels: np.ndarray, metric: str = "euclidean") -> float:
+    """sklearn's silhouette of ``vectors [N, D]`` grouped by ``labels [N]`` (-1 .. 1; NaN when
+    fewer than two labels or fewer than 3 points)."""
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2 or len(labels) <= len(np.unique(labels)):
+        return float("nan")
+    return float(silhouette_score(vectors, labels, metric=metric))
+
+
+def knn_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray,
+                 k: int = 5) -> float:
+    """Accuracy on ``test [M, D]`` of a k-nearest-neighbour classifier fitted on ``train [N, D]``."""
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train))).fit(train, y_train)
+    return float((knn.predict(test) == np.asarray(y_test)).mean())
+
+
+def domain_mixing(vectors: np.ndarray, domains: np.ndarray, k: int = 10) -> dict:
+    """How well domains mix among each window's ``k`` nearest neighbours (itself excluded).
+
+    Per window: the share of neighbours from another domain, divided by the share expected
+    under perfect mixing, ``(N - n_d) / (N - 1)``; averaged within each domain, then over domains
+    (each domain weighs the same). 1 = as mixed as a random labelling, 0 = fully separated.
+    Returns ``{"score": float, "per_domain": {domain: float}}``.
+    """
+    domains = np.asarray(domains).astype(str)
+    names, codes, counts = np.unique(domains, return_inverse=True, return_counts=True)
+    n = len(domains)
+    if len(names) < 2:
+        return {"score": float("nan"), "per_domain": {}}
+    k = min(k, n - 1)
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors)
+    is_self = idx == np.arange(n)[:, None]  # the window itself, wherever duplicates put it
+    neighbours = np.take_along_axis(idx, np.argsort(is_self, axis=1, kind="stable"), 1)[:, :k]
+    observed = (codes[neighbours] != codes[:, None]).mean(axis=1)
+    ratio = observed / ((n - counts[codes]) / (n - 1))
+    per_domain = {str(name): float(ratio[codes == c].mean()) for c, name in enumerate(names)}
+    return {"score": float(np.mean(list(per_domain.values()))), "per_domain": per_domain}
+
+
+def ecg_or_other(domains: np.ndarray) -> np.ndarray:
+    """``ECG`` for ECG windows (WESAD ECG and target fragments), ``non-ECG`` for the rest."""
+    domains = np.asarray(domains).astype(str)
+    return np.where(np.isin(domains, ("ECG", "target")), "ECG", "non-ECG")

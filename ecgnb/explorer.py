@@ -1,0 +1,272 @@
+"""The embedding explorer: interactive in JupyterLab, and its offline export for batch runs.
+
+:class:`Explorer` shows two maps side by side (run A and run B, e.g. "ECG" vs "ECG continued1")
+with Dropdowns for the runs, the stage, the split and the colouring (class, domain, source
+record, correct/incorrect prediction, split); clicking a point shows that window's waveform in a
+third figure and marks the same window on both maps. The callback logic is the plain method
+:meth:`Explorer.select`, so it can be called (and tested) without a browser.
+
+:func:`write_static` writes the same views into one self-contained HTML file (plotly.js embedded
+once, no network): per stage, the runs side by side with a colouring menu, and a waveform panel
+that follows clicks. :func:`write_thumbnails` writes matplotlib PNGs of the same coordinates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import html
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from ecgnb.maps import COLOR_BY, EmbeddingMap, comparison_figure, label_colors, panel_traces, thumbnail
+
+ALL_POINTS = "all"  # split option: training and placed points together
+MAP_HEIGHT = 440
+
+
+def split_options(maps: Sequence[EmbeddingMap]) -> list[str]:
+    """The split choices: train, each placed split, ``all`` (target maps) and ``corpus``."""
+    target = [s for m in maps if m.view == "target" for s in m.points["split"].unique()]
+    options = list(dict.fromkeys(sorted(target, key=lambda s: s != "train")))
+    options += [ALL_POINTS] if options else []
+    return options + (["corpus"] if any(m.view == "corpus" for m in maps) else [])
+
+
+def window_title(m: EmbeddingMap, row: int) -> str:
+    """``#12 · 3_Threatening_VT · ECG · record 418 · test · predicted 3_Threatening_VT``."""
+    p = m.points.loc[row]
+    text = f"#{p['window']} · {p['class']} · {p['domain']} · group {p['group']} · {p['split']}"
+    if p["correct"] != "n/a":
+        text += f" · predicted {m.windows.classes[int(p['prediction'])]} ({p['correct']})"
+    return text
+
+
+class Explorer:
+    """Two UMAP panels and a waveform panel, driven by Dropdowns (see module docstring).
+
+    ``maps``: :class:`~ecgnb.maps.EmbeddingMap` objects from :func:`ecgnb.maps.build_maps`.
+    ``widget()`` returns the ipywidgets layout to display.
+    """
+
+    def __init__(self, maps: Sequence[EmbeddingMap], color_by: str = "class"):
+        import ipywidgets as widgets
+
+        self.maps = list(maps)
+        if not self.maps:
+            raise ValueError("the explorer needs at least one map")
+        sources = list(dict.fromkeys(m.source for m in self.maps))
+        splits = split_options(self.maps)
+        self.controls = {
+            "run_a": widgets.Dropdown(options=sources, value=sources[0], description="run A"),
+            "run_b": widgets.Dropdown(options=sources, value=sources[-1], description="run B"),
+            "stage": widgets.Dropdown(options=list(dict.fromkeys(m.stage for m in self.maps)),
+                                      description="stage"),
+            "split": widgets.Dropdown(options=splits, description="split",
+                                      value=ALL_POINTS if ALL_POINTS in splits else splits[0]),
+            "color": widgets.Dropdown(options=COLOR_BY, value=color_by, description="colour"),
+        }
+        self.panels = [go.FigureWidget(layout=dict(height=MAP_HEIGHT)) for _ in range(2)]
+        self.waveform = go.FigureWidget(
+            go.Scatter(x=[], y=[], mode="lines", line=dict(width=1)),
+            layout=dict(height=MAP_HEIGHT, title="click a point to see its window",
+                        xaxis_title="s", margin=dict(l=40, r=10, t=60, b=40)))
+        self.selected_: tuple[str, int] | None = None  # (view, window) of the last click
+        for control in self.controls.values():
+            control.observe(lambda _change: self.redraw(), names="value")
+        self.redraw()
+
+    # ----------------------------------------------------------------- state
+    def value(self, name: str) -> str:
+        return self.controls[name].value
+
+    def panel_map(self, panel: int) -> EmbeddingMap | None:
+        """The map shown in ``panel`` (0: run A, 1: run B) for the current choices."""
+        view = "corpus" if self.value("split") == "corpus" else "target"
+        source = self.value("run_a" if panel == 0 else "run_b")
+        hits = [m for m in self.maps if (m.source, m.stage, m.view) ==
+                (source, self.value("stage"), view)]
+        return hits[0] if hits else None
+
+    def _shown(self, m: EmbeddingMap) -> EmbeddingMap:
+        """``m`` restricted to the chosen split (rows keep their index in ``m.points``)."""
+        split = self.value("split")
+        if split in (ALL_POINTS, "corpus"):
+            return m
+        return dataclasses.replace(m, points=m.points[m.points["split"] == split])
+
+    # ----------------------------------------------------------------- drawing
+    def redraw(self) -> None:
+        """Rebuild both panels for the current Dropdown values."""
+        shown_maps = [self.panel_map(p) for p in range(2)]
+        color = self.value("color")
+        colors = label_colors([m for m in shown_maps if m is not None], color)
+        legend: set[str] = set()
+        for panel, (fig, m) in enumerate(zip(self.panels, shown_maps)):
+            fig.data = []
+            if m is None:
+                fig.layout.title = (f"no {self.value('stage')} map for this run "
+                                    f"({self.value('split')})")
+                continue
+            traces = panel_traces(self._shown(m), color, colors, legend)
+            fig.add_traces(traces + [_marker_trace()])
+            fig.layout.title = m.title
+            fig.layout.legend.title.text = color if panel == 1 else None
+            for index, trace in enumerate(fig.data[:-1]):
+                trace.on_click(functools.partial(self._on_click, panel, index))
+        self._mark_selected()
+
+    def _on_click(self, panel: int, trace_index: int, _trace, points, _selector) -> None:
+        if points.point_inds:
+            self.select(panel, trace_index, points.point_inds[0])
+
+    def select(self, panel: int, trace_index: int, point_index: int) -> int:
+        """Show the waveform of point ``point_index`` of trace ``trace_index`` in ``panel`` and
+        mark that window on both maps; returns the window's index (the click callback)."""
+        m = self.panel_map(panel)
+        row, window = (int(v) for v in self.panels[panel].data[trace_index].customdata[point_index])
+        self.selected_ = (m.view, window)
+        t = np.arange(m.windows.n_timesteps) / m.windows.fs
+        with self.waveform.batch_update():
+            self.waveform.data[0].x = t
+            self.waveform.data[0].y = m.windows.x[window, 0]
+            self.waveform.layout.title = window_title(m, row)
+        self._mark_selected()
+        return window
+
+    def _mark_selected(self) -> None:
+        for panel, fig in enumerate(self.panels):
+            m = self.panel_map(panel)
+            if m is None or not fig.data:
+                continue
+            hit = (m.points.iloc[0:0] if self.selected_ is None or self.selected_[0] != m.view
+                   else m.points[m.points["window"] == self.selected_[1]])
+            fig.data[-1].x, fig.data[-1].y = hit["x"].to_numpy(), hit["y"].to_numpy()
+
+    def widget(self):
+        """Controls on top; map A, map B and the waveform side by side."""
+        import ipywidgets as widgets
+
+        boxes = [widgets.Box([f], layout=widgets.Layout(width="34%" if i < 2 else "32%"))
+                 for i, f in enumerate(self.panels + [self.waveform])]
+        return widgets.VBox([widgets.HBox(list(self.controls.values())[:3]),
+                             widgets.HBox(list(self.controls.values())[3:]), widgets.HBox(boxes)])
+
+    def to_html(self, path) -> Path:
+        """The explorer's current state (choices, both maps, the waveform) as an offline page."""
+        choices = ", ".join(f"{k}: {c.value}" for k, c in self.controls.items())
+        figures = [go.Figure(f) for f in self.panels + [self.waveform]]
+        body = "".join(f"<div style='flex:1;min-width:0'>{_figure_div(f, i == 0)}</div>"
+                       for i, f in enumerate(figures))
+        page = (f"<p><b>Embedding explorer</b> · {html.escape(choices)}</p>"
+                f"<div style='display:flex;gap:8px'>{body}</div>")
+        return _write_page(path, "ecgnb embedding explorer", page)
+
+
+def _marker_trace() -> go.Scatter:
+    return go.Scatter(x=[], y=[], mode="markers", name="selected", showlegend=False,
+                      hoverinfo="skip", marker=dict(symbol="star", size=18, color="gold",
+                                                    line=dict(width=1.5, color="black")))
+
+
+# --------------------------------------------------------------------------- offline export
+def comparison_figures(maps: Sequence[EmbeddingMap],
+                       color_bys: Sequence[str] = COLOR_BY) -> dict[str, go.Figure]:
+    """``"<view> · <stage>"`` -> the runs' maps side by side, with a menu of the colourings
+    that tell its points apart."""
+    figures = {}
+    for view, stage in dict.fromkeys((m.view, m.stage) for m in maps):
+        row = [m for m in maps if (m.view, m.stage) == (view, stage)]
+        usable = [c for c in color_bys
+                  if len({v for m in row for v in m.points[c]}) > 1] or list(color_bys[:1])
+        figures[f"{view} · {stage}"] = comparison_figure(row, usable, title=f"{view} · {stage}")
+    return figures
+
+
+def write_static(maps: Sequence[EmbeddingMap], path, scores: pd.DataFrame | None = None,
+                 color_bys: Sequence[str] = COLOR_BY, title: str = "Embedding maps") -> Path:
+    """One offline HTML page: per view and stage, the runs side by side (colouring menu), the
+    scores table, and a waveform panel that shows any clicked window."""
+    sections = [f"<section class='ecgnb-map' data-view='{name.split(' · ')[0]}'>"
+                f"{_figure_div(fig, include_plotlyjs=i == 0)}</section>"
+                for i, (name, fig) in enumerate(comparison_figures(maps, color_bys).items())]
+    table = "" if scores is None else scores.round(3).to_html(index=False, border=0)
+    page = (f"<h1>{html.escape(title)}</h1><div class='layout'><div class='maps'>"
+            f"{''.join(sections)}<h2>Scores</h2>{table}</div><div class='side'>"
+            "<div id='waveform'>Click a point to see its window.</div></div></div>"
+            f"<script>const WINDOWS = {json.dumps(_waveforms(maps))};{_CLICK_JS}</script>")
+    return _write_page(path, title, page)
+
+
+def _waveforms(maps: Sequence[EmbeddingMap]) -> dict:
+    """Per view: ``fs`` and, per window shown, its samples (3 decimals) and title."""
+    out: dict[str, dict] = {}
+    for m in maps:
+        view = out.setdefault(m.view, {"fs": m.windows.fs, "x": {}, "title": {}})
+        for row, window in zip(m.points.index, m.points["window"]):
+            if str(window) not in view["x"]:
+                view["x"][str(window)] = np.round(m.windows.x[window, 0], 3).tolist()
+                view["title"][str(window)] = window_title(m, row).split(" · predicted")[0]
+    return out
+
+
+_CLICK_JS = """
+window.addEventListener('load', function () {
+  function show(view, w) {
+    const d = WINDOWS[view], y = d.x[w];
+    Plotly.react('waveform', [{x: y.map((_, i) => i / d.fs), y: y, mode: 'lines',
+      line: {width: 1}}], {title: {text: d.title[w], font: {size: 12}}, height: 320,
+      margin: {l: 40, r: 10, t: 50, b: 40}, xaxis: {title: {text: 's'}}});
+  }
+  document.querySelectorAll('.ecgnb-map').forEach(function (section) {
+    const div = section.querySelector('.plotly-graph-div');
+    div.on('plotly_click', function (ev) {
+      show(section.dataset.view, String(ev.points[0].customdata[1]));
+    });
+  });
+});
+"""
+_STYLE = ("body{font-family:sans-serif;margin:12px} .layout{display:flex;gap:12px}"
+          ".maps{flex:3;min-width:0} .side{flex:1;min-width:280px}"
+          "#waveform{position:sticky;top:8px;border:1px solid #ddd;min-height:320px}"
+          "table{border-collapse:collapse;font-size:12px} td,th{padding:2px 6px}")
+
+
+def _figure_div(fig: go.Figure, include_plotlyjs: bool) -> str:
+    return pio.to_html(fig, full_html=False, include_plotlyjs=include_plotlyjs,
+                       config={"displaylogo": False})
+
+
+def _write_page(path, title: str, body: str) -> Path:
+    """Write a full HTML page atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_STYLE}</style></head><body>{body}</body></html>")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_thumbnails(maps: Sequence[EmbeddingMap], folder, dpi: int = 110) -> list[Path]:
+    """PNG thumbnails: target maps by class and corpus maps by domain (rows: stages, columns:
+    runs), drawn with matplotlib from the same coordinates."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for view, color_by in (("target", "class"), ("corpus", "domain")):
+        chosen = [m for m in maps if m.view == view]
+        if not chosen:
+            continue
+        grid = [[m for m in chosen if m.stage == stage]
+                for stage in dict.fromkeys(m.stage for m in chosen)]
+        fig = thumbnail(grid, color_by)
+        fig.savefig(folder / f"maps_{view}.png", dpi=dpi)
+        written.append(folder / f"maps_{view}.png")
+    return written

@@ -1,0 +1,297 @@
+"""2-D UMAP maps of embeddings: fitting, placing, scoring, and their figures.
+
+A target map is fitted on the *training* fragments' embeddings; the validation or test fragments
+are placed on it with ``transform`` (never fitted). A corpus map is fitted on pretraining-corpus
+windows to show domains. Every map is seeded (umap's ``random_state``, which also makes it
+single-threaded) and keeps its rows in :attr:`EmbeddingMap.points`.
+
+numba: umap-learn jit-compiles its functions on first use in every process (tens of seconds on a
+CPU), and only one of them asks numba for an on-disk cache (pynndescent's do). :func:`prepare_umap`
+turns on numba's on-disk cache for the others, so compilation is paid once per machine; the cache
+lands next to the package (``__pycache__``) or in numba's user cache folder when that is read-only,
+or in ``NUMBA_CACHE_DIR`` when set before umap is imported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+from tqdm.auto import tqdm
+
+from ecgnb.data import Windows
+from ecgnb.embeddings import (EmbeddingConfig, RunSource, domain_mixing, ecg_or_other, embed,
+                              knn_accuracy, predict, silhouette_by_class)
+from ecgnb.plots import PALETTE
+
+COLOR_BY = ("class", "domain", "group", "correct", "split")
+CORRECT_COLORS = {"correct": "#2ca02c", "incorrect": "#d62728", "n/a": "#7f7f7f"}
+CORPUS_STAGES = ("encoder", "finetuned")  # head outputs are class scores: not mapped on corpora
+UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.utils", "umap.spectral",
+                "umap.sparse")
+
+
+@dataclasses.dataclass(frozen=True)
+class UMAPSettings:
+    """umap-learn's parameters that the study set (n_neighbors 5, min_dist 0.2)."""
+
+    n_neighbors: int = 5
+    min_dist: float = 0.2
+    metric: str = "euclidean"
+
+
+def prepare_umap():
+    """Import umap-learn with numba's on-disk cache on for all its jitted functions (idempotent).
+
+    Returns the ``umap`` module.
+    """
+    import importlib
+
+    import umap
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    for name in UMAP_MODULES:
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            if (isinstance(obj, Dispatcher) and obj.__module__ == name
+                    and isinstance(getattr(obj, "_cache", None), NullCache)):
+                obj.enable_caching()
+    return umap
+
+
+def fit_umap(vectors: np.ndarray, settings: UMAPSettings, seed: int):
+    """A seeded ``umap.UMAP`` fitted on ``vectors [N, D]`` (``embedding_`` holds ``[N, 2]``)."""
+    umap = prepare_umap()
+    reducer = umap.UMAP(n_neighbors=max(2, min(settings.n_neighbors, len(vectors) - 1)),
+                        min_dist=settings.min_dist, metric=settings.metric, n_components=2,
+                        random_state=seed, transform_seed=seed, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(spectral|disconnected|connected comp).*")
+        return reducer.fit(np.asarray(vectors, dtype=np.float32))
+
+
+def place(reducer, vectors: np.ndarray) -> np.ndarray:
+    """Coordinates ``[M, 2]`` of new ``vectors [M, D]`` on a fitted map (never refitted)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(disconnected|connected comp).*")
+        return reducer.transform(np.asarray(vectors, dtype=np.float32))
+
+
+# --------------------------------------------------------------------------- maps
+@dataclasses.dataclass
+class EmbeddingMap:
+    """One run's embeddings at one stage, on a 2-D map.
+
+    ``points``: one row per window with ``x, y`` (map coordinates), ``window`` (row of
+    ``windows``), ``split`` (train, val, test or corpus), ``class``, ``domain``, ``group``
+    (source record or subject), ``prediction`` and ``correct`` (correct, incorrect or n/a).
+    ``vectors [N, D]``: the embeddings, in the rows' order. ``view``: target or corpus.
+    """
+
+    source: str
+    stage: str
+    view: str
+    points: pd.DataFrame
+    vectors: np.ndarray
+    windows: Windows
+    seconds: float = 0.0
+
+    @property
+    def title(self) -> str:
+        return f"{self.source} · {self.stage}"
+
+
+def target_map(source: RunSource, stage: str, fragments: Windows, splits: dict[str, np.ndarray],
+               split: str, settings: UMAPSettings, seed: int) -> EmbeddingMap:
+    """Fit on the training fragments' embeddings, place ``split`` (val or test) with transform."""
+    start = time.perf_counter()
+    train_idx, placed_idx = splits["train"], splits[split]
+    train_vec = embed(source, stage, fragments.x[train_idx])
+    placed_vec = embed(source, stage, fragments.x[placed_idx])
+    reducer = fit_umap(train_vec, settings, seed)
+    coords = np.vstack([reducer.embedding_, place(reducer, placed_vec)])
+    idx = np.concatenate([train_idx, placed_idx])
+    names = np.repeat(["train", split], [len(train_idx), len(placed_idx)])
+    points = _points(fragments, idx, names, coords, predict(source, fragments.x[idx]))
+    return EmbeddingMap(source.label, stage, "target", points, np.vstack([train_vec, placed_vec]),
+                        fragments, time.perf_counter() - start)
+
+
+def corpus_map(source: RunSource, stage: str, corpus: Windows, settings: UMAPSettings,
+               seed: int) -> EmbeddingMap:
+    """Fit on pretraining-corpus windows (every domain) to see how domains sit."""
+    start = time.perf_counter()
+    vectors = embed(source, stage, corpus.x)
+    reducer = fit_umap(vectors, settings, seed)
+    idx = np.arange(len(corpus))
+    points = _points(corpus, idx, np.full(len(corpus), "corpus"), reducer.embedding_, None)
+    return EmbeddingMap(source.label, stage, "corpus", points, vectors, corpus,
+                        time.perf_counter() - start)
+
+
+def _points(windows: Windows, idx: np.ndarray, split: np.ndarray, coords: np.ndarray,
+            prediction: np.ndarray | None) -> pd.DataFrame:
+    y = windows.y[idx]
+    classes = np.array([windows.classes[v] if v >= 0 else "unlabelled" for v in y])
+    if prediction is None or (y < 0).all():
+        correct = np.full(len(idx), "n/a")
+        prediction = np.full(len(idx), -1)
+    else:
+        correct = np.where(y < 0, "n/a", np.where(prediction == y, "correct", "incorrect"))
+    return pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "window": idx, "split": split,
+                         "class": classes, "domain": windows.domains[idx].astype(str),
+                         "group": windows.groups[idx].astype(str), "prediction": prediction,
+                         "correct": correct})
+
+
+def build_maps(sources: Sequence[RunSource], cfg: EmbeddingConfig, fragments: Windows,
+               splits: dict[str, np.ndarray], corpus: Windows | None = None) -> list[EmbeddingMap]:
+    """Target maps for every source x stage; corpus maps for the stages of :data:`CORPUS_STAGES`."""
+    settings = UMAPSettings(cfg.n_neighbors, cfg.min_dist, cfg.metric)
+    jobs = [(s, stage, "target") for s in sources for stage in cfg.stages if stage in s.stages]
+    if corpus is not None:
+        jobs += [(s, stage, "corpus") for s in sources for stage in cfg.stages
+                 if stage in s.stages and stage in CORPUS_STAGES]
+    maps = []
+    for source, stage, view in tqdm(jobs, desc="UMAP maps", leave=False):
+        if view == "target":
+            maps.append(target_map(source, stage, fragments, splits, cfg.split, settings, cfg.seed))
+        else:
+            maps.append(corpus_map(source, stage, corpus, settings, cfg.seed))
+    return maps
+
+
+# --------------------------------------------------------------------------- scores
+def score_map(m: EmbeddingMap, k: int = 5) -> list[dict]:
+    """The map's scores in the embedding space and on the 2-D map (one row each).
+
+    Target maps: silhouette by class and kNN accuracy (fitted on train, scored on the placed
+    split), plus the classifier's accuracy there. Corpus maps: domain mixing over all domains
+    and ECG vs non-ECG, and the silhouette by domain.
+    """
+    rows = []
+    for space, values in (("embedding", m.vectors), ("map", m.points[["x", "y"]].to_numpy())):
+        row = {"run": m.source, "stage": m.stage, "view": m.view, "space": space,
+               "n_windows": len(m.points), "seconds": m.seconds}
+        row.update(_target_scores(m, values, k) if m.view == "target" else
+                   _corpus_scores(m, values, k))
+        rows.append(row)
+    return rows
+
+
+def _target_scores(m: EmbeddingMap, values: np.ndarray, k: int) -> dict:
+    train = (m.points["split"] == "train").to_numpy()
+    y = m.points["class"].to_numpy()
+    return {"silhouette_class": silhouette_by_class(values[~train], y[~train]),
+            "knn_accuracy": knn_accuracy(values[train], y[train], values[~train], y[~train], k),
+            "classifier_accuracy": float((m.points["correct"][~train] == "correct").mean())}
+
+
+def _corpus_scores(m: EmbeddingMap, values: np.ndarray, k: int) -> dict:
+    domains = m.points["domain"].to_numpy()
+    return {"mixing_domains": domain_mixing(values, domains, k)["score"],
+            "mixing_ecg_vs_other": domain_mixing(values, ecg_or_other(domains), k)["score"],
+            "silhouette_domain": silhouette_by_class(values, domains)}
+
+
+def scores_table(maps: Sequence[EmbeddingMap], k: int = 5) -> pd.DataFrame:
+    """One row per map and space (embedding, map); NaN where a score does not apply."""
+    return pd.DataFrame([row for m in maps for row in score_map(m, k)])
+
+
+# --------------------------------------------------------------------------- figures
+def label_colors(maps: Sequence[EmbeddingMap], color_by: str) -> dict[str, str]:
+    """One colour per label of ``color_by``, the same in every panel."""
+    labels = sorted({str(v) for m in maps for v in m.points[color_by]})
+    if color_by == "correct":
+        return {label: CORRECT_COLORS.get(label, "#7f7f7f") for label in labels}
+    palette = PALETTE if len(labels) <= len(PALETTE) else qualitative.Dark24
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
+def panel_traces(m: EmbeddingMap, color_by: str, colors: dict[str, str],
+                 shown: set[str] | None = None) -> list[go.Scatter]:
+    """One scatter trace per label; training points are dots, placed points outlined diamonds.
+
+    ``customdata`` holds ``[row in m.points, window]`` per point; a label already in ``shown``
+    gets no second legend entry.
+    """
+    traces, shown = [], set() if shown is None else shown
+    for label, rows in m.points.groupby(m.points[color_by].astype(str), sort=True):
+        is_train = (rows["split"] == "train").to_numpy() | (rows["split"] == "corpus").to_numpy()
+        hover = ("#" + rows["window"].astype(str) + " " + rows["class"] + " · " + rows["group"]
+                 + " · " + rows["split"] + np.where(rows["correct"] == "n/a", "",
+                                                    " · predicted " + rows["correct"]))
+        traces.append(go.Scatter(
+            x=rows["x"], y=rows["y"], mode="markers", name=label[:24], legendgroup=label,
+            showlegend=label not in shown, text=hover,
+            customdata=np.column_stack([rows.index.to_numpy(), rows["window"].to_numpy()]),
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(color=colors[label], size=np.where(is_train, 6, 9),
+                        symbol=np.where(is_train, "circle", "diamond"),
+                        line=dict(width=np.where(is_train, 0, 1), color="black"))))
+        shown.add(label)
+    return traces
+
+
+def comparison_figure(maps: Sequence[EmbeddingMap], color_by: str | Sequence[str] = "class",
+                      title: str = "") -> go.Figure:
+    """The maps side by side (e.g. one run per column), coloured by ``color_by``; several
+    colourings give a menu that switches between them (the first one shown)."""
+    color_bys = [color_by] if isinstance(color_by, str) else list(color_by)
+    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=[m.title for m in maps],
+                        horizontal_spacing=0.04)
+    owner = []  # the colouring of every trace, in order
+    for c in color_bys:
+        colors, shown = label_colors(maps, c), set()
+        for col, m in enumerate(maps, start=1):
+            for trace in panel_traces(m, c, colors, shown):
+                fig.add_trace(trace.update(visible=c == color_bys[0]), row=1, col=col)
+                owner.append(c)
+    if len(color_bys) > 1:
+        buttons = [dict(label=c, method="update", args=[{"visible": [o == c for o in owner]},
+                                                        {"legend.title.text": c}])
+                   for c in color_bys]
+        fig.update_layout(updatemenus=[dict(buttons=buttons, x=0, xanchor="left", y=1.16,
+                                            yanchor="top", direction="down")])
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(title=dict(text=title or "UMAP (dots: train, diamonds: placed split)",
+                                 x=0.5 if len(color_bys) > 1 else 0.05),
+                      height=480, legend_title_text=color_bys[0],
+                      margin=dict(l=20, r=20, t=100, b=20))
+    return fig
+
+
+def thumbnail(grid: Sequence[Sequence[EmbeddingMap]], color_by: str = "class"):
+    """A static matplotlib figure of maps (rows x columns), for PNG thumbnails."""
+    from matplotlib.figure import Figure
+
+    n_rows, n_cols = len(grid), max(len(row) for row in grid)
+    fig = Figure(figsize=(4.2 * n_cols + 1.8, 3.8 * n_rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(n_rows, n_cols, squeeze=False))
+    colors = label_colors([m for row in grid for m in row], color_by)
+    for r, row in enumerate(grid):
+        for c, m in enumerate(row):
+            _draw(axes[r, c], m, color_by, colors)
+    handles = [axes[0, 0].scatter([], [], color=v, s=20, label=k[:24]) for k, v in colors.items()]
+    fig.legend(handles=handles, loc="outside right upper", title=color_by, fontsize=8)
+    return fig
+
+
+def _draw(ax, m: EmbeddingMap, color_by: str, colors: dict[str, str]) -> None:
+    placed = ~m.points["split"].isin(["train", "corpus"]).to_numpy()
+    color = m.points[color_by].astype(str).map(colors).to_numpy()
+    ax.scatter(m.points["x"][~placed], m.points["y"][~placed], c=color[~placed], s=12)
+    ax.scatter(m.points["x"][placed], m.points["y"][placed], c=color[placed], s=30, marker="D",
+               edgecolors="black", linewidths=0.6)
+    ax.set_title(m.title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])

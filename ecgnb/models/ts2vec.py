@@ -1,0 +1,409 @@
+"""TS2Vec (Yue et al., AAAI 2022): hierarchical contrastive learning of timestamp representations.
+
+A :class:`TSEncoder` maps every timestamp of a window to a 320-d representation: a linear input
+projection, a binomial *timestamp mask* (training only), a stack of residual blocks of dilated
+convolutions and a dropout. Training draws two *overlapping random crops* of each window, encodes
+both (each with its own mask) and applies the :func:`hierarchical_contrastive_loss` to the
+representations of their overlap: instance-wise and temporal contrast at every level of a max-pool
+pyramid over time. Inference uses a weight-averaged copy of the network (SWA), as published.
+
+Every random draw (crop extents, per-instance offsets, masks, dropout, long-series windows) comes
+from the generator that ``fit`` passes to :meth:`TS2Vec._loss`.
+
+Layouts: windows ``x [B, 1, T]``; network features ``[B, D, T]`` (channels first, same ``T`` as the
+input, ``D = output_dims = 320``); loss inputs ``z [B, T, C]`` (time second, as in the paper);
+timestamp masks ``[B, T]`` (True = keep).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from ecgnb.models.base import Encoder, Network, check_windows
+
+MASK_MODES = ("binomial", "continuous", "all_true", "all_false", "mask_last")
+
+
+@dataclass
+class TS2VecConfig:
+    """The study's TS2Vec defaults (published code; batch 64 and 600 epochs as in the study).
+
+    ``depth`` counts the hidden residual blocks; a final block maps to ``output_dims``, so the
+    stack has ``depth + 1`` blocks with dilations ``1, 2, ..., 2**depth``. ``weight_decay`` is
+    AdamW's default, which the published code used implicitly. ``max_train_length``: longer
+    training series are split into ``T // max_train_length`` equal sections, and a random window of
+    that length is taken per batch (published behaviour; the study's 720-sample windows need none).
+    """
+
+    input_dims: int = 1
+    hidden_dims: int = 64
+    output_dims: int = 320
+    depth: int = 10
+    kernel_size: int = 3
+    mask_mode: str = "binomial"
+    mask_p: float = 0.5
+    dropout: float = 0.1
+    alpha: float = 0.5
+    temporal_unit: int = 0
+    max_train_length: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 64
+    n_epochs: int = 600
+    grad_clip: float | None = None
+    use_swa: bool = True
+    use_amp: bool = True
+
+    def __post_init__(self):
+        if self.mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode '{self.mask_mode}' not in {MASK_MODES}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        if self.depth < 0 or self.temporal_unit < 0:
+            raise ValueError("depth and temporal_unit must be >= 0")
+        if self.max_train_length is not None and self.max_train_length < 2 ** (self.temporal_unit + 1):
+            raise ValueError(f"max_train_length must be >= 2**(temporal_unit + 1), "
+                             f"got {self.max_train_length}")
+
+
+# --------------------------------------------------------------------------- the loss
+def hierarchical_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 0.5,
+                                  temporal_unit: int = 0) -> torch.Tensor:
+    """TS2Vec's loss between the representations ``z1, z2 [B, T, C]`` of the two crops' overlap.
+
+    At every level (while ``T > 1``): ``alpha * instance + (1 - alpha) * temporal`` contrast (the
+    temporal term only from level ``temporal_unit`` on), then max-pool by 2 along time (an odd last
+    step is dropped). When the pyramid ends at ``T == 1`` the instance term is added once more. The
+    sum is divided by the number of levels. Similarities are raw dot products (no temperature).
+    """
+    if z1.ndim != 3 or z1.shape != z2.shape:
+        raise ValueError(f"expected two [B, T, C] tensors of one shape, got {z1.shape}, {z2.shape}")
+    if z1.shape[1] == 0:
+        raise ValueError("the representations have no timesteps")
+    loss = z1.new_zeros(())
+    n_levels = 0
+    while z1.shape[1] > 1:
+        if alpha != 0:
+            loss = loss + alpha * instance_contrastive_loss(z1, z2)
+        if n_levels >= temporal_unit and alpha != 1:
+            loss = loss + (1 - alpha) * temporal_contrastive_loss(z1, z2)
+        n_levels += 1
+        z1, z2 = _halve_time(z1), _halve_time(z2)
+    if alpha != 0:
+        loss = loss + alpha * instance_contrastive_loss(z1, z2)
+    n_levels += 1
+    return loss / n_levels
+
+
+def instance_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """At every timestep, each instance's other view against the 2B - 2 other series' views.
+
+    ``z1, z2 [B, T, C]``; zero when ``B == 1`` (no negatives).
+    """
+    if z1.shape[0] == 1:
+        return z1.new_zeros(())
+    z = torch.cat([z1, z2], dim=0).transpose(0, 1)  # [T, 2B, C]
+    return _paired_contrast(z)
+
+
+def temporal_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Within each series, each timestamp's other view against the 2T - 2 other timestamps.
+
+    ``z1, z2 [B, T, C]``; zero when ``T == 1`` (no negatives).
+    """
+    if z1.shape[1] == 1:
+        return z1.new_zeros(())
+    z = torch.cat([z1, z2], dim=1)  # [B, 2T, C]
+    return _paired_contrast(z)
+
+
+def _paired_contrast(z: torch.Tensor) -> torch.Tensor:
+    """Mean InfoNCE over ``z [G, 2N, C]`` where items ``i`` and ``N + i`` are positives.
+
+    Each of the ``2N`` anchors of a group is scored by a softmax over the other ``2N - 1`` items
+    (self excluded) of raw dot products; the loss is the mean negative log-likelihood of the
+    positive over all anchors and groups. The published code takes the full log-softmax and
+    averages the first-view and the second-view anchors separately (equal counts, so the same
+    mean); here only the row log-sum-exps and the positive similarities are kept.
+    """
+    n = z.shape[1] // 2
+    sim = torch.matmul(z, z.transpose(1, 2))  # [G, 2N, 2N]
+    sim.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # self-similarity out of every softmax
+    log_normaliser = torch.logsumexp(sim, dim=-1)  # [G, 2N]
+    positive = (z[:, :n] * z[:, n:]).sum(dim=-1)  # [G, N], the same for anchor i and anchor N + i
+    return log_normaliser.mean() - positive.mean()
+
+
+def _halve_time(z: torch.Tensor) -> torch.Tensor:
+    """Max-pool ``z [B, T, C]`` by 2 along time -> ``[B, T // 2, C]``."""
+    return F.max_pool1d(z.transpose(1, 2), kernel_size=2).transpose(1, 2)
+
+
+# --------------------------------------------------------------------------- random views
+def draw_timestamp_mask(mode: str, n_batch: int, n_timesteps: int, generator: torch.Generator,
+                        p: float = 0.5) -> torch.Tensor:
+    """A ``[B, T]`` boolean mask (True = keep) of the published mask modes.
+
+    ``binomial``: each timestamp kept with probability ``p``; ``continuous``: 5 masked runs of
+    10 % of ``T`` per series; ``all_true``, ``all_false``; ``mask_last``: only the last step masked.
+    """
+    shape = (n_batch, n_timesteps)
+    if mode == "binomial":
+        return torch.rand(shape, generator=generator) < p
+    if mode == "continuous":
+        return _continuous_mask(n_batch, n_timesteps, generator)
+    if mode == "all_true":
+        return torch.ones(shape, dtype=torch.bool)
+    if mode == "all_false":
+        return torch.zeros(shape, dtype=torch.bool)
+    if mode == "mask_last":
+        mask = torch.ones(shape, dtype=torch.bool)
+        mask[:, -1] = False
+        return mask
+    raise ValueError(f"mask mode '{mode}' not in {MASK_MODES}")
+
+
+def _continuous_mask(n_batch: int, n_timesteps: int, generator: torch.Generator,
+                     n_runs: int = 5, run_share: float = 0.1) -> torch.Tensor:
+    n_runs = max(min(n_runs, n_timesteps // 2), 1)
+    run_length = max(int(run_share * n_timesteps), 1)
+    starts = torch.randint(0, n_timesteps - run_length + 1, (n_batch, n_runs, 1), generator=generator)
+    t = torch.arange(n_timesteps)
+    masked = ((t >= starts) & (t < starts + run_length)).any(dim=1)
+    return ~masked
+
+
+def draw_overlapping_crops(x: torch.Tensor, min_overlap: int, generator: torch.Generator
+                           ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The published two-crop sampling of ``x [B, C, T]``.
+
+    An overlap length ``crop_l`` in ``[min_overlap, T]`` and its position are drawn per batch, then
+    extents ``[eleft, right)`` and ``[left, eright)`` around it, then one shift per series. Returns
+    ``(view1 [B, C, right - eleft], view2 [B, C, eright - left], crop_l)``: the overlap is the last
+    ``crop_l`` steps of ``view1`` and the first ``crop_l`` steps of ``view2``.
+    """
+    n_timesteps = x.shape[-1]
+    if n_timesteps < min_overlap:
+        raise ValueError(f"series of {n_timesteps} steps are shorter than the minimum crop "
+                         f"{min_overlap} (2 ** (temporal_unit + 1))")
+
+    def draw(low: int, high: int, size: tuple = ()) -> torch.Tensor:  # uniform in [low, high)
+        return torch.randint(low, high, size, generator=generator)
+
+    crop_l = int(draw(min_overlap, n_timesteps + 1))
+    left = int(draw(0, n_timesteps - crop_l + 1))
+    right = left + crop_l
+    eleft = int(draw(0, left + 1))
+    eright = int(draw(right, n_timesteps + 1))
+    shift = draw(-eleft, n_timesteps - eright + 1, (x.shape[0],))
+    view1 = take_per_row(x, shift + eleft, right - eleft)
+    view2 = take_per_row(x, shift + left, eright - left)
+    return view1, view2, crop_l
+
+
+def take_per_row(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """``x [B, C, T]``, ``starts [B]`` -> ``[B, C, length]``: series b from ``starts[b]`` on."""
+    idx = (starts[:, None] + torch.arange(length)).to(x.device)  # [B, length]
+    return torch.gather(x, 2, idx[:, None, :].expand(-1, x.shape[1], -1))
+
+
+def split_long_series(x: np.ndarray, max_train_length: int | None) -> np.ndarray:
+    """``x [N, C, T] -> [N * S, C, T // S]`` with ``S = T // max_train_length`` when ``S >= 2``.
+
+    The published code splits into nearly equal sections padded with NaN; windows here are NaN-free
+    by contract, so the sections are equal and the last ``T % S`` (< S) samples are dropped.
+    """
+    if max_train_length is None or x.shape[-1] // max_train_length < 2:
+        return x
+    n_sections = x.shape[-1] // max_train_length
+    length = x.shape[-1] // n_sections
+    parts = x[..., :n_sections * length].reshape(*x.shape[:2], n_sections, length)
+    return np.ascontiguousarray(parts.transpose(0, 2, 1, 3).reshape(-1, x.shape[1], length))
+
+
+# --------------------------------------------------------------------------- the network
+class SamePadConv(nn.Module):
+    """Dilated 1-d convolution whose output has the input's length: ``[B, Ci, T] -> [B, Co, T]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
+        super().__init__()
+        receptive_field = (kernel_size - 1) * dilation + 1
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size,
+                              padding=receptive_field // 2, dilation=dilation)
+        self.n_trim = 1 if receptive_field % 2 == 0 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return out[..., :-self.n_trim] if self.n_trim else out
+
+
+class ConvBlock(nn.Module):
+    """Residual block: GELU -> dilated conv -> GELU -> dilated conv, plus the (projected) input."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int,
+                 final: bool = False):
+        super().__init__()
+        self.conv1 = SamePadConv(in_channels, out_channels, kernel_size, dilation)
+        self.conv2 = SamePadConv(out_channels, out_channels, kernel_size, dilation)
+        needs_projection = in_channels != out_channels or final
+        self.projector = nn.Conv1d(in_channels, out_channels, 1) if needs_projection else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.projector is None else self.projector(x)
+        x = self.conv1(F.gelu(x))
+        x = self.conv2(F.gelu(x))
+        return x + residual
+
+
+class DilatedConvEncoder(nn.Module):
+    """Residual blocks with dilation ``2**i``: ``[B, in_channels, T] -> [B, channels[-1], T]``."""
+
+    def __init__(self, in_channels: int, channels: list[int], kernel_size: int):
+        super().__init__()
+        widths = [in_channels] + list(channels)
+        self.net = nn.Sequential(*[
+            ConvBlock(widths[i], widths[i + 1], kernel_size, dilation=2 ** i,
+                      final=(i == len(channels) - 1))
+            for i in range(len(channels))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TSEncoder(Network):
+    """TS2Vec's encoder: ``forward(x [B, C, T], mask [B, T] | None) -> features [B, D, T]``.
+
+    Timestamps with a NaN in any channel are zeroed at the input and masked after the projection,
+    like the published code; ``mask`` (True = keep) is applied on top. The network draws no mask
+    itself: the training loss passes one. ``pool`` (inherited) is the max over time -> ``[B, D]``.
+    """
+
+    def __init__(self, input_dims: int = 1, output_dims: int = 320, hidden_dims: int = 64,
+                 depth: int = 10, kernel_size: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self.embedding_dim = self.feature_dim = output_dims
+        self.input_fc = nn.Linear(input_dims, hidden_dims)
+        self.feature_extractor = DilatedConvEncoder(
+            hidden_dims, [hidden_dims] * depth + [output_dims], kernel_size)
+        self.repr_dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """``generator`` (on ``x``'s device) drives the dropout in training mode when given."""
+        observed = ~torch.isnan(x).any(dim=1)  # [B, T]
+        x = x.masked_fill(~observed[:, None, :], 0.0)
+        h = self.input_fc(x.transpose(1, 2))  # [B, T, H]
+        keep = observed if mask is None else mask.to(x.device) & observed
+        h = h.masked_fill(~keep[..., None], 0.0).transpose(1, 2)  # [B, H, T]
+        return self._dropout(self.feature_extractor(h), generator)
+
+    def _dropout(self, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        p = self.repr_dropout.p
+        if generator is None or not self.training or p == 0:
+            return self.repr_dropout(h)
+        keep = torch.rand(h.shape, generator=generator, device=h.device, dtype=h.dtype) >= p
+        return h * keep / (1 - p)
+
+
+# --------------------------------------------------------------------------- the backbone
+class TS2Vec(Encoder):
+    """TS2Vec with the study's defaults; ``encode`` uses the weight-averaged network (``use_swa``).
+
+    Modules: ``network`` (trained by the optimiser) and ``averaged`` (an ``AveragedModel``,
+    updated after every optimiser step, never stepped). Both are saved and strictly reloaded; a
+    further ``fit`` continues both. ``trainable_network()`` is an independent copy of the averaged
+    network for fine-tuning.
+    """
+
+    name = "ts2vec"
+    Config = TS2VecConfig
+
+    def _build(self, n_timesteps: int) -> None:
+        c = self.config
+        self.network_ = TSEncoder(c.input_dims, c.output_dims, c.hidden_dims, c.depth,
+                                  c.kernel_size, c.dropout)
+        self.modules_["network"] = self.network_
+        if c.use_swa:
+            self.averaged_ = AveragedModel(self.network_)
+            self.averaged_.requires_grad_(False)
+            self.averaged_.update_parameters(self.network_)
+            self.modules_["averaged"] = self.averaged_
+
+    def fit(self, x: np.ndarray, n_epochs: int | None = None, batch_size: int | None = None,
+            lr: float | None = None, x_val: np.ndarray | None = None, seed: int | None = None,
+            verbose: bool | None = None, callback=None) -> "TS2Vec":
+        """:meth:`Encoder.fit` on ``x [N, 1, T]``, long series split by ``max_train_length``."""
+        x = split_long_series(check_windows(x), self.config.max_train_length)
+        return super().fit(x, n_epochs=n_epochs, batch_size=batch_size, lr=lr, x_val=x_val,
+                           seed=seed, verbose=verbose, callback=callback)
+
+    def _optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Hierarchical contrastive loss of two overlapping crops of ``xb [B, 1, T]``."""
+        c = self.config
+        xb = self._random_window(xb, generator)
+        view1, view2, crop_l = draw_overlapping_crops(xb, 2 ** (c.temporal_unit + 1), generator)
+        dropout_gen = _device_generator(generator, xb.device)
+        z1 = self._encode_view(view1, generator, dropout_gen)[..., -crop_l:]
+        z2 = self._encode_view(view2, generator, dropout_gen)[..., :crop_l]
+        with torch.autocast(xb.device.type, enabled=False):  # raw dot products: keep float32
+            return hierarchical_contrastive_loss(z1.float().transpose(1, 2),
+                                                 z2.float().transpose(1, 2), c.alpha, c.temporal_unit)
+
+    def _encode_view(self, view: torch.Tensor, generator: torch.Generator,
+                     dropout_gen: torch.Generator) -> torch.Tensor:
+        mask = draw_timestamp_mask(self.config.mask_mode, view.shape[0], view.shape[-1],
+                                   generator, self.config.mask_p)
+        return self.network_(view, mask.to(view.device), dropout_gen)
+
+    def _random_window(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        max_length = self.config.max_train_length
+        if max_length is None or xb.shape[-1] <= max_length:
+            return xb
+        offset = int(torch.randint(0, xb.shape[-1] - max_length + 1, (), generator=generator))
+        return xb[..., offset:offset + max_length]
+
+    def _after_step(self) -> None:
+        if self.config.use_swa:
+            self.averaged_.update_parameters(self.network_)
+
+    def _inference_network(self) -> Network:
+        return self.averaged_.module if self.config.use_swa else self.network_
+
+    def trainable_network(self) -> Network:
+        """An independent, fully trainable copy of the averaged network (for fine-tuning)."""
+        return super().trainable_network().requires_grad_(True)
+
+    def begin_continuation(self) -> str:
+        """A continuation starts from the encoder used downstream: the averaged weights are
+        copied into the training network and the average restarts from there."""
+        if not self.config.use_swa:
+            return "training weights"
+        self.network_.load_state_dict(self.averaged_.module.state_dict())
+        self.restart_average()
+        return "averaged weights; average restarted"
+
+    def restart_average(self) -> "TS2Vec":
+        """Restart the weight average from the current training weights.
+
+        By default a continued ``fit`` keeps averaging over the whole history, so a short
+        continuation barely moves the averaged network; call this before ``fit`` to average over
+        the continuation only (record it in the lineage).
+        """
+        if self.config.use_swa:
+            self.averaged_.n_averaged.zero_()
+            self.averaged_.update_parameters(self.network_)
+        return self
+
+
+def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from ``generator`` (for draws made on the device)."""
+    seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,199 @@
+"""ecgnb.embeddings and ecgnb.maps: extraction per stage, loading saved cells, scores, UMAP."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ecgnb import embeddings as E
+from ecgnb import maps as M
+from ecgnb import models
+from ecgnb.data import Windows
+from ecgnb.heads import Classifier, build_head
+from ecgnb.models.hinception import HInceptionTime, build_baseline
+from ecgnb.paths import SUCCESS
+
+T = 64  # tiny windows keep every network cheap
+N_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    enc = models.build("ts2vec", device="cpu", seed=0, verbose=False, hidden_dims=8,
+                       output_dims=16, depth=1)
+    return enc.build(T)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(0).normal(size=(10, 1, T)).astype(np.float32)
+
+
+def classifier(encoder, head: str, mode: str = "ft") -> Classifier:
+    network = encoder.trainable_network()
+    return Classifier(network, build_head(head, network, N_CLASSES), freeze_network=mode == "lp")
+
+
+def source(encoder, model, mode: str = "ft") -> E.RunSource:
+    cell = {"backbone": "ts2vec", "scenario": "ECG", "head": "mlp", "mode": mode}
+    return E.RunSource("run", "mlp-ft-f1-s0", cell, encoder, model.eval())
+
+
+@pytest.mark.parametrize("head, head_dim", [("mlp", 500), ("fcn", 128), ("linear", 16)])
+def test_every_stage_has_its_shape(encoder, x, head, head_dim):
+    src = source(encoder, classifier(encoder, head))
+    shapes = {stage: E.embed(src, stage, x, batch_size=4).shape for stage in E.STAGES}
+    assert shapes == {"encoder": (10, 16), "finetuned": (10, 16), "head": (10, head_dim),
+                      "logits": (10, N_CLASSES)}
+    with torch.no_grad():
+        expected = src.classifier(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(E.embed(src, "logits", x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(E.predict(src, x), expected.argmax(1))
+
+
+def test_linear_probe_finetuned_stage_equals_encoder(encoder, x):
+    src = source(encoder, classifier(encoder, "mlp", mode="lp"), mode="lp")
+    np.testing.assert_allclose(E.embed(src, "finetuned", x), E.embed(src, "encoder", x),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_stages_and_no_encoder_stage(x):
+    model = HInceptionTime([build_baseline("mlp", N_CLASSES, T, seed=s) for s in (0, 1)])
+    src = E.RunSource("run", "mlp-supervised", {"mode": "supervised"}, None, model.eval())
+    assert src.stages == ("finetuned", "head", "logits")
+    assert E.embed(src, "head", x).shape == (10, 2 * 500)
+    assert E.embed(src, "finetuned", x).shape == (10, 2 * T)
+    with pytest.raises(ValueError, match="not available"):
+        E.embed(src, "encoder", x)
+
+
+def write_cell(folder, model, cell: dict):
+    folder.mkdir(parents=True)
+    torch.save(model.state_dict(), folder / "model.pt")
+    (folder / "cell.json").write_text(json.dumps(cell))
+    (folder / "metrics.json").write_text("{}")
+
+
+@pytest.mark.parametrize("head, mode", [("mlp", "ft"), ("fcn", "lp")])
+def test_load_classifier_round_trip(encoder, x, tmp_path, head, mode):
+    model = classifier(encoder, head, mode)
+    torch.nn.init.normal_(model.head.linear.weight if head == "fcn" else model.head.layers[0].weight)
+    write_cell(tmp_path / "cell", model, {"head": head, "mode": mode})
+    loaded = E.load_classifier(tmp_path / "cell", N_CLASSES, T, encoder, device="cpu")
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(torch.from_numpy(x)), model.eval()(torch.from_numpy(x)),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_load_classifier_baselines_and_strictness(x, tmp_path, encoder):
+    ensemble = HInceptionTime.from_seeds(N_CLASSES, T, seeds=(3, 4))
+    write_cell(tmp_path / "ens", ensemble, {"head": "hinception", "mode": "supervised"})
+    loaded = E.load_classifier(tmp_path / "ens", N_CLASSES, T)
+    assert len(loaded.members) == 2
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(torch.from_numpy(x[:2])),
+                                   ensemble.eval()(torch.from_numpy(x[:2])), rtol=1e-4, atol=1e-5)
+    write_cell(tmp_path / "bad", classifier(encoder, "mlp"), {"head": "fcn", "mode": "ft"})
+    with pytest.raises(models.CheckpointError, match="does not fit"):
+        E.load_classifier(tmp_path / "bad", N_CLASSES, T, encoder)
+
+
+def test_load_source_follows_run_names(encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
+    enc_dir = tmp_path / "g" / "pretrain" / "ts2vec-ecg"
+    encoder.save(enc_dir / "encoder.pt")
+    (enc_dir / SUCCESS).write_text("{}")
+    run_dir = tmp_path / "g" / "finetune" / "ts2vec-ecg-f1.0"
+    for name in ("mlp-lp-f1-s0", "fcn-ft-f1-s0"):
+        head, mode = name.split("-")[:2]
+        write_cell(run_dir / "cells" / name, classifier(encoder, head, mode),
+                   {"backbone": "ts2vec", "scenario": "ECG", "head": head, "mode": mode,
+                    "encoder_run": "g/pretrain/ts2vec-ecg", "encoder_hash": encoder.weights_hash()})
+    (run_dir / SUCCESS).write_text("{}")
+    windows = Windows(np.zeros((4, 1, T), np.float32), np.zeros(4, np.int64), np.array(["a"] * 4),
+                      np.array(["ECG"] * 4), 32.0, ("a", "b", "c"))
+    src = E.load_source("g/finetune/ts2vec-ecg-f1.0", "", windows, device="cpu")
+    assert src.cell_name == "fcn-ft-f1-s0" and src.label == "ts2vec ECG · fcn-ft-f1-s0"
+    assert src.encoder.weights_hash() == encoder.weights_hash()
+    with pytest.raises(FileNotFoundError, match="has no cell"):
+        E.load_source("g/finetune/ts2vec-ecg-f1.0", "linear-ft-f1-s0", windows)
+
+
+def test_recipe_of_run_names():
+    assert E.recipe_of("demo/finetune/ts2vec-ecg-continued1-f1.0") == ("ts2vec", "ECG continued1")
+    assert E.recipe_of("paper/finetune/tstcc-continued1-extended-f0.1") == (
+        "tstcc", "continued1 + extended")
+    assert E.recipe_of("anything") == ("ts2vec", "ECG")
+
+
+# --------------------------------------------------------------------------- scores
+def blobs(n_per: int, centres: np.ndarray, spread: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([c + spread * rng.normal(size=(n_per, centres.shape[1])) for c in centres])
+    return x, np.repeat(np.arange(len(centres)), n_per)
+
+
+def test_scores_on_separated_classes():
+    centres = 100.0 * np.eye(3, 8)
+    train, y_train = blobs(20, centres, 1.0, seed=0)
+    test, y_test = blobs(10, centres, 1.0, seed=1)
+    assert E.silhouette_by_class(train, y_train) > 0.95
+    assert E.knn_accuracy(train, y_train, test, y_test, k=5) == 1.0
+    assert np.isnan(E.silhouette_by_class(train, np.zeros(len(train))))
+
+
+def test_domain_mixing_identical_versus_separated():
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(600, 4))
+    domains = rng.choice(["ECG", "EDA", "Resp"], size=600, p=[0.2, 0.4, 0.4])
+    mixed = E.domain_mixing(same, domains, k=10)
+    assert 0.85 < mixed["score"] < 1.15 and set(mixed["per_domain"]) == {"ECG", "EDA", "Resp"}
+    apart, labels = blobs(100, 50.0 * np.eye(2, 4), 1.0)
+    assert E.domain_mixing(apart, labels, k=10)["score"] == 0.0
+    duplicated = np.repeat(apart, 2, axis=0)  # self-exclusion must not depend on row order
+    assert E.domain_mixing(duplicated, np.repeat(labels, 2), k=3)["score"] == 0.0
+    np.testing.assert_array_equal(E.ecg_or_other(np.array(["ECG", "target", "EMG"])),
+                                  ["ECG", "ECG", "non-ECG"])
+
+
+# --------------------------------------------------------------------------- UMAP
+def test_umap_is_deterministic_under_a_seed():
+    train, _ = blobs(25, 10.0 * np.eye(3, 6), 1.0)
+    new, _ = blobs(4, 10.0 * np.eye(3, 6), 1.0, seed=1)
+    settings = M.UMAPSettings(n_neighbors=5, min_dist=0.2)
+    a, b = M.fit_umap(train, settings, seed=3), M.fit_umap(train, settings, seed=3)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    np.testing.assert_array_equal(M.place(a, new), M.place(b, new))
+    assert a.embedding_.shape == (75, 2) and M.place(a, new).shape == (12, 2)
+    assert not np.array_equal(a.embedding_, M.fit_umap(train, settings, seed=4).embedding_)
+
+
+def test_target_map_fits_train_and_places_test(encoder):
+    rng = np.random.default_rng(0)
+    windows = Windows(rng.normal(size=(30, 1, T)).astype(np.float32), np.arange(30) % 3,
+                      np.array([f"r{i % 6}" for i in range(30)]), np.array(["ECG"] * 30), 32.0,
+                      ("a", "b", "c"))
+    splits = {"train": np.arange(20), "val": np.arange(20, 25), "test": np.arange(25, 30)}
+    src = source(encoder, classifier(encoder, "mlp"))
+    m = M.target_map(src, "head", windows, splits, "test", M.UMAPSettings(), seed=0)
+    assert list(m.points["split"]) == ["train"] * 20 + ["test"] * 5
+    assert m.vectors.shape == (25, 500) and set(m.points["correct"]) <= {"correct", "incorrect"}
+    table = M.scores_table([m], k=3)
+    assert list(table["space"]) == ["embedding", "map"]
+    assert table["knn_accuracy"].between(0, 1).all()
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="stages"):
+        E.EmbeddingConfig(stages=("encoder", "pooled"))
+    with pytest.raises(ValueError, match="cells"):
+        E.EmbeddingConfig(runs=("a", "b", "c"), cells=("x", "y"))
+
+
+def test_sample_corpus_keeps_every_domain():
+    domains = np.array(["ECG"] * 50 + ["EDA"] * 150)
+    corpus = Windows(np.zeros((200, 1, 4), np.float32), np.zeros(200, np.int64),
+                     np.array(["S2"] * 200), domains, 4.0, ("baseline",))
+    part = E.sample_corpus(corpus, 40, seed=0)
+    assert pd.Series(part.domains).value_counts().to_dict() == {"EDA": 30, "ECG": 10}
