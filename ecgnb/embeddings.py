@@ -42,7 +42,8 @@ from ecgnb.train import TrainConfig, run_cell
 
 STAGES = ("encoder", "finetuned", "head", "logits")
 SUPERVISED = "supervised"
-CELL_NAME = re.compile(r"^(?P<head>[a-z]+)-(?P<mode>[a-z]+)-f(?P<fraction>[0-9.e-]+)-s(?P<seed>\d+)$")
+CELL_NAME = re.compile(  # ecgnb.finetune.Cell.name: <head>-<mode>-f<fraction>-s<seed>
+    r"^(?P<head>[a-z]+)-(?P<mode>[a-z]+)-f(?P<fraction>[0-9.e-]+)-s(?P<seed>\d+)$")
 # A standalone run (no 04 run on disk): a tiny encoder and classifier trained in this process.
 STANDALONE = {"n_windows": 128, "pretrain_epochs": 2, "step_epochs": 1, "finetune_epochs": 3,
               "cell": "mlp-ft-f1-s0", "backbone": "ts2vec", "scenario": "ECG"}
@@ -102,12 +103,16 @@ class RunSource:
     encoder: Encoder | None
     classifier: nn.Module
     is_standalone: bool = False
+    title: str = ""  # display name overriding the default label
 
     @property
     def label(self) -> str:
-        """Short display name: ``ts2vec ECG continued1 · mlp-ft-f1-s0``."""
+        """Display name, by default ``ts2vec ECG continued1 · mlp-ft-f1-s0``."""
+        if self.title:
+            return self.title
         tag = " (standalone)" if self.is_standalone else ""
-        return f"{self.cell.get('backbone', '?')} {self.cell.get('scenario', '?')}{tag} · {self.cell_name}"
+        backbone, scenario = self.cell.get("backbone", "?"), self.cell.get("scenario", "?")
+        return f"{backbone} {scenario}{tag} · {self.cell_name}"
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -202,19 +207,26 @@ def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict) -> nn.Mo
 
 def load_sources(cfg: EmbeddingConfig, fragments: Windows,
                  splits: dict[str, np.ndarray]) -> list[RunSource]:
-    """Every run of ``cfg.runs`` with its cell; a missing run is trained tiny in this process
-    when ``cfg.pretrain_if_missing`` (with a warning), else an error."""
+    """Every run of ``cfg.runs`` with its cell; a run that has not finished is trained tiny in
+    this process when ``cfg.pretrain_if_missing`` (with a warning), else an error. Sources
+    whose labels coincide are titled by their run names."""
     cells = cfg.cells if len(cfg.cells) == len(cfg.runs) else (cfg.cells or ("",)) * len(cfg.runs)
     sources, bases = [], {}  # stand-ins share their base pretraining
     for run, cell in zip(cfg.runs, cells):
         try:
-            sources.append(load_source(run, cell, fragments, cfg.device_or_none, data=cfg))
+            paths.find_run(run)
         except FileNotFoundError as exc:
             if not cfg.pretrain_if_missing:
                 raise
             warnings.warn(f"{exc}; training a tiny standalone stand-in for it instead",
                           stacklevel=2)
             sources.append(standalone_source(run, cell, cfg, fragments, splits, bases))
+            continue
+        sources.append(load_source(run, cell, fragments, cfg.device_or_none, data=cfg))
+    labels = [s.label for s in sources]
+    for source in sources:
+        if labels.count(source.label) > 1:
+            source.title = f"{source.run} · {source.cell_name}"
     return sources
 
 
@@ -246,12 +258,15 @@ def standalone_source(run: str, cell_name: str, cfg: EmbeddingConfig, fragments:
     config = TrainConfig(head=match["head"], mode=match["mode"], seed=int(match["seed"]),
                          n_epochs=STANDALONE["finetune_epochs"], warmup_epochs=1, patience=None,
                          label_fraction=float(match["fraction"]), device=cfg.device_or_none,
-                         verbose=False)
+                         n_members=2, verbose=False)
+    is_supervised = config.mode == SUPERVISED
     with _torch_threads(1 if pick_device(cfg.device_or_none).type == "cpu" else None):
-        encoder = tiny_encoder(backbone, scenarios.get(scenario), cfg, bases)
+        encoder = None if is_supervised else tiny_encoder(backbone, scenarios.get(scenario), cfg,
+                                                          bases)
         result = run_cell(encoder, fragments, splits, config)
-    cell = {"backbone": backbone, "scenario": scenario, "head": config.head, "mode": config.mode,
-            "seed": config.seed, "label_fraction": config.label_fraction,
+    cell = {"backbone": SUPERVISED if is_supervised else backbone,
+            "scenario": "none" if is_supervised else scenario, "head": config.head,
+            "mode": config.mode, "seed": config.seed, "label_fraction": config.label_fraction,
             "encoder_run": "standalone", "cell": cell_name}
     return RunSource(run, cell_name, cell, encoder, result.model.eval(), is_standalone=True)
 
@@ -376,7 +391,8 @@ def _last_linear(head: nn.Module) -> nn.Linear:
 
 
 # --------------------------------------------------------------------------- scores
-def silhouette_by_class(vectors: np.ndarray, labels: np.ndarray, metric: str = "euclidean") -> float:
+def silhouette_by_class(vectors: np.ndarray, labels: np.ndarray,
+                        metric: str = "euclidean") -> float:
     """sklearn's silhouette of ``vectors [N, D]`` grouped by ``labels [N]`` (-1 .. 1; NaN when
     fewer than two labels or fewer than 3 points)."""
     labels = np.asarray(labels)
@@ -387,7 +403,8 @@ def silhouette_by_class(vectors: np.ndarray, labels: np.ndarray, metric: str = "
 
 def knn_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray,
                  k: int = 5) -> float:
-    """Accuracy on ``test [M, D]`` of a k-nearest-neighbour classifier fitted on ``train [N, D]``."""
+    """Accuracy on ``test [M, D]`` of a k-nearest-neighbour classifier fitted on
+    ``train [N, D]`` (``k`` capped at the number of training points)."""
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train))).fit(train, y_train)
     return float((knn.predict(test) == np.asarray(y_test)).mean())
 

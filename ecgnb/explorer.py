@@ -24,10 +24,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from ecgnb.maps import COLOR_BY, EmbeddingMap, comparison_figure, label_colors, panel_traces, thumbnail
+from ecgnb.maps import (COLOR_BY, EmbeddingMap, comparison_figure, label_colors, panel_traces,
+                        thumbnail)
 
 ALL_POINTS = "all"  # split option: training and placed points together
 MAP_HEIGHT = 440
+PANEL_LAYOUT = dict(height=MAP_HEIGHT + 120, title=dict(font=dict(size=12)),
+                    margin=dict(l=10, r=10, t=70, b=10), xaxis=dict(showticklabels=False),
+                    yaxis=dict(showticklabels=False),
+                    legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
+                                entrywidth=0.4, entrywidthmode="fraction"))
 
 
 def split_options(maps: Sequence[EmbeddingMap]) -> list[str]:
@@ -38,12 +44,13 @@ def split_options(maps: Sequence[EmbeddingMap]) -> list[str]:
     return options + (["corpus"] if any(m.view == "corpus" for m in maps) else [])
 
 
-def window_title(m: EmbeddingMap, row: int) -> str:
-    """``#12 · 3_Threatening_VT · ECG · record 418 · test · predicted 3_Threatening_VT``."""
+def window_title(m: EmbeddingMap, row: int, with_prediction: bool = True) -> str:
+    """E.g. ``#12 · 3_Threatening_VT · ECG · group 418 · test``, then (``with_prediction``)
+    ``<br>predicted 6_Sinus_rhythm (incorrect)``."""
     p = m.points.loc[row]
     text = f"#{p['window']} · {p['class']} · {p['domain']} · group {p['group']} · {p['split']}"
-    if p["correct"] != "n/a":
-        text += f" · predicted {m.windows.classes[int(p['prediction'])]} ({p['correct']})"
+    if with_prediction and p["correct"] != "n/a":
+        text += f"<br>predicted {m.windows.classes[int(p['prediction'])]} ({p['correct']})"
     return text
 
 
@@ -71,11 +78,12 @@ class Explorer:
                                       value=ALL_POINTS if ALL_POINTS in splits else splits[0]),
             "color": widgets.Dropdown(options=COLOR_BY, value=color_by, description="colour"),
         }
-        self.panels = [go.FigureWidget(layout=dict(height=MAP_HEIGHT)) for _ in range(2)]
+        self.panels = [go.FigureWidget(layout=PANEL_LAYOUT) for _ in range(2)]
         self.waveform = go.FigureWidget(
             go.Scatter(x=[], y=[], mode="lines", line=dict(width=1)),
-            layout=dict(height=MAP_HEIGHT, title="click a point to see its window",
-                        xaxis_title="s", margin=dict(l=40, r=10, t=60, b=40)))
+            layout=dict(height=MAP_HEIGHT, title=dict(text="click a point to see its window",
+                                                      font=dict(size=12)),
+                        xaxis_title="s", margin=dict(l=40, r=10, t=70, b=40)))
         self.selected_: tuple[str, int] | None = None  # (view, window) of the last click
         for control in self.controls.values():
             control.observe(lambda _change: self.redraw(), names="value")
@@ -106,17 +114,15 @@ class Explorer:
         shown_maps = [self.panel_map(p) for p in range(2)]
         color = self.value("color")
         colors = label_colors([m for m in shown_maps if m is not None], color)
-        legend: set[str] = set()
         for panel, (fig, m) in enumerate(zip(self.panels, shown_maps)):
             fig.data = []
             if m is None:
-                fig.layout.title = (f"no {self.value('stage')} map for this run "
-                                    f"({self.value('split')})")
+                fig.layout.title.text = (f"no {self.value('stage')} map for this run "
+                                         f"({self.value('split')})")
                 continue
-            traces = panel_traces(self._shown(m), color, colors, legend)
-            fig.add_traces(traces + [_marker_trace()])
-            fig.layout.title = m.title
-            fig.layout.legend.title.text = color if panel == 1 else None
+            fig.add_traces(panel_traces(self._shown(m), color, colors) + [_marker_trace()])
+            fig.layout.title.text = f"{m.source}<br>{m.stage}"
+            fig.layout.legend.title.text = color
             for index, trace in enumerate(fig.data[:-1]):
                 trace.on_click(functools.partial(self._on_click, panel, index))
         self._mark_selected()
@@ -135,7 +141,7 @@ class Explorer:
         with self.waveform.batch_update():
             self.waveform.data[0].x = t
             self.waveform.data[0].y = m.windows.x[window, 0]
-            self.waveform.layout.title = window_title(m, row)
+            self.waveform.layout.title.text = window_title(m, row)
         self._mark_selected()
         return window
 
@@ -159,12 +165,13 @@ class Explorer:
 
     def to_html(self, path) -> Path:
         """The explorer's current state (choices, both maps, the waveform) as an offline page."""
-        choices = ", ".join(f"{k}: {c.value}" for k, c in self.controls.items())
+        controls = "".join(f"<label>{c.description} <select disabled><option>"
+                           f"{html.escape(str(c.value))}</option></select></label>"
+                           for c in self.controls.values())
         figures = [go.Figure(f) for f in self.panels + [self.waveform]]
-        body = "".join(f"<div style='flex:1;min-width:0'>{_figure_div(f, i == 0)}</div>"
-                       for i, f in enumerate(figures))
-        page = (f"<p><b>Embedding explorer</b> · {html.escape(choices)}</p>"
-                f"<div style='display:flex;gap:8px'>{body}</div>")
+        body = "".join(f"<div>{_figure_div(f, i == 0)}</div>" for i, f in enumerate(figures))
+        page = (f"<p><b>Embedding explorer</b> (snapshot)</p><div class='controls'>{controls}"
+                f"</div><div class='snapshot'>{body}</div>")
         return _write_page(path, "ecgnb embedding explorer", page)
 
 
@@ -191,14 +198,15 @@ def comparison_figures(maps: Sequence[EmbeddingMap],
 def write_static(maps: Sequence[EmbeddingMap], path, scores: pd.DataFrame | None = None,
                  color_bys: Sequence[str] = COLOR_BY, title: str = "Embedding maps") -> Path:
     """One offline HTML page: per view and stage, the runs side by side (colouring menu), the
-    scores table, and a waveform panel that shows any clicked window."""
+    scores table, and a waveform panel that shows any clicked window (or the one linked as
+    ``maps.html#<view>:<window>``)."""
     sections = [f"<section class='ecgnb-map' data-view='{name.split(' · ')[0]}'>"
                 f"{_figure_div(fig, include_plotlyjs=i == 0)}</section>"
                 for i, (name, fig) in enumerate(comparison_figures(maps, color_bys).items())]
     table = "" if scores is None else scores.round(3).to_html(index=False, border=0)
     page = (f"<h1>{html.escape(title)}</h1><div class='layout'><div class='maps'>"
-            f"{''.join(sections)}<h2>Scores</h2>{table}</div><div class='side'>"
-            "<div id='waveform'>Click a point to see its window.</div></div></div>"
+            f"{''.join(sections)}<h2>Scores</h2>{table}</div><div class='side'><div class='sticky'>"
+            "<p>Click a point to see its window.</p><div id='waveform'></div></div></div></div>"
             f"<script>const WINDOWS = {json.dumps(_waveforms(maps))};{_CLICK_JS}</script>")
     return _write_page(path, title, page)
 
@@ -211,18 +219,21 @@ def _waveforms(maps: Sequence[EmbeddingMap]) -> dict:
         for row, window in zip(m.points.index, m.points["window"]):
             if str(window) not in view["x"]:
                 view["x"][str(window)] = np.round(m.windows.x[window, 0], 3).tolist()
-                view["title"][str(window)] = window_title(m, row).split(" · predicted")[0]
+                view["title"][str(window)] = window_title(m, row, with_prediction=False)
     return out
 
 
-_CLICK_JS = """
+_CLICK_JS = r"""
 window.addEventListener('load', function () {
   function show(view, w) {
     const d = WINDOWS[view], y = d.x[w];
     Plotly.react('waveform', [{x: y.map((_, i) => i / d.fs), y: y, mode: 'lines',
       line: {width: 1}}], {title: {text: d.title[w], font: {size: 12}}, height: 320,
-      margin: {l: 40, r: 10, t: 50, b: 40}, xaxis: {title: {text: 's'}}});
+      margin: {l: 40, r: 10, t: 50, b: 40}, xaxis: {title: {text: 's'}}},
+      {displayModeBar: false});
   }
+  const linked = /^#(\w+):(\d+)$/.exec(window.location.hash);  // e.g. maps.html#target:12
+  if (linked && WINDOWS[linked[1]] && WINDOWS[linked[1]].x[linked[2]]) show(linked[1], linked[2]);
   document.querySelectorAll('.ecgnb-map').forEach(function (section) {
     const div = section.querySelector('.plotly-graph-div');
     div.on('plotly_click', function (ev) {
@@ -231,9 +242,12 @@ window.addEventListener('load', function () {
   });
 });
 """
-_STYLE = ("body{font-family:sans-serif;margin:12px} .layout{display:flex;gap:12px}"
-          ".maps{flex:3;min-width:0} .side{flex:1;min-width:280px}"
-          "#waveform{position:sticky;top:8px;border:1px solid #ddd;min-height:320px}"
+# Grid tracks exist before the figures render, so plotly sizes each figure to its column.
+_STYLE = ("body{font-family:sans-serif;margin:12px}"
+          ".layout{display:grid;grid-template-columns:minmax(0,1fr) 360px;gap:12px}"
+          ".snapshot{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:8px}"
+          ".sticky{position:sticky;top:8px} #waveform{border:1px solid #ddd;min-height:320px}"
+          ".controls label{margin-right:14px;font-size:13px} .controls select{color:#000}"
           "table{border-collapse:collapse;font-size:12px} td,th{padding:2px 6px}")
 
 

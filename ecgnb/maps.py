@@ -246,7 +246,7 @@ def comparison_figure(maps: Sequence[EmbeddingMap], color_by: str | Sequence[str
     """The maps side by side (e.g. one run per column), coloured by ``color_by``; several
     colourings give a menu that switches between them (the first one shown)."""
     color_bys = [color_by] if isinstance(color_by, str) else list(color_by)
-    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=[m.title for m in maps],
+    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=[m.source for m in maps],
                         horizontal_spacing=0.04)
     owner = []  # the colouring of every trace, in order
     for c in color_bys:

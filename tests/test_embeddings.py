@@ -18,6 +18,15 @@ T = 64  # tiny windows keep every network cheap
 N_CLASSES = 3
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks gain nothing from more threads (and lose much on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def encoder():
     enc = models.build("ts2vec", device="cpu", seed=0, verbose=False, hidden_dims=8,
@@ -78,7 +87,8 @@ def write_cell(folder, model, cell: dict):
 @pytest.mark.parametrize("head, mode", [("mlp", "ft"), ("fcn", "lp")])
 def test_load_classifier_round_trip(encoder, x, tmp_path, head, mode):
     model = classifier(encoder, head, mode)
-    torch.nn.init.normal_(model.head.linear.weight if head == "fcn" else model.head.layers[0].weight)
+    last = model.head.linear if head == "fcn" else model.head.layers[0]
+    torch.nn.init.normal_(last.weight)  # weights unlike a fresh head's
     write_cell(tmp_path / "cell", model, {"head": head, "mode": mode})
     loaded = E.load_classifier(tmp_path / "cell", N_CLASSES, T, encoder, device="cpu")
     with torch.no_grad():
@@ -197,3 +207,18 @@ def test_sample_corpus_keeps_every_domain():
                      np.array(["S2"] * 200), domains, 4.0, ("baseline",))
     part = E.sample_corpus(corpus, 40, seed=0)
     assert pd.Series(part.domains).value_counts().to_dict() == {"EDA": 30, "ECG": 10}
+
+
+def test_missing_run_is_an_error_or_a_standalone_stand_in(fragment_small, tmp_path, monkeypatch):
+    from ecgnb.data import split_grouped
+
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
+    splits = split_grouped(fragment_small, seed=0)
+    cfg = E.EmbeddingConfig(runs=("g/finetune/supervised-f1.0",), pretrain_if_missing=False)
+    with pytest.raises(FileNotFoundError, match="missing or unfinished"):
+        E.load_sources(cfg, fragment_small, splits)
+    cfg = E.EmbeddingConfig(runs=("g/finetune/supervised-f1.0",), cells=("mlp-supervised-f1-s0",))
+    with pytest.warns(UserWarning, match="stand-in"):
+        [src] = E.load_sources(cfg, fragment_small, splits)
+    assert src.is_standalone and src.encoder is None and src.label.startswith("supervised none")
+    assert E.embed(src, "logits", fragment_small.x[:3]).shape == (3, len(fragment_small.classes))
