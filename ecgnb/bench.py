@@ -7,7 +7,8 @@
 - ``pretrain``: per backbone (``ecgnb.models.build`` defaults), training samples/s over
   ``--batches`` batches after one warm-up batch, and peak memory: CUDA
   ``max_memory_allocated``; CPU the peak resident set size of a fresh process per backbone
-  (``resource.getrusage``), with its growth during training.
+  (``resource.getrusage``), and its growth from the start of the warm-up batch (the memory
+  training adds on top of the built model and the data).
 Timing inputs are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
 """
 from __future__ import annotations

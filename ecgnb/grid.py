@@ -153,7 +153,7 @@ def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
     where = str(source)
     _check_spec(spec, where)
     notebooks = {s: _notebook(spec.get(s) or {}, s) for s in STAGES}
-    common = _common_for(spec.get("common") or {}, notebooks, use_declared, where)
+    common = _common_for(spec, notebooks, use_declared, where)
     backbones, scenarios = list(spec["backbones"]), [SCENARIOS[s] for s in spec["scenarios"]]
     expander = _Expander(spec["name"], where, notebooks, common, spec)
     runs: list[Run] = []
@@ -198,12 +198,15 @@ def _check_spec(spec: dict, where: str) -> None:
 
 
 def _check_subsections(spec: dict, where: str) -> None:
-    for stage in ("pretraining", "continuation", "finetuning"):
-        by_backbone = (spec.get(stage) or {}).get("by_backbone") or {}
-        _check_names(list(by_backbone), spec["backbones"], f"{stage}.by_backbone backbone", where)
-    steps = {step.name for s in SCENARIOS.values() for step in s.steps}
-    by_step = (spec.get("continuation") or {}).get("by_step") or {}
-    _check_names(list(by_step), sorted(steps), "continuation.by_step step", where)
+    steps = sorted({step.name for s in SCENARIOS.values() for step in s.steps})
+    for stage, key, known in (("pretraining", "by_backbone", spec["backbones"]),
+                              ("continuation", "by_backbone", spec["backbones"]),
+                              ("finetuning", "by_backbone", spec["backbones"]),
+                              ("continuation", "by_step", steps)):
+        overrides = (spec.get(stage) or {}).get(key) or {}
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise GridError(f"{where}: {stage}.{key} maps names to parameter mappings")
+        _check_names(list(overrides), known, f"{stage}.{key} name", where)
 
 
 def _check_names(values, known, what: str, where: str) -> None:
@@ -230,16 +233,18 @@ def _notebook(section: dict, stage: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def _common_for(common: dict, notebooks: dict, use_declared: bool, where: str) -> dict:
-    """Per stage: the common parameters its notebook declares."""
+def _common_for(spec: dict, notebooks: dict, use_declared: bool, where: str) -> dict:
+    """Per stage: the common parameters its notebook declares (all of them if it is missing:
+    :func:`validate_grid` then reports the missing notebook)."""
+    common = spec.get("common") or {}
     if not isinstance(common, dict):
         raise GridError(f"{where}: 'common' must be a mapping of parameters")
     if not use_declared:
         return {stage: dict(common) for stage in STAGES}
-    declared = {stage: set(declared_parameters(nb)) for stage, nb in notebooks.items()
-                if nb.is_file()}  # a missing notebook is reported by validate_grid
-    unused = sorted(k for k in common if declared and not any(k in d for d in declared.values()))
-    if unused:
+    used = [s for s in STAGES if s in ("pretraining", "continuation") or spec.get(s) is not None]
+    declared = {s: set(declared_parameters(notebooks[s])) for s in used if notebooks[s].is_file()}
+    unused = sorted(k for k in common if not any(k in d for d in declared.values()))
+    if unused and len(declared) == len(used):
         raise ParameterError(f"{where}: common parameter(s) {unused} are declared by no notebook")
     return {stage: {k: v for k, v in common.items() if k in declared.get(stage, common)}
             for stage in STAGES}
@@ -247,6 +252,7 @@ def _common_for(common: dict, notebooks: dict, use_declared: bool, where: str) -
 
 # --------------------------------------------------------------------------- expansion
 def fraction_tag(fraction: float) -> str:
+    """``1.0`` -> ``f1.0``, ``0.2`` -> ``f0.2`` (the label fraction in run names)."""
     return f"f{float(fraction):g}" if float(fraction) != 1.0 else "f1.0"
 
 

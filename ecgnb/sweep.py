@@ -14,15 +14,19 @@ attempt with another hash are removed (so no stale cell survives a parameter cha
 interrupted attempt with the same hash is kept (notebook 04 resumes its finished cells). A run is
 complete only once the runner has written its hash into ``_SUCCESS.json``: a sweep killed at any
 moment leaves nothing that looks complete. ``<outputs>/<grid>/sweep.json`` records every run's
-state, hash, wall time and error, rewritten atomically after each change.
+state, hash, wall time and error, rewritten atomically after each change; one sweep per grid
+folder runs at a time (``.sweep.lock``).
 
-With ``devices`` (e.g. ``("cuda:0", "cuda:1")``) each run executes in a child process whose
+Kernels running side by side share the cores: each gets ``cores // jobs`` math threads
+(:func:`thread_budget`). With ``devices`` (e.g. ``("cuda:0", "cuda:1")``) each run executes in a child process whose
 kernel sees only its device (``CUDA_VISIBLE_DEVICES``), so ``device: auto`` picks it and the
 run's hash does not depend on where it ran.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -44,6 +48,12 @@ STATES = ("cached", "done", "failed", "skipped", "pending", "running", "excluded
 FINISHED_OK = ("cached", "done")
 ATTEMPT = "_ATTEMPT.json"  # the hash of the latest attempt in a run folder
 STATUS_FILE = "sweep.json"
+LOCK_FILE = ".sweep.lock"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class SweepBusy(FileExistsError):
+    """Another sweep of the same grid holds the grid folder's lock."""
 
 
 class RunFailed(RuntimeError):
@@ -184,8 +194,37 @@ def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str 
         device_index(d)
     if devices:
         _check_auto_device(grid)
-    statuses = plan(grid, only, retry_failed)
-    return _Scheduler(grid, statuses, jobs, devices, execute, progress).run()
+    with sweep_lock(grid), thread_budget(jobs):
+        statuses = plan(grid, only, retry_failed)
+        return _Scheduler(grid, statuses, jobs, devices, execute, progress).run()
+
+
+@contextlib.contextmanager
+def sweep_lock(grid: Grid):
+    """One sweep per grid folder at a time (an OS lock: released even if the sweep is killed)."""
+    path = outputs_root() / grid.name / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepBusy(f"another sweep of grid '{grid.name}' is running ({path} is locked); "
+                            "wait for it to end or stop it") from None
+        yield path
+
+
+@contextlib.contextmanager
+def thread_budget(jobs: int, names: Sequence[str] = THREAD_VARIABLES):
+    """Give each of ``jobs`` parallel kernels ``cores // jobs`` math threads (``OMP_NUM_THREADS``
+    and friends, read by torch at import), unless the user set them; restored afterwards."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    unset = [name for name in names if name not in os.environ]
+    os.environ.update({name: threads for name in unset})
+    try:
+        yield threads
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
 
 
 def _check_auto_device(grid: Grid) -> None:

@@ -90,9 +90,11 @@ def test_demo_grid_has_the_study_shape():
     assert {"ECG", "All", "ECG continued1", "ECG extended"} <= scenarios
     backbones = {r.params["backbone"] for r in grid.runs.values() if r.stage == "pretraining"}
     assert backbones == {"ts2vec", "tstcc", "series2vec"}
-    down = grid.runs["finetune/ts2vec-ecg-f1.0"].params
-    assert set(down["heads"]) == {"mlp", "fcn"} and set(down["modes"]) == {"lp", "ft"}
-    assert grid.runs["finetune/supervised-f1.0"].params["baselines"] == ["hinception", "mlp", "fcn"]
+    down = [r.params for r in grid.runs.values() if r.stage == "finetuning"]
+    assert len(down) == 3 * 4 and all(len(p["seeds"]) >= 2 for p in down)
+    assert all(set(p["heads"]) == {"mlp", "fcn"} and set(p["modes"]) == {"lp", "ft"} for p in down)
+    baselines = [r.params for r in grid.runs.values() if r.stage == "baselines"]
+    assert [p["baselines"] for p in baselines] == [["hinception", "mlp", "fcn"]]
     assert sum(r.stage == "embeddings" for r in grid.runs.values()) == 1
     assert 20 <= len(grid.runs) <= 40
 

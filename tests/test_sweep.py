@@ -252,6 +252,15 @@ def test_devices_need_auto_device(tmp_path, outputs, fake_nb):
         sweep.run_sweep(grid, devices=["cuda:0"], progress=False, execute=fake_execute([]))
 
 
+def test_one_sweep_per_grid_at_a_time(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    with sweep.sweep_lock(grid):
+        with pytest.raises(sweep.SweepBusy, match="another sweep"):
+            sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    assert {s.state for s in sweep.run_sweep(grid, progress=False,
+                                             execute=fake_execute([])).values()} == {"done"}
+
+
 def test_stale_outputs_of_another_hash_are_removed(tmp_path):
     folder = tmp_path / "run"
     sweep.prepare_folder(folder, "aaa")

@@ -1,12 +1,13 @@
-"""TS-TCC (Eldele et al., IJCAI 2021): temporal and contextual contrasting, with the study's settings.
+"""TS-TCC (Eldele et al., IJCAI 2021): temporal and contextual contrasting, study settings.
 
-Two views of every window are drawn on the fly, per batch, from the run's generator (the original drew
-them once for the whole run): the *weak* view is scaling, the *strong* view is segment permutation
-plus jitter. A 3-block conv encoder maps each view to features ``z [B, C, T']``. *Temporal
-contrasting*: a small transformer summarises one view's features up to a random step ``t`` into a
-context ``c_t``, from which linear predictors ``W_k`` predict the *other* view's ``z_{t+k}``
-(k = 1..K), scored by InfoNCE over the batch. *Contextual contrasting*: NT-Xent between the projected
-contexts of the two views. Loss = lambda_tc * (tc_weak->strong + tc_strong->weak) + lambda_cc * cc.
+Two views of every window are drawn on the fly, per batch, from the run's generator (the original
+drew them once for the whole run): the *weak* view is scaling, the *strong* view is segment
+permutation plus jitter. A 3-block conv encoder maps each view to features ``z [B, C, T']``.
+*Temporal contrasting*: a small transformer summarises one view's features up to a random step
+``t`` into a context ``c_t``, from which linear predictors ``W_k`` predict the *other* view's
+``z_{t+k}`` (k = 1..K), scored by InfoNCE over the batch. *Contextual contrasting*: NT-Xent
+between the projected contexts of the two views.
+Loss = lambda_tc * (tc_weak->strong + tc_strong->weak) + lambda_cc * cc.
 
 Layouts: windows ``x [B, 1, T]``; features ``z [B, C, T']`` with ``C = final_out_channels`` and
 ``T'`` derived from ``T`` (:func:`feature_length`); contexts ``c_t [B, tc_hidden_dim]``.
@@ -31,7 +32,9 @@ class TSTCCConfig:
     ``timesteps`` (K, future steps predicted) is the study's 30: with T = 720 the features have
     T' = 92 steps, and K / T' = 0.33 matches the published ratios (HAR 6/18, Epilepsy 10/24,
     sleep-EDF 50/127). ``jitter_scale_ratio`` is the study's 2 (published configs: 1.1 HAR, 1.5
-    sleep-EDF). ``features_len`` is derived from the input length; leave it ``None``.
+    sleep-EDF). ``max_seg`` = 12 means 1..11 segments (the published ``randint`` bound).
+    ``betas`` are the published (0.9, 0.99); the study's JSON used (0.9, 0.999).
+    ``features_len`` is derived from the input length; leave it ``None``.
     """
 
     input_channels: int = 1
@@ -62,7 +65,7 @@ class TSTCCConfig:
     use_amp: bool = True
 
 
-# --------------------------------------------------------------------------------- augmentations
+# ----------------------------------------------------------------------------- augmentations
 def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """Standard normal draws from ``generator`` (CPU), moved to ``like``'s device and dtype."""
     return torch.randn(shape, generator=generator).to(like.device, like.dtype)
@@ -94,7 +97,8 @@ def permutation(x: torch.Tensor, max_segments: int, generator: torch.Generator) 
     """
     n_batch, n_channels, n_steps = x.shape
     if max_segments < 2 or n_steps < 3:
-        raise ValueError(f"permutation needs max_segments >= 2 and T >= 3, got {max_segments}, {n_steps}")
+        raise ValueError(f"permutation needs max_segments >= 2 and T >= 3, "
+                         f"got max_segments={max_segments}, T={n_steps}")
     n_segments = torch.randint(1, max_segments, (n_batch,), generator=generator)
     n_cuts = max_segments - 2
     cuts = torch.rand(n_batch, n_steps - 2, generator=generator).argsort(dim=1)[:, :n_cuts]
@@ -116,7 +120,7 @@ def augment(x: torch.Tensor, config: TSTCCConfig,
     return weak, strong
 
 
-# --------------------------------------------------------------------------------- losses
+# ----------------------------------------------------------------------------- losses
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2,
             use_cosine_similarity: bool = True) -> torch.Tensor:
     """NT-Xent between paired rows of ``z1 [B, D]`` and ``z2 [B, D]`` (mean over the 2B anchors).
@@ -148,7 +152,7 @@ def temporal_info_nce(future: torch.Tensor, predictions: torch.Tensor) -> torch.
     return -logits.log_softmax(dim=-1).diagonal(dim1=1, dim2=2).mean()
 
 
-# --------------------------------------------------------------------------------- encoder
+# ----------------------------------------------------------------------------- encoder
 def feature_length(n_timesteps: int, kernel_size: int = 8, stride: int = 1) -> int:
     """T' of :class:`TSTCCEncoder` for inputs of length ``n_timesteps`` (720 -> 92, 500 -> 64)."""
     length = (n_timesteps + 2 * (kernel_size // 2) - kernel_size) // stride + 1  # conv 1
@@ -158,10 +162,11 @@ def feature_length(n_timesteps: int, kernel_size: int = 8, stride: int = 1) -> i
     return length
 
 
-def _conv_block(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> list[nn.Module]:
+def _conv_block(in_channels: int, out_channels: int, kernel_size: int,
+                stride: int) -> list[nn.Module]:
     """Conv (no bias, padding k//2) -> BatchNorm -> ReLU -> max-pool(2, stride 2, padding 1)."""
-    return [nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
-                      bias=False),
+    return [nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
+                      padding=kernel_size // 2, bias=False),
             nn.BatchNorm1d(out_channels), nn.ReLU(), nn.MaxPool1d(2, stride=2, padding=1)]
 
 
@@ -178,7 +183,8 @@ class TSTCCEncoder(Network):
         super().__init__()
         first, second = mid_channels
         self.blocks = nn.Sequential(
-            nn.Sequential(*_conv_block(input_channels, first, kernel_size, stride), nn.Dropout(dropout)),
+            nn.Sequential(*_conv_block(input_channels, first, kernel_size, stride),
+                          nn.Dropout(dropout)),
             nn.Sequential(*_conv_block(first, second, INNER_KERNEL_SIZE, 1)),
             nn.Sequential(*_conv_block(second, out_channels, INNER_KERNEL_SIZE, 1)))
         self.embedding_dim = self.feature_dim = out_channels
@@ -197,7 +203,7 @@ class TSTCCEncoder(Network):
         return features.mean(dim=-1)
 
 
-# --------------------------------------------------------------------------------- temporal contrasting
+# ----------------------------------------------------------------------------- temporal contrasting
 class Attention(nn.Module):
     """Multi-head self-attention as published: no qkv bias, scores scaled by ``dim ** -0.5``
     (the model width, not the head width), dropout on the output projection only."""
@@ -291,7 +297,7 @@ def projection_head(dim: int, n_channels: int) -> nn.Sequential:
                          nn.ReLU(), nn.Linear(n_channels // 2, n_channels // 4))
 
 
-# --------------------------------------------------------------------------------- the backbone
+# ----------------------------------------------------------------------------- the backbone
 class TSTCC(Encoder):
     """TS-TCC behind the shared API: ``TSTCC(config).fit(x [N,1,T]).encode(x) -> [N, 320]``.
 
@@ -312,12 +318,14 @@ class TSTCC(Encoder):
             raise ValueError(f"T={n_timesteps} gives T'={self.features_len_} feature steps, "
                              f"too few to predict timesteps={cfg.timesteps}; lower timesteps")
         self.network_ = TSTCCEncoder(cfg.input_channels, tuple(cfg.mid_channels),
-                                     cfg.final_out_channels, cfg.kernel_size, cfg.stride, cfg.dropout)
+                                     cfg.final_out_channels, cfg.kernel_size, cfg.stride,
+                                     cfg.dropout)
         self.modules_["network"] = self.network_
         self.modules_["temporal_contrasting"] = TemporalContrasting(
             cfg.final_out_channels, cfg.timesteps, cfg.tc_hidden_dim, cfg.tc_n_layers,
             cfg.tc_n_heads, cfg.tc_mlp_dim, cfg.tc_dropout)
-        self.modules_["projection_head"] = projection_head(cfg.tc_hidden_dim, cfg.final_out_channels)
+        self.modules_["projection_head"] = projection_head(cfg.tc_hidden_dim,
+                                                           cfg.final_out_channels)
 
     def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Loss of one batch ``xb [B, 1, T]``: lambda_tc * (tc1 + tc2) + lambda_cc * NT-Xent."""
