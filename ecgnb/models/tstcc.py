@@ -154,7 +154,7 @@ def temporal_info_nce(future: torch.Tensor, predictions: torch.Tensor) -> torch.
 
 # ----------------------------------------------------------------------------- encoder
 def feature_length(n_timesteps: int, kernel_size: int = 8, stride: int = 1) -> int:
-    """T' of :class:`TSTCCEncoder` for inputs of length ``n_timesteps`` (720 -> 92, 500 -> 64)."""
+    """T' of :class:`TSTCCEncoder` for inputs of length ``n_timesteps`` (720 -> 92, 500 -> 65)."""
     length = (n_timesteps + 2 * (kernel_size // 2) - kernel_size) // stride + 1  # conv 1
     length = length // 2 + 1  # max-pool 2, stride 2, padding 1
     for _ in range(2):  # blocks 2 and 3: conv k=8, padding 4 adds one step, then the pool
@@ -195,10 +195,10 @@ class TSTCCEncoder(Network):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """Instance embedding ``[B, C]``: global average pooling over time.
 
-        The study's downstream code average-pools these features (D = 320), and the encoder was
-        trained on whole-window contexts (the transformer attends to every step), so the mean is
-        the summary closest to what pretraining shaped; max-pooling would keep one ReLU peak per
-        channel. (The original classifier flattened ``C x T'``, which ties D to the input length.)
+        The study's downstream code average-pools these features (D = 320), and TS-TCC shapes them
+        through contexts that summarise many steps at once, so their mean is the natural summary;
+        max-pooling keeps one ReLU peak per channel. (The original classifier flattened
+        ``C x T'``, which ties D to the input length.)
         """
         return features.mean(dim=-1)
 
