@@ -16,8 +16,9 @@ from ecgnb.models.base import Encoder
 # Smoke-sized networks for tests and the demo; "study" uses each backbone's published defaults.
 SMALL_MODELS: dict[str, dict] = {
     "ts2vec": {"hidden_dims": 16, "output_dims": 64, "depth": 3},
-    "tstcc": {},
-    "series2vec": {},
+    "tstcc": {"mid_channels": (16, 32), "final_out_channels": 64, "tc_n_layers": 1,
+              "timesteps": 10},
+    "series2vec": {"rep_size": 64, "n_heads": 4, "dim_ff": 64, "softdtw_decimate": 4},
 }
 
 
