@@ -32,7 +32,8 @@ def synthetic_batch(n_series: int, length: int, seed: int = 0) -> np.ndarray:
     """Seeded, z-scored sines plus noise: float32 ``[n_series, length]``."""
     rng = np.random.default_rng(seed)
     t = np.arange(length) / length
-    x = np.sin(2 * np.pi * (rng.uniform(1, 6, (n_series, 1)) * t + rng.uniform(0, 1, (n_series, 1))))
+    rate, phase = rng.uniform(1, 6, (n_series, 1)), rng.uniform(0, 1, (n_series, 1))
+    x = np.sin(2 * np.pi * (rate * t + phase))
     x = x + 0.3 * rng.normal(size=x.shape)
     x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
     return x.astype(np.float32)
@@ -77,11 +78,7 @@ def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths:
         rows.append(dict(path=f"ours numba CPU ({n_threads} threads)", seconds=seconds,
                          values=values, note=f"best of {repeats}; first call {warm:.1f}s"))
     if "torch" in paths:
-        x_cpu = torch.from_numpy(x[:torch_cpu_series])
-        soft_dtw_torch(x_cpu[:2, :8], gamma)
-        seconds, values = best_time(lambda: soft_dtw_torch(x_cpu, gamma).numpy(), 1)
-        rows.append(dict(path=f"ours torch CPU ({torch.get_num_threads()} threads)",
-                         seconds=seconds, values=values, note=f"B={len(x_cpu)}, 1 run"))
+        rows.append(_bench_torch_cpu(x[:torch_cpu_series], gamma))
     if "torch" in paths and torch.cuda.is_available():
         x_gpu = torch.from_numpy(x).cuda()
         soft_dtw_torch(x_gpu[:2, :8], gamma)
@@ -92,6 +89,22 @@ def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths:
     if "tslearn" in paths:
         rows.append(_bench_tslearn(x, gamma))
     return rows
+
+
+def _bench_torch_cpu(x: np.ndarray, gamma: float) -> dict:
+    """The torch path on CPU, single-threaded: its ~20 small ops per anti-diagonal would
+    otherwise pay an OpenMP fork/join each, which dominates (and collapses on a busy machine)."""
+    from ecgnb.softdtw import soft_dtw_torch
+
+    x_cpu, n_threads = torch.from_numpy(x), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        soft_dtw_torch(x_cpu[:2, :8], gamma)
+        seconds, values = best_time(lambda: soft_dtw_torch(x_cpu, gamma).numpy(), 1)
+    finally:
+        torch.set_num_threads(n_threads)
+    return dict(path="ours torch CPU (1 thread)", seconds=seconds, values=values,
+                note=f"B={len(x_cpu)}, 1 run")
 
 
 def _bench_tslearn(x: np.ndarray, gamma: float) -> dict:
@@ -113,7 +126,7 @@ def pairs_per_second(row: dict) -> float:
 def format_softdtw(rows: list[dict], length: int, gamma: float) -> str:
     """Table: seconds, pairs/s (upper triangle incl. diagonal), speed-up and max rel diff."""
     reference = next((r for r in rows if r["path"].startswith("tslearn")), None)
-    lines = [f"pairwise soft-DTW, T={length}, gamma={gamma} (pairs = upper triangle incl. diagonal)",
+    lines = [f"pairwise soft-DTW, T={length}, gamma={gamma} (pairs: upper triangle + diagonal)",
              f"{'path':<40}{'B':>4}{'seconds':>10}{'pairs/s':>10}{'speed-up':>10}"
              f"{'max rel diff':>14}  note"]
     for row in rows:
@@ -188,7 +201,8 @@ def format_pretrain(rows: list[dict], batch_size: int, length: int) -> str:
 
 # --------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ecgnb.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ecgnb.bench",
+                                     description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sdtw = sub.add_parser("softdtw", help="pairwise soft-DTW: ours vs tslearn")
     sdtw.add_argument("--batch", type=int, default=64)

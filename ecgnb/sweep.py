@@ -328,9 +328,11 @@ class _Scheduler:
 
 
 def _priority(grid: Grid) -> list[str]:
-    """Start order: runs that unlock the most dependants first, then grid order."""
+    """Start order: runs that unlock the most dependants first, then the shallowest (the
+    baselines, which wait for nothing, before the downstream runs), then grid order."""
     position = {n: i for i, n in enumerate(grid.runs)}
-    return sorted(grid.runs, key=lambda n: (-len(grid.descendants(n)), position[n]))
+    return sorted(grid.runs, key=lambda n: (-len(grid.descendants(n)), len(grid.ancestors([n])),
+                                            position[n]))
 
 
 def _error_text(name: str, error: BaseException, folder: str) -> str:

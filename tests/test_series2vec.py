@@ -1,10 +1,10 @@
-"""Series2Vec: shapes, pooling consistency, targets and loss vs references, training, persistence."""
+"""Series2Vec: shapes, pooling, targets and loss vs references, training, persistence, probe."""
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import GroupKFold
+from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -12,6 +12,7 @@ from ecgnb.config import torch_generator
 from ecgnb.models import CheckpointError, build, load
 from ecgnb.models.series2vec import (OrderInvariantAttention, similarity_loss,
                                      spectral_filter_gain)
+from ecgnb.signals import zscore
 from ecgnb.softdtw import decimate_series, soft_dtw_numba
 
 SMALL = dict(emb_size=4, rep_size=16, n_heads=2, dim_ff=16, softdtw_decimate=6)
@@ -164,20 +165,20 @@ def test_bad_settings_are_loud():
 
 
 def probe_score(embeddings: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
-    """Balanced accuracy of a logistic-regression probe, 4-fold CV grouped by source record."""
-    scores = []
-    for train, test in GroupKFold(n_splits=4).split(embeddings, y, groups):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-        probe.fit(embeddings[train], y[train])
-        scores.append(balanced_accuracy_score(y[test], probe.predict(embeddings[test])))
-    return float(np.mean(scores))
+    """Balanced accuracy of a logistic-regression probe, leave-one-source-record-out."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+    predicted = cross_val_predict(probe, embeddings, y, groups=groups, cv=LeaveOneGroupOut())
+    return balanced_accuracy_score(y, predicted)
 
 
 def test_pretraining_learns_something(fragment_small):
-    data = fragment_small
-    enc = build("series2vec", seed=0, verbose=False, emb_size=8, rep_size=64, n_heads=4,
-                dim_ff=64, softdtw_decimate=8, spectrum_filter="bandpass")
-    random_score = probe_score(enc.encode(data.x), data.y, data.groups)
-    enc.fit(data.x, n_epochs=30, batch_size=60)
-    trained_score = probe_score(enc.encode(data.x), data.y, data.groups)
-    assert trained_score > random_score + 0.03, (random_score, trained_score)
+    # z-scored windows: soft-DTW then compares morphology, not amplitude in mV. Seed 0 is
+    # pinned: on this tiny set the gain over a random encoder depends on the initialisation.
+    x = zscore(fragment_small.x).astype(np.float32)
+    y, groups = fragment_small.y, fragment_small.groups
+    enc = build("series2vec", seed=0, verbose=False, emb_size=8, rep_size=32, n_heads=4,
+                dim_ff=32, softdtw_decimate=12, spectrum_filter="bandpass")
+    random_score = probe_score(enc.encode(x), y, groups)
+    enc.fit(x, n_epochs=20, batch_size=60, lr=1e-2)
+    trained_score = probe_score(enc.encode(x), y, groups)
+    assert trained_score > random_score + 0.05, (random_score, trained_score)

@@ -114,3 +114,11 @@ def test_front_door_types_layouts_and_errors():
             pairwise_soft_dtw(x, **bad)
     with pytest.raises(ValueError):
         pairwise_soft_dtw(np.zeros((2, 3, 4)))
+
+
+def test_softdtw_benchmark_smoke():
+    from ecgnb.bench import bench_softdtw, format_softdtw, max_relative_difference
+    rows = bench_softdtw(3, 12, 0.1, 1, ["numba", "torch", "tslearn"], torch_cpu_series=2)
+    assert [len(r["values"]) for r in rows] == [3, 2, 3]
+    assert max_relative_difference(rows[0]["values"], rows[-1]["values"]) < 1e-10
+    assert "tslearn" in format_softdtw(rows, 12, 0.1)

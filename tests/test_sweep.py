@@ -261,6 +261,15 @@ def test_one_sweep_per_grid_at_a_time(tmp_path, outputs, fake_nb):
                                              execute=fake_execute([])).values()} == {"done"}
 
 
+def test_parallel_kernels_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")  # the user's choice is kept
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    with sweep.thread_budget(jobs=4):
+        assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["MKL_NUM_THREADS"] == "7"
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"
+
+
 def test_stale_outputs_of_another_hash_are_removed(tmp_path):
     folder = tmp_path / "run"
     sweep.prepare_folder(folder, "aaa")

@@ -276,10 +276,10 @@ class Series2Vec(Encoder):
         """Input-space pair distances ``([P], [P])`` of ``xb [B, 1, T]``: soft-DTW, spectra."""
         cfg = self.config
         x = xb[:, 0, :].float()
-        soft_dtw = pairwise_soft_dtw(x, gamma=cfg.gamma, decimate=cfg.softdtw_decimate)
-        spectra = filtered_spectra(x, self.filter_gain(x.shape[-1], generator))
-        return (upper_triangle(soft_dtw).to(x.device, torch.float32),
-                torch.pdist(spectra))
+        with torch.autocast(x.device.type, enabled=False):  # full precision, AMP or not
+            soft_dtw = pairwise_soft_dtw(x, gamma=cfg.gamma, decimate=cfg.softdtw_decimate)
+            spectra = filtered_spectra(x, self.filter_gain(x.shape[-1], generator))
+            return (upper_triangle(soft_dtw).to(x.device, torch.float32), torch.pdist(spectra))
 
     def filter_gain(self, n_timesteps: int, generator: torch.Generator) -> torch.Tensor:
         """This batch's spectral gain ``[T // 2 + 1]``; "random" draws low/high-pass (p=0.5)."""
