@@ -89,6 +89,10 @@ def build_report(target: str, use_notebook: bool = True) -> Path:
     if results.empty:
         raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
     csv, _ = report.write_csv(results, folder / "results.csv", outputs_root() / "results.csv")
+    for stage in ("pretraining", "regularization"):  # probes and drift of notebooks 02 and 03
+        summaries = report.collect_summaries(folder, f"{stage}.json", root=outputs_root())
+        if not summaries.empty:
+            report.write_csv(summaries, folder / f"{stage}.csv")
     out = folder / REPORT_RUN
     if not use_notebook:
         report.write_report(results, out)
@@ -113,6 +117,10 @@ def _report(args) -> int:
     out = build_report(args.target, use_notebook=not args.no_notebook)
     print(f"results table: {out.parent / 'results.csv'} (copy: {outputs_root() / 'results.csv'})")
     print(f"report: {out / 'report.md'}\nfigures: {out / 'figures.html'}")
+    for stage, what in (("pretraining", "probes of pretrained vs initial encoders"),
+                        ("regularization", "drift and probes of the continuations")):
+        if (out.parent / f"{stage}.csv").is_file():
+            print(f"{what}: {out.parent / f'{stage}.csv'}")
     return 0
 
 

@@ -109,6 +109,13 @@ def model_config(backbone: str, model_size: str, overrides: dict) -> dict:
     return {**base, **overrides}
 
 
+def initial_twin(encoder: Encoder, seed: int) -> Encoder:
+    """The same backbone and config with fresh weights drawn from ``seed`` (with the pretraining
+    seed: the network as it was before pretraining), for a pretrained-vs-random probe."""
+    config = {f.name: getattr(encoder.config, f.name) for f in dataclasses.fields(encoder.config)}
+    return models.build(encoder.name, device=encoder.device, seed=seed, verbose=False, **config)
+
+
 def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
              verbose: bool = True) -> Encoder:
     """Build the backbone and run SSL on ``train``; appends a lineage record."""

@@ -67,6 +67,31 @@ def collect_results(folder, root=None) -> pd.DataFrame:
     return _tidy(pd.DataFrame(rows))
 
 
+def collect_summaries(folder, filename: str, root=None) -> pd.DataFrame:
+    """One row per complete run under ``folder`` that wrote ``filename`` (a JSON summary):
+    ``pretraining.json`` of notebook 02 (probe of the pretrained encoder vs its initial weights),
+    ``regularization.json`` of notebook 03 (drift between parent and child, probes of both).
+    Nested keys are joined with ``_`` (``drift_wesad_ecg_linear_cka``)."""
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder.parent
+    rows = []
+    for path in sorted(folder.rglob(filename)):
+        if (path.parent / SUCCESS).is_file():
+            rows.append({"run": path.parent.relative_to(root).as_posix(),
+                         **_flatten(json.loads(path.read_text()))})
+    return pd.DataFrame(rows)
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}_"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     metrics = json.loads((cell / "metrics.json").read_text())
     info = json.loads((cell / "cell.json").read_text()) if (cell / "cell.json").is_file() \

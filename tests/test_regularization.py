@@ -83,3 +83,18 @@ def test_config_rejects_bad_recipes():
         RegularizationConfig(selection="best-test")
     assert RegularizationConfig(scenario="ECG extended").step.n_epochs == 60
     assert isinstance(RegularizationConfig(), DataConfig)
+
+
+@pytest.mark.parametrize("backbone, overrides", [
+    ("ts2vec", TINY), ("tstcc", {"mid_channels": (8, 16), "final_out_channels": 16}),
+    ("series2vec", {"rep_size": 16, "emb_size": 4, "n_heads": 2, "dim_ff": 16})])
+def test_initial_twin_is_the_network_before_training(backbone, overrides, fragment_small):
+    from ecgnb.pretrain import initial_twin
+
+    x = fragment_small.x[:8]
+    before = models.build(backbone, seed=3, verbose=False, **overrides)
+    fresh = before.encode(x)
+    twin = initial_twin(before, seed=3)
+    assert twin is not before and twin.config == before.config
+    np.testing.assert_array_equal(twin.encode(x), fresh)
+    assert not np.array_equal(initial_twin(before, seed=4).encode(x), fresh)

@@ -120,6 +120,23 @@ def test_results_only_from_complete_cells_of_complete_runs(tmp_path):
     assert len(pd.read_csv(csv)) == 1  # rebuilt, never appended
 
 
+def test_continuation_drift_is_collected_from_complete_runs(tmp_path):
+    root = tmp_path / "outputs"
+    record = {"backbone": "ts2vec", "scenario": "ECG continued1", "step": "continued1",
+              "drift": {"wesad_ecg": {"linear_cka": 0.9, "mean_cosine": 0.8, "n_windows": 64}},
+              "probe": {"parent": {"val_macro_f1": 0.4}, "child": {"val_macro_f1": 0.5}}}
+    for name, finished in (("ts2vec-ecg-continued1", True), ("tstcc-ecg-continued1", False)):
+        write_json(root / "g" / "continue" / name / "regularization.json", record)
+        if finished:
+            write_json(root / "g" / "continue" / name / "_SUCCESS.json", {"params_hash": "h"})
+    rows = report.collect_summaries(root / "g", "regularization.json", root=root)
+    assert rows.to_dict("records") == [{
+        "run": "g/continue/ts2vec-ecg-continued1", "backbone": "ts2vec",
+        "scenario": "ECG continued1", "step": "continued1", "drift_wesad_ecg_linear_cka": 0.9,
+        "drift_wesad_ecg_mean_cosine": 0.8, "drift_wesad_ecg_n_windows": 64,
+        "probe_parent_val_macro_f1": 0.4, "probe_child_val_macro_f1": 0.5}]
+
+
 def test_report_command_writes_the_tables(tmp_path, monkeypatch, known, capsys):
     root = tmp_path / "outputs"
     monkeypatch.setenv("ECGNB_OUTPUTS", str(root))
