@@ -19,6 +19,9 @@ from ecgnb.config import write_json
 from ecgnb.paths import FAILED, PROJECT_ROOT, SUCCESS, outputs_root
 
 RUNNER_KEYS = ("output_dir",)  # set by the runner, never by a params file
+# The kernel logs errors only: its warning about local TCP transport would otherwise be printed
+# once per run, burying a sweep's progress bar.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
@@ -120,7 +123,8 @@ def _papermill(notebook, params, folder, digest, progress, kernel, cwd) -> Path:
     try:
         papermill.execute_notebook(str(notebook), str(folder / notebook.name), parameters=params,
                                    kernel_name=kernel, progress_bar=progress,
-                                   cwd=str(cwd or PROJECT_ROOT), log_output=False)
+                                   cwd=str(cwd or PROJECT_ROOT), log_output=False,
+                                   extra_arguments=KERNEL_ARGUMENTS)
     except BaseException as exc:
         write_json(folder / FAILED, {"error": f"{type(exc).__name__}: {exc}"[:4000],
                                      "traceback": traceback.format_exc()[-8000:],
