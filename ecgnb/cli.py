@@ -83,6 +83,7 @@ def grid_folder(target: str) -> Path:
 def build_report(target: str, use_notebook: bool = True) -> Path:
     """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder."""
     from ecgnb import report
+    from ecgnb.summaries import collect_summaries, encoder_tables
 
     folder = grid_folder(target)
     results = report.collect_results(folder, root=outputs_root())
@@ -90,12 +91,12 @@ def build_report(target: str, use_notebook: bool = True) -> Path:
         raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
     csv, _ = report.write_csv(results, folder / "results.csv", outputs_root() / "results.csv")
     for stage in ("pretraining", "regularization"):  # probes and drift of notebooks 02 and 03
-        summaries = report.collect_summaries(folder, f"{stage}.json", root=outputs_root())
+        summaries = collect_summaries(folder, f"{stage}.json", root=outputs_root())
         if not summaries.empty:
             report.write_csv(summaries, folder / f"{stage}.csv")
     out = folder / REPORT_RUN
     if not use_notebook:
-        report.write_report(results, out)
+        report.write_report(results, out, encoder_tables=encoder_tables(csv))
         return out
     return _report_notebook(csv, out)
 
@@ -105,7 +106,8 @@ def _report_notebook(csv: Path, out: Path) -> Path:
     from ecgnb.runner import execute, is_complete, params_hash
 
     params = {"results_csv": str(csv.resolve())}
-    content = (hashlib.sha256(csv.read_bytes()).hexdigest()[:16],)
+    tables = [csv] + [csv.parent / f"{stage}.csv" for stage in ("pretraining", "regularization")]
+    content = tuple(hashlib.sha256(t.read_bytes()).hexdigest()[:16] for t in tables if t.is_file())
     if is_complete(out, params_hash(params, content)):
         return out
     run_name = out.relative_to(outputs_root()).as_posix()

@@ -67,31 +67,6 @@ def collect_results(folder, root=None) -> pd.DataFrame:
     return _tidy(pd.DataFrame(rows))
 
 
-def collect_summaries(folder, filename: str, root=None) -> pd.DataFrame:
-    """One row per complete run under ``folder`` that wrote ``filename`` (a JSON summary):
-    ``pretraining.json`` of notebook 02 (probe of the pretrained encoder vs its initial weights),
-    ``regularization.json`` of notebook 03 (drift between parent and child, probes of both).
-    Nested keys are joined with ``_`` (``drift_wesad_ecg_linear_cka``)."""
-    folder = Path(folder)
-    root = Path(root) if root is not None else folder.parent
-    rows = []
-    for path in sorted(folder.rglob(filename)):
-        if (path.parent / SUCCESS).is_file():
-            rows.append({"run": path.parent.relative_to(root).as_posix(),
-                         **_flatten(json.loads(path.read_text()))})
-    return pd.DataFrame(rows)
-
-
-def _flatten(record: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}_"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     metrics = json.loads((cell / "metrics.json").read_text())
     info = json.loads((cell / "cell.json").read_text()) if (cell / "cell.json").is_file() \
@@ -313,7 +288,7 @@ class StudyTable:
         return grid
 
     def to_markdown(self) -> str:
-        return _markdown(self.text("markdown"), self.caption())
+        return markdown_table(self.text("markdown"), self.caption())
 
     def to_latex(self) -> str:
         return _latex(self.text("latex"), self.caption())
@@ -389,7 +364,7 @@ def _format_entry(e, style: str) -> str:
     return value
 
 
-def _markdown(frame: pd.DataFrame, caption: str = "") -> str:
+def markdown_table(frame: pd.DataFrame, caption: str = "") -> str:
     header = [frame.index.name or ""] + [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, row in frame.iterrows():
@@ -420,7 +395,7 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
             shown[column] = (100 * shown[column]).map("{:.1f}".format)
     for column in ("p_wilcoxon", "p_bootstrap"):
         shown[column] = shown[column].map("{:.3g}".format)
-    return _markdown(shown.set_index(shown.columns[0]))
+    return markdown_table(shown.set_index(shown.columns[0]))
 
 
 # --------------------------------------------------------------------------- plots
@@ -484,9 +459,13 @@ def scenario_boxes(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figure
 
 # --------------------------------------------------------------------------- the report
 def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
-                 label_fraction: float = -1.0, n_boot: int = 10000, seed: int = 0) -> dict[str, Path]:
-    """Tables (Markdown, CSV, LaTeX), statistics and ``figures.html`` into ``out_dir``."""
+                 label_fraction: float = -1.0, n_boot: int = 10000, seed: int = 0,
+                 encoder_tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
+    """Tables (Markdown, CSV, LaTeX), statistics and ``figures.html`` into ``out_dir``;
+    ``encoder_tables`` (title -> table, from :func:`ecgnb.summaries.encoder_tables`) are
+    appended to ``report.md``."""
     from ecgnb.plots import write_html
+    from ecgnb.summaries import cell_table
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -501,10 +480,16 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
     write_csv(summarize(results, metric, n_boot, seed), out / "summary.csv")
     write_csv(versus_ref, out / "vs_reference.csv")
     write_csv(versus_base, out / "vs_baseline.csv")
-    (out / "report.md").write_text(report_markdown(table, versus_ref, versus_base, results))
+    cells = cell_table(results, metric)
+    write_csv(cells.reset_index(), out / "cells.csv")
+    extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
+             **(encoder_tables or {})}
+    (out / "report.md").write_text(report_markdown(table, versus_ref, versus_base, results)
+                                   + "".join(f"\n## {title}\n\n{markdown_table(frame)}"
+                                             for title, frame in extra.items()))
     write_html(figures(results, table, metric), out / "figures.html")
     names = ("report.md", "study_table.md", "study_table.tex", "study_table.csv", "summary.csv",
-             "vs_reference.csv", "vs_baseline.csv", "figures.html")
+             "cells.csv", "vs_reference.csv", "vs_baseline.csv", "figures.html")
     return {name: out / name for name in names}
 
 

@@ -99,18 +99,9 @@ def test_demo_grid_has_the_study_shape():
     assert 20 <= len(grid.runs) <= 40
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["paper.yaml", "demo.yaml", "embedded.yaml"])
 def test_grid_files_fit_the_notebooks(name):
-    grid = grids.load_grid(GRIDS / name, validate=False)
-    missing = sorted({r.notebook.name for r in grid.runs.values() if not r.notebook.is_file()})
-    if not missing:
-        grids.load_grid(GRIDS / name)  # the whole grid, as `ecgnb run` does
-        return
-    grid = grids.expand(yaml.safe_load((GRIDS / name).read_text()), GRIDS / name)
-    for run in grid.runs.values():
-        if run.notebook.is_file():
-            runner.validate_parameters(run.notebook, run.params, where=run.name)
-    pytest.skip(f"notebooks not written yet: {missing}")
+    grids.load_grid(GRIDS / name)  # every run's parameters checked, as `ecgnb run` does
 
 
 def test_hash_follows_params_and_parents(tmp_path, fake_nb):

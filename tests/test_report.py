@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from ecgnb import cli, report
+from ecgnb import cli, report, summaries
 from ecgnb.config import write_json
 
 SEEDS = range(5)
@@ -129,7 +129,7 @@ def test_continuation_drift_is_collected_from_complete_runs(tmp_path):
         write_json(root / "g" / "continue" / name / "regularization.json", record)
         if finished:
             write_json(root / "g" / "continue" / name / "_SUCCESS.json", {"params_hash": "h"})
-    rows = report.collect_summaries(root / "g", "regularization.json", root=root)
+    rows = summaries.collect_summaries(root / "g", "regularization.json", root=root)
     assert rows.to_dict("records") == [{
         "run": "g/continue/ts2vec-ecg-continued1", "backbone": "ts2vec",
         "scenario": "ECG continued1", "step": "continued1", "drift_wesad_ecg_linear_cka": 0.9,
@@ -174,3 +174,24 @@ def test_synthetic_results_have_the_layout_and_the_planted_effect():
     assert set(report.KEYS) | set(report.METRICS) | {"val_macro_f1"} <= set(results.columns)
     means = results[results["mode"] != "supervised"].groupby("scenario")["macro_f1"].mean()
     assert means["continued1 + extended"] > means["ECG"] + 0.05
+
+
+def test_cell_table_shows_every_cell_at_every_fraction():
+    rows = cells("ECG", "lp", 0.50, 0.60)[:2] + cells("ECG", "lp", 0.30, 0.40, fraction=0.1)[:1] \
+        + cells("none", "supervised", 0.45, 0.45, backbone="supervised", head="hinception")[:2]
+    frame = pd.DataFrame(rows)
+    frame["macro_f1_ci_low"], frame["macro_f1_ci_high"] = frame["macro_f1"] - 0.1, frame["macro_f1"] + 0.1
+    table = summaries.cell_table(frame)
+    assert list(table.columns) == ["f1", "f0.1"]
+    assert table.loc["ECG / ts2vec / mlp / LP"].tolist() == ["50.5 [40.5, 60.5] (2)",
+                                                             "30.0 [20.0, 40.0] (1)"]
+    assert table.loc["supervised hinception"].tolist() == ["45.5 [35.5, 55.5] (2)", ""]
+
+
+def test_encoder_tables_read_beside_the_results(tmp_path):
+    pd.DataFrame([{"backbone": "ts2vec", "corpus": "ECG", "probe_pretrained_val_macro_f1": 0.6,
+                   "probe_initial weights_val_macro_f1": 0.4}]).to_csv(tmp_path / "pretraining.csv")
+    tables = summaries.encoder_tables(tmp_path / "results.csv")
+    (table,) = tables.values()
+    assert table.loc[("ts2vec", "ECG")].tolist() == [60.0, 40.0]
+    assert summaries.encoder_tables("") == {}
