@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from ecgnb import cli, report, summaries
+from ecgnb import cli, report, stats, summaries
 from ecgnb.config import write_json
 
 SEEDS = range(5)
@@ -71,19 +71,19 @@ def test_best_ssl_cell_against_hinception_is_chosen_on_validation(known):
 
 
 def test_no_difference_gives_p_one():
-    out = report.paired_test([0.5] * 5, [0.5] * 5, n_boot=99)
+    out = stats.paired_test([0.5] * 5, [0.5] * 5, n_boot=99)
     assert out["p_wilcoxon"] == 1.0 and out["mean_diff"] == 0.0
 
 
 def test_mixed_signs_are_not_significant():
-    out = report.paired_test([0.6, 0.4, 0.6, 0.4, 0.6], [0.5] * 5, n_boot=999)
+    out = stats.paired_test([0.6, 0.4, 0.6, 0.4, 0.6], [0.5] * 5, n_boot=999)
     assert out["p_wilcoxon"] > 0.5 and out["p_bootstrap"] > 0.5
     assert out["diff_ci_low"] < 0 < out["diff_ci_high"]
 
 
 def test_bootstrap_interval_of_the_mean():
     values = np.random.default_rng(0).normal(0.6, 0.05, size=5)
-    low, high = report.bootstrap_mean_ci(values, n_boot=2000)
+    low, high = stats.bootstrap_mean_ci(values, n_boot=2000)
     assert low < values.mean() < high and high - low < 0.2
 
 
