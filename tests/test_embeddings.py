@@ -18,15 +18,6 @@ T = 64  # tiny windows keep every network cheap
 N_CLASSES = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from more threads (and lose much on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def encoder():
     enc = models.build("ts2vec", device="cpu", seed=0, verbose=False, hidden_dims=8,

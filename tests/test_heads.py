@@ -14,15 +14,6 @@ TINY = {"ts2vec": {"depth": 2, "hidden_dims": 8, "output_dims": 16},
         "series2vec": {"rep_size": 16, "emb_size": 8, "n_heads": 2, "dim_ff": 16}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two threads on a shared, loaded 2-core machine run 10x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class WideNetwork(Network):
     """Embedding and features of different sizes, to tell which one a head reads."""
 

@@ -11,14 +11,6 @@ from ecgnb.models.hinception import (HInceptionNetwork, HInceptionTime, HybridFi
 T = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_seventeen_filters_with_the_paper_lengths():
     filters = HybridFilters().filters()
     lengths = {kind: sorted(w.shape[-1] for name, w in filters.items() if name.startswith(kind))

@@ -23,14 +23,6 @@ TINY = {"ts2vec": {"depth": 2, "hidden_dims": 8, "output_dims": 16},
 QUICK = dict(n_epochs=4, warmup_epochs=1, batch_size=16, verbose=False, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def sine_windows(n_groups=15, per_group=6, n_classes=3, seed=0) -> Windows:
     """Easy task: class k is a noisy sine of frequency 2 + 3k; records hold 1-2 classes."""
     rng = np.random.default_rng(seed)

@@ -12,15 +12,6 @@ from ecgnb.models.ts2vec import (TS2Vec, TSEncoder, draw_overlapping_crops, draw
 TINY = dict(depth=2, hidden_dims=8, output_dims=16)  # fast settings for the training tests
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These shapes are too small to gain from threads, and lose badly on a shared CPU."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 def toy_windows(n: int = 24, n_timesteps: int = 64, seed: int = 0) -> np.ndarray:
     """Sines and square waves of random frequency and phase, ``[N, 1, T]`` float32."""
     rng = np.random.default_rng(seed)
