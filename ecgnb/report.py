@@ -325,7 +325,8 @@ def markdown_table(frame: pd.DataFrame, caption: str = "") -> str:
     header = [frame.index.name or ""] + [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(index)] + [str(v) for v in row]) + " |")
+        name = " / ".join(map(str, index)) if isinstance(index, tuple) else str(index)
+        lines.append("| " + " | ".join([name] + [str(v) for v in row]) + " |")
     return "\n".join(lines) + (f"\n\n{caption}\n" if caption else "\n")
 
 

@@ -30,8 +30,22 @@ def cell_table(results: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
         entries.setdefault(_row_name(cell), {})[f"f{cell['label_fraction']:g}"] = \
             _entry(part, metric)
     frame = pd.DataFrame.from_dict(entries, orient="index").fillna("")
+    frame = frame.loc[sorted(frame.index, key=_row_order)]
     frame = frame[sorted(frame.columns, key=lambda c: -float(c[1:]))]
     return frame.rename_axis(f"{metric} % (mean over seeds [95 % CI over records] (seeds))")
+
+
+def _row_order(name: str) -> tuple:
+    """Backbones in the study's order, scenarios as brief 3 lists them, the baselines last."""
+    from ecgnb.report import BACKBONE_ORDER
+    from ecgnb.scenarios import SCENARIOS
+
+    if name.startswith("supervised"):
+        return (len(BACKBONE_ORDER), 0, name)
+    scenario, backbone, rest = name.split(" / ", 2)
+    order = list(SCENARIOS)
+    return (BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER),
+            order.index(scenario) if scenario in order else len(order), name)
 
 
 def _row_name(cell: dict) -> str:
