@@ -83,14 +83,14 @@ def grid_folder(target: str) -> Path:
 def build_report(target: str, use_notebook: bool = True) -> Path:
     """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder."""
     from ecgnb import report
-    from ecgnb.summaries import collect_summaries, encoder_tables
+    from ecgnb.summaries import STAGE_SUMMARIES, collect_summaries, encoder_tables
 
     folder = grid_folder(target)
     results = report.collect_results(folder, root=outputs_root())
     if results.empty:
         raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
     csv, _ = report.write_csv(results, folder / "results.csv", outputs_root() / "results.csv")
-    for stage in ("pretraining", "regularization"):  # probes and drift of notebooks 02 and 03
+    for stage in STAGE_SUMMARIES.values():  # probes and drift of notebooks 02 and 03
         summaries = collect_summaries(folder, f"{stage}.json", root=outputs_root())
         if not summaries.empty:
             report.write_csv(summaries, folder / f"{stage}.csv")
@@ -104,9 +104,10 @@ def build_report(target: str, use_notebook: bool = True) -> Path:
 def _report_notebook(csv: Path, out: Path) -> Path:
     """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
     from ecgnb.runner import execute, is_complete, params_hash
+    from ecgnb.summaries import STAGE_SUMMARIES
 
     params = {"results_csv": str(csv.resolve())}
-    tables = [csv] + [csv.parent / f"{stage}.csv" for stage in ("pretraining", "regularization")]
+    tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES.values()]
     content = tuple(hashlib.sha256(t.read_bytes()).hexdigest()[:16] for t in tables if t.is_file())
     if is_complete(out, params_hash(params, content)):
         return out
@@ -119,10 +120,11 @@ def _report(args) -> int:
     out = build_report(args.target, use_notebook=not args.no_notebook)
     print(f"results table: {out.parent / 'results.csv'} (copy: {outputs_root() / 'results.csv'})")
     print(f"report: {out / 'report.md'}\nfigures: {out / 'figures.html'}")
-    for stage, what in (("pretraining", "probes of pretrained vs initial encoders"),
-                        ("regularization", "drift and probes of the continuations")):
+    from ecgnb.summaries import STAGE_SUMMARIES
+
+    for notebook, stage in STAGE_SUMMARIES.items():  # probes (02), drift and probes (03)
         if (out.parent / f"{stage}.csv").is_file():
-            print(f"{what}: {out.parent / f'{stage}.csv'}")
+            print(f"{notebook} summaries: {out.parent / f'{stage}.csv'}")
     return 0
 
 

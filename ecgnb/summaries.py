@@ -20,6 +20,8 @@ import pandas as pd
 from ecgnb.paths import SUCCESS
 
 CELL_KEYS = ("scenario", "backbone", "head", "mode")
+# Notebook -> the summary it writes (``<stage>.json`` per run, ``<stage>.csv`` per grid).
+STAGE_SUMMARIES = {"02_pretraining": "pretraining", "03_regularization": "regularization"}
 
 
 def cell_table(results: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
