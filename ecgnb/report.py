@@ -178,10 +178,10 @@ def compare_to_reference(results: pd.DataFrame, reference: str = REFERENCE,
         rows.append({**dict(zip(KEYS[:-1], key)), "reference": reference, "metric": metric,
                      "mean": a.mean(), "reference_mean": b.mean(),
                      **paired_test(a, b, n_boot, seed)})
-    return _with_note(_in_study_order(pd.DataFrame(rows)))
+    return _with_note(in_study_order(pd.DataFrame(rows)))
 
 
-def _in_study_order(frame: pd.DataFrame) -> pd.DataFrame:
+def in_study_order(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows sorted by scenario (study order), backbone, head, mode, label fraction."""
     if frame.empty:
         return frame

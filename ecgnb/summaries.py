@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from ecgnb.paths import SUCCESS
+from ecgnb.report import KEYS, in_study_order
 
-CELL_KEYS = ("scenario", "backbone", "head", "mode")
+CELL_KEYS = KEYS[:4]  # scenario, backbone, head, mode
 # Notebook -> the summary it writes (``<stage>.json`` per run, ``<stage>.csv`` per grid).
 STAGE_SUMMARIES = {"02_pretraining": "pretraining", "03_regularization": "regularization"}
 
@@ -27,27 +28,14 @@ STAGE_SUMMARIES = {"02_pretraining": "pretraining", "03_regularization": "regula
 def cell_table(results: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
     """``mean [ci_low, ci_high] (n)`` in %, rows = cells, columns = ``f<fraction>``."""
     entries = {}
-    for key, part in results.groupby(list(CELL_KEYS) + ["label_fraction"], sort=False):
+    ordered = in_study_order(results)  # scenarios as brief 3 lists them, the baselines last
+    for key, part in ordered.groupby(list(CELL_KEYS) + ["label_fraction"], sort=False):
         cell = dict(zip(CELL_KEYS + ("label_fraction",), key))
         entries.setdefault(_row_name(cell), {})[f"f{cell['label_fraction']:g}"] = \
             _entry(part, metric)
     frame = pd.DataFrame.from_dict(entries, orient="index").fillna("")
-    frame = frame.loc[sorted(frame.index, key=_row_order)]
     frame = frame[sorted(frame.columns, key=lambda c: -float(c[1:]))]
     return frame.rename_axis(f"{metric} % (mean over seeds [95 % CI over records] (seeds))")
-
-
-def _row_order(name: str) -> tuple:
-    """Backbones in the study's order, scenarios as brief 3 lists them, the baselines last."""
-    from ecgnb.report import BACKBONE_ORDER
-    from ecgnb.scenarios import SCENARIOS
-
-    if name.startswith("supervised"):
-        return (len(BACKBONE_ORDER), 0, name)
-    scenario, backbone, rest = name.split(" / ", 2)
-    order = list(SCENARIOS)
-    return (BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER),
-            order.index(scenario) if scenario in order else len(order), name)
 
 
 def _row_name(cell: dict) -> str:
