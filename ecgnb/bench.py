@@ -1,4 +1,4 @@
-"""Benchmarks (a script, not a test): ``python -m ecgnb.bench softdtw|pretrain``.
+"""Benchmarks (a script, not a test): ``python -m ecgnb.bench softdtw|pretrain|published``.
 
 - ``softdtw``: pairwise soft-DTW of one batch ``[B, T]`` with our numba kernel (CPU, all cores),
   our torch anti-diagonal path (CPU, and CUDA when present) and tslearn's ``cdist_soft_dtw``;
@@ -9,6 +9,8 @@
   ``max_memory_allocated``; CPU the peak resident set size of a fresh process per backbone
   (``resource.getrusage``), and its growth from the start of the warm-up batch (the memory
   training adds on top of the built model and the data).
+- ``published``: our TS2Vec and TS-TCC against checkouts of the published code, side by side
+  (:mod:`ecgnb.bench_published`).
 Timing inputs are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
 """
 from __future__ import annotations
@@ -219,7 +221,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     pre.add_argument("--batch-size", type=int, default=64)
     pre.add_argument("--length", type=int, default=720)
     pre.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
-    return parser.parse_args(argv)
+    pub = sub.add_parser("published", help="TS2Vec / TS-TCC training speed: ours vs the "
+                                            "published code (checkouts you point to)")
+    pub.add_argument("--ts2vec-code", default=None, help="checkout of yuezhihan/ts2vec")
+    pub.add_argument("--tstcc-code", default=None, help="checkout of emadeldeen24/TS-TCC")
+    pub.add_argument("--batches", type=int, default=3)
+    pub.add_argument("--batch-size", type=int, default=64)
+    pub.add_argument("--length", type=int, default=720)
+    pub.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    args = parser.parse_args(argv)
+    if args.command == "published" and not (args.ts2vec_code or args.tstcc_code):
+        parser.error("published: give --ts2vec-code and/or --tstcc-code")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -229,6 +242,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = bench_softdtw(args.batch, args.length, args.gamma, args.repeats, paths,
                              torch_cpu_series=args.torch_cpu_batch)
         print(format_softdtw(rows, args.length, args.gamma))
+    elif args.command == "published":
+        from ecgnb.bench_published import bench_published, format_published
+
+        code_dirs = {name: path for name, path in (("ts2vec", args.ts2vec_code),
+                                                   ("tstcc", args.tstcc_code)) if path}
+        rows = bench_published(code_dirs, args.batches, args.batch_size, args.length, args.device)
+        print(format_published(rows, args.batches, args.batch_size, args.length))
     else:
         names = [n.strip() for n in args.backbones.split(",") if n.strip()]
         rows = bench_pretrain(names, args.batches, args.batch_size, args.length, args.device)

@@ -8,7 +8,8 @@ A backbone subclasses :class:`Encoder` and provides
 - ``_build(n_timesteps)``: create ``self.network_`` (a :class:`Network`) and any training-only
   modules, registered in ``self.modules_`` (name -> nn.Module) so that they are saved,
 - ``_loss(xb, generator)``: the SSL loss of one batch (``xb`` on the device, ``[B, 1, T]``),
-- optionally ``_optimizer(params)``, ``_after_step()`` (e.g. weight averaging) and
+- optionally ``_optimizer(params)``, ``_after_step()`` (e.g. weight averaging),
+  ``_after_epoch(x_t, batch_size)`` (e.g. TS-TCC's clean batch-norm statistics) and
   ``_inference_network()`` (the network used by ``encode``; TS2Vec returns its averaged copy).
 """
 from __future__ import annotations
@@ -74,6 +75,9 @@ class Encoder:
     def _after_step(self) -> None:
         """Called after every optimiser step (weight averaging lives here)."""
 
+    def _after_epoch(self, x_t: torch.Tensor, batch_size: int) -> None:
+        """Called after every epoch with the (clean, CPU) training windows ``[N, 1, T]``."""
+
     def _inference_network(self) -> Network:
         return self.network_
 
@@ -127,6 +131,7 @@ class Encoder:
         for _ in bar:
             start = time.perf_counter()
             losses = self._train_epoch(x_t, batch_size, optimizer, scaler, use_amp, gen)
+            self._after_epoch(x_t, batch_size)
             record = {"epoch": len(self.history_) + 1, "loss": float(np.mean(losses)),
                       "seconds": time.perf_counter() - start}
             if x_val is not None:

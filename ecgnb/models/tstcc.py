@@ -35,6 +35,8 @@ class TSTCCConfig:
     sleep-EDF). ``max_seg`` = 12 means 1..11 segments (the published ``randint`` bound).
     ``betas`` are the published (0.9, 0.99); the study's JSON used (0.9, 0.999).
     ``features_len`` is derived from the input length; leave it ``None``.
+    ``clean_bn_stats``: after every epoch, re-estimate the encoder's batch-norm statistics on the
+    clean training windows (:meth:`TSTCC._after_epoch`); ``False`` keeps the published behaviour.
     """
 
     input_channels: int = 1
@@ -63,6 +65,7 @@ class TSTCCConfig:
     batch_size: int = 64
     n_epochs: int = 600
     use_amp: bool = True
+    clean_bn_stats: bool = True
 
 
 # ----------------------------------------------------------------------------- augmentations
@@ -339,6 +342,39 @@ class TSTCC(Encoder):
         head = self.modules_["projection_head"]
         cc = nt_xent(head(c_weak), head(c_strong), cfg.temperature, cfg.use_cosine_similarity)
         return cfg.lambda_tc * (tc_weak + tc_strong) + cfg.lambda_cc * cc
+
+    @torch.no_grad()
+    def _after_epoch(self, x_t: torch.Tensor, batch_size: int) -> None:
+        """Re-estimate the encoder's batch-norm running statistics on the clean windows ``x_t``.
+
+        Pretraining shows batch norm only augmented views, and the weak view multiplies every
+        step by N(2, sigma=2): the running mean and variance then describe inputs the encoder never
+        meets downstream, and ``encode`` normalises clean windows with the wrong statistics. (The
+        published linear evaluation trained in train mode, which re-estimated them on the target
+        data as a side effect.) Measured grouped-probe macro-F1 on the embedded fragments, full
+        network, 10 epochs: 0.61 -> 0.69 (seed 0) and 0.62 -> 0.67 (seed 1) with re-estimation,
+        the level of the initial weights (0.68); notebook 02's validation probe of the embedded
+        grid's small TS-TCC: 0.45 -> 0.56. On a small network pretrained on 300 fragments it cost
+        about 0.03 (``tests/test_tstcc.py``).
+        Weights are untouched; dropout is off; the estimate is the plain average over all
+        batches (momentum ``None``); no random draw is used.
+        """
+        if not self.config.clean_bn_stats:
+            return
+        net = self.network_
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        was_training = net.training
+        net.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None
+            norm.train()
+        for start in range(0, len(x_t), batch_size):
+            net(x_t[start:start + batch_size].to(self.device_))
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        net.train(was_training)
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
         """Adam as published (one optimiser for all modules; same state as the original two)."""
