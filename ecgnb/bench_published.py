@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ecgnb.bench import bench_backbone, synthetic_batch
+from ecgnb.bench import _sync, bench_backbone, synthetic_batch
 from ecgnb.config import pick_device
 
 PUBLISHED = {"ts2vec": "github.com/yuezhihan/ts2vec", "tstcc": "github.com/emadeldeen24/TS-TCC"}
@@ -117,11 +117,6 @@ def _time_published_tstcc(code_dir: str, n_batches: int, batch_size: int, length
 
 
 _PUBLISHED_TIMERS = {"ts2vec": _time_published_ts2vec, "tstcc": _time_published_tstcc}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bench_published(code_dirs: dict[str, str], n_batches: int, batch_size: int, length: int,
