@@ -179,16 +179,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
 
 
+def in_fresh_process(fn: Callable, *args):
+    """``fn(*args)`` in a freshly spawned process: clean imports, its own peak memory and threads."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def bench_pretrain(names: Sequence[str], n_batches: int, batch_size: int, length: int,
                    device: str | None = None) -> list[dict]:
-    """One fresh (spawned) process per backbone, so that peak memory is its own."""
-    rows = []
-    context = multiprocessing.get_context("spawn")
-    for name in names:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            rows.append(pool.submit(bench_backbone, name, n_batches, batch_size, length,
-                                    device).result())
-    return rows
+    """One fresh process per backbone, so that peak memory is its own."""
+    return [in_fresh_process(bench_backbone, name, n_batches, batch_size, length, device)
+            for name in names]
 
 
 def format_pretrain(rows: list[dict], batch_size: int, length: int) -> str:

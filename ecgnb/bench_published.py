@@ -15,8 +15,6 @@ also needs ``einops`` importable). Only their public entry points are called:
 """
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ecgnb.bench import _sync, bench_backbone, synthetic_batch
+from ecgnb.bench import _sync, bench_backbone, in_fresh_process, synthetic_batch
 from ecgnb.config import pick_device
 
 PUBLISHED = {"ts2vec": "github.com/yuezhihan/ts2vec", "tstcc": "github.com/emadeldeen24/TS-TCC"}
@@ -59,11 +57,12 @@ def _time_published_ts2vec(code_dir: str, n_batches: int, batch_size: int, lengt
     start = time.perf_counter()
     model.fit(x[batch_size:], n_epochs=2)  # its epoch counter is at 1: one more epoch
     _sync(device_)
-    return dict(seconds=time.perf_counter() - start, setup_seconds=0.0)
+    return dict(seconds=time.perf_counter() - start, setup_seconds=None)
 
 
 def _tstcc_config(length: int, batch_size: int) -> SimpleNamespace:
-    """The published config object, filled with our study defaults (``TSTCCConfig``)."""
+    """The published config object, filled with our study defaults (``TSTCCConfig``); its
+    ``main.py`` hard-codes the weight decay, carried here as ``weight_decay``."""
     from ecgnb.models.tstcc import TSTCCConfig, feature_length
 
     c = TSTCCConfig()
@@ -71,7 +70,8 @@ def _tstcc_config(length: int, batch_size: int) -> SimpleNamespace:
         input_channels=c.input_channels, kernel_size=c.kernel_size, stride=c.stride,
         final_out_channels=c.final_out_channels, num_classes=6, dropout=c.dropout,
         features_len=feature_length(length, c.kernel_size, c.stride),  # hand-set there
-        beta1=c.betas[0], beta2=c.betas[1], lr=c.lr, drop_last=True, batch_size=batch_size,
+        beta1=c.betas[0], beta2=c.betas[1], lr=c.lr, weight_decay=c.weight_decay,
+        drop_last=True, batch_size=batch_size,
         Context_Cont=SimpleNamespace(temperature=c.temperature,
                                      use_cosine_similarity=c.use_cosine_similarity),
         TC=SimpleNamespace(hidden_dim=c.tc_hidden_dim, timesteps=c.timesteps),
@@ -87,14 +87,12 @@ def _time_published_tstcc(code_dir: str, n_batches: int, batch_size: int, length
     from models.TC import TC
     from trainer.trainer import model_train
 
-    from ecgnb.models.tstcc import TSTCCConfig
-
-    cfg, ours, device_ = _tstcc_config(length, batch_size), TSTCCConfig(), pick_device(device)
+    cfg, device_ = _tstcc_config(length, batch_size), pick_device(device)
     np.random.seed(seed)
     torch.manual_seed(seed)
     model, temporal = base_Model(cfg).to(device_), TC(cfg, device_).to(device_)
     optimizers = [torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                   weight_decay=ours.weight_decay) for m in (model, temporal)]
+                                   weight_decay=cfg.weight_decay) for m in (model, temporal)]
     x = torch.from_numpy(synthetic_batch((n_batches + 1) * batch_size, length, seed)[:, None, :])
 
     def epoch(samples: torch.Tensor) -> float:
@@ -121,22 +119,15 @@ _PUBLISHED_TIMERS = {"ts2vec": _time_published_ts2vec, "tstcc": _time_published_
 
 def bench_published(code_dirs: dict[str, str], n_batches: int, batch_size: int, length: int,
                     device: str | None = None, seed: int = 0) -> list[dict]:
-    """Rows ``{backbone, ours, published, setup}`` in samples/s (setup: seconds, published only).
-
-    Every measurement runs in its own spawned process (clean imports, own thread pool).
-    """
-    context = multiprocessing.get_context("spawn")
+    """Rows ``{backbone, ours, published, setup}`` in samples/s (setup: seconds of the published
+    TS-TCC's one-time augmentation, else ``None``); every measurement in a fresh process."""
     rows = []
     for name, code_dir in code_dirs.items():
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            ours = pool.submit(bench_backbone, name, n_batches, batch_size, length, device,
-                               seed).result()
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            theirs = pool.submit(_PUBLISHED_TIMERS[name], code_dir, n_batches, batch_size,
-                                 length, device, seed).result()
-        n_samples = n_batches * batch_size
+        ours = in_fresh_process(bench_backbone, name, n_batches, batch_size, length, device, seed)
+        theirs = in_fresh_process(_PUBLISHED_TIMERS[name], code_dir, n_batches, batch_size,
+                                  length, device, seed)
         rows.append(dict(backbone=name, device=ours["device"], ours=ours["samples_per_s"],
-                         published=n_samples / theirs["seconds"],
+                         published=n_batches * batch_size / theirs["seconds"],
                          setup=theirs["setup_seconds"]))
     return rows
 
@@ -147,7 +138,7 @@ def format_published(rows: list[dict], n_batches: int, batch_size: int, length: 
              f"{'backbone':<10}{'device':<8}{'ours':>9}{'published':>11}{'ours/published':>17}"
              f"{'one-time aug s':>16}"]
     for r in rows:
-        setup = f"{r['setup']:.2f}" if r["backbone"] == "tstcc" else "-"
+        setup = "-" if r["setup"] is None else f"{r['setup']:.2f}"
         lines.append(f"{r['backbone']:<10}{r['device']:<8}{r['ours']:>9.1f}{r['published']:>11.1f}"
                      f"{r['ours'] / r['published']:>16.2f}x{setup:>16}")
     return "\n".join(lines)
