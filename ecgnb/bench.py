@@ -67,7 +67,7 @@ def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths:
     The torch path on CPU (it exists for CUDA) is timed on the first ``torch_cpu_series``
     series only; rates are compared in pairs/s.
     """
-    from ecgnb.softdtw import set_cpu_threads, soft_dtw_numba, soft_dtw_torch
+    from ecgnb.models.softdtw import set_cpu_threads, soft_dtw_numba, soft_dtw_torch
 
     x = synthetic_batch(n_series, length, seed).astype(np.float64)
     rows = []
@@ -96,7 +96,7 @@ def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths:
 def _bench_torch_cpu(x: np.ndarray, gamma: float) -> dict:
     """The torch path on CPU, single-threaded: its ~20 small ops per anti-diagonal would
     otherwise pay an OpenMP fork/join each, which dominates (and collapses on a busy machine)."""
-    from ecgnb.softdtw import soft_dtw_torch
+    from ecgnb.models.softdtw import soft_dtw_torch
 
     x_cpu, n_threads = torch.from_numpy(x), torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,6 +1,7 @@
-"""The ``ecgnb`` command line: ``execute``, ``data``, ``run``, ``report`` and ``demo``.
+"""The ``ecgnb`` command line: ``execute``, ``data``, ``run``, ``params``, ``report`` and ``demo``.
 
-- ``ecgnb run GRID``: a grid file's runs as a resumable DAG (``ecgnb.grid``, ``ecgnb.sweep``);
+- ``ecgnb run GRID``: a grid file's runs as a resumable DAG (``ecgnb.workflow.grid``,
+  ``ecgnb.workflow.sweep``); ``ecgnb params GRID RUN``: one run's parameters as a params file;
 - ``ecgnb report GRID_OR_FOLDER``: ``results.csv`` rebuilt from the cell folders, then
   notebooks/06_results.ipynb renders the study table, statistics and figures;
 - ``ecgnb demo``: embedded data, notebook 01, ``params/grids/demo.yaml``, the report.
@@ -13,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from ecgnb.paths import PROJECT_ROOT, outputs_root
+from ecgnb.runs import NOTEBOOKS, PROJECT_ROOT, is_complete, outputs_root, stage_of
 
-DEMO_STEPS = (("notebooks/01_data_exploration.ipynb", "params/01_data_exploration/embedded.yaml"),)
+DEMO_STEPS = ((NOTEBOOKS["exploration"], "params/exploration/embedded.yaml"),)
 DEMO_GRID = PROJECT_ROOT / "params" / "grids" / "demo.yaml"
-REPORT_NOTEBOOK = PROJECT_ROOT / "notebooks" / "06_results.ipynb"
+REPORT_NOTEBOOK = PROJECT_ROOT / NOTEBOOKS["results"]
 REPORT_RUN = "report"  # the report's run folder inside a grid folder
 
 
 def _execute(args) -> int:
-    from ecgnb.runner import execute
+    from ecgnb.workflow.runner import execute
 
     folder = execute(args.notebook, args.params, run_name=args.run_name,
                      overwrite=args.overwrite, progress=not args.quiet)
@@ -31,7 +32,7 @@ def _execute(args) -> int:
 
 
 def _data(args) -> int:
-    from ecgnb.simulate import embedded_data
+    from ecgnb.data.simulate import embedded_data
 
     paths = embedded_data(args.cache_dir, seed=args.seed, small=args.small)
     for name, path in paths.items():
@@ -41,8 +42,8 @@ def _data(args) -> int:
 
 # --------------------------------------------------------------------------- run
 def _run(args) -> int:
-    from ecgnb.grid import load_grid
-    from ecgnb.sweep import format_plan, plan
+    from ecgnb.workflow.grid import load_grid
+    from ecgnb.workflow.sweep import format_plan, plan
 
     grid = load_grid(args.grid)  # every run validated against its notebook before anything runs
     if args.dry_run:
@@ -52,8 +53,23 @@ def _run(args) -> int:
     return _sweep(grid, args.jobs, devices, args.only, args.retry_failed)
 
 
+def _params(args) -> int:
+    import yaml
+
+    from ecgnb.workflow.grid import load_grid
+
+    grid = load_grid(args.grid)
+    if args.run not in grid.runs:
+        raise KeyError(f"{args.grid}: no run '{args.run}'; runs: {sorted(grid.runs)}")
+    run = grid.runs[args.run]
+    print(f"# {grid.run_id(args.run)} of {args.grid}: ecgnb execute "
+          f"{run.notebook.relative_to(PROJECT_ROOT)} THIS_FILE")
+    print(yaml.safe_dump(run.params, sort_keys=False), end="")
+    return 0
+
+
 def _sweep(grid, jobs: int, devices=(), only=None, retry_failed: bool = False) -> int:
-    from ecgnb.sweep import count_states, run_sweep
+    from ecgnb.workflow.sweep import count_states, run_sweep
 
     start = time.time()
     statuses = run_sweep(grid, jobs=jobs, devices=devices, only=only, retry_failed=retry_failed)
@@ -72,7 +88,7 @@ def grid_folder(target: str) -> Path:
     """The results folder of a grid file, a folder path, or a name under the outputs root."""
     path = Path(target).expanduser()
     if path.suffix in (".yaml", ".yml"):
-        from ecgnb.grid import load_grid
+        from ecgnb.workflow.grid import load_grid
         return outputs_root() / load_grid(path, validate=False).name
     for candidate in (path, outputs_root() / target):
         if candidate.is_dir():
@@ -82,32 +98,31 @@ def grid_folder(target: str) -> Path:
 
 def build_report(target: str, use_notebook: bool = True) -> Path:
     """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder."""
-    from ecgnb import report
-    from ecgnb.summaries import STAGE_SUMMARIES, collect_summaries, encoder_tables
+    from ecgnb import results as R
 
     folder = grid_folder(target)
-    results = report.collect_results(folder, root=outputs_root())
-    if results.empty:
+    table = R.collect_results(folder, root=outputs_root())
+    if table.empty:
         raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
-    csv, _ = report.write_csv(results, folder / "results.csv", outputs_root() / "results.csv")
-    for stage in STAGE_SUMMARIES.values():  # probes and drift of notebooks 02 and 03
-        summaries = collect_summaries(folder, f"{stage}.json", root=outputs_root())
+    csv, _ = R.write_csv(table, folder / "results.csv", outputs_root() / "results.csv")
+    for stage in R.STAGE_SUMMARIES:  # probes and drift of notebooks 02 and 03
+        summaries = R.collect_summaries(folder, f"{stage}.json", root=outputs_root())
         if not summaries.empty:
-            report.write_csv(summaries, folder / f"{stage}.csv")
+            R.write_csv(summaries, folder / f"{stage}.csv")
     out = folder / REPORT_RUN
     if not use_notebook:
-        report.write_report(results, out, encoder_tables=encoder_tables(csv))
+        R.write_report(table, out, encoder_tables=R.encoder_tables(csv))
         return out
     return _report_notebook(csv, out)
 
 
 def _report_notebook(csv: Path, out: Path) -> Path:
     """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
-    from ecgnb.runner import execute, is_complete, params_hash
-    from ecgnb.summaries import STAGE_SUMMARIES
+    from ecgnb.results import STAGE_SUMMARIES
+    from ecgnb.workflow.runner import execute, params_hash
 
     params = {"results_csv": str(csv.resolve())}
-    tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES.values()]
+    tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES]
     content = tuple(hashlib.sha256(t.read_bytes()).hexdigest()[:16] for t in tables if t.is_file())
     if is_complete(out, params_hash(params, content)):
         return out
@@ -120,19 +135,19 @@ def _report(args) -> int:
     out = build_report(args.target, use_notebook=not args.no_notebook)
     print(f"results table: {out.parent / 'results.csv'} (copy: {outputs_root() / 'results.csv'})")
     print(f"report: {out / 'report.md'}\nfigures: {out / 'figures.html'}")
-    from ecgnb.summaries import STAGE_SUMMARIES
+    from ecgnb.results import STAGE_SUMMARIES
 
-    for notebook, stage in STAGE_SUMMARIES.items():  # probes (02), drift and probes (03)
+    for stage in STAGE_SUMMARIES:  # probes (02), drift and probes (03)
         if (out.parent / f"{stage}.csv").is_file():
-            print(f"{notebook} summaries: {out.parent / f'{stage}.csv'}")
+            print(f"{stage} summaries: {out.parent / f'{stage}.csv'}")
     return 0
 
 
 # --------------------------------------------------------------------------- demo
 def _demo(args) -> int:
-    from ecgnb.grid import load_grid
-    from ecgnb.paths import data_root
-    from ecgnb.simulate import embedded_data
+    from ecgnb.data.simulate import embedded_data
+    from ecgnb.runs import data_root
+    from ecgnb.workflow.grid import load_grid
 
     start = time.time()
     embedded_data(data_root(), seed=0)
@@ -147,10 +162,10 @@ def _demo(args) -> int:
 
 
 def _demo_exploration() -> None:
-    from ecgnb.runner import execute, is_complete
+    from ecgnb.workflow.runner import execute
 
     for notebook, params in DEMO_STEPS:
-        run_name = f"{Path(notebook).stem}/{Path(params).stem}"
+        run_name = f"{stage_of(notebook)}/{Path(params).stem}"
         if is_complete(outputs_root() / run_name):
             print(f"skip (finished): {run_name}")
             continue
@@ -168,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("execute", help="run one notebook with one params file (papermill)")
     p.add_argument("notebook")
     p.add_argument("params")
-    p.add_argument("--run-name", default=None, help="default: <notebook-stem>/<params-stem>")
+    p.add_argument("--run-name", default=None, help="default: <stage>/<params-stem>")
     p.add_argument("--overwrite", action="store_true", help="re-run a finished run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_execute)
@@ -188,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs that failed with the same parameters")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("params", help="print one grid run's parameters as a params file")
+    p.add_argument("grid", help="a grid YAML, e.g. params/grids/paper.yaml")
+    p.add_argument("run", help="a run name of the grid, e.g. pretraining/ts2vec-ecg")
+    p.set_defaults(func=_params)
 
     p = sub.add_parser("report", help="results.csv and the study's tables and figures")
     p.add_argument("target", help="a grid YAML, a grid folder, or its name under outputs/")

@@ -1,4 +1,4 @@
-"""Run-level plumbing shared by every stage: devices, seeds, typed configs, run records."""
+"""The lowest layer: devices, seeds, typed configs, versions and atomic JSON writes."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,6 @@ import json
 import platform
 import random
 import subprocess
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,7 +19,7 @@ VERSIONED_PACKAGES = ("ecgnb", "torch", "numpy", "scipy", "pandas", "scikit-lear
 
 def pick_device(device: str | None = None) -> torch.device:
     """CUDA when present, CPU otherwise; ``device`` overrides ("cpu", "cuda", "cuda:1")."""
-    if device in (None, "", "auto"):
+    if device in (None, "", "auto"):  # "auto" is spelled only here: everything else passes it on
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
@@ -71,22 +70,6 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
-def start_run(params: dict[str, Any], output_dir: str | Path, seed: int | None = None) -> Path:
-    """Create the run folder, seed the process and write ``config.json``.
-
-    ``params`` are the notebook's resolved parameters. Returns the output folder.
-    """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if seed is not None:
-        seed_everything(seed)
-    record = {"params": params, "seed": seed, "versions": package_versions(),
-              "git_commit": git_commit(), "device": str(pick_device(params.get("device"))),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (out / "config.json").write_text(json.dumps(record, indent=2, default=str))
-    return out
-
-
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (temp file + rename), so a killed run never leaves half a file."""
     path = Path(path)
@@ -107,29 +90,3 @@ def _jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj)}")
-
-
-def start_stage(config, notebook: str, output_dir: str = "") -> Path:
-    """First cell of every notebook: resolve the run folder, seed, write ``config.json``.
-
-    ``config`` is the stage's typed dataclass; stale completion markers are removed so that a
-    re-run is complete only once :func:`finish_stage` has run again.
-    """
-    from ecgnb.paths import FAILED, SUCCESS, run_output_dir
-
-    out = run_output_dir(output_dir, notebook)
-    for marker in (SUCCESS, FAILED):
-        (out / marker).unlink(missing_ok=True)
-    params = dataclasses.asdict(config)
-    start_run(params, out, seed=params.get("seed"))
-    return out
-
-
-def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
-    """Last cell of every notebook: mark the run complete (written last, atomically)."""
-    from ecgnb.paths import SUCCESS
-
-    started = json.loads((Path(output_dir) / "config.json").read_text())["started"]
-    record = {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "summary": summary or {}}
-    return write_json(Path(output_dir) / SUCCESS, record)

@@ -17,11 +17,7 @@ silhouette by class, kNN accuracy from training to test embeddings, and the doma
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-import json
-import re
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -32,31 +28,20 @@ from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from torch import nn
 
-from ecgnb import models, paths, pretrain, scenarios
-from ecgnb.config import pick_device
-from ecgnb.data import Windows
-from ecgnb.heads import Classifier, build_head
-from ecgnb.models.base import CheckpointError, Encoder
-from ecgnb.models.hinception import ENSEMBLE_BASELINES, HInceptionTime, build_baseline
-from ecgnb.train import TrainConfig, run_cell
+from ecgnb import models, runs
+from ecgnb.data import DataConfig, Windows, load_corpus
+from ecgnb.finetuning import SUPERVISED, load_classifier
+from ecgnb.models.base import Encoder
+from ecgnb.models.hinception import HInceptionTime
 
 STAGES = ("encoder", "finetuned", "head", "logits")
-SUPERVISED = "supervised"
-CELL_NAME = re.compile(  # ecgnb.finetune.Cell.name: <head>-<mode>-f<fraction>-s<seed>
-    r"^(?P<head>[a-z]+)-(?P<mode>[a-z]+)-f(?P<fraction>[0-9.e-]+)-s(?P<seed>\d+)$")
-# A standalone run (no 04 run on disk): a tiny encoder and classifier trained in this process.
-STANDALONE = {"n_windows": 128, "pretrain_epochs": 2, "step_epochs": 1, "finetune_epochs": 3,
-              "cell": "mlp-ft-f1-s0", "backbone": "ts2vec", "scenario": "ECG"}
-# ... with TS2Vec's temporal contrast on random 180-sample crops (its cost grows with T squared).
-STANDALONE_OVERRIDES = {"ts2vec": {"max_train_length": 180}}
 
 
 @dataclasses.dataclass(frozen=True)
-class EmbeddingConfig(pretrain.DataConfig):
+class EmbeddingConfig(DataConfig):
     """Parameters of notebooks/05_embeddings.ipynb (same names as its parameters cell)."""
 
-    runs: tuple[str, ...] = ("demo/finetune/ts2vec-ecg-f1.0",
-                             "demo/finetune/ts2vec-ecg-continued1-f1.0")
+    runs: tuple[str, ...] = ("finetuning/interactive",)
     cells: tuple[str, ...] = ()  # one per run, one for all, or empty: each run's first cell
     stages: tuple[str, ...] = ("encoder", "finetuned", "head")
     split: str = "test"  # target split placed on the map fitted on the training split
@@ -66,7 +51,6 @@ class EmbeddingConfig(pretrain.DataConfig):
     min_dist: float = 0.2  # UMAP (the study: 0.2)
     metric: str = "euclidean"  # UMAP metric
     k_neighbors: int = 5  # k of the kNN accuracy and of the domain-mixing score
-    pretrain_if_missing: bool = True  # a missing run is trained tiny in this process
     seed: int = 0
     device: str = "auto"
 
@@ -81,10 +65,6 @@ class EmbeddingConfig(pretrain.DataConfig):
         if len(self.cells) not in (0, 1, len(self.runs)):
             raise ValueError(f"cells: give one per run ({len(self.runs)}), one for all, or none; "
                              f"got {list(self.cells)}")
-
-    @property
-    def device_or_none(self) -> str | None:
-        return None if self.device == "auto" else self.device
 
 
 # --------------------------------------------------------------------------- run sources
@@ -102,7 +82,6 @@ class RunSource:
     cell: dict
     encoder: Encoder | None
     classifier: nn.Module
-    is_standalone: bool = False
     title: str = ""  # display name overriding the default label
 
     @property
@@ -110,52 +89,44 @@ class RunSource:
         """Display name, by default ``ts2vec ECG continued1 · mlp-ft-f1-s0``."""
         if self.title:
             return self.title
-        tag = " (standalone)" if self.is_standalone else ""
         backbone, scenario = self.cell.get("backbone", "?"), self.cell.get("scenario", "?")
-        return f"{backbone} {scenario}{tag} · {self.cell_name}"
+        return f"{backbone} {scenario} · {self.cell_name}"
 
     @property
     def stages(self) -> tuple[str, ...]:
         return STAGES if self.encoder is not None else STAGES[1:]
 
 
-def complete_cells(run_folder: Path) -> list[str]:
-    """Sorted names of the complete cells (``metrics.json`` written) of a notebook-04 run."""
-    folder = Path(run_folder) / "cells"
-    return sorted(p.parent.name for p in folder.glob("*/metrics.json"))
-
-
 def load_source(run: str, cell_name: str, windows: Windows, device: str | None = None,
-                data: pretrain.DataConfig | None = None) -> RunSource:
+                data: DataConfig | None = None) -> RunSource:
     """The cell ``cell_name`` (empty: the first complete one) of the finished 04 run ``run``.
 
     With ``data``, warns when the run read other data (roots, size, seeds) than ``data``.
     """
-    folder = paths.find_run(run)
+    folder = runs.find_run(run)
     if data is not None:
         _check_same_data(folder, data, run)
-    cells = complete_cells(folder)
+    cells = runs.complete_cells(folder)
     if not cells:
-        raise FileNotFoundError(f"run '{run}' has no complete cell under {folder / 'cells'}")
+        raise FileNotFoundError(f"run '{run}' has no complete cell under {folder / runs.CELLS}")
     cell_name = cell_name or cells[0]
     if cell_name not in cells:
         raise FileNotFoundError(f"run '{run}' has no cell '{cell_name}'; it has {cells}")
-    cell_dir = folder / "cells" / cell_name
-    cell = json.loads((cell_dir / "cell.json").read_text())
+    cell_dir = runs.cell_folder(folder, cell_name)
+    cell = runs.read_json(cell_dir / runs.CELL_RECORD)
     encoder = None
     if cell["mode"] != SUPERVISED:
-        encoder = models.load(paths.find_run(cell["encoder_run"]) / "encoder.pt", device=device)
+        encoder = models.load(runs.find_encoder(cell["encoder_run"]), device=device)
         _check_encoder_hash(encoder, cell, run)
     classifier = load_classifier(cell_dir, len(windows.classes), windows.n_timesteps, encoder,
                                  device)
     return RunSource(run, cell_name, cell, encoder, classifier)
 
 
-def _check_same_data(folder: Path, data: pretrain.DataConfig, run: str) -> None:
-    record = folder / "config.json"
-    theirs = json.loads(record.read_text()).get("params", {}) if record.is_file() else {}
+def _check_same_data(folder: Path, data: DataConfig, run: str) -> None:
+    theirs = runs.run_params(folder)
     differ = {f.name: (theirs[f.name], getattr(data, f.name))
-              for f in dataclasses.fields(pretrain.DataConfig)
+              for f in dataclasses.fields(DataConfig)
               if f.name in theirs and theirs[f.name] != getattr(data, f.name)}
     if differ:
         warnings.warn(f"run '{run}' read other data than this notebook (parameter: (the run's, "
@@ -171,58 +142,12 @@ def _check_encoder_hash(encoder: Encoder, cell: dict, run: str) -> None:
                       "of the encoder it started from", stacklevel=3)
 
 
-def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder | None = None,
-                    device: str | None = None) -> nn.Module:
-    """Rebuild a cell's trained classifier from ``cell.json`` and ``model.pt`` (strict).
-
-    ``model.pt`` is the classifier's ``state_dict`` (:func:`ecgnb.finetune.run_cells`). SSL cells
-    rebuild :class:`~ecgnb.heads.Classifier` on ``encoder.trainable_network()``; baselines rebuild
-    from :mod:`ecgnb.models.hinception` (an ensemble's size is read from the weights).
-    """
-    cell_dir = Path(cell_dir)
-    cell = json.loads((cell_dir / "cell.json").read_text())
-    state = torch.load(cell_dir / "model.pt", map_location="cpu", weights_only=True)
-    if cell["mode"] == SUPERVISED:
-        model = _baseline(cell["head"], n_classes, n_timesteps, state)
-    elif encoder is None:
-        raise ValueError(f"{cell_dir}: a '{cell['mode']}' cell needs its encoder to be rebuilt")
-    else:
-        network = encoder.trainable_network()
-        model = Classifier(network, build_head(cell["head"], network, n_classes),
-                           freeze_network=cell["mode"] == "lp")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{cell_dir / 'model.pt'} does not fit a {cell['head']} "
-                              f"{cell['mode']} classifier: {exc}") from exc
-    return model.to(pick_device(device)).eval()
-
-
-def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict) -> nn.Module:
-    if name not in ENSEMBLE_BASELINES:
-        return build_baseline(name, n_classes, n_timesteps, seed=0)
-    members = {int(k.split(".")[1]) for k in state if k.startswith("members.")}
-    return HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)))
-
-
-def load_sources(cfg: EmbeddingConfig, fragments: Windows,
-                 splits: dict[str, np.ndarray]) -> list[RunSource]:
-    """Every run of ``cfg.runs`` with its cell; a run that has not finished is trained tiny in
-    this process when ``cfg.pretrain_if_missing`` (with a warning), else an error. Sources
-    whose labels coincide are titled by their run names."""
+def load_sources(cfg: EmbeddingConfig, fragments: Windows) -> list[RunSource]:
+    """Every run of ``cfg.runs`` with its cell (a run that has not finished is an error: "run it
+    first"). Sources whose labels coincide are titled by their run names."""
     cells = cfg.cells if len(cfg.cells) == len(cfg.runs) else (cfg.cells or ("",)) * len(cfg.runs)
-    sources, bases = [], {}  # stand-ins share their base pretraining
-    for run, cell in zip(cfg.runs, cells):
-        try:
-            paths.find_run(run)
-        except FileNotFoundError as exc:
-            if not cfg.pretrain_if_missing:
-                raise
-            warnings.warn(f"{exc}; training a tiny standalone stand-in for it instead",
-                          stacklevel=2)
-            sources.append(standalone_source(run, cell, cfg, fragments, splits, bases))
-            continue
-        sources.append(load_source(run, cell, fragments, cfg.device_or_none, data=cfg))
+    sources = [load_source(run, cell, fragments, cfg.device, data=cfg)
+               for run, cell in zip(cfg.runs, cells)]
     labels = [s.label for s in sources]
     for source in sources:
         if labels.count(source.label) > 1:
@@ -230,88 +155,12 @@ def load_sources(cfg: EmbeddingConfig, fragments: Windows,
     return sources
 
 
-# --------------------------------------------------------------------------- standalone runs
-def recipe_of(run: str) -> tuple[str, str]:
-    """(backbone, scenario) named by a 04 run name such as ``finetune/ts2vec-ecg-continued1-f1.0``;
-    the standalone defaults when the name follows no known pattern."""
-    stem = re.sub(r"-f[0-9.]+$", "", run.rstrip("/").split("/")[-1])
-    backbone, _, rest = stem.partition("-")
-    by_slug = {scenarios.slug(name): name for name in scenarios.SCENARIOS}
-    if backbone in models.REGISTRY and rest in by_slug:
-        return backbone, by_slug[rest]
-    return STANDALONE["backbone"], STANDALONE["scenario"]
-
-
-def standalone_source(run: str, cell_name: str, cfg: EmbeddingConfig, fragments: Windows,
-                      splits: dict[str, np.ndarray], bases: dict | None = None) -> RunSource:
-    """A tiny stand-in for a missing 04 run: the scenario's chain (pretraining, then one short
-    epoch per continuation step) on a few windows, then the cell's head, mode and seed.
-
-    ``bases`` memoises base encoders by (backbone, corpus) across calls. On CPU the networks
-    train on one thread: they are too small to gain from more, and lose much on a busy machine.
-    """
-    backbone, scenario = recipe_of(run)
-    cell_name = cell_name or STANDALONE["cell"]
-    match = CELL_NAME.match(cell_name)
-    if match is None:
-        raise ValueError(f"cell name '{cell_name}' is not <head>-<mode>-f<fraction>-s<seed>")
-    config = TrainConfig(head=match["head"], mode=match["mode"], seed=int(match["seed"]),
-                         n_epochs=STANDALONE["finetune_epochs"], warmup_epochs=1, patience=None,
-                         label_fraction=float(match["fraction"]), device=cfg.device_or_none,
-                         n_members=2, verbose=False)
-    is_supervised = config.mode == SUPERVISED
-    with _torch_threads(1 if pick_device(cfg.device_or_none).type == "cpu" else None):
-        encoder = None if is_supervised else tiny_encoder(backbone, scenarios.get(scenario), cfg,
-                                                          bases)
-        result = run_cell(encoder, fragments, splits, config)
-    cell = {"backbone": SUPERVISED if is_supervised else backbone,
-            "scenario": "none" if is_supervised else scenario, "head": config.head,
-            "mode": config.mode, "seed": config.seed, "label_fraction": config.label_fraction,
-            "encoder_run": "standalone", "cell": cell_name}
-    return RunSource(run, cell_name, cell, encoder, result.model.eval(), is_standalone=True)
-
-
-@contextlib.contextmanager
-def _torch_threads(n_threads: int | None):
-    """Run the block with ``n_threads`` torch CPU threads (None: unchanged), then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n_threads or before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def tiny_encoder(backbone: str, scenario: scenarios.Scenario, cfg: EmbeddingConfig,
-                 bases: dict | None = None) -> Encoder:
-    """A smoke-sized encoder of ``scenario``: base corpus, then each continuation step."""
-    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(pretrain.DataConfig)}
-    pcfg = pretrain.PretrainConfig(**data, backbone=backbone, corpus=scenario.corpus,
-                                   n_windows=STANDALONE["n_windows"], model_size="small",
-                                   model_overrides=STANDALONE_OVERRIDES.get(backbone, {}),
-                                   n_epochs=STANDALONE["pretrain_epochs"], seed=cfg.seed,
-                                   device=cfg.device)
-    bases = {} if bases is None else bases
-    if (backbone, scenario.corpus) not in bases:
-        train, _ = pretrain.load_corpus(scenario.corpus, pcfg, n_windows=pcfg.n_windows,
-                                        seed=cfg.seed)
-        bases[backbone, scenario.corpus] = pretrain.pretrain(pcfg, train, verbose=False)
-    encoder = copy.deepcopy(bases[backbone, scenario.corpus])
-    for step in scenario.steps:
-        more, _ = pretrain.load_corpus(step.corpus, pcfg, n_windows=pcfg.n_windows, seed=cfg.seed)
-        encoder.fit(more.x, n_epochs=STANDALONE["step_epochs"], seed=cfg.seed, verbose=False)
-        encoder.lineage.append({"stage": step.name, "scenario": scenario.name,
-                                "epochs": STANDALONE["step_epochs"], "seed": cfg.seed,
-                                "parent": "standalone", "selection": "last epoch"})
-    return encoder
-
-
 def corpus_windows(cfg: EmbeddingConfig) -> Windows | None:
     """The training part of pretraining corpus ``cfg.corpus`` (None when empty), subsampled to
     ``cfg.n_corpus_windows`` per :func:`sample_corpus`."""
     if not cfg.corpus:
         return None
-    train, _ = pretrain.load_corpus(cfg.corpus, cfg, seed=cfg.seed)
+    train, _ = load_corpus(cfg.corpus, cfg, seed=cfg.seed)
     return sample_corpus(train, cfg.n_corpus_windows, cfg.seed)
 
 

@@ -12,15 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from ecgnb import corpora, scenarios
-from ecgnb.data import Windows
+from ecgnb.data import DataConfig, Windows, corpora, scenarios
+from ecgnb.data.corpora import corpus_record
 from ecgnb.models.base import Encoder
-from ecgnb.pretrain import DataConfig, corpus_record
 
 SELECTIONS = ("last", "val")
 
@@ -31,11 +26,11 @@ class RegularizationConfig(DataConfig):
 
     parent_run: str = "02_pretraining/interactive"
     scenario: str = "ECG continued1"
-    n_epochs: int = -1  # -1: the scenario step's epochs (1, 30 or 60)
-    lr: float = -1.0  # -1: the backbone's pretraining learning rate
+    n_epochs: int | None = None  # None: the scenario step's epochs (1, 30 or 60)
+    lr: float | None = None  # None: the backbone's pretraining learning rate
     batch_size: int = 64
     channels: tuple[str, ...] = ()  # perturbing domains; empty: the step's whole corpus
-    corpus_fraction: float = 1.0
+    corpus_fraction: float | None = None  # share of each subject's windows; None: the study's
     n_windows: int = 0  # cap on continuation windows; 0: all
     selection: str = "last"  # "last" epoch, or lowest loss on the continuation corpus's "val"
     seed: int = 0
@@ -55,7 +50,7 @@ class RegularizationConfig(DataConfig):
     @property
     def step(self) -> scenarios.Step:
         step = scenarios.get(self.scenario).last_step
-        return step if self.n_epochs < 0 else dataclasses.replace(step, n_epochs=self.n_epochs)
+        return step if self.n_epochs is None else dataclasses.replace(step, n_epochs=self.n_epochs)
 
 
 def continue_training(encoder: Encoder, train: Windows, val: Windows | None, step: scenarios.Step,
@@ -75,7 +70,7 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
 
     start_from = encoder.begin_continuation()
     encoder.fit(train.x, n_epochs=step.n_epochs, batch_size=cfg.batch_size,
-                lr=None if cfg.lr < 0 else cfg.lr, x_val=val.x if use_val else None,
+                lr=cfg.lr, x_val=val.x if use_val else None,
                 seed=cfg.seed, verbose=verbose, callback=keep_best)
     if use_val and best["state"] is not None:
         encoder.load_snapshot(best["state"])
@@ -87,7 +82,7 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
     encoder.lineage.append({
         "stage": step.name, "scenario": scenario, "corpus": corpus_record(step.corpus, train),
         "epochs": step.n_epochs, "history_from_epoch": n_before + 1, "seed": cfg.seed,
-        "lr": cfg.lr if cfg.lr > 0 else encoder.config.lr, "parent": str(parent_path),
+        "lr": cfg.lr or encoder.config.lr, "parent": str(parent_path),
         "parent_hash": parent_hash, "start_from": start_from, "selection": selection, "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
     return encoder
@@ -129,16 +124,3 @@ def drift(parent: Encoder, child: Encoder, x: np.ndarray) -> dict[str, float]:
     a, b = parent.encode(x), child.encode(x)
     return {"linear_cka": linear_cka(a, b), "mean_cosine": mean_cosine(a, b),
             "n_windows": int(len(x))}
-
-
-def probe(encoder: Encoder, fragments: Windows, splits: dict[str, np.ndarray],
-          seed: int = 0) -> dict[str, float]:
-    """Quick logistic-regression probe: fit on the target training split, score on validation
-    (a diagnostic: the test split is left for notebook 04)."""
-    train, val = (fragments.subset(splits[k]) for k in ("train", "val"))
-    model = make_pipeline(StandardScaler(),
-                          LogisticRegression(max_iter=2000, C=0.5, random_state=seed))
-    model.fit(encoder.encode(train.x), train.y)
-    pred = model.predict(encoder.encode(val.x))
-    return {"val_balanced_accuracy": float(balanced_accuracy_score(val.y, pred)),
-            "val_macro_f1": float(f1_score(val.y, pred, average="macro"))}

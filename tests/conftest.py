@@ -10,7 +10,7 @@ torch.set_num_threads(1)  # tiny test shapes: one thread beats two (no oversubsc
 
 @pytest.fixture(scope="session")
 def embedded_small(tmp_path_factory):
-    from ecgnb.simulate import embedded_data
+    from ecgnb.data.simulate import embedded_data
     return embedded_data(tmp_path_factory.mktemp("data"), seed=0, small=True)
 
 

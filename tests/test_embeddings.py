@@ -9,10 +9,11 @@ import torch
 from ecgnb import embeddings as E
 from ecgnb import maps as M
 from ecgnb import models
+from ecgnb.finetuning import load_classifier
 from ecgnb.data import Windows
-from ecgnb.heads import Classifier, build_head
+from ecgnb.models.heads import Classifier, build_head
 from ecgnb.models.hinception import HInceptionTime, build_baseline
-from ecgnb.paths import SUCCESS
+from ecgnb.runs import SUCCESS
 
 T = 64  # tiny windows keep every network cheap
 N_CLASSES = 3
@@ -81,7 +82,7 @@ def test_load_classifier_round_trip(encoder, x, tmp_path, head, mode):
     last = model.head.linear if head == "fcn" else model.head.layers[0]
     torch.nn.init.normal_(last.weight)  # weights unlike a fresh head's
     write_cell(tmp_path / "cell", model, {"head": head, "mode": mode})
-    loaded = E.load_classifier(tmp_path / "cell", N_CLASSES, T, encoder, device="cpu")
+    loaded = load_classifier(tmp_path / "cell", N_CLASSES, T, encoder, device="cpu")
     with torch.no_grad():
         np.testing.assert_allclose(loaded(torch.from_numpy(x)), model.eval()(torch.from_numpy(x)),
                                    rtol=1e-5, atol=1e-6)
@@ -90,42 +91,35 @@ def test_load_classifier_round_trip(encoder, x, tmp_path, head, mode):
 def test_load_classifier_baselines_and_strictness(x, tmp_path, encoder):
     ensemble = HInceptionTime.from_seeds(N_CLASSES, T, seeds=(3, 4))
     write_cell(tmp_path / "ens", ensemble, {"head": "hinception", "mode": "supervised"})
-    loaded = E.load_classifier(tmp_path / "ens", N_CLASSES, T)
+    loaded = load_classifier(tmp_path / "ens", N_CLASSES, T)
     assert len(loaded.members) == 2
     with torch.no_grad():
         np.testing.assert_allclose(loaded(torch.from_numpy(x[:2])),
                                    ensemble.eval()(torch.from_numpy(x[:2])), rtol=1e-4, atol=1e-5)
     write_cell(tmp_path / "bad", classifier(encoder, "mlp"), {"head": "fcn", "mode": "ft"})
     with pytest.raises(models.CheckpointError, match="does not fit"):
-        E.load_classifier(tmp_path / "bad", N_CLASSES, T, encoder)
+        load_classifier(tmp_path / "bad", N_CLASSES, T, encoder)
 
 
 def test_load_source_follows_run_names(encoder, tmp_path, monkeypatch):
     monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
-    enc_dir = tmp_path / "g" / "pretrain" / "ts2vec-ecg"
+    enc_dir = tmp_path / "g" / "pretraining" / "ts2vec-ecg"
     encoder.save(enc_dir / "encoder.pt")
     (enc_dir / SUCCESS).write_text("{}")
-    run_dir = tmp_path / "g" / "finetune" / "ts2vec-ecg-f1.0"
+    run_dir = tmp_path / "g" / "finetuning" / "ts2vec-ecg-f1.0"
     for name in ("mlp-lp-f1-s0", "fcn-ft-f1-s0"):
         head, mode = name.split("-")[:2]
         write_cell(run_dir / "cells" / name, classifier(encoder, head, mode),
                    {"backbone": "ts2vec", "scenario": "ECG", "head": head, "mode": mode,
-                    "encoder_run": "g/pretrain/ts2vec-ecg", "encoder_hash": encoder.weights_hash()})
+                    "encoder_run": "g/pretraining/ts2vec-ecg", "encoder_hash": encoder.weights_hash()})
     (run_dir / SUCCESS).write_text("{}")
     windows = Windows(np.zeros((4, 1, T), np.float32), np.zeros(4, np.int64), np.array(["a"] * 4),
                       np.array(["ECG"] * 4), 32.0, ("a", "b", "c"))
-    src = E.load_source("g/finetune/ts2vec-ecg-f1.0", "", windows, device="cpu")
+    src = E.load_source("g/finetuning/ts2vec-ecg-f1.0", "", windows, device="cpu")
     assert src.cell_name == "fcn-ft-f1-s0" and src.label == "ts2vec ECG · fcn-ft-f1-s0"
     assert src.encoder.weights_hash() == encoder.weights_hash()
     with pytest.raises(FileNotFoundError, match="has no cell"):
-        E.load_source("g/finetune/ts2vec-ecg-f1.0", "linear-ft-f1-s0", windows)
-
-
-def test_recipe_of_run_names():
-    assert E.recipe_of("demo/finetune/ts2vec-ecg-continued1-f1.0") == ("ts2vec", "ECG continued1")
-    assert E.recipe_of("paper/finetune/tstcc-continued1-extended-f0.1") == (
-        "tstcc", "continued1 + extended")
-    assert E.recipe_of("anything") == ("ts2vec", "ECG")
+        E.load_source("g/finetuning/ts2vec-ecg-f1.0", "linear-ft-f1-s0", windows)
 
 
 # --------------------------------------------------------------------------- scores
@@ -200,16 +194,12 @@ def test_sample_corpus_keeps_every_domain():
     assert pd.Series(part.domains).value_counts().to_dict() == {"EDA": 30, "ECG": 10}
 
 
-def test_missing_run_is_an_error_or_a_standalone_stand_in(fragment_small, tmp_path, monkeypatch):
-    from ecgnb.data import split_grouped
-
+def test_a_missing_or_failed_run_says_run_it_first(fragment_small, tmp_path, monkeypatch):
     monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
-    splits = split_grouped(fragment_small, seed=0)
-    cfg = E.EmbeddingConfig(runs=("g/finetune/supervised-f1.0",), pretrain_if_missing=False)
-    with pytest.raises(FileNotFoundError, match="missing or unfinished"):
-        E.load_sources(cfg, fragment_small, splits)
-    cfg = E.EmbeddingConfig(runs=("g/finetune/supervised-f1.0",), cells=("mlp-supervised-f1-s0",))
-    with pytest.warns(UserWarning, match="stand-in"):
-        [src] = E.load_sources(cfg, fragment_small, splits)
-    assert src.is_standalone and src.encoder is None and src.label.startswith("supervised none")
-    assert E.embed(src, "logits", fragment_small.x[:3]).shape == (3, len(fragment_small.classes))
+    cfg = E.EmbeddingConfig(runs=("g/finetuning/supervised-f1.0",))
+    with pytest.raises(FileNotFoundError, match="missing or unfinished.*run it first"):
+        E.load_sources(cfg, fragment_small)
+    (tmp_path / "g" / "finetuning" / "supervised-f1.0").mkdir(parents=True)
+    (tmp_path / "g" / "finetuning" / "supervised-f1.0" / "_FAILED.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="failed.*run it first"):
+        E.load_sources(cfg, fragment_small)

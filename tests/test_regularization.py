@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
-from ecgnb import corpora, models, regularization
-from ecgnb.pretrain import DataConfig, PretrainConfig, pretrain
+from ecgnb.data import corpora
+from ecgnb import models, regularization
+from ecgnb.evaluation.probe import probe
+from ecgnb.data import DataConfig
+from ecgnb.pretraining import PretrainConfig, pretrain
 from ecgnb.regularization import RegularizationConfig, linear_cka, mean_cosine
 
 TINY = {"hidden_dims": 8, "output_dims": 16, "depth": 2}
@@ -26,6 +29,7 @@ def parent(wesad_ecg_small):
     return pretrain(cfg, wesad_ecg_small.subset(np.arange(96)), verbose=False)
 
 
+@pytest.mark.slow
 def test_continuation_changes_weights_keeps_architecture(parent, embedded_small, tmp_path):
     parent_path = parent.save(tmp_path / "parent.pt")
     child = models.load(parent_path)
@@ -49,6 +53,7 @@ def test_continuation_changes_weights_keeps_architecture(parent, embedded_small,
     assert "continued1 [ECG continued1] on no-ECG" in regularization.lineage_tree(loaded.lineage)
 
 
+@pytest.mark.slow
 def test_selection_on_continuation_validation(parent, embedded_small, tmp_path):
     parent_path = parent.save(tmp_path / "parent.pt")
     corpus = corpora.build_corpus("no-ECG", embedded_small["wesad"], channels=("EDA",))
@@ -68,7 +73,7 @@ def test_drift_and_probe(parent, fragment_small):
     x = fragment_small.x[:40]
     same = regularization.drift(parent, parent, x)
     assert same["linear_cka"] == pytest.approx(1.0) and same["mean_cosine"] == pytest.approx(1.0)
-    scores = regularization.probe(parent, fragment_small, split_grouped(fragment_small, seed=0))
+    scores = probe(parent, fragment_small, split_grouped(fragment_small, seed=0))
     assert 0.0 <= scores["val_macro_f1"] <= 1.0
 
 
@@ -89,7 +94,7 @@ def test_config_rejects_bad_recipes():
     ("ts2vec", TINY), ("tstcc", {"mid_channels": (8, 16), "final_out_channels": 16}),
     ("series2vec", {"rep_size": 16, "emb_size": 4, "n_heads": 2, "dim_ff": 16})])
 def test_initial_twin_is_the_network_before_training(backbone, overrides, fragment_small):
-    from ecgnb.pretrain import initial_twin
+    from ecgnb.pretraining import initial_twin
 
     x = fragment_small.x[:8]
     before = models.build(backbone, seed=3, verbose=False, **overrides)

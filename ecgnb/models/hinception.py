@@ -6,8 +6,8 @@ increasing- and decreasing-trend detectors of lengths 2..64 and peak detectors o
 H-InceptionTime is an ensemble of 5 such networks, each initialised and trained independently;
 its prediction is the mean of the members' softmax probabilities.
 
-Every model here is a :class:`~ecgnb.heads.Classifier` (a :class:`Network` + a head), so the
-fine-tuning loop of :mod:`ecgnb.train` trains them unchanged:
+Every model here is a :class:`~ecgnb.models.heads.Classifier` (a :class:`Network` + a head), so the
+fine-tuning loop of :mod:`ecgnb.evaluation.train` trains them unchanged:
 
 - ``hinception``: :class:`HInceptionNetwork` (features ``[B, 128, T]``, embedding = GAP) + linear.
 - ``mlp``: :class:`RawSignal` (identity; embedding = the flattened series ``[B, C*T]``) + MLP head.
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecgnb.heads import Classifier, SameConv1d, build_head, pad_same
+from ecgnb.models.heads import Classifier, SameConv1d, build_head, pad_same
 from ecgnb.models.base import Network
 
 TREND_LENGTHS = (2, 4, 8, 16, 32, 64)

@@ -6,7 +6,7 @@ Pretraining regresses, for every pair of samples of a batch, the distance betwee
 representations onto a distance between their inputs, both min-max normalised over the batch:
 - time branch: Euclidean distance of the representations after the *order-invariant attention*
   (a transformer layer whose tokens are the batch's samples) vs soft-DTW (gamma 0.1) of the raw
-  inputs (:func:`ecgnb.softdtw.pairwise_soft_dtw`);
+  inputs (:func:`ecgnb.models.softdtw.pairwise_soft_dtw`);
 - frequency branch: Euclidean distance of the representations vs Euclidean distance of the
   *filtered spectra* of the inputs.
 Loss = smooth-L1(time) + smooth-L1(frequency), over the upper triangle of the pairs (i < j).
@@ -48,7 +48,7 @@ from scipy import signal as sps
 from torch import nn
 
 from ecgnb.models.base import Encoder, Network
-from ecgnb.softdtw import pairwise_soft_dtw
+from ecgnb.models.softdtw import pairwise_soft_dtw
 
 SPECTRUM_FILTERS = ("random", "lowpass", "highpass", "bandpass")
 TIME_KERNEL, REP_KERNEL = 8, 3  # official DisjoinEncoder kernels

@@ -1,0 +1,187 @@
+"""The data a run reads: pretraining corpora (brief 2 and 3: ECG, All, no-ECG, target and
+``X+target``), the target task with its grouped split, and where the data roots come from.
+
+A "+target" corpus adds the unlabelled target *training* fragments: validation and test fragments
+never reach a pretraining or continuation corpus (``target_training`` enforces it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sklearn.model_selection import GroupShuffleSplit
+
+from ecgnb.data.formats import (WESAD_CHANNELS, DataError, Windows, load_fragment, load_wesad,
+                                split_grouped)
+from ecgnb.runs import data_root
+
+CORPUS_CHANNELS: dict[str, tuple[str, ...]] = {
+    "ECG": ("ECG",),
+    "All": WESAD_CHANNELS,
+    "no-ECG": tuple(c for c in WESAD_CHANNELS if c != "ECG"),
+    "target": (),
+}
+# The study subsampled the multi-domain "All" corpus to 20 % of each subject's windows.
+DEFAULT_FRACTION = {"ECG": 1.0, "All": 0.2, "no-ECG": 1.0, "target": 1.0}
+TARGET_DOMAIN = "target"
+
+
+def parse_corpus(name: str) -> tuple[str, bool]:
+    """``"All+target"`` -> ("All", True); unknown names are an error listing the known ones."""
+    base, plus, rest = name.partition("+")
+    if base not in CORPUS_CHANNELS or (plus and rest != "target"):
+        known = list(CORPUS_CHANNELS) + [f"{b}+target" for b in ("ECG", "All")]
+        raise KeyError(f"unknown corpus '{name}'; known: {known}")
+    return base, bool(plus)
+
+
+def target_training(fragments: Windows, splits: dict[str, np.ndarray]) -> Windows:
+    """The unlabelled target *training* fragments (domain ``target``), nothing else."""
+    train = fragments.subset(splits["train"]).unlabelled()
+    return dataclasses.replace(train, domains=np.full(len(train), TARGET_DOMAIN))
+
+
+def build_corpus(name: str, wesad_root=None, fragments: Windows | None = None,
+                 splits: dict[str, np.ndarray] | None = None, fs: float = 360.0,
+                 fraction: float | None = None, channels: Sequence[str] | None = None,
+                 subjects: Sequence[str] | None = None, seed: int = 0) -> Windows:
+    """One pretraining corpus as univariate windows ``[N, 1, T]``.
+
+    ``channels`` overrides the corpus's WESAD channels (e.g. perturb with EDA+Resp only);
+    ``fraction`` the share of each subject's windows kept (default: the study's).
+    """
+    base, with_target = parse_corpus(name)
+    channels = tuple(channels) if channels is not None else CORPUS_CHANNELS[base]
+    fraction = DEFAULT_FRACTION[base] if fraction is None else fraction
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    parts = []
+    if channels:
+        parts.append(load_wesad(wesad_root, channels=channels, fs=fs, subjects=subjects,
+                                fraction=fraction, seed=seed))
+    if with_target or base == "target":
+        if fragments is None or splits is None:
+            raise DataError(f"corpus '{name}' needs the target fragments and their splits")
+        parts.append(target_training(fragments, splits))
+    return Windows.concat(parts)
+
+
+def holdout_subject(corpus: Windows, subject: str | None = None) -> tuple[Windows, Windows]:
+    """(train, held-out) by subject; default holds out the highest-numbered subject (S17).
+
+    Target fragments (records, not subjects) always stay in the training part.
+    """
+    subjects = sorted({g for g in corpus.groups if re.fullmatch(r"S\d+", str(g))},
+                      key=lambda s: int(s[1:]))
+    if not subjects:
+        raise DataError("no WESAD subject in this corpus to hold out")
+    subject = subject or subjects[-1]
+    held = corpus.groups == subject
+    if not held.any():
+        raise DataError(f"subject {subject} not in corpus (subjects: {subjects})")
+    return corpus.subset(np.flatnonzero(~held)), corpus.subset(np.flatnonzero(held))
+
+
+# --------------------------------------------------------------------------- data of a run
+# Params files name the real folders through these variables, e.g. ``${ECGNB_FRAGMENT_ROOT}``.
+ROOT_VARIABLES = {"fragment": "ECGNB_FRAGMENT_ROOT", "wesad": "ECGNB_WESAD_ROOT"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data come from and how the target task is split (shared by stages 02-05)."""
+
+    fragment_root: str = ""  # empty: embedded default data
+    wesad_root: str = ""
+    data_seed: int = 0
+    use_small_data: bool = True
+    fs: float = 360.0
+    split_seed: int = 0
+
+
+def data_roots(fragment_root: str = "", wesad_root: str = "", data_seed: int = 0,
+               small: bool = False) -> dict[str, Path]:
+    """The folders to read: the given ones (``~`` and ``${VARIABLE}`` expanded, e.g.
+    ``${ECGNB_FRAGMENT_ROOT}``), or, where empty, the embedded default data, generated in the
+    real formats under the data cache on first use."""
+    roots = {"fragment": resolve_root(fragment_root), "wesad": resolve_root(wesad_root)}
+    if all(roots.values()):
+        return roots
+    if any(roots.values()):
+        missing = [k for k, v in roots.items() if not v]
+        warnings.warn(f"only some data roots are set: the {missing} data are the embedded "
+                      "synthetic data", stacklevel=2)
+    from ecgnb.data.simulate import embedded_data
+
+    embedded = embedded_data(data_root(), seed=data_seed, small=small)
+    return {k: v or embedded[k] for k, v in roots.items()}
+
+
+def resolve_root(root: str) -> Path | None:
+    """``root`` with ``~`` and environment variables expanded (None when empty); an unset
+    variable is a :class:`DataError` that names it."""
+    if not root:
+        return None
+    expanded = os.path.expandvars(str(root))
+    if "$" in expanded:
+        known = ", ".join(ROOT_VARIABLES.values())
+        raise DataError(f"data root '{root}' names an unset environment variable; set it to the "
+                        f"dataset's folder (e.g. export {known.split(', ')[0]}=~/data/...)")
+    return Path(expanded).expanduser()
+
+
+def target_task(data: DataConfig) -> tuple[Windows, dict[str, np.ndarray]]:
+    """The target fragments and their grouped train/val/test split (same split everywhere)."""
+    roots = data_roots(data.fragment_root, data.wesad_root, data.data_seed,
+                               data.use_small_data)
+    fragments = load_fragment(roots["fragment"], fs=data.fs)
+    return fragments, split_grouped(fragments, seed=data.split_seed)
+
+
+def load_corpus(name: str, data: DataConfig, fraction: float | None = None, n_windows: int = 0,
+                channels=None, seed: int = 0) -> tuple[Windows, Windows]:
+    """(train, validation) windows of corpus ``name``; validation = the held-out last subject
+    for WESAD-based corpora, a grouped 20 % of the target training records for ``target``.
+    ``fraction``: share of each subject's windows (None: the study's); ``n_windows``: a cap."""
+    roots = data_roots(data.fragment_root, data.wesad_root, data.data_seed,
+                               data.use_small_data)
+    base, with_target = parse_corpus(name)
+    fragments = splits = None
+    if with_target or base == "target":
+        fragments, splits = target_task(data)
+    corpus = build_corpus(name, roots["wesad"], fragments, splits, fs=data.fs,
+                                  fraction=fraction,
+                                  channels=channels, seed=seed)
+    if base == "target":
+        train, val = holdout_groups(corpus, share=0.2, seed=seed)
+    else:
+        train, val = holdout_subject(corpus)
+    return cap(train, n_windows, seed), cap(val, n_windows // 4 if n_windows else 0, seed)
+
+
+def holdout_groups(windows: Windows, share: float, seed: int) -> tuple[Windows, Windows]:
+    """(rest, held-out) with about ``share`` of the groups held out, never split."""
+    splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    rest, held = next(splitter.split(windows.x, groups=windows.groups))
+    return windows.subset(np.sort(rest)), windows.subset(np.sort(held))
+
+
+def cap(windows: Windows, n_windows: int, seed: int) -> Windows:
+    """A seeded random subsample of at most ``n_windows`` windows (0: keep all)."""
+    if not n_windows or len(windows) <= n_windows:
+        return windows
+    idx = np.random.default_rng(seed).choice(len(windows), size=n_windows, replace=False)
+    return windows.subset(np.sort(idx))
+
+
+def corpus_record(name: str, windows: Windows) -> dict:
+    domains, counts = np.unique(windows.domains, return_counts=True)
+    return {"name": name, "n_windows": len(windows), "domains": dict(zip(domains.tolist(),
+                                                                        counts.tolist())),
+            "n_groups": len(set(windows.groups))}

@@ -1,0 +1,334 @@
+"""Real-format loaders and the one currency of the package: :class:`Windows`.
+
+- ``load_fragment``: the PhysioNet ECG Fragment DB (six class folders, WFDB records in ``frag/``).
+- ``load_wesad``: the WESAD subject pickles (Python-2 pickles, chest signals at 700 Hz).
+- ``split_grouped``: train/val/test split that never puts one group in two splits.
+Every bad input raises :class:`DataError` naming the file and the problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import wfdb
+from sklearn.model_selection import StratifiedGroupKFold
+
+from ecgnb.data import signals
+
+FRAGMENT_CLASSES = ("1_Dangerous_VFL_VF", "2_Special_Form_VTTdP", "3_Threatening_VT",
+                    "4_Potential_Dangerous", "5_Supraventricular", "6_Sinus_rhythm")
+WESAD_CLASSES = ("baseline", "stress", "amusement", "meditation")  # labels 1..4 -> y 0..3
+WESAD_CHANNELS = ("ECG", "EMG", "EDA", "Temp", "Resp")
+WESAD_FS = 700.0
+FRAGMENT_SECONDS = 2.0
+RECORD_NAME = re.compile(r"^(?P<source>\d+)_")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file and the problem."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Windows:
+    """Labelled or unlabelled univariate windows.
+
+    ``x`` float32 ``[N, C, T]``; ``y`` int64 ``[N]`` (-1 = unlabelled); ``groups`` str ``[N]``
+    (subject or source record); ``domains`` str ``[N]`` (signal type, e.g. ``ECG``); ``fs`` in Hz;
+    ``classes`` the names of labels ``0..K-1``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    domains: np.ndarray
+    fs: float
+    classes: tuple[str, ...]
+
+    def __post_init__(self):
+        n = len(self.x)
+        if self.x.ndim != 3:
+            raise ValueError(f"Windows.x must be [N, C, T], got shape {self.x.shape}")
+        for name in ("y", "groups", "domains"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Windows.{name} has {len(getattr(self, name))} rows, x has {n}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def n_timesteps(self) -> int:
+        return self.x.shape[-1]
+
+    def subset(self, idx) -> "Windows":
+        idx = np.asarray(idx)
+        return dataclasses.replace(self, x=self.x[idx], y=self.y[idx], groups=self.groups[idx],
+                                   domains=self.domains[idx])
+
+    def unlabelled(self) -> "Windows":
+        return dataclasses.replace(self, y=np.full(len(self), -1, dtype=np.int64))
+
+    def card(self) -> pd.DataFrame:
+        """Counts per (domain, class) with the number of distinct groups."""
+        names = np.array([self.classes[v] if v >= 0 else "unlabelled" for v in self.y])
+        df = pd.DataFrame({"domain": self.domains, "class": names, "group": self.groups})
+        return (df.groupby(["domain", "class"]).agg(windows=("group", "size"),
+                                                    groups=("group", "nunique")).reset_index())
+
+    @staticmethod
+    def concat(parts: Sequence["Windows"]) -> "Windows":
+        """Stack windows of equal ``fs`` and length; classes of the first part are kept."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise DataError("nothing to concatenate: every part is empty")
+        if len({(p.fs, p.n_timesteps) for p in parts}) > 1:
+            raise DataError("cannot concatenate windows with different fs or lengths: "
+                            f"{[(p.fs, p.n_timesteps) for p in parts]}")
+        return Windows(x=np.concatenate([p.x for p in parts]),
+                       y=np.concatenate([p.y for p in parts]),
+                       groups=np.concatenate([p.groups for p in parts]),
+                       domains=np.concatenate([p.domains for p in parts]),
+                       fs=parts[0].fs, classes=parts[0].classes)
+
+
+# --------------------------------------------------------------------------- Fragment DB
+def load_fragment(root, fs: float = 360.0) -> Windows:
+    """Read the ECG Fragment DB folder as published; resample every record to ``fs``.
+
+    Returns ``x`` ``[N, 1, 2*fs]``, ``y`` in the fixed class order, ``groups`` = source record
+    (the number that starts the record name, e.g. ``418`` of ``418_C_VF_277s_frag``).
+    """
+    root = _existing_dir(root, "Fragment DB root")
+    xs, ys, groups = [], [], []
+    for label, name in enumerate(FRAGMENT_CLASSES):
+        frag = root / name / "frag"
+        if not frag.is_dir():
+            raise DataError(f"{frag}: class folder missing (expected the six folders "
+                            f"{', '.join(FRAGMENT_CLASSES)}, each with frag/)")
+        for header in sorted(frag.glob("*.hea")):
+            xs.append(_read_fragment(header, fs))
+            ys.append(label)
+            groups.append(_source_record(header))
+    if not xs:
+        raise DataError(f"{root}: no WFDB records (*.hea) found in any */frag/ folder")
+    x = np.stack(xs).astype(np.float32)[:, None, :]
+    return Windows(x=x, y=np.asarray(ys, dtype=np.int64), groups=np.asarray(groups),
+                   domains=np.full(len(x), "ECG"), fs=float(fs), classes=FRAGMENT_CLASSES)
+
+
+def _read_fragment(header: Path, fs: float) -> np.ndarray:
+    fs_header = _header_fs(header)
+    try:
+        record = wfdb.rdrecord(str(header.with_suffix("")))
+    except Exception as exc:  # noqa: BLE001 - wfdb raises many types for corrupt files
+        raise DataError(f"{header}: unreadable WFDB record ({type(exc).__name__}: {exc})") from exc
+    sig = record.p_signal
+    if sig is None or sig.size == 0:
+        raise DataError(f"{header}: record has no samples")
+    lead = record.sig_name.index("MLII") if "MLII" in (record.sig_name or []) else 0
+    sig = sig[:, lead].astype(np.float64)
+    expected = round(FRAGMENT_SECONDS * fs_header)
+    if abs(len(sig) - expected) > 1:
+        raise DataError(f"{header}: wrong length: {len(sig)} samples at {fs_header:g} Hz, "
+                        f"expected {expected} ({FRAGMENT_SECONDS:g} s)")
+    if not np.isfinite(sig).all():
+        raise DataError(f"{header}: {np.count_nonzero(~np.isfinite(sig))} NaN/inf samples")
+    out = signals.resample(sig, fs_header, fs)
+    return signals.resample_to_length(out, round(FRAGMENT_SECONDS * fs))
+
+
+def _header_fs(header: Path) -> float:
+    """Sampling rate from the header's record line; wfdb would silently default to 250 Hz."""
+    try:
+        lines = [ln for ln in header.read_text(errors="strict").splitlines()
+                 if ln.strip() and not ln.startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{header}: unreadable header ({exc})") from exc
+    fields = lines[0].split() if lines else []
+    if len(fields) < 3:
+        raise DataError(f"{header}: header has no sampling rate (record line: {lines[:1]})")
+    try:
+        fs = float(fields[2].split("/")[0].split("(")[0])
+    except ValueError as exc:
+        raise DataError(f"{header}: unparsable sampling rate '{fields[2]}'") from exc
+    if not 50.0 <= fs <= 10_000.0:
+        raise DataError(f"{header}: implausible sampling rate {fs:g} Hz for an ECG fragment")
+    return fs
+
+
+def _source_record(header: Path) -> str:
+    match = RECORD_NAME.match(header.stem)
+    if match is None:
+        warnings.warn(f"{header.name}: name does not start with a source-record number; "
+                      "using the whole record name as its group", stacklevel=3)
+        return header.stem
+    return match["source"]
+
+
+# --------------------------------------------------------------------------- WESAD
+def load_wesad(root, channels: Sequence[str] = ("ECG",), fs: float = 360.0,
+               window_s: float = 2.0, stride: float = 0.2, subjects: Sequence[str] | None = None,
+               fraction: float = 1.0, seed: int = 0) -> Windows:
+    """WESAD chest signals with the study's recipe (brief 2).
+
+    700 Hz -> decimate to 350 Hz -> ``window_s`` windows every ``stride * window_s`` -> keep
+    windows whose modal label is 1..4 -> z-score each window -> resample to ``fs``. Each channel
+    of a window becomes its own univariate row: ``x`` ``[N, 1, window_s*fs]``, ``domains`` =
+    channel, ``groups`` = subject, ``y`` = condition (0 baseline .. 3 meditation).
+    ``fraction`` < 1 keeps a seeded random share of each subject's windows (the study used 0.2
+    for the "All" corpus).
+    """
+    root = _existing_dir(root, "WESAD root")
+    unknown = sorted(set(channels) - set(WESAD_CHANNELS))
+    if unknown or not channels:
+        raise DataError(f"unknown WESAD chest channel(s) {unknown or list(channels)}; "
+                        f"known: {list(WESAD_CHANNELS)}")
+    paths = _wesad_paths(root, subjects)
+    rng = np.random.default_rng(seed)
+    parts = [_wesad_subject(path, channels, fs, window_s, stride, fraction, rng) for path in paths]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise DataError(f"{root}: no window with a modal label in 1..4 in subjects "
+                        f"{[p.parent.name for p in paths]}")
+    return Windows.concat(parts)
+
+
+def _wesad_paths(root: Path, subjects: Sequence[str] | None) -> list[Path]:
+    if subjects is None:
+        found = [p.name for p in root.iterdir() if re.fullmatch(r"S\d+", p.name) and p.is_dir()]
+        subjects = sorted(found, key=lambda s: int(s[1:]))
+    if not subjects:
+        raise DataError(f"{root}: no subject folders S<id>/ found")
+    paths = [root / s / f"{s}.pkl" for s in subjects]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: subject pickle missing")
+    return paths
+
+
+def read_wesad_pickle(path: Path) -> dict:
+    """Load one (Python-2) WESAD pickle; keys normalised to ``str``; structure checked."""
+    try:
+        with open(path, "rb") as f:
+            raw = pickle.load(f, encoding="latin1")
+    except Exception as exc:  # noqa: BLE001 - truncated/corrupt pickles raise many types
+        raise DataError(f"{path}: unreadable pickle ({type(exc).__name__}: {exc})") from exc
+    data = _str_keys(raw)
+    if not isinstance(data, dict) or "signal" not in data or "label" not in data:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise DataError(f"{path}: expected keys 'signal' and 'label', found {keys}")
+    if not isinstance(data["signal"], dict) or "chest" not in data["signal"]:
+        raise DataError(f"{path}: 'signal' has no 'chest' entry")
+    return data
+
+
+def _str_keys(obj):
+    if isinstance(obj, dict):
+        return {(k.decode("latin1") if isinstance(k, bytes) else k): _str_keys(v)
+                for k, v in obj.items()}
+    return obj
+
+
+def _wesad_subject(path, channels, fs, window_s, stride, fraction, rng) -> Windows:
+    data = read_wesad_pickle(path)
+    chest, labels = data["signal"]["chest"], np.asarray(data["label"]).ravel()
+    half = labels[::2]  # label stream at 350 Hz, aligned with the decimated signals
+    window = round(window_s * WESAD_FS / 2)
+    starts = signals.sliding_windows(len(half), window, max(1, round(stride * window)))
+    modal = signals.modal_labels(half, starts, window) if len(starts) else starts
+    keep = starts[(modal >= 1) & (modal <= 4)]
+    y = modal[(modal >= 1) & (modal <= 4)] - 1
+    if fraction < 1.0:
+        chosen = np.sort(rng.choice(len(keep), size=max(1, round(fraction * len(keep))), replace=False))
+        keep, y = keep[chosen], y[chosen]
+    xs = [_wesad_channel(path, chest, name, len(labels), keep, window, fs, window_s)
+          for name in channels]
+    n = len(keep)
+    subject = path.parent.name
+    return Windows(x=np.concatenate(xs)[:, None, :].astype(np.float32),
+                   y=np.tile(y.astype(np.int64), len(channels)),
+                   groups=np.full(n * len(channels), subject),
+                   domains=np.repeat(np.asarray(channels), n), fs=float(fs),
+                   classes=WESAD_CLASSES)
+
+
+def _wesad_channel(path, chest, name, n_labels, starts, window, fs, window_s) -> np.ndarray:
+    if name not in chest:
+        raise DataError(f"{path}: chest channel '{name}' missing; present: {sorted(chest)}")
+    sig = np.asarray(chest[name], dtype=np.float64)
+    if sig.ndim != 2 or sig.shape[1] != 1:
+        sig = sig.reshape(len(sig), -1)
+        if sig.shape[1] != 1:
+            raise DataError(f"{path}: chest '{name}' has shape {sig.shape}, expected (N, 1)")
+    sig = sig[:, 0]
+    if len(sig) != n_labels:
+        raise DataError(f"{path}: chest '{name}' has {len(sig)} samples but the 700 Hz label "
+                        f"stream has {n_labels}: wrong sampling rate or truncated file")
+    if not np.isfinite(sig).all():
+        raise DataError(f"{path}: chest '{name}' has {np.count_nonzero(~np.isfinite(sig))} "
+                        "NaN/inf samples")
+    half = signals.decimate(sig, 2)
+    if not len(starts):
+        return np.zeros((0, round(window_s * fs)))
+    windows = half[starts[:, None] + np.arange(window)]
+    return signals.resample_to_length(signals.zscore(windows), round(window_s * fs))
+
+
+def _existing_dir(root, what: str) -> Path:
+    if root is None:
+        raise DataError(f"{what} not set")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: {what} does not exist or is not a folder")
+    return root
+
+
+# --------------------------------------------------------------------------- splits
+def split_grouped(windows: Windows, val: float = 0.15, test: float = 0.2,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Stratified train/val/test indices with every group in exactly one split."""
+    idx = np.arange(len(windows))
+    test_idx, rest = _take_fold(windows, idx, test, seed)
+    val_idx, train_idx = _take_fold(windows, rest, val / (1.0 - test), seed + 1)
+    splits = {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
+    check_disjoint(windows, splits)
+    return splits
+
+
+def _take_fold(windows: Windows, idx: np.ndarray, share: float, seed: int):
+    """One stratified group fold of about ``share`` of ``idx``: (fold, rest)."""
+    n_splits = max(2, round(1.0 / share))
+    n_groups = len(np.unique(windows.groups[idx]))
+    if n_groups < n_splits:
+        raise DataError(f"only {n_groups} groups: too few for a grouped split of {share:.0%} "
+                        f"(needs {n_splits}); use more records/subjects or smaller shares")
+    kfold = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" is expected here
+        rest, fold = next(kfold.split(idx, windows.y[idx], windows.groups[idx]))
+    return idx[fold], idx[rest]
+
+
+def check_disjoint(windows: Windows, splits: dict[str, np.ndarray]) -> None:
+    """Raise if any group appears in two splits."""
+    seen: dict[str, str] = {}
+    for name, idx in splits.items():
+        for group in np.unique(windows.groups[idx]):
+            if seen.setdefault(group, name) != name:
+                raise DataError(f"group {group} is in both '{seen[group]}' and '{name}' splits")
+
+
+def split_card(windows: Windows, splits: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Windows and groups per split and class."""
+    rows = []
+    for name, idx in splits.items():
+        y = windows.y[idx]
+        for k, cls in enumerate(windows.classes):
+            rows.append({"split": name, "class": cls, "windows": int((y == k).sum()),
+                         "groups": len(np.unique(windows.groups[idx][y == k]))})
+    return pd.DataFrame(rows)

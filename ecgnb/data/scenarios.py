@@ -1,0 +1,73 @@
+"""The nine pretraining scenarios of the study (brief 3), declared once.
+
+A scenario = a base pretraining corpus (notebook 02) followed by zero or more continuation steps
+(notebook 03), each a corpus and a number of epochs, starting from the previous checkpoint with a
+fresh optimiser and the unchanged SSL objective.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One continuation: SSL training continued on ``corpus`` for ``n_epochs``."""
+
+    name: str  # "continued" (other physiological domains) or "extended" (target fragments)
+    corpus: str
+    n_epochs: int
+
+
+CONTINUED1 = Step("continued1", "no-ECG", 1)
+CONTINUED30 = Step("continued30", "no-ECG", 30)
+EXTENDED = Step("extended", "target", 60)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    corpus: str  # base pretraining corpus (ecgnb.data.corpora)
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def parent(self) -> "Scenario | None":
+        """The scenario whose final checkpoint this one continues (None for a base scenario)."""
+        if not self.steps:
+            return None
+        return _by_recipe(self.corpus, self.steps[:-1])
+
+    @property
+    def last_step(self) -> Step | None:
+        return self.steps[-1] if self.steps else None
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("ECG", "ECG"),
+    Scenario("All", "All"),
+    Scenario("ECG+target", "ECG+target"),
+    Scenario("All+target", "All+target"),
+    Scenario("All extended", "All", (EXTENDED,)),
+    Scenario("ECG continued1", "ECG", (CONTINUED1,)),
+    Scenario("ECG continued30", "ECG", (CONTINUED30,)),
+    Scenario("ECG extended", "ECG", (EXTENDED,)),
+    Scenario("continued1 + extended", "ECG", (CONTINUED1, EXTENDED)),
+)}
+BASE_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if not s.steps)
+
+
+def get(name: str) -> Scenario:
+    if name not in SCENARIOS:
+        raise KeyError(f"unknown scenario '{name}'; known: {list(SCENARIOS)}")
+    return SCENARIOS[name]
+
+
+def _by_recipe(corpus: str, steps: tuple[Step, ...]) -> Scenario:
+    for scenario in SCENARIOS.values():
+        if scenario.corpus == corpus and scenario.steps == steps:
+            return scenario
+    raise KeyError(f"no scenario with corpus {corpus} and steps {steps}")
+
+
+def slug(name: str) -> str:
+    """File-name form of a scenario name: ``ECG continued1`` -> ``ecg-continued1``."""
+    return name.lower().replace(" + ", "-").replace("+", "-").replace(" ", "-")

@@ -1,0 +1,217 @@
+"""Classification metrics, grouped bootstrap confidence intervals and the run files.
+
+One definition of every metric, used by SSL and supervised runs alike (the original reported
+different F1 definitions per row and shifted its CSV columns by one):
+
+- :func:`compute_metrics`: accuracy, balanced accuracy, macro / weighted F1 (sklearn, labels
+  present in ``y_true`` or ``y_pred``), macro one-vs-rest AUROC over the classes present in
+  ``y_true``, per-class recall and F1, the confusion matrix (labels fixed ``0..K-1``), ``n_test``.
+- :func:`bootstrap_ci`: percentile interval from resampling *source records* (groups), not
+  fragments, since fragments of one record are correlated.
+- :func:`write_run` / :func:`metrics_from_predictions`: ``predictions.csv`` (columns ``index,
+  group, y_true, y_pred, prob_<class>``) then ``metrics.json``, each written atomically;
+  ``metrics.json`` is written last, so its presence marks a complete run.
+
+Layouts: ``y_true``, ``y_pred`` int ``[N]`` in ``0..K-1``; ``proba`` float ``[N, K]`` (rows sum
+to 1).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from ecgnb.config import write_json
+
+CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+PROB_PREFIX = "prob_"
+
+
+# --------------------------------------------------------------------------- point estimates
+def compute_metrics(y_true, y_pred, proba, classes: Sequence[str]) -> dict:
+    """All metrics of one prediction set; per-class entries are keyed by class name.
+
+    A per-class recall is ``None`` when the class is absent from ``y_true``; AUROC is the mean of
+    the one-vs-rest AUROCs of the classes present in ``y_true`` (listed in ``auroc_classes``).
+    """
+    y_true, y_pred, proba = _check(y_true, y_pred, proba, classes)
+    labels = np.arange(len(classes))
+    recall = skm.recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    f1 = skm.f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    present = np.isin(labels, y_true)
+    auroc, auroc_classes = macro_auroc(y_true, proba)
+    with warnings.catch_warnings():  # absent classes are reported in "classes_absent"
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", "A single label was found")
+        balanced = float(skm.balanced_accuracy_score(y_true, y_pred))
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": balanced,
+        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "macro_auroc": auroc,
+        "auroc_classes": [classes[k] for k in auroc_classes],
+        "classes_absent": [classes[k] for k in labels[~present]],
+        "per_class_recall": {c: (float(r) if p else None)
+                             for c, r, p in zip(classes, recall, present)},
+        "per_class_f1": {c: float(v) for c, v in zip(classes, f1)},
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "n_test": int(len(y_true)),
+    }
+
+
+def macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, list[int]]:
+    """Mean one-vs-rest AUROC over the classes present in ``y_true`` (and the classes used).
+
+    ``None`` when fewer than two classes are present (AUROC undefined).
+    """
+    present = [k for k in range(proba.shape[1]) if np.any(y_true == k)]
+    if len(present) < 2:
+        return None, present
+    scores = [skm.roc_auc_score(y_true == k, proba[:, k]) for k in present]
+    return float(np.mean(scores)), present
+
+
+def _check(y_true, y_pred, proba, classes):
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    n_classes = len(classes)
+    if proba.ndim != 2 or proba.shape != (len(y_true), n_classes) or len(y_pred) != len(y_true):
+        raise ValueError(f"expected y_true [N], y_pred [N], proba [N, {n_classes}]; got "
+                         f"{y_true.shape}, {y_pred.shape}, {proba.shape}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if len(y) and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{name} has labels outside 0..{n_classes - 1}")
+    return y_true, y_pred, proba
+
+
+# --------------------------------------------------------------------------- bootstrap
+def scores_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`CI_METRICS` of confusion matrices ``[..., K, K]`` (rows = true, cols = predicted).
+
+    Same definitions as sklearn's (checked by the tests), vectorised over leading axes so that
+    thousands of bootstrap resamples cost one matrix product.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support, predicted = cm.sum(-1), cm.sum(-2)
+    total = support.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: empty resamples
+        recall = np.where(support > 0, tp / support, np.nan)
+        labelled = support + predicted
+        f1 = np.where(labelled > 0, 2 * tp / labelled, 0.0)
+        return {
+            "accuracy": tp.sum(-1) / total,
+            "balanced_accuracy": np.nanmean(recall, axis=-1),
+            "macro_f1": f1.sum(-1) / (labelled > 0).sum(-1),
+            "weighted_f1": (f1 * support).sum(-1) / total,
+        }
+
+
+def bootstrap_ci(predictions: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 1000,
+                 seed: int = 0, group_col: str = "group",
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``metric`` over ``n_boot`` resamples of whole groups.
+
+    Each resample draws as many groups as there are, with replacement, and keeps every row of a
+    drawn group (as often as it is drawn). ``predictions`` has the columns of ``predictions.csv``.
+    """
+    codes, uniques = pd.factorize(predictions[group_col])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uniques), size=(n_boot, len(uniques)))
+    if metric in CI_METRICS:
+        values = _bootstrap_fast(predictions, codes, len(uniques), draws)[metric]
+    else:
+        values = _bootstrap_slow(predictions, codes, draws, metric)
+    tail = (1.0 - level) / 2
+    low, high = np.nanquantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _bootstrap_fast(df: pd.DataFrame, codes: np.ndarray, n_groups: int, draws: np.ndarray):
+    n_classes = len(_prob_columns(df)) or int(max(df["y_true"].max(), df["y_pred"].max()) + 1)
+    per_group = np.zeros((n_groups, n_classes, n_classes))
+    np.add.at(per_group, (codes, df["y_true"].to_numpy(), df["y_pred"].to_numpy()), 1)
+    counts = np.zeros((len(draws), n_groups))
+    np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1)
+    cms = (counts @ per_group.reshape(n_groups, -1)).reshape(-1, n_classes, n_classes)
+    return scores_from_confusion(cms)
+
+
+def _bootstrap_slow(df: pd.DataFrame, codes: np.ndarray, draws: np.ndarray, metric: str):
+    classes = [c[len(PROB_PREFIX):] for c in _prob_columns(df)]
+    rows_of = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    y_true, y_pred = df["y_true"].to_numpy(), df["y_pred"].to_numpy()
+    proba = df[_prob_columns(df)].to_numpy()
+    values = []
+    for draw in draws:
+        rows = np.concatenate([rows_of[g] for g in draw])
+        result = compute_metrics(y_true[rows], y_pred[rows], proba[rows], classes)
+        if metric not in result:
+            raise KeyError(f"unknown metric '{metric}'; known: {sorted(result)}")
+        values.append(np.nan if result[metric] is None else result[metric])
+    return np.asarray(values, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- run files
+def predictions_frame(indices, groups, y_true, proba, classes: Sequence[str]) -> pd.DataFrame:
+    """The predictions table: ``index, group, y_true, y_pred, prob_<class>`` (one row per window).
+
+    ``indices`` are positions in the :class:`~ecgnb.data.Windows` the split indexes;
+    ``y_pred`` is the arg-max of ``proba [N, K]``.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    frame = pd.DataFrame({"index": np.asarray(indices, dtype=np.int64),
+                          "group": np.asarray(groups).astype(str),
+                          "y_true": np.asarray(y_true, dtype=np.int64),
+                          "y_pred": proba.argmax(axis=1).astype(np.int64)})
+    for k, name in enumerate(classes):
+        frame[PROB_PREFIX + name] = proba[:, k]
+    return frame
+
+
+def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | None = None,
+              ci_metrics: Sequence[str] = CI_METRICS, n_boot: int = 1000, ci_seed: int = 0,
+              level: float = 0.95) -> Path:
+    """Write ``predictions.csv`` then ``metrics.json`` (metrics, grouped-bootstrap CIs, ``extra``).
+
+    ``extra`` carries the run's record (seed, selection criterion, best epoch, ...; see
+    :meth:`ecgnb.evaluation.train.CellResult.summary`). A stale ``metrics.json`` is removed first, so the
+    file exists only when both files of this run are complete. Returns the ``metrics.json`` path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").unlink(missing_ok=True)
+    tmp = folder / "predictions.csv.tmp"
+    predictions.to_csv(tmp, index=False)
+    tmp.replace(folder / "predictions.csv")
+    ci = {m: list(bootstrap_ci(predictions, m, n_boot, ci_seed, level=level)) for m in ci_metrics}
+    record = {**metrics, "ci": ci, "ci_level": level, "ci_n_boot": n_boot, "ci_unit": "group",
+              "n_groups": int(predictions["group"].nunique()), **(extra or {})}
+    return write_json(folder / "metrics.json", record)
+
+
+def read_predictions(csv_path, classes: Sequence[str]) -> pd.DataFrame:
+    """Read ``predictions.csv`` and check its columns are exactly the expected ones."""
+    frame = pd.read_csv(csv_path, dtype={"group": str})
+    expected = ["index", "group", "y_true", "y_pred"] + [PROB_PREFIX + c for c in classes]
+    if list(frame.columns) != expected:
+        raise ValueError(f"{csv_path}: columns {list(frame.columns)} != expected {expected}")
+    return frame
+
+
+def metrics_from_predictions(csv_path, classes: Sequence[str]) -> dict:
+    """Recompute :func:`compute_metrics` from a ``predictions.csv``."""
+    frame = read_predictions(csv_path, classes)
+    proba = frame[[PROB_PREFIX + c for c in classes]].to_numpy()
+    return compute_metrics(frame["y_true"], frame["y_pred"], proba, classes)
+
+
+def _prob_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith(PROB_PREFIX)]

@@ -1,0 +1,414 @@
+"""Downstream training: linear probing, fine-tuning and supervised baselines, one loop for all.
+
+- ``mode="lp"`` (linear probing): the encoder is frozen; its embeddings (linear, mlp heads) or
+  time-resolved features (fcn head) are computed once per split and cached, and only the head
+  trains on them. The encoder's weights stay bit-identical.
+- ``mode="ft"`` (fine-tuning): a fresh copy of the encoder network (``enc.trainable_network()``)
+  trains end to end with the head; the encoder's learning rate is ``lr * encoder_lr_ratio``
+  (default 0.1: the study's encoder at 3-10x the head's rate collapsed below chance).
+- ``mode="supervised"``: a raw-signal model of :mod:`ecgnb.models.hinception` from scratch
+  (``head`` = ``hinception`` | ``mlp`` | ``fcn``); ``hinception`` trains ``n_members`` networks,
+  each fresh and seeded independently, and averages their probabilities (H-InceptionTime).
+
+Every run: AdamW, linear warm-up, then ReduceLROnPlateau on the validation loss, gradient
+clipping, class imbalance handled explicitly, early stopping; the best epoch is chosen on the
+*validation* split only (macro-F1, ties -> lower loss; or the loss), its state deep-copied and
+restored; the test split is scored once, afterwards. Mixed precision only on CUDA.
+
+Layouts: windows ``x [N, 1, T]``; labels ``y [N]`` in ``0..K-1``; logits ``[B, K]``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import f1_score
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from tqdm.auto import tqdm
+
+from ecgnb.config import pick_device, torch_generator
+from ecgnb.models.heads import HEADS, Classifier, build_head
+from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
+from ecgnb.models.base import Encoder
+from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
+                                     build_baseline, member_seeds)
+
+MODES = ("lp", "ft", "supervised")
+IMBALANCE = ("weights", "sampler", "none")
+SELECT_ON = ("macro_f1", "val_loss")
+AfterEpoch = Callable[[int, nn.Module], None]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One downstream run. ``head``: linear | mlp | fcn (lp, ft) or hinception | mlp | fcn
+    (supervised). ``patience``: epochs without a better validation score before stopping
+    (``None``: never). ``lr_patience``/``lr_factor``: ReduceLROnPlateau on the validation loss.
+    ``label_fraction`` < 1 trains on :func:`label_subset` of the training split.
+    ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
+
+    head: str = "mlp"
+    mode: str = "ft"
+    n_epochs: int = 300
+    lr: float = 1e-3
+    encoder_lr_ratio: float = 0.1
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    patience: int | None = 30
+    lr_patience: int = 10
+    lr_factor: float = 0.5
+    grad_clip: float | None = 1.0
+    imbalance: str = "weights"
+    select_on: str = "macro_f1"
+    label_fraction: float = 1.0
+    n_members: int = 5
+    seed: int = 0
+    device: str | None = None
+    use_amp: bool = True
+    verbose: bool = True
+
+    def __post_init__(self):
+        _one_of("mode", self.mode, MODES)
+        _one_of("imbalance", self.imbalance, IMBALANCE)
+        _one_of("select_on", self.select_on, SELECT_ON)
+        _one_of(f"head (mode={self.mode})", self.head,
+                tuple(BASELINES) if self.mode == "supervised" else tuple(HEADS))
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.encoder_lr_ratio <= 0:
+            raise ValueError(f"encoder_lr_ratio must be > 0, got {self.encoder_lr_ratio}")
+        if self.mode == "ft" and self.encoder_lr_ratio >= 1:
+            warnings.warn(f"encoder_lr_ratio={self.encoder_lr_ratio} >= 1: the encoder learns at "
+                          "or above the head's rate (the study's fine-tuning collapsed so)",
+                          stacklevel=3)
+
+
+def _one_of(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got '{value}'")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """A trained model (best validation state restored), its history and best epoch (1-based)."""
+
+    model: nn.Module
+    history: list[dict]
+    best_epoch: int
+
+
+@dataclasses.dataclass
+class CellResult:
+    """One cell: the trained classifier, per-epoch history (one block per ensemble member),
+    validation and test metrics, and the test predictions (``predictions.csv`` layout)."""
+
+    model: nn.Module
+    history: pd.DataFrame
+    best_epochs: list[int]
+    val_metrics: dict
+    test_metrics: dict
+    predictions: pd.DataFrame
+    val_predictions: pd.DataFrame
+    train_indices: np.ndarray
+    config: TrainConfig
+
+    @property
+    def best_epoch(self) -> int:
+        """The best epoch of a single model (the first member's for an ensemble)."""
+        return self.best_epochs[0]
+
+    def summary(self) -> dict:
+        """What ``metrics.json`` records besides the metrics (``extra`` of ``write_run``)."""
+        best = self.best_epochs[0] if len(self.best_epochs) == 1 else self.best_epochs
+        config = dataclasses.asdict(self.config)
+        return {"seed": self.config.seed, "select_on": self.config.select_on, "best_epoch": best,
+                "n_epochs_run": int(self.history.groupby("member")["epoch"].max().max()),
+                "n_train": int(len(self.train_indices)), "val_metrics": self.val_metrics,
+                "train_config": config}
+
+
+# --------------------------------------------------------------------------- label efficiency
+def label_subset(data, fraction: float, seed: int, within=None) -> np.ndarray:
+    """Sorted indices of a grouped, stratified ``fraction`` of the labelled windows in ``within``.
+
+    ``data``: a :class:`~ecgnb.data.Windows` or a tuple ``(y, groups)``; ``within``: the indices
+    to draw from (the training split; default all). Whole groups (source records) are kept or
+    dropped. The groups are put in one seeded random order; for every class, the shortest prefix
+    of that order (among the groups holding the class) that covers ``fraction`` of the class's
+    windows is kept, at least one group per class. The prefixes grow with ``fraction``, so at one
+    seed the subsets are nested (10 % inside 25 %) and identical for every model.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    y, groups = (data.y, data.groups) if hasattr(data, "groups") else data
+    y, groups = np.asarray(y), np.asarray(groups).astype(str)
+    within = np.arange(len(y)) if within is None else np.asarray(within)
+    within = within[y[within] >= 0]
+    if fraction >= 1.0:
+        return np.sort(within)
+    order = np.random.default_rng(seed).permutation(np.unique(groups[within]))
+    keep: set[str] = set()
+    for label in np.unique(y[within]):
+        counts = pd.Series(groups[within][y[within] == label]).value_counts()
+        ranked = [g for g in order if g in counts.index]
+        covered = np.cumsum(counts[ranked].to_numpy())
+        n_keep = int(np.searchsorted(covered, fraction * covered[-1] - 1e-9)) + 1
+        keep.update(ranked[:n_keep])
+    return np.sort(within[np.isin(groups[within], list(keep))])
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """sklearn "balanced" weights ``[K]`` (n / (n_present * count)); 1 for absent classes."""
+    weights = np.ones(n_classes)
+    present = np.unique(y)
+    weights[present] = compute_class_weight("balanced", classes=present, y=y)
+    return weights
+
+
+# --------------------------------------------------------------------------- the loop
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; in fine-tuning two groups: encoder at ``lr * encoder_lr_ratio``, head at ``lr``."""
+    if config.mode == "ft" and isinstance(model, Classifier):
+        groups = [{"params": list(model.network.parameters()), "name": "encoder",
+                   "lr": config.lr * config.encoder_lr_ratio},
+                  {"params": list(model.head.parameters()), "name": "head", "lr": config.lr}]
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad],
+                   "name": "model", "lr": config.lr}]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+class BestState:
+    """The best validation epoch so far and a deep copy of its weights (never a reference:
+    the original kept the "best" model by reference, so every result was the last epoch's).
+
+    Smaller key is better: ``(-macro-F1, loss)`` (ties -> lower loss) or ``(loss,)``; a
+    non-finite loss ranks last.
+    """
+
+    def __init__(self, select_on: str):
+        self.select_on = select_on
+        self.key: tuple | None = None
+        self.epoch = 0
+        self.state: dict | None = None
+        self.epochs_since = 0
+
+    def update(self, epoch: int, model: nn.Module, val_loss: float, val_f1: float) -> None:
+        loss = val_loss if np.isfinite(val_loss) else np.inf
+        key = (-val_f1, loss) if self.select_on == "macro_f1" else (loss,)
+        if self.key is None or key < self.key:
+            self.key, self.epoch, self.epochs_since = key, epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+        else:
+            self.epochs_since += 1
+
+    def restore(self, model: nn.Module) -> nn.Module:
+        model.load_state_dict(self.state)
+        return model
+
+
+def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+                   val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, n_classes: int,
+                   after_epoch: AfterEpoch | None = None) -> FitResult:
+    """Train ``model`` (inputs -> logits ``[B, n_classes]``) on ``train = (inputs, y)``; select
+    on ``val = (inputs, y)``.
+
+    ``after_epoch(epoch, model)`` runs after each training epoch, before validation (a hook for
+    tests and diagnostics). Returns the model with its best validation state restored.
+    """
+    if len(train[1]) < 2 or len(val[1]) < 1:
+        raise ValueError(f"need >= 2 training and >= 1 validation windows, got "
+                         f"{len(train[1])} and {len(val[1])}")
+    device = pick_device(config.device)
+    model.to(device)
+    torch.manual_seed(config.seed)  # dropout draws; data order and sampling use the generator
+    criterion = _criterion(train[1], n_classes, config).to(device)
+    optimizer = make_optimizer(model, config)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.lr_factor,
+                                                         patience=config.lr_patience)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.use_amp)
+    loader, history, best = _train_loader(*train, config), [], BestState(config.select_on)
+    bar = tqdm(range(1, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
+               disable=not config.verbose, leave=False)
+    for epoch in bar:
+        _warm_up(optimizer, base_lrs, epoch, config.warmup_epochs)
+        start = time.perf_counter()
+        train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, config, device)
+        if after_epoch is not None:
+            after_epoch(epoch, model)
+        val_loss, val_f1 = _validate(model, val, criterion, config, device)
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                        "val_macro_f1": val_f1, "lr": optimizer.param_groups[-1]["lr"],
+                        "seconds": time.perf_counter() - start})
+        best.update(epoch, model, val_loss, val_f1)
+        if epoch >= config.warmup_epochs:
+            plateau.step(val_loss)
+        bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
+        if config.patience is not None and best.epochs_since >= config.patience:
+            break
+    return FitResult(model=best.restore(model), history=history, best_epoch=best.epoch)
+
+
+def _criterion(y: torch.Tensor, n_classes: int, config: TrainConfig) -> nn.CrossEntropyLoss:
+    """Cross-entropy; class-weighted ("balanced") when ``imbalance="weights"``."""
+    if config.imbalance != "weights":
+        return nn.CrossEntropyLoss()
+    weight = torch.tensor(class_weights(y.numpy(), n_classes), dtype=torch.float32)
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def _train_loader(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> DataLoader:
+    """Seeded batches; ``imbalance="sampler"`` draws classes evenly (with replacement)."""
+    gen = torch_generator(config.seed)
+    drop_last = len(y) % config.batch_size == 1  # a batch of one breaks BatchNorm
+    dataset = TensorDataset(x, y)
+    if config.imbalance == "sampler":
+        counts = torch.bincount(y).float()
+        sampler = WeightedRandomSampler((1.0 / counts)[y].double(), num_samples=len(y),
+                                        replacement=True, generator=gen)
+        return DataLoader(dataset, config.batch_size, sampler=sampler, drop_last=drop_last)
+    return DataLoader(dataset, config.batch_size, shuffle=True, generator=gen, drop_last=drop_last)
+
+
+def _warm_up(optimizer, base_lrs: list[float], epoch: int, warmup_epochs: int) -> None:
+    """Linear warm-up: epoch ``e <= warmup_epochs`` (1-based) runs at ``e / warmup_epochs`` of
+    each group's base rate."""
+    if epoch <= warmup_epochs:
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * epoch / warmup_epochs
+
+
+def _train_epoch(model, loader, criterion, optimizer, scaler, config, device) -> float:
+    model.train()
+    losses, sizes = [], []
+    for xb, yb in loader:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=scaler.is_enabled()):
+            loss = criterion(model(xb).float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip:
+            scaler.unscale_(optimizer)
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            nn.utils.clip_grad_norm_(params, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+        sizes.append(len(yb))
+    return float(np.average(losses, weights=sizes))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
+                   device: str | torch.device | None = None, use_amp: bool = True) -> torch.Tensor:
+    """Logits ``[N, K]`` (float32, CPU) of ``model`` in eval mode, batch by batch."""
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    use_amp = use_amp and device.type == "cuda"
+    out = []
+    for start in range(0, len(x), batch_size):
+        with torch.autocast(device.type, enabled=use_amp):
+            out.append(model(x[start:start + batch_size].to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def _validate(model, val, criterion, config, device) -> tuple[float, float]:
+    logits = predict_logits(model, val[0], max(256, config.batch_size), device, config.use_amp)
+    loss = criterion(logits.to(device), val[1].to(device)).item()
+    f1 = f1_score(val[1].numpy(), logits.argmax(1).numpy(), average="macro", zero_division=0)
+    return float(loss), float(f1)
+
+
+# --------------------------------------------------------------------------- one cell
+def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
+             config: TrainConfig, after_epoch: AfterEpoch | None = None) -> CellResult:
+    """Train on ``splits["train"]`` (or its label subset), select on ``"val"``, score ``"test"``.
+
+    ``encoder`` is a pretrained :class:`Encoder` (lp, ft) or ``None`` (supervised).
+    ``windows`` is a labelled :class:`~ecgnb.data.Windows` (``x [N, 1, T]``); the test split is
+    predicted once, with the best validation state restored.
+    """
+    if config.mode == "supervised" and encoder is not None:
+        raise ValueError("mode 'supervised' trains a baseline from scratch: pass encoder=None")
+    if config.mode != "supervised" and encoder is None:
+        raise ValueError(f"mode '{config.mode}' needs a pretrained encoder, got None")
+    if encoder is not None:
+        encoder.build(windows.x.shape[-1])  # no-op for a pretrained encoder
+    for name in ("train", "val", "test"):
+        if np.any(windows.y[splits[name]] < 0):
+            raise ValueError(f"split '{name}' holds unlabelled windows (y = -1)")
+    train_idx = label_subset(windows, config.label_fraction, config.seed, within=splits["train"])
+    inputs = _cell_inputs(encoder, windows, {"train": train_idx, "val": splits["val"],
+                                             "test": splits["test"]}, config)
+    model, fits = _train_models(encoder, windows, inputs, config, after_epoch)
+    scored = {name: _score(model, inputs, name, idx, windows, config)
+              for name, idx in (("val", splits["val"]), ("test", splits["test"]))}
+    history = pd.concat([pd.DataFrame(f.history).assign(member=m) for m, f in enumerate(fits)],
+                        ignore_index=True)
+    return CellResult(model=model, history=history, best_epochs=[f.best_epoch for f in fits],
+                      val_metrics=scored["val"][0], test_metrics=scored["test"][0],
+                      predictions=scored["test"][1], val_predictions=scored["val"][1],
+                      train_indices=train_idx, config=config)
+
+
+def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per split ``(inputs, y)``: raw windows, or in lp the cached encoder outputs."""
+    out = {}
+    for name, idx in indices.items():
+        x = windows.x[idx]
+        if config.mode == "lp":
+            reads_features = HEADS[config.head].input_kind == "features"
+            x = encoder.features(x) if reads_features else encoder.encode(x)
+        out[name] = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                     torch.from_numpy(np.asarray(windows.y[idx], dtype=np.int64)))
+    return out
+
+
+def _train_models(encoder, windows, inputs, config, after_epoch):
+    """Fit one model (or each ensemble member); returns the evaluation model and the fits."""
+    n_classes, n_timesteps = len(windows.classes), windows.x.shape[-1]
+    is_ensemble = config.mode == "supervised" and config.head in ENSEMBLE_BASELINES
+    seeds = member_seeds(config.seed, config.n_members) if is_ensemble else [config.seed]
+    fits = []
+    for seed in seeds:
+        member_config = dataclasses.replace(config, seed=seed)
+        model = _fresh_model(encoder, config, n_classes, n_timesteps, seed)
+        trainable = model.head if config.mode == "lp" else model
+        fit = fit_classifier(trainable, inputs["train"], inputs["val"], member_config,
+                             n_classes, after_epoch)
+        fits.append(dataclasses.replace(fit, model=model))
+    model = HInceptionTime([f.model for f in fits]) if is_ensemble else fits[0].model
+    return model, fits
+
+
+def _fresh_model(encoder, config, n_classes, n_timesteps, seed) -> Classifier:
+    if config.mode == "supervised":
+        return build_baseline(config.head, n_classes, n_timesteps, seed)
+    network = encoder.trainable_network()
+    torch.manual_seed(seed)  # head initial weights
+    head = build_head(config.head, network, n_classes)
+    return Classifier(network, head, freeze_network=config.mode == "lp")
+
+
+def _score(model, inputs, name, idx, windows, config):
+    """Metrics and predictions of split ``name``; lp scores the head on the cached inputs."""
+    scorer = model.head if config.mode == "lp" else model
+    logits = predict_logits(scorer, inputs[name][0], max(256, config.batch_size),
+                            pick_device(config.device), config.use_amp)
+    proba = torch.softmax(logits, dim=1).numpy()
+    y_true = inputs[name][1].numpy()
+    frame = predictions_frame(idx, windows.groups[idx], y_true, proba, windows.classes)
+    return compute_metrics(y_true, frame["y_pred"], proba, windows.classes), frame

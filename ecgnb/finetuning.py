@@ -1,0 +1,164 @@
+"""Stage 04: evaluate one encoder (or the supervised baselines) over heads x modes x seeds.
+
+Every cell writes ``<run>/cells/<cell>/`` with ``metrics.json`` (written last: its presence marks
+a complete cell), ``predictions.csv``, ``history.csv``, ``cell.json`` and ``model.pt``. A run that
+is re-executed skips the cells that are already complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ecgnb import models, runs
+from ecgnb.config import pick_device, write_json
+from ecgnb.data import DataConfig, Windows
+from ecgnb.evaluation import metrics
+from ecgnb.evaluation.train import TrainConfig, run_cell
+from ecgnb.models.base import CheckpointError, Encoder
+from ecgnb.models.heads import Classifier, build_head
+from ecgnb.models.hinception import ENSEMBLE_BASELINES, HInceptionTime, build_baseline
+from ecgnb.runs import NO_ENCODER, Cell
+
+SUPERVISED = "supervised"  # the mode of the baselines' cells
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(DataConfig):
+    """Parameters of notebooks/04_finetuning.ipynb (same names as its parameters cell)."""
+
+    encoder_run: str = "pretraining/interactive"  # or "none": the supervised baselines
+    baselines: tuple[str, ...] = ("hinception", "mlp", "fcn")
+    heads: tuple[str, ...] = ("mlp", "fcn")
+    modes: tuple[str, ...] = ("lp", "ft")
+    seeds: tuple[int, ...] = (0,)
+    label_fraction: float = 1.0
+    n_epochs: int = 300
+    lr: float = 1e-3
+    encoder_lr_ratio: float = 0.1
+    batch_size: int = 64
+    patience: int = 30
+    imbalance: str = "weights"
+    select_on: str = "macro_f1"
+    n_members: int = 5  # H-InceptionTime's ensemble size
+    device: str = "auto"
+
+    @property
+    def is_supervised(self) -> bool:
+        return self.encoder_run == NO_ENCODER
+
+
+def cells(cfg: FinetuneConfig) -> Iterator[Cell]:
+    """Every (head, mode, seed) of the run; baselines are ``mode="supervised"``."""
+    if cfg.is_supervised:
+        pairs = [(b, SUPERVISED) for b in cfg.baselines]
+    else:
+        pairs = [(h, m) for h in cfg.heads for m in cfg.modes]
+    for head, mode in pairs:
+        for seed in cfg.seeds:
+            yield Cell(head, mode, int(seed), cfg.label_fraction)
+
+
+def load_encoder(cfg: FinetuneConfig):
+    """(encoder or None, record of where it came from: backbone, scenario, lineage)."""
+    if cfg.is_supervised:
+        return None, {"backbone": "supervised", "scenario": NO_ENCODER, "encoder_run": NO_ENCODER}
+    encoder = models.load(runs.find_encoder(cfg.encoder_run), device=cfg.device)
+    scenario = encoder.lineage[-1]["scenario"] if encoder.lineage else "unknown"
+    return encoder, {"backbone": encoder.name, "scenario": scenario,
+                     "encoder_run": cfg.encoder_run, "encoder_hash": encoder.weights_hash()}
+
+
+def train_config(cfg: FinetuneConfig, cell: Cell, verbose: bool = False) -> TrainConfig:
+    return TrainConfig(head=cell.head, mode=cell.mode, n_epochs=cfg.n_epochs, lr=cfg.lr,
+                       encoder_lr_ratio=cfg.encoder_lr_ratio, batch_size=cfg.batch_size,
+                       patience=cfg.patience, imbalance=cfg.imbalance, select_on=cfg.select_on,
+                       label_fraction=cell.label_fraction, n_members=cfg.n_members,
+                       seed=cell.seed, device=cfg.device,
+                       verbose=verbose)
+
+
+def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
+              splits: dict, out: Path) -> pd.DataFrame:
+    """Run every cell not yet complete under ``out/cells``; returns one summary row per cell."""
+    todo = list(cells(cfg))
+    for cell in tqdm(todo, desc="cells", leave=False):
+        folder = runs.cell_folder(out, cell)
+        if runs.is_cell_complete(folder):
+            continue
+        start = time.time()
+        result = run_cell(encoder, fragments, splits, train_config(cfg, cell))
+        folder.mkdir(parents=True, exist_ok=True)
+        result.history.to_csv(folder / "history.csv", index=False)
+        torch.save(result.model.state_dict(), folder / runs.CELL_MODEL)
+        record = {**source, **dataclasses.asdict(cell), "cell": cell.name,
+                  "wall_s": time.time() - start}
+        write_json(folder / runs.CELL_RECORD, record)
+        metrics.write_run(folder, result.test_metrics, result.predictions,
+                          extra={**result.summary(), "cell": record})
+    return summarize(out, todo)
+
+
+def summarize(out: Path, todo: list[Cell]) -> pd.DataFrame:
+    """One row per complete cell: validation and test scores with the test CI."""
+    rows = []
+    for cell in todo:
+        folder = runs.cell_folder(out, cell)
+        if not runs.is_cell_complete(folder):
+            continue
+        m = runs.read_json(folder / runs.CELL_METRICS)
+        rows.append({"cell": cell.name, "head": cell.head, "mode": cell.mode, "seed": cell.seed,
+                     "val_macro_f1": m["val_metrics"]["macro_f1"], "macro_f1": m["macro_f1"],
+                     "macro_f1_ci": tuple(round(v, 3) for v in m["ci"]["macro_f1"]),
+                     "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+                     "best_epoch": m["best_epoch"], "n_test": m["n_test"]})
+    return pd.DataFrame(rows)
+
+
+def choose_mode_on_validation(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per head: mean val/test macro-F1 per mode over seeds and the mode chosen on validation."""
+    table = summary.groupby(["head", "mode"])[["val_macro_f1", "macro_f1"]].mean().reset_index()
+    best = table.loc[table.groupby("head")["val_macro_f1"].idxmax(), ["head", "mode"]]
+    chosen = set(map(tuple, best.to_numpy()))
+    table["chosen_on_val"] = [(h, m) in chosen for h, m in table[["head", "mode"]].to_numpy()]
+    return table
+
+
+# --------------------------------------------------------------------------- reading cells back
+def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder | None = None,
+                    device: str | None = None) -> nn.Module:
+    """Rebuild a cell's trained classifier from ``cell.json`` and ``model.pt`` (strict).
+
+    ``model.pt`` is the classifier's ``state_dict`` (:func:`ecgnb.finetuning.run_cells`). SSL cells
+    rebuild :class:`~ecgnb.models.heads.Classifier` on ``encoder.trainable_network()``; baselines rebuild
+    from :mod:`ecgnb.models.hinception` (an ensemble's size is read from the weights).
+    """
+    cell_dir = Path(cell_dir)
+    cell = runs.read_json(cell_dir / runs.CELL_RECORD)
+    state = torch.load(cell_dir / runs.CELL_MODEL, map_location="cpu", weights_only=True)
+    if cell["mode"] == SUPERVISED:
+        model = _baseline(cell["head"], n_classes, n_timesteps, state)
+    elif encoder is None:
+        raise ValueError(f"{cell_dir}: a '{cell['mode']}' cell needs its encoder to be rebuilt")
+    else:
+        network = encoder.trainable_network()
+        model = Classifier(network, build_head(cell["head"], network, n_classes),
+                           freeze_network=cell["mode"] == "lp")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{cell_dir / runs.CELL_MODEL} does not fit a {cell['head']} "
+                              f"{cell['mode']} classifier: {exc}") from exc
+    return model.to(pick_device(device)).eval()
+
+
+def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict) -> nn.Module:
+    if name not in ENSEMBLE_BASELINES:
+        return build_baseline(name, n_classes, n_timesteps, seed=0)
+    members = {int(k.split(".")[1]) for k in state if k.startswith("members.")}
+    return HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)))

@@ -1,0 +1,383 @@
+"""A grid file (YAML) expanded into concrete notebook runs with explicit dependencies.
+
+A grid names the study's axes once; :func:`load_grid` turns it into :class:`Run` objects:
+
+- ``pretraining/<backbone>-<corpus>``: notebook 02, one per backbone x base corpus needed;
+- ``regularization/<backbone>-<scenario>``: notebook 03, one per backbone x continuation scenario
+  (and every scenario on its chain), parent = the run of the scenario it continues;
+- ``finetuning/<backbone>-<scenario>-f<fraction>``: notebook 04, one per encoder x label fraction
+  (one execution evaluates heads x modes x seeds);
+- ``finetuning/supervised-f<fraction>``: notebook 04 with ``encoder_run: none`` (the baselines);
+- ``embeddings/<backbone>-<scenario>-vs-<scenario>``: notebook 05 over two finetuning runs.
+
+Run folders are ``<outputs>/<grid name>/<run name>``; parameters that name other runs
+(``parent_run``, ``encoder_run``, ``runs``) hold these full names. Each run's parameters are
+``common`` (where the notebook declares them) < the stage's section < ``by_backbone`` <
+``by_step`` < what the grid itself sets (keys a section may not set). Schema::
+
+    name: demo                      # the grid's folder under the outputs root
+    common: {...}                   # data roots, use_small_data, split_seed, device, ...
+    backbones: [ts2vec, tstcc, series2vec]
+    scenarios: [ECG, All, ECG continued1, ECG extended]
+    pretraining:  {<02 params>, by_backbone: {<backbone>: {...}}, notebook: <path>}
+    regularization: {<03 params>, by_backbone: {...}, by_step: {<step>: {...}}, notebook: ...}
+    finetuning:   {<04 params>, label_fractions: [1.0], by_backbone: {...}, notebook: ...}
+    baselines:    {models: [hinception, mlp, fcn], <04 params>}   # unset 04 params: finetuning's
+    embeddings:   {compare: [{backbone: ts2vec, scenarios: [ECG, ECG continued1]}], <05 params>}
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from ecgnb.data.scenarios import SCENARIOS, Scenario, slug
+from ecgnb.runs import NO_ENCODER, PROJECT_ROOT
+from ecgnb.runs import NOTEBOOKS as STAGE_NOTEBOOKS
+from ecgnb.workflow.runner import (ParameterError, declared_parameters, params_hash,
+                                   validate_parameters)
+
+# Grid sections: a stage each, but the baselines, which run the finetuning notebook without encoder.
+STAGES = ("pretraining", "regularization", "finetuning", "baselines", "embeddings")
+STAGE_OF_SECTION = {section: "finetuning" if section == "baselines" else section
+                    for section in STAGES}
+NOTEBOOKS = {section: STAGE_NOTEBOOKS[stage] for section, stage in STAGE_OF_SECTION.items()}
+TOP_KEYS = ("name", "common", "backbones", "scenarios") + STAGES
+# Grid keys of a section that are not notebook parameters.
+SECTION_KEYS = {"pretraining": ("notebook", "by_backbone"),
+                "regularization": ("notebook", "by_backbone", "by_step"),
+                "finetuning": ("notebook", "by_backbone", "label_fractions"),
+                "baselines": ("notebook", "models", "label_fractions"),
+                "embeddings": ("notebook", "compare")}
+# Parameters the grid sets itself: a section setting them is an error.
+GRID_SET = {"pretraining": ("backbone", "corpus"),
+            "regularization": ("parent_run", "scenario"),
+            "finetuning": ("encoder_run", "label_fraction", "baselines"),
+            "baselines": ("encoder_run", "label_fraction", "baselines", "heads", "modes"),
+            "embeddings": ("runs",)}
+
+
+class GridError(ValueError):
+    """A grid file that cannot be expanded (unknown key, unknown scenario, bad value)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One notebook execution. ``name`` is relative to the grid folder; ``parents`` are names."""
+
+    name: str
+    stage: str
+    notebook: Path
+    params: dict
+    parents: tuple[str, ...] = ()
+    n_cells: int = 0  # downstream cells the run evaluates (finetuning, baselines)
+
+
+@dataclasses.dataclass
+class Grid:
+    """The expanded grid: runs in dependency order (parents first)."""
+
+    name: str
+    source: Path
+    runs: dict[str, Run]
+
+    def run_id(self, name: str) -> str:
+        """The run name given to the runner: ``<grid name>/<run name>``."""
+        return f"{self.name}/{name}"
+
+    def hashes(self) -> dict[str, str]:
+        """Per run: ``params_hash(params, parents' hashes)`` (a parent change reaches its dependants)."""
+        out: dict[str, str] = {}
+        for name, run in self.runs.items():
+            out[name] = params_hash(run.params, tuple(out[p] for p in run.parents))
+        return out
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        todo, seen = list(names), set()
+        while todo:
+            for parent in self.runs[todo.pop()].parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        return seen
+
+    def descendants(self, name: str) -> set[str]:
+        out: set[str] = set()
+        for other, run in self.runs.items():  # dependency order: parents come first
+            if name in run.parents or out.intersection(run.parents):
+                out.add(other)
+        return out
+
+    def select(self, pattern: str | None) -> list[str]:
+        """Runs matching the glob ``pattern`` (on run names) plus all their ancestors."""
+        if not pattern:
+            return list(self.runs)
+        hits = [n for n in self.runs if fnmatch.fnmatch(n, pattern)
+                or fnmatch.fnmatch(self.run_id(n), pattern)]
+        if not hits:
+            raise GridError(f"--only '{pattern}' matches no run of grid '{self.name}'")
+        keep = set(hits) | self.ancestors(hits)
+        return [n for n in self.runs if n in keep]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per stage: number of runs and of downstream cells."""
+        out = {s: {"runs": 0, "cells": 0} for s in STAGES}
+        for run in self.runs.values():
+            out[run.stage]["runs"] += 1
+            out[run.stage]["cells"] += run.n_cells
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+def load_grid(path, validate: bool = True) -> Grid:
+    """Read, expand and (by default) validate every run against its notebook's parameters."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no grid file at {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    grid = expand(spec, path, use_declared=validate)
+    if validate:
+        validate_grid(grid)
+    return grid
+
+
+def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
+    """The runs of a grid ``spec`` (the parsed YAML); ``source`` names the file in errors.
+
+    ``use_declared``: give ``common`` keys only to notebooks that declare them (reads the
+    notebooks); without it every run gets every common key (for counting runs only).
+    """
+    where = str(source)
+    _check_spec(spec, where)
+    notebooks = {s: _notebook(spec.get(s) or {}, s) for s in STAGES}
+    common = _common_for(spec, notebooks, use_declared, where)
+    backbones, scenarios = list(spec["backbones"]), [SCENARIOS[s] for s in spec["scenarios"]]
+    expander = _Expander(spec["name"], where, notebooks, common, spec)
+    runs: list[Run] = []
+    for backbone in backbones:
+        runs += expander.encoders(backbone, scenarios)
+    if spec.get("finetuning") is not None:
+        for backbone in backbones:
+            runs += expander.finetuning(backbone, scenarios)
+    if spec.get("baselines") is not None:
+        runs += expander.baselines()
+    if spec.get("embeddings") is not None:
+        runs += expander.embeddings(backbones, {r.name for r in runs})
+    return Grid(spec["name"], Path(source), {r.name: r for r in runs})
+
+
+def validate_grid(grid: Grid) -> None:
+    """Every run's parameters against its notebook's declared parameters (keys and types)."""
+    for run in grid.runs.values():
+        validate_parameters(run.notebook, run.params,
+                            where=f"{grid.source}: run '{run.name}' ({run.stage})")
+
+
+def _check_spec(spec: dict, where: str) -> None:
+    if not isinstance(spec, dict):
+        raise GridError(f"{where}: a grid file is a mapping with keys {list(TOP_KEYS)}")
+    _reject(spec, TOP_KEYS, where)
+    for key in ("name", "backbones", "scenarios"):
+        if not spec.get(key):
+            raise GridError(f"{where}: '{key}' is required")
+    if not isinstance(spec["name"], str) or "/" in spec["name"]:
+        raise GridError(f"{where}: 'name' must be a folder name, got {spec['name']!r}")
+    _check_names(spec["backbones"], _known_backbones(), "backbone", where)
+    _check_names(spec["scenarios"], list(SCENARIOS), "scenario", where)
+    for stage in STAGES:
+        section = spec.get(stage)
+        if section is not None and not isinstance(section, dict):
+            raise GridError(f"{where}: '{stage}' must be a mapping, got {section!r}")
+        clash = sorted(set(section or {}) & set(GRID_SET[stage]))
+        if clash:
+            raise GridError(f"{where}: '{stage}' may not set {clash}: the grid sets them per run")
+    _check_subsections(spec, where)
+
+
+def _check_subsections(spec: dict, where: str) -> None:
+    steps = sorted({step.name for s in SCENARIOS.values() for step in s.steps})
+    for stage, key, known in (("pretraining", "by_backbone", spec["backbones"]),
+                              ("regularization", "by_backbone", spec["backbones"]),
+                              ("finetuning", "by_backbone", spec["backbones"]),
+                              ("regularization", "by_step", steps)):
+        overrides = (spec.get(stage) or {}).get(key) or {}
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise GridError(f"{where}: {stage}.{key} maps names to parameter mappings")
+        _check_names(list(overrides), known, f"{stage}.{key} name", where)
+
+
+def _check_names(values, known, what: str, where: str) -> None:
+    if not isinstance(values, list):
+        raise GridError(f"{where}: expected a list of {what}s, got {values!r}")
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise GridError(f"{where}: unknown {what}(s) {unknown}; known: {list(known)}")
+
+
+def _reject(values: dict, known, where: str) -> None:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise GridError(f"{where}: unknown key(s) {unknown}; known: {list(known)}")
+
+
+def _known_backbones() -> list[str]:
+    from ecgnb.models import REGISTRY
+    return sorted(REGISTRY)
+
+
+def _notebook(section: dict, stage: str) -> Path:
+    path = Path(section.get("notebook") or NOTEBOOKS[stage]).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _common_for(spec: dict, notebooks: dict, use_declared: bool, where: str) -> dict:
+    """Per stage: the common parameters its notebook declares (all of them if it is missing:
+    :func:`validate_grid` then reports the missing notebook)."""
+    common = spec.get("common") or {}
+    if not isinstance(common, dict):
+        raise GridError(f"{where}: 'common' must be a mapping of parameters")
+    if not use_declared:
+        return {stage: dict(common) for stage in STAGES}
+    used = [s for s in STAGES if s in ("pretraining", "regularization") or spec.get(s) is not None]
+    declared = {s: set(declared_parameters(notebooks[s])) for s in used if notebooks[s].is_file()}
+    unused = sorted(k for k in common if not any(k in d for d in declared.values()))
+    if unused and len(declared) == len(used):
+        raise ParameterError(f"{where}: common parameter(s) {unused} are declared by no notebook")
+    return {stage: {k: v for k, v in common.items() if k in declared.get(stage, common)}
+            for stage in STAGES}
+
+
+# --------------------------------------------------------------------------- expansion
+def fraction_tag(fraction: float) -> str:
+    """``1.0`` -> ``f1.0``, ``0.2`` -> ``f0.2`` (the label fraction in run names)."""
+    return f"f{float(fraction):g}" if float(fraction) != 1.0 else "f1.0"
+
+
+class _Expander:
+    """Builds the runs of one grid; holds only the parsed grid (no state between grids)."""
+
+    def __init__(self, name: str, where: str, notebooks: dict, common: dict, spec: dict):
+        self.name, self.where, self.notebooks, self.common = name, where, notebooks, common
+        self.spec = spec
+
+    def _section(self, stage: str) -> dict:
+        section = dict(self.spec.get(stage) or {})
+        return {k: v for k, v in section.items() if k not in SECTION_KEYS[stage]}
+
+    def _params(self, stage: str, backbone: str | None, own: dict, step: str | None = None) -> dict:
+        section = self.spec.get(stage) or {}
+        params = {**self.common[stage], **self._section(stage)}
+        params.update((section.get("by_backbone") or {}).get(backbone, {}) or {})
+        if step is not None:
+            params.update((section.get("by_step") or {}).get(step, {}) or {})
+        return {**params, **own}
+
+    def full(self, run_name: str) -> str:
+        return f"{self.name}/{run_name}"
+
+    def encoders(self, backbone: str, scenarios: list[Scenario]) -> list[Run]:
+        """Pretraining and continuation runs of ``backbone`` for ``scenarios`` and their chains."""
+        needed: dict[str, Scenario] = {}
+        for scenario in scenarios:
+            chain = [scenario]
+            while chain[-1].parent is not None:
+                chain.append(chain[-1].parent)
+            for s in reversed(chain):
+                needed.setdefault(s.name, s)
+        runs = []
+        for s in sorted(needed.values(), key=lambda s: (len(s.steps), list(SCENARIOS).index(s.name))):
+            runs.append(self._pretrain(backbone, s) if not s.steps else self._continue(backbone, s))
+        return runs
+
+    def _pretrain(self, backbone: str, s: Scenario) -> Run:
+        params = self._params("pretraining", backbone, {"backbone": backbone, "corpus": s.corpus})
+        return Run(encoder_run(backbone, s.name), "pretraining", self.notebooks["pretraining"], params)
+
+    def _continue(self, backbone: str, s: Scenario) -> Run:
+        parent = encoder_run(backbone, s.parent.name)
+        own = {"parent_run": self.full(parent), "scenario": s.name}
+        params = self._params("regularization", backbone, own, step=s.last_step.name)
+        return Run(encoder_run(backbone, s.name), "regularization", self.notebooks["regularization"],
+                   params, (parent,))
+
+    def _fractions(self, stage: str) -> list[float]:
+        section = self.spec.get(stage) or {}
+        fallback = (self.spec.get("finetuning") or {}).get("label_fractions", [1.0])
+        fractions = section.get("label_fractions", fallback)
+        if not isinstance(fractions, list) or not all(0 < float(f) <= 1 for f in fractions):
+            raise GridError(f"{self.where}: {stage}.label_fractions must be a list in (0, 1]")
+        return [float(f) for f in fractions]
+
+    def finetuning(self, backbone: str, scenarios: list[Scenario]) -> list[Run]:
+        runs = []
+        for s in scenarios:
+            for fraction in self._fractions("finetuning"):
+                parent = encoder_run(backbone, s.name)
+                own = {"encoder_run": self.full(parent), "label_fraction": fraction}
+                params = self._params("finetuning", backbone, own)
+                n_cells = _n_cells(params, ("heads", "modes", "seeds"))
+                runs.append(Run(finetune_run(backbone, s.name, fraction), "finetuning",
+                                self.notebooks["finetuning"], params, (parent,), n_cells))
+        return runs
+
+    def baselines(self) -> list[Run]:
+        section = self.spec["baselines"]
+        models = section.get("models", ["hinception", "mlp", "fcn"])
+        inherited = {k: v for k, v in self._section("finetuning").items()
+                     if k not in ("heads", "modes")}
+        runs = []
+        for fraction in self._fractions("baselines"):
+            own = {"encoder_run": NO_ENCODER, "baselines": list(models), "label_fraction": fraction}
+            params = {**self.common["baselines"], **inherited, **self._section("baselines"), **own}
+            n_cells = _n_cells(params, ("baselines", "seeds"))
+            runs.append(Run(f"finetuning/supervised-{fraction_tag(fraction)}", "baselines",
+                            self.notebooks["baselines"], params, (), n_cells))
+        return runs
+
+    def embeddings(self, backbones: list[str], existing: set[str]) -> list[Run]:
+        section = self.spec["embeddings"]
+        fraction = self._fractions("finetuning")[0]
+        runs = []
+        for pair in section.get("compare") or []:
+            backbone, names = _comparison(pair, backbones, self.where)
+            parents = tuple(finetune_run(backbone, s, fraction) for s in names)
+            missing = [p for p in parents if p not in existing]
+            if missing:
+                raise GridError(f"{self.where}: embeddings compare {names} for {backbone}, but the "
+                                f"grid has no run {missing}: add the scenarios to 'scenarios'")
+            params = {**self.common["embeddings"], **self._section("embeddings"),
+                      "runs": [self.full(p) for p in parents]}
+            name = f"embeddings/{backbone}-" + "-vs-".join(slug(s) for s in names)
+            runs.append(Run(name, "embeddings", self.notebooks["embeddings"], params, parents))
+        return runs
+
+
+def _comparison(pair, backbones: list[str], where: str) -> tuple[str, list[str]]:
+    if not isinstance(pair, dict) or set(pair) != {"backbone", "scenarios"}:
+        raise GridError(f"{where}: each embeddings.compare entry is "
+                        f"{{backbone: ..., scenarios: [..., ...]}}, got {pair!r}")
+    _check_names([pair["backbone"]], backbones, "embeddings backbone", where)
+    _check_names(pair["scenarios"], list(SCENARIOS), "embeddings scenario", where)
+    return pair["backbone"], list(pair["scenarios"])
+
+
+def _n_cells(params: dict, axes: tuple[str, ...]) -> int:
+    """Cells of one run: the product of its list axes (an axis left to the notebook counts 1)."""
+    n = 1
+    for axis in axes:
+        value = params.get(axis)
+        n *= len(value) if isinstance(value, list) else 1
+    return n
+
+
+def encoder_run(backbone: str, scenario: str) -> str:
+    """Run name of the encoder of ``scenario``: ``pretraining/ts2vec-ecg``, ``regularization/...``."""
+    stage = "regularization" if SCENARIOS[scenario].steps else "pretraining"
+    return f"{stage}/{backbone}-{slug(scenario)}"
+
+
+def finetune_run(backbone: str, scenario: str, fraction: float) -> str:
+    return f"finetuning/{backbone}-{slug(scenario)}-{fraction_tag(fraction)}"

@@ -1,0 +1,354 @@
+"""The sweep scheduler: a grid's runs executed as a DAG with papermill, resumable and parallel.
+
+A run's state is read from its folder ``<outputs>/<grid>/<run>`` before anything starts:
+
+- ``cached``: ``_SUCCESS.json`` records the run's current hash (its parameters and its parents'
+  hashes, :meth:`ecgnb.workflow.grid.Grid.hashes`); it is not run again;
+- ``failed``: ``_FAILED.json`` records the current hash; kept failed (its dependants ``skipped``)
+  unless ``retry_failed``;
+- ``pending``: anything else (never run, interrupted, or run with other parameters).
+
+Pending runs start, ``jobs`` at a time, once their parents are ``cached`` or ``done``; a failure
+marks every dependant ``skipped`` and the rest continues. Before a run starts, outputs of an
+attempt with another hash are removed (so no stale cell survives a parameter change), while an
+interrupted attempt with the same hash is kept (notebook 04 resumes its finished cells). A run is
+complete only once the runner has written its hash into ``_SUCCESS.json``: a sweep killed at any
+moment leaves nothing that looks complete. ``<outputs>/<grid>/sweep.json`` records every run's
+state, hash, wall time and error, rewritten atomically after each change; one sweep per grid
+folder runs at a time (``.sweep.lock``).
+
+Kernels running side by side share the cores: each gets ``cores // jobs`` math threads
+(:func:`thread_budget`). With ``devices`` (e.g. ``("cuda:0", "cuda:1")``) each run executes in a child process whose
+kernel sees only its device (``CUDA_VISIBLE_DEVICES``), so ``device: auto`` picks it and the
+run's hash does not depend on where it ran.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from ecgnb import runs
+from ecgnb.config import write_json
+from ecgnb.runs import FAILED, SUCCESS, outputs_root
+from ecgnb.workflow import runner
+from ecgnb.workflow.grid import STAGES, Grid
+
+STATES = ("cached", "done", "failed", "skipped", "pending", "running", "excluded", "interrupted")
+FINISHED_OK = ("cached", "done")
+ATTEMPT = "_ATTEMPT.json"  # the hash of the latest attempt in a run folder
+STATUS_FILE = "sweep.json"
+LOCK_FILE = ".sweep.lock"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class SweepBusy(FileExistsError):
+    """Another sweep of the same grid holds the grid folder's lock."""
+
+
+class RunFailed(RuntimeError):
+    """A run whose notebook raised (its folder holds ``_FAILED.json`` and the executed notebook)."""
+
+
+@dataclasses.dataclass
+class RunStatus:
+    """One run's state in a sweep (a row of ``sweep.json``)."""
+
+    name: str
+    stage: str
+    hash: str
+    parents: tuple[str, ...]
+    state: str = "pending"
+    wall_s: float | None = None
+    error: str | None = None
+    device: str | None = None
+    folder: str = ""
+
+
+Executor = Callable[[Grid, str, tuple[str, ...], str | None], None]
+
+
+# --------------------------------------------------------------------------- planning
+def plan(grid: Grid, only: str | None = None, retry_failed: bool = False) -> dict[str, RunStatus]:
+    """Every run's state from its folder; runs outside ``only`` (and its ancestors) ``excluded``."""
+    selected = set(grid.select(only))
+    hashes = grid.hashes()
+    out: dict[str, RunStatus] = {}
+    for name, run in grid.runs.items():
+        folder = run_folder(grid, name)
+        status = RunStatus(name, run.stage, hashes[name], run.parents, folder=str(folder))
+        failed_parents = [p for p in run.parents if out[p].state in ("failed", "skipped")]
+        if runs.is_complete(folder, hashes[name]):
+            status.state = "cached"
+            status.wall_s = _read(folder / SUCCESS).get("wall_s")
+        elif name not in selected:
+            status.state = "excluded"
+        elif failed_parents:
+            status.state, status.error = "skipped", f"parent {failed_parents[0]} did not finish"
+        elif _read(folder / FAILED).get("params_hash") == hashes[name] and not retry_failed:
+            status.state = "failed"
+            status.error = "(previous attempt) " + str(_read(folder / FAILED).get("error"))
+        out[name] = status
+    return out
+
+
+def run_folder(grid: Grid, name: str) -> Path:
+    return runs.run_folder(grid.run_id(name))
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def count_states(statuses: dict[str, RunStatus]) -> dict[str, int]:
+    counts = {state: 0 for state in STATES}
+    for status in statuses.values():
+        counts[status.state] += 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def format_plan(grid: Grid, statuses: dict[str, RunStatus]) -> str:
+    """The DAG as text: runs grouped by stage with their state and parents, then counts."""
+    lines = [f"grid '{grid.name}' ({grid.source}) -> {outputs_root() / grid.name}"]
+    counts = grid.counts()
+    for stage in STAGES:
+        runs = [r for r in grid.runs.values() if r.stage == stage]
+        if not runs:
+            continue
+        cells = f", {counts[stage]['cells']} cells" if counts[stage]["cells"] else ""
+        lines.append(f"\n{stage} ({len(runs)} runs{cells})")
+        for run in runs:
+            state = statuses[run.name].state
+            after = f"  <- {', '.join(run.parents)}" if run.parents else ""
+            lines.append(f"  [{state:>8}] {run.name}{after}")
+    total = sum(c["runs"] for c in counts.values())
+    n_cells = sum(c["cells"] for c in counts.values())
+    lines.append(f"\n{total} runs, {n_cells} downstream cells; states: {count_states(statuses)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- executing one run
+def prepare_folder(folder: Path, digest: str) -> None:
+    """Remove outputs of an attempt with another hash; record this attempt's hash."""
+    if folder.exists() and _read(folder / ATTEMPT).get("params_hash") != digest:
+        shutil.rmtree(folder)
+    write_json(folder / ATTEMPT, {"params_hash": digest, "started": time.time()})
+
+
+def execute_run(grid: Grid, name: str, parent_hashes: tuple[str, ...],
+                device: str | None = None) -> None:
+    """Execute one run with papermill (in this process, or a child pinned to ``device``)."""
+    run = grid.runs[name]
+    if device is None:
+        runner.execute(run.notebook, run.params, run_name=grid.run_id(name), overwrite=True,
+                       parents_hash=parent_hashes)
+        return
+    spec = {"notebook": str(run.notebook), "params": run.params, "run_name": grid.run_id(name),
+            "parents_hash": list(parent_hashes)}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": device_index(device)}
+    proc = subprocess.run([sys.executable, "-m", "ecgnb.workflow.sweep", json.dumps(spec)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RunFailed(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                        else f"exit status {proc.returncode}")
+
+
+def device_index(device: str) -> str:
+    """``cuda:1`` -> ``1`` (the value of ``CUDA_VISIBLE_DEVICES``)."""
+    index = device.split(":", 1)[1] if device.startswith("cuda:") else device
+    if not index.isdigit():
+        raise ValueError(f"devices are cuda:N or N, got '{device}'")
+    return index
+
+
+def _attempt(execute: Executor, grid: Grid, name: str, hashes: dict[str, str],
+             device: str | None) -> float:
+    start = time.time()
+    prepare_folder(run_folder(grid, name), hashes[name])
+    execute(grid, name, tuple(hashes[p] for p in grid.runs[name].parents), device)
+    return time.time() - start
+
+
+# --------------------------------------------------------------------------- the sweep
+def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str | None = None,
+              retry_failed: bool = False, progress: bool = True,
+              execute: Executor = execute_run) -> dict[str, RunStatus]:
+    """Execute the pending runs of ``grid`` (see the module docstring); returns every status."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    devices = [d for d in devices if d]
+    for d in devices:
+        device_index(d)
+    if devices:
+        _check_auto_device(grid)
+    with sweep_lock(grid), thread_budget(jobs):
+        statuses = plan(grid, only, retry_failed)
+        return _Scheduler(grid, statuses, jobs, devices, execute, progress).run()
+
+
+@contextlib.contextmanager
+def sweep_lock(grid: Grid):
+    """One sweep per grid folder at a time (an OS lock: released even if the sweep is killed)."""
+    path = outputs_root() / grid.name / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepBusy(f"another sweep of grid '{grid.name}' is running ({path} is locked); "
+                            "wait for it to end or stop it") from None
+        yield path
+
+
+@contextlib.contextmanager
+def thread_budget(jobs: int, names: Sequence[str] = THREAD_VARIABLES):
+    """Give each of ``jobs`` parallel kernels ``cores // jobs`` math threads (``OMP_NUM_THREADS``
+    and friends, read by torch at import), unless the user set them; restored afterwards."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    unset = [name for name in names if name not in os.environ]
+    os.environ.update({name: threads for name in unset})
+    try:
+        yield threads
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
+
+
+def _check_auto_device(grid: Grid) -> None:
+    fixed = sorted({r.params["device"] for r in grid.runs.values()
+                    if r.params.get("device", "auto") != "auto"})
+    if fixed:
+        raise ValueError(f"--devices pins each run's kernel to one GPU and needs device: auto in "
+                         f"the grid, which sets device {fixed}")
+
+
+class _Scheduler:
+    """The loop of one sweep: start ready runs, collect finished ones, record states."""
+
+    def __init__(self, grid, statuses, jobs, devices, execute, progress):
+        self.grid, self.statuses, self.jobs, self.execute = grid, statuses, jobs, execute
+        self.free = list(devices)
+        self.hashes = {n: s.hash for n, s in statuses.items()}
+        self.order = _priority(grid)
+        self.running: dict[Future, str] = {}
+        todo = [s for s in statuses.values() if s.state not in ("excluded",)]
+        done = sum(s.state in ("cached", "failed", "skipped") for s in todo)
+        self.bar = tqdm(total=len(todo), initial=done, desc=f"sweep {grid.name}", unit="run",
+                        disable=not progress, dynamic_ncols=True)
+
+    def run(self) -> dict[str, RunStatus]:
+        self.save()
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="ecgnb-run")
+        try:
+            self._loop(pool)
+        except BaseException:
+            for name in self.running.values():
+                self.statuses[name].state = "interrupted"
+            self.save()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            self.bar.close()
+        pool.shutdown(wait=True)
+        return self.statuses
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        while True:
+            for name in self._ready():
+                if len(self.running) >= self.jobs:
+                    break
+                self._start(pool, name)
+            self._show()
+            if not self.running:
+                return
+            finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                self._finish(future)
+
+    def _ready(self) -> list[str]:
+        ok = {n for n, s in self.statuses.items() if s.state in FINISHED_OK}
+        return [n for n in self.order if self.statuses[n].state == "pending"
+                and all(p in ok for p in self.grid.runs[n].parents)]
+
+    def _start(self, pool: ThreadPoolExecutor, name: str) -> None:
+        status = self.statuses[name]
+        status.device = self.free.pop(0) if self.free else None
+        status.state, status.error = "running", None
+        future = pool.submit(_attempt, self.execute, self.grid, name, self.hashes, status.device)
+        self.running[future] = name
+        self.save()
+
+    def _finish(self, future: Future) -> None:
+        name = self.running.pop(future)
+        status = self.statuses[name]
+        if status.device is not None:
+            self.free.append(status.device)
+        error = future.exception()
+        if error is None:
+            status.state, status.wall_s = "done", future.result()
+        else:
+            status.state, status.error = "failed", _error_text(name, error, status.folder)
+            self._skip_dependants(name)
+        self.bar.update(1)
+        self.save()
+
+    def _skip_dependants(self, name: str) -> None:
+        for other in self.grid.descendants(name):
+            if self.statuses[other].state == "pending":
+                self.statuses[other].state = "skipped"
+                self.statuses[other].error = f"ancestor {name} failed"
+                self.bar.update(1)
+
+    def _show(self) -> None:
+        counts = count_states(self.statuses)
+        shown = {"done": counts.get("done", 0) + counts.get("cached", 0),
+                 "running": counts.get("running", 0), "failed": counts.get("failed", 0),
+                 "skipped": counts.get("skipped", 0), "left": counts.get("pending", 0)}
+        self.bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in shown.items()), refresh=True)
+
+    def save(self) -> Path:
+        record = {"grid": self.grid.name, "source": str(self.grid.source),
+                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "counts": count_states(self.statuses),
+                  "runs": {n: dataclasses.asdict(s) for n, s in self.statuses.items()}}
+        return write_json(outputs_root() / self.grid.name / STATUS_FILE, record)
+
+
+def _priority(grid: Grid) -> list[str]:
+    """Start order: runs that unlock the most dependants first, then the shallowest (the
+    baselines, which wait for nothing, before the downstream runs), then grid order."""
+    position = {n: i for i, n in enumerate(grid.runs)}
+    return sorted(grid.runs, key=lambda n: (-len(grid.descendants(n)), len(grid.ancestors([n])),
+                                            position[n]))
+
+
+def _error_text(name: str, error: BaseException, folder: str) -> str:
+    recorded = _read(Path(folder) / FAILED).get("error")
+    text = recorded or f"{type(error).__name__}: {error}"
+    return text.strip().splitlines()[-1][:500] if text.strip() else type(error).__name__
+
+
+def _child(spec_json: str) -> int:
+    """Entry point of a run's child process (``python -m ecgnb.workflow.sweep SPEC``)."""
+    spec = json.loads(spec_json)
+    runner.execute(spec["notebook"], spec["params"], run_name=spec["run_name"], overwrite=True,
+                   parents_hash=tuple(spec["parents_hash"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))

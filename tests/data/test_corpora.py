@@ -1,0 +1,77 @@
+"""Scenario corpora: channels per corpus, +target uses training fragments only, scenario recipes."""
+import numpy as np
+import pytest
+
+from ecgnb.data import corpora, scenarios
+from ecgnb.data import DataError, split_grouped
+
+
+@pytest.fixture(scope="module")
+def target(fragment_small):
+    return fragment_small, split_grouped(fragment_small, seed=0)
+
+
+@pytest.mark.parametrize("name, domains", [
+    ("ECG", {"ECG"}), ("All", {"ECG", "EMG", "EDA", "Temp", "Resp"}),
+    ("no-ECG", {"EMG", "EDA", "Temp", "Resp"}), ("ECG+target", {"ECG", "target"}),
+    ("All+target", {"ECG", "EMG", "EDA", "Temp", "Resp", "target"}), ("target", {"target"}),
+])
+def test_corpus_domains(embedded_small, target, name, domains):
+    fragments, splits = target
+    corpus = corpora.build_corpus(name, embedded_small["wesad"], fragments, splits)
+    assert set(corpus.domains) == domains
+    assert corpus.x.shape[1:] == (1, 720)
+    assert (corpus.y[corpus.domains == "target"] == -1).all()  # target fragments are unlabelled
+
+
+def test_no_target_validation_or_test_window_in_any_corpus(embedded_small, target):
+    fragments, splits = target
+    held_out = fragments.x[np.r_[splits["val"], splits["test"]], 0]
+    train_records = set(fragments.groups[splits["train"]])
+    for name in ("ECG+target", "All+target", "target"):
+        corpus = corpora.build_corpus(name, embedded_small["wesad"], fragments, splits)
+        tgt = corpus.subset(np.flatnonzero(corpus.domains == "target"))
+        assert len(tgt) == len(splits["train"])
+        assert set(tgt.groups) <= train_records
+        # no window of the corpus equals any held-out fragment, sample for sample
+        flat = {row.tobytes() for row in corpus.x[:, 0]}
+        assert not any(row.tobytes() in flat for row in held_out)
+
+
+def test_all_corpus_uses_the_study_fraction(embedded_small):
+    full = corpora.build_corpus("All", embedded_small["wesad"], fraction=1.0)
+    sub = corpora.build_corpus("All", embedded_small["wesad"])  # default 0.2 per subject
+    assert abs(len(sub) / len(full) - 0.2) < 0.05
+
+
+def test_perturbing_channels_subset(embedded_small):
+    corpus = corpora.build_corpus("no-ECG", embedded_small["wesad"], channels=("EDA", "Resp"))
+    assert set(corpus.domains) == {"EDA", "Resp"}
+
+
+def test_corpus_errors(embedded_small, target):
+    with pytest.raises(KeyError, match="unknown corpus"):
+        corpora.build_corpus("ECG+noise", embedded_small["wesad"])
+    with pytest.raises(DataError, match="needs the target fragments"):
+        corpora.build_corpus("ECG+target", embedded_small["wesad"])
+
+
+def test_holdout_subject_is_the_last_subject(wesad_ecg_small):
+    train, held = corpora.holdout_subject(wesad_ecg_small)
+    subjects = sorted(set(wesad_ecg_small.groups), key=lambda s: int(s[1:]))
+    assert set(held.groups) == {subjects[-1]} and subjects[-1] not in set(train.groups)
+
+
+def test_nine_scenarios_and_their_parents():
+    assert list(scenarios.SCENARIOS) == [
+        "ECG", "All", "ECG+target", "All+target", "All extended", "ECG continued1",
+        "ECG continued30", "ECG extended", "continued1 + extended"]
+    get = scenarios.get
+    assert get("ECG continued1").parent.name == "ECG"
+    assert get("All extended").parent.name == "All"
+    assert get("continued1 + extended").parent.name == "ECG continued1"
+    assert get("ECG continued30").last_step.n_epochs == 30
+    assert get("ECG extended").last_step.corpus == "target"
+    assert scenarios.slug("continued1 + extended") == "continued1-extended"
+    with pytest.raises(KeyError, match="unknown scenario"):
+        get("ECG continued2")

@@ -1,0 +1,208 @@
+"""Downstream loop: frozen probing, fine-tuning, best-state restore, validation-only selection,
+label subsets, ensembles, and every backbone fine-tuned above chance on an easy task."""
+import copy
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ecgnb.models
+from ecgnb.data import Windows, split_grouped
+from ecgnb.models.heads import Classifier, build_head
+from ecgnb.evaluation.metrics import metrics_from_predictions, write_run
+from ecgnb.models.hinception import HInceptionTime
+from ecgnb.evaluation.train import TrainConfig, class_weights, label_subset, make_optimizer, run_cell
+
+T = 64
+TINY = {"ts2vec": {"depth": 2, "hidden_dims": 8, "output_dims": 16},
+        "tstcc": {"final_out_channels": 16, "mid_channels": (8, 16), "tc_hidden_dim": 16,
+                  "tc_n_layers": 1, "tc_n_heads": 2, "tc_mlp_dim": 16, "timesteps": 2},
+        "series2vec": {"rep_size": 16, "emb_size": 8, "n_heads": 2, "dim_ff": 16}}
+QUICK = dict(n_epochs=4, warmup_epochs=1, batch_size=16, verbose=False, device="cpu")
+
+
+def sine_windows(n_groups=15, per_group=6, n_classes=3, seed=0) -> Windows:
+    """Easy task: class k is a noisy sine of frequency 2 + 3k; records hold 1-2 classes."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T) / T
+    x, y, groups = [], [], []
+    for g in range(n_groups):
+        for i in range(per_group):
+            k = g % n_classes if (g % 2 == 0 or i % 3) else (g + 1) % n_classes
+            x.append(np.sin(2 * np.pi * (2 + 3 * k) * t + rng.uniform(0, 2 * np.pi))
+                     + 0.3 * rng.normal(size=T))
+            y.append(k)
+            groups.append(f"rec{g}")
+    return Windows(x=np.asarray(x, np.float32)[:, None], y=np.asarray(y), groups=np.asarray(groups),
+                   domains=np.full(len(y), "ECG"), fs=360.0,
+                   classes=tuple(f"class{k}" for k in range(n_classes)))
+
+
+@pytest.fixture(scope="module")
+def task():
+    windows = sine_windows()
+    return windows, split_grouped(windows, val=0.2, test=0.2, seed=0)
+
+
+def tiny_encoder(name="ts2vec", seed=0):
+    return ecgnb.models.build(name, device="cpu", seed=seed, verbose=False, **TINY[name]).build(T)
+
+
+def weights(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- label subsets
+def test_label_subset_is_grouped_stratified_nested_and_seeded():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"r{g}" for g in range(40)], rng.integers(3, 30, 40))
+    y = rng.integers(0, 6, len(groups))
+    y[rng.random(len(y)) < 0.05] = -1  # unlabelled windows are never drawn
+    within = np.flatnonzero(np.isin(groups, [f"r{g}" for g in range(30)]))
+    labelled = within[y[within] >= 0]
+    subsets = {f: label_subset((y, groups), f, seed=1, within=within) for f in (0.1, 0.25, 0.5)}
+    for f, idx in subsets.items():
+        assert set(idx) <= set(labelled)
+        for g in np.unique(groups[idx]):  # whole records in, or out
+            assert set(labelled[groups[labelled] == g]) <= set(idx)
+        for k in range(6):  # every class, at least the fraction of its windows
+            assert (y[idx] == k).sum() >= f * (y[labelled] == k).sum()
+        assert len(idx) < len(labelled)
+    assert set(subsets[0.1]) <= set(subsets[0.25]) <= set(subsets[0.5])
+    np.testing.assert_array_equal(label_subset((y, groups), 0.25, 1, within), subsets[0.25])
+    assert not np.array_equal(label_subset((y, groups), 0.25, 2, within), subsets[0.25])
+    np.testing.assert_array_equal(label_subset((y, groups), 1.0, 1, within), labelled)
+
+
+def test_label_subset_reads_windows(task):
+    windows, splits = task
+    idx = label_subset(windows, 0.3, seed=0, within=splits["train"])
+    assert set(idx) < set(splits["train"])
+    assert set(windows.y[idx]) == set(windows.y[splits["train"]])
+
+
+# --------------------------------------------------------------------------- lp / ft
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["linear", "fcn"])
+def test_linear_probing_leaves_the_encoder_bit_identical(task, head):
+    windows, splits = task
+    encoder = tiny_encoder()
+    before = encoder.weights_hash()
+    result = run_cell(encoder, windows, splits, TrainConfig(head=head, mode="lp", **QUICK))
+    assert encoder.weights_hash() == before
+    network = result.model.network
+    assert not any(p.requires_grad for p in network.parameters()) and not network.training
+    for key, value in encoder._inference_network().state_dict().items():
+        assert torch.equal(network.state_dict()[key].cpu(), value.cpu()), key
+    assert result.predictions.shape == (len(splits["test"]), 4 + 3)
+
+
+def test_fine_tuning_trains_the_encoder_copy_at_a_lower_rate(task):
+    windows, splits = task
+    encoder = tiny_encoder()
+    before, start = encoder.weights_hash(), weights(encoder._inference_network())
+    config = TrainConfig(head="mlp", mode="ft", **QUICK)
+    network = encoder.trainable_network()
+    groups = make_optimizer(Classifier(network, build_head("mlp", network, 3)), config).param_groups
+    assert [g["name"] for g in groups] == ["encoder", "head"]
+    encoder_lr, head_lr = groups[0]["lr"], groups[1]["lr"]
+    assert encoder_lr < head_lr and encoder_lr == pytest.approx(0.1 * head_lr)
+    result = run_cell(encoder, windows, splits, config)
+    tuned = result.model.network.state_dict()
+    changed = [k for k, v in start.items() if not torch.equal(tuned[k].cpu(), v.cpu())]
+    assert any(start[k].is_floating_point() for k in changed)
+    assert encoder.weights_hash() == before  # the pretrained encoder itself is untouched
+    with pytest.warns(UserWarning, match="encoder_lr_ratio"):
+        TrainConfig(mode="ft", encoder_lr_ratio=3.0)
+
+
+def test_best_state_is_deep_copied_and_restored(task):
+    """The last epoch is wrecked; the reported metrics and weights must be the best epoch's."""
+    windows, splits = task
+    snapshots = {}
+
+    def wreck_last_epoch(epoch, model):
+        if epoch == 8:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+                model.linear.bias[0] = 10.0  # always predicts class 0
+        snapshots[epoch] = copy.deepcopy(model.state_dict())
+
+    config = TrainConfig(head="linear", mode="lp", lr=1e-2, patience=None,
+                         **{**QUICK, "n_epochs": 8})
+    result = run_cell(tiny_encoder(), windows, splits, config, after_epoch=wreck_last_epoch)
+    history = result.history.set_index("epoch")
+    assert result.best_epoch < 8 and history.loc[8, "val_macro_f1"] < history["val_macro_f1"].max()
+    best = history.loc[result.best_epoch]
+    assert result.val_metrics["macro_f1"] == pytest.approx(best["val_macro_f1"])
+    for key, value in result.model.head.state_dict().items():
+        assert torch.equal(value.cpu(), snapshots[result.best_epoch][key].cpu()), key
+    assert result.summary()["best_epoch"] == result.best_epoch
+
+
+def test_selection_never_reads_the_test_split_and_runs_are_seeded(task):
+    windows, splits = task
+    encoder = tiny_encoder()
+    config = TrainConfig(head="mlp", mode="lp", imbalance="sampler", **QUICK)
+    first = run_cell(encoder, windows, splits, config)
+    again = run_cell(encoder, windows, splits, config)
+    y = windows.y.copy()
+    y[splits["test"]] = np.random.default_rng(0).permutation(y[splits["test"]])
+    shuffled = run_cell(encoder, dataclasses.replace(windows, y=y), splits, config)
+    numeric = ["train_loss", "val_loss", "val_macro_f1"]
+    assert first.history[numeric].equals(again.history[numeric])
+    assert first.predictions.equals(again.predictions)
+    assert first.history[numeric].equals(shuffled.history[numeric])
+    assert first.best_epoch == shuffled.best_epoch
+    assert not first.predictions["y_true"].equals(shuffled.predictions["y_true"])
+
+
+def test_class_weights_and_config_checks():
+    np.testing.assert_allclose(class_weights(np.array([0, 0, 0, 1]), 3), [4 / 6, 2.0, 1.0])
+    with pytest.raises(ValueError, match="head"):
+        TrainConfig(head="hinception", mode="ft")
+    with pytest.raises(ValueError, match="imbalance"):
+        TrainConfig(imbalance="focal")
+    with pytest.raises(ValueError, match="encoder"):
+        run_cell(None, None, {}, TrainConfig(mode="ft"))
+
+
+def test_h_inception_time_trains_independent_members(task):
+    windows, splits = task
+    config = TrainConfig(head="hinception", mode="supervised", n_members=2,
+                         **{**QUICK, "n_epochs": 1, "warmup_epochs": 0})
+    result = run_cell(None, windows, splits, config)
+    assert isinstance(result.model, HInceptionTime) and len(result.model.members) == 2
+    assert sorted(result.history["member"].unique()) == [0, 1] and len(result.best_epochs) == 2
+    a, b = (m.network.inception[0].convs[0].weight for m in result.model.members)
+    assert not torch.equal(a, b)
+    proba = result.predictions.filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- learns something
+@pytest.mark.parametrize("backbone", sorted(TINY))
+def test_fine_tuning_every_backbone_beats_chance(task, backbone):
+    windows, splits = task
+    config = TrainConfig(head="mlp", mode="ft", **{**QUICK, "n_epochs": 12, "lr": 3e-3})
+    result = run_cell(tiny_encoder(backbone), windows, splits, config)
+    assert result.test_metrics["macro_f1"] > 0.6  # chance: 1/3
+
+
+def test_a_cell_on_the_embedded_fragments(fragment_small, tmp_path):
+    """The real loader's windows (6 classes, 720 samples, records as groups) end to end."""
+    splits = split_grouped(fragment_small, seed=0)
+    encoder = ecgnb.models.build("ts2vec", device="cpu", verbose=False, **TINY["ts2vec"])
+    config = TrainConfig(head="mlp", mode="lp", label_fraction=0.5, **{**QUICK, "n_epochs": 3})
+    result = run_cell(encoder, fragment_small, splits, config)
+    assert set(result.train_indices) < set(splits["train"])
+    assert set(result.predictions["group"]) == set(fragment_small.groups[splits["test"]])
+    assert result.predictions.filter(like="prob_").shape[1] == 6
+    write_run(tmp_path, result.test_metrics, result.predictions, result.summary(), n_boot=20)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    again = metrics_from_predictions(tmp_path / "predictions.csv", fragment_small.classes)
+    assert {k: record[k] for k in again} == again
+    assert record["best_epoch"] == result.best_epoch and record["select_on"] == "macro_f1"

@@ -1,0 +1,125 @@
+"""Pairwise soft-DTW: numba and torch paths vs a plain dynamic-programming reference and tslearn."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from ecgnb.models.softdtw import (decimate_series, pairwise_soft_dtw, soft_dtw_numba, soft_dtw_torch)
+
+GAMMAS = (0.01, 0.1, 1.0, 10.0)
+
+
+def reference_soft_dtw(a: np.ndarray, b: np.ndarray, gamma: float) -> float:
+    """Textbook recursion (Cuturi & Blondel 2017), squared-Euclidean cost, +inf borders."""
+    n, m = len(a), len(b)
+    r = [[math.inf] * (m + 1) for _ in range(n + 1)]
+    r[0][0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            previous = (r[i - 1][j - 1], r[i - 1][j], r[i][j - 1])
+            low = min(previous)  # factored out so that exp never underflows to log(0)
+            soft = low - gamma * math.log(sum(math.exp(-(v - low) / gamma) for v in previous))
+            r[i][j] = (a[i - 1] - b[j - 1]) ** 2 + soft
+    return r[n][m]
+
+
+def reference_matrix(x: np.ndarray, gamma: float) -> np.ndarray:
+    return np.array([[reference_soft_dtw(p, q, gamma) for q in x] for p in x])
+
+
+def assert_close(actual, expected, rtol=1e-5):
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=1e-12 * scale)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(4, 7)) * 2.0
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_numba_matches_reference(tiny, gamma):
+    assert_close(soft_dtw_numba(tiny, gamma), reference_matrix(tiny, gamma))
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_torch_matches_reference(tiny, gamma):
+    out = soft_dtw_torch(torch.from_numpy(tiny), gamma)
+    assert out.dtype == torch.float64
+    assert_close(out.numpy(), reference_matrix(tiny, gamma))
+
+
+def test_single_sample_series():
+    x = np.random.default_rng(1).normal(size=(3, 1))  # T = 1: a single squared difference
+    expected = (x[:, None, 0] - x[None, :, 0]) ** 2
+    assert_close(soft_dtw_numba(x, 0.1), expected)
+    assert_close(soft_dtw_torch(torch.from_numpy(x), 0.1).numpy(), expected)
+
+
+def test_symmetric_with_negative_diagonal():
+    x = np.random.default_rng(2).normal(size=(6, 25))
+    values = soft_dtw_numba(x, 0.1)
+    np.testing.assert_array_equal(values, values.T)
+    assert (np.diag(values) < 0).all()  # not the divergence: sdtw(x, x) < 0
+    assert (values[~np.eye(6, dtype=bool)] > 0).all()
+
+
+@pytest.mark.slow
+def test_matches_tslearn():
+    from tslearn.metrics import cdist_soft_dtw
+    x = np.random.default_rng(3).normal(size=(5, 60))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        expected = cdist_soft_dtw(x[..., None], gamma=0.1)
+    assert_close(soft_dtw_numba(x, 0.1), expected, rtol=1e-10)
+
+
+def test_torch_path_equals_numba_path():
+    x = np.random.default_rng(4).normal(size=(6, 50)).cumsum(axis=1)
+    for gamma in (0.1, 1.0):
+        numba_values = soft_dtw_numba(x, gamma)
+        torch_values = soft_dtw_torch(torch.from_numpy(x), gamma).numpy()
+        assert_close(torch_values, numba_values, rtol=1e-10)
+
+
+def test_decimate_block_averages_and_shortens():
+    x = np.arange(2 * 11, dtype=float).reshape(2, 11)
+    short = decimate_series(x, 3)
+    assert short.shape == (2, 11 // 3)  # the trailing 11 % 3 samples are dropped
+    np.testing.assert_allclose(short[0], [1.0, 4.0, 7.0])
+    np.testing.assert_allclose(decimate_series(torch.from_numpy(x), 3).numpy(), short)
+    assert decimate_series(x, 1) is x
+    with pytest.raises(ValueError):
+        decimate_series(x, 12)
+
+
+def test_decimate_option_computes_on_the_decimated_copy():
+    x = np.random.default_rng(5).normal(size=(4, 40))
+    expected = soft_dtw_numba(decimate_series(x, 4), 0.1)
+    np.testing.assert_allclose(pairwise_soft_dtw(x, 0.1, decimate=4), expected)
+    assert not np.allclose(pairwise_soft_dtw(x, 0.1), expected)
+
+
+def test_front_door_types_layouts_and_errors():
+    x = np.random.default_rng(6).normal(size=(3, 1, 12)).astype(np.float32)
+    as_numpy = pairwise_soft_dtw(x)
+    assert isinstance(as_numpy, np.ndarray) and as_numpy.shape == (3, 3)
+    as_tensor = pairwise_soft_dtw(torch.from_numpy(x).requires_grad_())
+    assert isinstance(as_tensor, torch.Tensor) and not as_tensor.requires_grad
+    np.testing.assert_allclose(as_tensor.numpy(), as_numpy)
+    np.testing.assert_allclose(pairwise_soft_dtw(x, method="torch"), as_numpy, rtol=1e-10)
+    for bad in (dict(gamma=0.0), dict(method="cuda"), dict(decimate=0)):
+        with pytest.raises(ValueError):
+            pairwise_soft_dtw(x, **bad)
+    with pytest.raises(ValueError):
+        pairwise_soft_dtw(np.zeros((2, 3, 4)))
+
+
+def test_softdtw_benchmark_smoke():
+    from ecgnb.bench import bench_softdtw, format_softdtw, max_relative_difference
+    rows = bench_softdtw(3, 12, 0.1, 1, ["numba", "torch", "tslearn"], torch_cpu_series=2)
+    assert [len(r["values"]) for r in rows] == [3, 2, 3]
+    assert max_relative_difference(rows[0]["values"], rows[-1]["values"]) < 1e-10
+    assert "tslearn" in format_softdtw(rows, 12, 0.1)

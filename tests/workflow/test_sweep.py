@@ -1,0 +1,295 @@
+"""The sweep scheduler on tiny fake notebooks: DAG order, failures, resumption, invalidation."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from ecgnb import cli, results
+from ecgnb.workflow import sweep
+from ecgnb.config import write_json
+from ecgnb.workflow.grid import load_grid
+from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS
+from ecgnb.workflow.runner import params_hash
+
+PARAMETERS = '''backbone: str = ""
+corpus: str = ""
+parent_run: str = ""
+scenario: str = ""
+encoder_run: str = ""
+baselines: list = []
+heads: list = []
+modes: list = []
+seeds: list = []
+label_fraction: float = 1.0
+runs: list = []
+n_epochs: int = 1
+use_small_data: bool = True
+device: str = "auto"
+fail: bool = False
+sleep_s: float = 0.0
+output_dir: str = ""'''
+
+# Imitates notebooks 02-04: checks its parents finished, writes cells (04), marks itself done.
+BODY = '''import json, os, pathlib, time
+out = pathlib.Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+root = pathlib.Path(os.environ["ECGNB_OUTPUTS"])
+with open(root / "executions.log", "a") as log:
+    log.write(out.relative_to(root).as_posix() + "\\n")
+time.sleep(sleep_s)
+if fail:
+    raise RuntimeError("planned failure")
+for name in [parent_run, encoder_run, *runs]:
+    if name and name != "none":
+        assert (root / name / "_SUCCESS.json").is_file(), f"parent {name} not finished"'''
+CELLS = '''info, pairs = {"scenario": scenario or corpus, "backbone": backbone}, []
+if encoder_run == "none":
+    info, pairs = {"scenario": "none", "backbone": "supervised"}, [(b, "supervised") for b in baselines]
+elif encoder_run:
+    info = json.loads((root / encoder_run / "_SUCCESS.json").read_text())["summary"]
+    pairs = [(h, m) for h in heads for m in modes]
+for head, mode in pairs:
+    for seed in seeds:
+        cell = out / "cells" / f"{head}-{mode}-s{seed}"
+        cell.mkdir(parents=True, exist_ok=True)
+        score = 0.5 + 0.01 * seed
+        (cell / "cell.json").write_text(json.dumps({**info, "head": head, "mode": mode, "seed": seed,
+            "label_fraction": label_fraction, "encoder_run": encoder_run, "wall_s": 0.1}))
+        (cell / "metrics.json").write_text(json.dumps({"macro_f1": score, "accuracy": score,
+            "n_test": 10, "ci": {"macro_f1": [score - 0.1, score + 0.1]}, "val_metrics": {"macro_f1": score}}))
+summary = {"scenario": info["scenario"], "backbone": info["backbone"],
+           "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+tmp = out / "_SUCCESS.json.tmp"
+tmp.write_text(json.dumps({"started": "", "summary": summary}))
+tmp.replace(out / "_SUCCESS.json")'''
+
+
+def fake_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(BODY), nbformat.v4.new_code_cell(CELLS)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def write_grid(path: Path, notebook: Path, **changes) -> Path:
+    """A tiny grid: ts2vec x (ECG, ECG continued1) x mlp x (lp, ft) x 2 seeds: 4 runs, 8 cells.
+
+    A section given in ``changes`` replaces the default one (its notebook is the fake one);
+    ``baselines`` is off unless given."""
+    nb = {"notebook": str(notebook)}
+    spec = {"name": "t", "common": {"use_small_data": True},
+            "backbones": ["ts2vec"], "scenarios": ["ECG", "ECG continued1"],
+            "pretraining": {**nb, "n_epochs": 2}, "regularization": dict(nb),
+            "finetuning": {**nb, "heads": ["mlp"], "modes": ["lp", "ft"], "seeds": [0, 1]}}
+    for key, value in changes.items():
+        stage = key in ("pretraining", "regularization", "finetuning", "baselines")
+        spec[key] = {**nb, **value} if stage else value
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path / "outputs"))
+    (tmp_path / "outputs").mkdir()
+    return tmp_path / "outputs"
+
+
+@pytest.fixture
+def fake_nb(tmp_path):
+    return fake_notebook(tmp_path / "fake.ipynb")
+
+
+def executions(outputs: Path) -> list[str]:
+    log = outputs / "executions.log"
+    return log.read_text().split() if log.is_file() else []
+
+
+def states(statuses) -> dict[str, str]:
+    return {name: s.state for name, s in statuses.items()}
+
+
+# --------------------------------------------------------------------------- with papermill
+@pytest.mark.slow
+def test_failure_skips_dependants_only_and_stays_failed(tmp_path, outputs, fake_nb):
+    path = write_grid(tmp_path / "g.yaml", fake_nb, backbones=["ts2vec", "tstcc"],
+                      scenarios=["ECG"], pretraining={"by_backbone": {"tstcc": {"fail": True}}})
+    grid = load_grid(path)
+    first = states(sweep.run_sweep(grid, jobs=2, progress=False))
+    assert first == {"pretraining/ts2vec-ecg": "done", "pretraining/tstcc-ecg": "failed",
+                     "finetuning/ts2vec-ecg-f1.0": "done", "finetuning/tstcc-ecg-f1.0": "skipped"}
+    failed = outputs / "t" / "pretraining" / "tstcc-ecg"
+    assert "planned failure" in json.loads((failed / FAILED).read_text())["error"]
+    assert (failed / "fake.ipynb").is_file() and not (failed / SUCCESS).exists()
+    record = json.loads((outputs / "t" / "sweep.json").read_text())
+    assert record["runs"]["pretraining/tstcc-ecg"]["error"].endswith("planned failure")
+    assert record["counts"] == {"done": 2, "failed": 1, "skipped": 1}
+
+    n_runs = len(executions(outputs))
+    again = states(sweep.run_sweep(grid, jobs=2, progress=False))
+    assert len(executions(outputs)) == n_runs  # nothing re-runs, the failure is kept
+    assert again["pretraining/tstcc-ecg"] == "failed" and again["finetuning/tstcc-ecg-f1.0"] == "skipped"
+    assert sum(s == "cached" for s in again.values()) == 2
+
+    retried = states(sweep.run_sweep(grid, jobs=2, progress=False, retry_failed=True))
+    assert executions(outputs)[n_runs:] == ["t/pretraining/tstcc-ecg"]
+    assert retried["pretraining/tstcc-ecg"] == "failed"
+
+
+@pytest.mark.slow
+def test_changed_parameter_reruns_the_run_and_its_dependants(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    sweep.run_sweep(grid, jobs=2, progress=False)
+    assert len(executions(outputs)) == 4
+    changed = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, regularization={"n_epochs": 3}))
+    result = states(sweep.run_sweep(changed, jobs=2, progress=False))
+    assert sorted(executions(outputs)[4:]) == ["t/finetuning/ts2vec-ecg-continued1-f1.0",
+                                               "t/regularization/ts2vec-ecg-continued1"]
+    assert sorted(result.values()) == ["cached"] * 2 + ["done"] * 2
+    rows = results.collect_results(outputs / "t", root=outputs)
+    assert len(rows) == 2 * 2 * 2 and not rows.duplicated(["run", "cell"]).any()
+
+
+@pytest.mark.slow
+def test_hard_kill_then_resume(tmp_path, outputs, fake_nb):
+    path = write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"], finetuning={
+        "heads": ["mlp"], "modes": ["lp", "ft"], "seeds": [0, 1], "sleep_s": 1.5})
+    pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    proc = subprocess.Popen([sys.executable, "-m", "ecgnb.cli", "run", str(path), "--jobs", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = outputs / "t" / "finetuning" / "ts2vec-ecg-f1.0"
+    deadline = time.time() + 120
+    while not (running / sweep.ATTEMPT).is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (running / sweep.ATTEMPT).is_file(), "the sweep never reached the downstream run"
+    time.sleep(2)  # the orphaned kernel (if any) dies or ends its sleep
+    assert not sweep.plan(load_grid(path))["finetuning/ts2vec-ecg-f1.0"].state == "cached"
+    before = executions(outputs)
+    assert before[0] == "t/pretraining/ts2vec-ecg"
+    assert results.collect_results(outputs / "t", root=outputs).empty  # nothing looks complete
+
+    result = states(sweep.run_sweep(load_grid(path), jobs=2, progress=False))
+    assert result["pretraining/ts2vec-ecg"] == "cached"
+    assert set(result.values()) <= {"cached", "done"}
+    rerun = executions(outputs)[len(before):]
+    assert "t/pretraining/ts2vec-ecg" not in rerun and "t/finetuning/ts2vec-ecg-f1.0" in rerun
+    rows = results.collect_results(outputs / "t", root=outputs)
+    assert len(rows) == 2 * 2 and not rows.duplicated(["run", "cell"]).any()
+
+
+def test_device_pinning_runs_in_a_child_with_one_visible_gpu(tmp_path, outputs, fake_nb,
+                                                             monkeypatch):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    calls = []
+    monkeypatch.setattr(sweep.subprocess, "run", lambda argv, env, **kw: calls.append((argv, env))
+                        or subprocess.CompletedProcess(argv, 0, "", ""))
+    sweep.execute_run(grid, "pretraining/ts2vec-ecg", (), device="cuda:3")
+    (argv, env), = calls
+    assert argv[:3] == [sys.executable, "-m", "ecgnb.workflow.sweep"] and env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert sweep._child(argv[3]) == 0  # what the child runs: the run, stamped with its hash
+    record = json.loads((outputs / "t" / "pretraining" / "ts2vec-ecg" / SUCCESS).read_text())
+    assert record["params_hash"] == grid.hashes()["pretraining/ts2vec-ecg"]
+
+
+# --------------------------------------------------------------------------- scheduling logic
+def fake_execute(log: list):
+    """An in-process stand-in for papermill: marks the run complete the way the runner does."""
+    def execute(grid, name, parent_hashes, device):
+        log.append((name, device))
+        folder = sweep.run_folder(grid, name)
+        digest = params_hash(grid.runs[name].params, parent_hashes)
+        time.sleep(0.05)
+        write_json(folder / SUCCESS, {"params_hash": digest, "wall_s": 0.05})
+    return execute
+
+
+def test_only_runs_matches_and_missing_ancestors(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, backbones=["ts2vec", "tstcc"]))
+    log = []
+    result = sweep.run_sweep(grid, only="finetuning/tstcc-ecg-continued1*", progress=False,
+                             execute=fake_execute(log))
+    assert [n for n, _ in log] == ["pretraining/tstcc-ecg", "regularization/tstcc-ecg-continued1",
+                                   "finetuning/tstcc-ecg-continued1-f1.0"]
+    assert sum(s.state == "excluded" for s in result.values()) == len(grid.runs) - 3
+    log.clear()
+    sweep.run_sweep(grid, only="finetuning/tstcc-ecg-f1.0", progress=False, execute=fake_execute(log))
+    assert log == [("finetuning/tstcc-ecg-f1.0", None)]  # its ancestor is complete
+
+
+def test_parents_finish_before_children_and_devices_are_not_shared(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, backbones=["ts2vec", "tstcc"]))
+    busy, log, lock = set(), [], threading.Lock()
+    plain = fake_execute(log)
+
+    def execute(grid_, name, parent_hashes, device):
+        with lock:
+            assert device not in busy
+            busy.add(device)
+            done = {n for n, _ in log}
+        assert set(grid_.runs[name].parents) <= done
+        plain(grid_, name, parent_hashes, device)
+        with lock:
+            busy.discard(device)
+
+    result = sweep.run_sweep(grid, jobs=2, devices=["cuda:0", "cuda:1"], progress=False,
+                             execute=execute)
+    assert {s.state for s in result.values()} == {"done"}
+    assert {d for _, d in log} == {"cuda:0", "cuda:1"}
+
+
+def test_devices_need_auto_device(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, common={"device": "cpu"}))
+    with pytest.raises(ValueError, match="device: auto"):
+        sweep.run_sweep(grid, devices=["cuda:0"], progress=False, execute=fake_execute([]))
+
+
+def test_one_sweep_per_grid_at_a_time(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    with sweep.sweep_lock(grid):
+        with pytest.raises(sweep.SweepBusy, match="another sweep"):
+            sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    assert {s.state for s in sweep.run_sweep(grid, progress=False,
+                                             execute=fake_execute([])).values()} == {"done"}
+
+
+def test_parallel_kernels_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")  # the user's choice is kept
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    with sweep.thread_budget(jobs=4):
+        assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["MKL_NUM_THREADS"] == "7"
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"
+
+
+def test_stale_outputs_of_another_hash_are_removed(tmp_path):
+    folder = tmp_path / "run"
+    sweep.prepare_folder(folder, "aaa")
+    (folder / "cells" / "old").mkdir(parents=True)
+    sweep.prepare_folder(folder, "aaa")  # same attempt resumed: kept
+    assert (folder / "cells" / "old").is_dir()
+    sweep.prepare_folder(folder, "bbb")  # other parameters: the old outputs go
+    assert not (folder / "cells").exists()
+    assert json.loads((folder / sweep.ATTEMPT).read_text())["params_hash"] == "bbb"
+
+
+def test_dry_run_prints_the_dag(tmp_path, outputs, fake_nb, capsys):
+    path = write_grid(tmp_path / "g.yaml", fake_nb)
+    assert cli.main(["run", str(path), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "pretraining (1 runs)" in text and "finetuning (2 runs, 8 cells)" in text
+    assert "finetuning/ts2vec-ecg-continued1-f1.0  <- regularization/ts2vec-ecg-continued1" in text
+    assert "4 runs, 8 downstream cells" in text
+    assert not (outputs / "executions.log").exists()
