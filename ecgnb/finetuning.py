@@ -96,8 +96,8 @@ def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
         folder.mkdir(parents=True, exist_ok=True)
         result.history.to_csv(folder / "history.csv", index=False)
         torch.save(result.model.state_dict(), folder / runs.CELL_MODEL)
-        record = {**source, **dataclasses.asdict(cell), "cell": cell.name,
-                  "wall_s": time.time() - start}
+        record = {**source, **dataclasses.asdict(cell), **result.label_record(),
+                  "cell": cell.name, "wall_s": time.time() - start}
         write_json(folder / runs.CELL_RECORD, record)
         metrics.write_run(folder, result.test_metrics, result.predictions,
                           extra={**result.summary(), "cell": record})
@@ -116,7 +116,9 @@ def summarize(out: Path, todo: list[Cell]) -> pd.DataFrame:
                      "val_macro_f1": m["val_metrics"]["macro_f1"], "macro_f1": m["macro_f1"],
                      "macro_f1_ci": tuple(round(v, 3) for v in m["ci"]["macro_f1"]),
                      "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-                     "best_epoch": m["best_epoch"], "n_test": m["n_test"]})
+                     "best_epoch": m["best_epoch"], "n_train": m.get("n_train"),
+                     "label_fraction_realised": m.get("label_fraction_realised"),
+                     "n_test": m["n_test"]})
     return pd.DataFrame(rows)
 
 

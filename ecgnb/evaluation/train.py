@@ -120,6 +120,7 @@ class CellResult:
     val_predictions: pd.DataFrame
     train_indices: np.ndarray
     config: TrainConfig
+    n_train_available: int = 0  # labelled windows of the training split (before the label subset)
 
     @property
     def best_epoch(self) -> int:
@@ -132,8 +133,14 @@ class CellResult:
         config = dataclasses.asdict(self.config)
         return {"seed": self.config.seed, "select_on": self.config.select_on, "best_epoch": best,
                 "n_epochs_run": int(self.history.groupby("member")["epoch"].max().max()),
-                "n_train": int(len(self.train_indices)), "val_metrics": self.val_metrics,
-                "train_config": config}
+                **self.label_record(), "val_metrics": self.val_metrics, "train_config": config}
+
+    def label_record(self) -> dict:
+        """The labels the cell trained on: ``n_train``, of ``n_train_available``, and the
+        realised share (whole records only, so it differs from the requested ``label_fraction``)."""
+        n_train, n_available = int(len(self.train_indices)), int(self.n_train_available)
+        return {"n_train": n_train, "n_train_available": n_available,
+                "label_fraction_realised": n_train / n_available if n_available else None}
 
 
 # --------------------------------------------------------------------------- label efficiency
@@ -142,10 +149,10 @@ def label_subset(data, fraction: float, seed: int, within=None) -> np.ndarray:
 
     ``data``: a :class:`~ecgnb.data.Windows` or a tuple ``(y, groups)``; ``within``: the indices
     to draw from (the training split; default all). Whole groups (source records) are kept or
-    dropped. The groups are put in one seeded random order; for every class, the shortest prefix
-    of that order (among the groups holding the class) that covers ``fraction`` of the class's
-    windows is kept, at least one group per class. The prefixes grow with ``fraction``, so at one
-    seed the subsets are nested (10 % inside 25 %) and identical for every model.
+    dropped, so the realised fraction can only approach the request: :func:`choose_records` picks
+    the groups whose class counts come closest to ``fraction`` of every class's windows (every
+    class keeps at least one group). Seeded, and the same for every model at one seed; subsets of
+    two fractions are not nested. The realised share is ``len(result) / labelled windows``.
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -155,15 +162,58 @@ def label_subset(data, fraction: float, seed: int, within=None) -> np.ndarray:
     within = within[y[within] >= 0]
     if fraction >= 1.0:
         return np.sort(within)
-    order = np.random.default_rng(seed).permutation(np.unique(groups[within]))
-    keep: set[str] = set()
-    for label in np.unique(y[within]):
-        counts = pd.Series(groups[within][y[within] == label]).value_counts()
-        ranked = [g for g in order if g in counts.index]
-        covered = np.cumsum(counts[ranked].to_numpy())
-        n_keep = int(np.searchsorted(covered, fraction * covered[-1] - 1e-9)) + 1
-        keep.update(ranked[:n_keep])
-    return np.sort(within[np.isin(groups[within], list(keep))])
+    _, record = np.unique(groups[within], return_inverse=True)
+    _, label = np.unique(y[within], return_inverse=True)
+    counts = np.zeros((record.max() + 1, label.max() + 1))
+    np.add.at(counts, (record, label), 1)
+    keep = choose_records(counts, fraction, np.random.default_rng(seed))
+    return np.sort(within[keep[record]])
+
+
+def choose_records(counts: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Which records ``[R]`` (bool) to keep so that the kept windows of each class come closest
+    to ``fraction`` of that class's windows; ``counts`` ``[R, K]`` windows per record and class.
+
+    The cost is the sum over classes of |kept - target| / class size. Start: for each class,
+    rarest first, the record that covers it at the lowest cost (if none kept covers it yet);
+    then, in one seeded random order, add, drop or swap single records while the cost falls and
+    every class stays covered (a local search: close to the best that whole records allow).
+    """
+    totals = counts.sum(0)
+    target = fraction * totals
+
+    def cost(kept: np.ndarray) -> float:
+        return float((np.abs(counts[kept].sum(0) - target) / totals).sum())
+
+    def covers(kept: np.ndarray) -> bool:
+        return bool((counts[kept].sum(0) > 0).all())
+
+    order = rng.permutation(len(counts))
+    keep = np.zeros(len(counts), dtype=bool)
+    for k in np.argsort((counts > 0).sum(0), kind="stable"):
+        if counts[keep, k].sum() == 0:
+            keep[next(r for r in order if counts[r, k] > 0)] = True
+    best, improved = cost(keep), True
+    while improved:
+        improved = False
+        for trial in _neighbours(keep, order):
+            if covers(trial) and cost(trial) < best - 1e-12:
+                keep, best, improved = trial, cost(trial), True
+                break
+    return keep
+
+
+def _neighbours(keep: np.ndarray, order: np.ndarray):
+    """Every subset one record away (added or dropped), then one swap away, in ``order``."""
+    for r in order:
+        trial = keep.copy()
+        trial[r] = not trial[r]
+        yield trial
+    for r_in in order[keep[order]]:
+        for r_out in order[~keep[order]]:
+            trial = keep.copy()
+            trial[[r_in, r_out]] = [False, True]
+            yield trial
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -361,7 +411,8 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
     return CellResult(model=model, history=history, best_epochs=[f.best_epoch for f in fits],
                       val_metrics=scored["val"][0], test_metrics=scored["test"][0],
                       predictions=scored["test"][1], val_predictions=scored["val"][1],
-                      train_indices=train_idx, config=config)
+                      train_indices=train_idx, config=config,
+                      n_train_available=int(len(splits["train"])))
 
 
 def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
