@@ -1,22 +1,33 @@
-"""The study's results: one tidy table of downstream cells, the study table, paired statistics, plots.
+"""The study's results: one tidy table of downstream cells, the study table, exact tests, plots.
 
 - :func:`collect_results`: one row per *complete* cell (``cells/<cell>/metrics.json``) of every
   *complete* run (``_SUCCESS.json``) under a folder, rebuilt from the files each time.
 - :func:`study_table`: macro-F1 mean +/- std over seeds per scenario x (backbone, head); linear
   probing vs fine-tuning chosen per cell on mean *validation* macro-F1 (never test) and marked;
   best per column in bold; the supervised baselines in their own column.
-- :func:`compare_to_reference` / :func:`best_vs_baseline`: paired by seed, Wilcoxon signed-rank
-  (exact for small n: with 5 seeds the smallest two-sided p is 2/2^5 = 0.0625) and a paired
-  bootstrap of the mean difference (95 % interval, two-sided p).
+- :func:`compare_to_reference`: each scenario vs "ECG" in the *same* mode, paired by seed, exact
+  sign-flip test (:mod:`ecgnb.evaluation.stats`: with n seeds no p below 2/2^n exists, and none is
+  shown); :func:`best_vs_baseline`: the best SSL cell vs a supervised baseline, whose seeds are
+  unrelated to the SSL seeds: exact *unpaired* permutation test.
+- The unit of every test and spread: the downstream seed when one pretraining seed was run (the
+  tests then compare pretraining *checkpoints*), the pretraining seed (mean over its downstream
+  seeds) when the grid ran several (``pretrain_seeds``: they compare *strategies*).
+- Every table is of one recipe (``recipe`` column, when cells record it): :func:`by_recipe`.
 - Plots take a table and return a plotly figure.
 
-Layout of ``results.csv``: :data:`KEYS`, test metrics :data:`METRICS`, ``val_<metric>``,
-``<metric>_ci_low/_high`` (grouped bootstrap over source records, per cell), ``n_test``,
-``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``wall_s``, ``run_wall_s``.
+Layout of ``results.csv``: a row's key is :data:`KEYS` plus ``pretrain_seed`` (the encoder's
+pretraining seed; empty for the baselines) and ``recipe`` where recorded; test metrics
+:data:`METRICS`, ``val_<metric>``, ``<metric>_ci_low/_high`` (grouped bootstrap over source
+records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the mean over the seeds
+of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
+``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
+``n_test``, ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``wall_s``,
+``run_wall_s``.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +36,17 @@ import plotly.graph_objects as go
 
 from ecgnb import runs
 from ecgnb.data.scenarios import SCENARIOS
-from ecgnb.evaluation.stats import bootstrap_mean_ci, paired_test, smallest_wilcoxon_p
-from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, METRICS,
-                                     REFERENCE, SSL_MODES, SUPERVISED, cell_table, drift_table,
-                                     in_study_order, probe_table)
+from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
+from ecgnb.evaluation.stats import bootstrap_mean_ci, paired_test, unpaired_test
+from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, LABELS,
+                                     METRICS, NO_RECIPE, REFERENCE, SSL_MODES, SUPERVISED,
+                                     by_recipe, cell_table, drift_table, in_study_order,
+                                     label_line, probe_table, recipe_of)
 
 # Stage -> the summary its runs write (``<stage>.json`` per run, ``<stage>.csv`` per grid).
 STAGE_SUMMARIES = ("pretraining", "regularization")
+SEED_MEAN_N_BOOT = 2000  # resamples of the interval of a cell's mean over seeds
+
 
 @dataclasses.dataclass(frozen=True)
 class ResultsConfig:
@@ -58,7 +73,8 @@ def collect_results(folder, root=None) -> pd.DataFrame:
         for cell in runs.complete_cells(run):
             rows.append(_cell_row(runs.cell_folder(run, cell), run.relative_to(root).as_posix(),
                                   record))
-    return _tidy(pd.DataFrame(rows))
+    frame = pd.DataFrame(rows)
+    return _tidy(_with_seed_mean_ci(frame, root) if len(frame) else frame)
 
 
 def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
@@ -71,6 +87,10 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     row.update({f"val_{m}": val.get(m) for m in METRICS})
     for m, (low, high) in (metrics.get("ci") or {}).items():
         row[f"{m}_ci_low"], row[f"{m}_ci_high"] = low, high
+    row.update({k: metrics.get(k, info.get(k)) for k in LABELS})
+    row["pretrain_seed"] = info.get("pretrain_seed")
+    if "recipe" in info or "recipe" in metrics:
+        row["recipe"] = info.get("recipe", metrics.get("recipe"))
     best = metrics.get("best_epoch")
     row.update({"n_test": metrics.get("n_test"),
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
@@ -80,12 +100,33 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     return row
 
 
+def _with_seed_mean_ci(frame: pd.DataFrame, root: Path,
+                       n_boot: int = SEED_MEAN_N_BOOT) -> pd.DataFrame:
+    """``<metric>_seed_mean_ci_low/_high`` per (run, head, mode, label fraction): the interval of
+    the mean over the group's seeds, from their ``predictions.csv`` (NaN where one is missing)."""
+    frame = frame.copy()
+    for key, part in frame.groupby(["run", "head", "mode", "label_fraction"], sort=False):
+        paths = [root / run / runs.CELLS / cell / runs.CELL_PREDICTIONS
+                 for run, cell in zip(part["run"], part["cell"])]
+        if not all(p.is_file() for p in paths):
+            continue
+        predictions = [pd.read_csv(p, dtype={"group": str}) for p in paths]
+        for metric in CI_METRICS:
+            low, high = bootstrap_seed_mean_ci(predictions, metric, n_boot)
+            frame.loc[part.index, f"{metric}_seed_mean_ci_low"] = low
+            frame.loc[part.index, f"{metric}_seed_mean_ci_high"] = high
+    return frame
+
+
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=list(KEYS) + list(METRICS) + ["val_macro_f1", "run", "cell"])
     frame = frame.sort_values(["run", "cell"], kind="stable").reset_index(drop=True)
     frame["label_fraction"] = frame["label_fraction"].astype(float)
     frame["seed"] = frame["seed"].astype(int)
+    for column in ("pretrain_seed",) + LABELS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame \
+            else np.nan
     return frame
 
 
@@ -131,18 +172,50 @@ def pick_fraction(results: pd.DataFrame, label_fraction: float | None = None) ->
 
 
 # --------------------------------------------------------------------------- summaries
+def unit_of(rows: pd.DataFrame) -> str:
+    """The independent unit of ``rows``: ``pretraining seed`` when several were run, else ``seed``
+    (the downstream seed: then every comparison is of one pretraining checkpoint per strategy)."""
+    return "pretraining seed" if "pretrain_seed" in rows and rows["pretrain_seed"].nunique() > 1 \
+        else "seed"
+
+
+def unit_scores(rows: pd.DataFrame, metric: str, unit: str) -> pd.Series:
+    """``metric`` per unit of one cell's rows: per downstream seed, or per pretraining seed (the
+    mean over its downstream seeds; baselines, which have none, stay per seed)."""
+    return rows.groupby(_unit_column(rows, unit))[metric].mean()
+
+
+def _unit_column(rows: pd.DataFrame, unit: str) -> str:
+    if unit == "seed" or "pretrain_seed" not in rows or rows["pretrain_seed"].isna().all():
+        return "seed"
+    return "pretrain_seed"
+
+
 def summarize(results: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 10000,
               seed: int = 0) -> pd.DataFrame:
-    """Per (scenario, backbone, head, mode, label_fraction): mean, std, n over seeds, the
-    bootstrap 95 % interval of the mean, and the mean validation score."""
+    """Per (scenario, backbone, head, mode, label_fraction) of one recipe: mean, std and n over
+    units (:func:`unit_of`), the bootstrap 95 % interval of the mean (from 5 units on), the
+    mean validation score and the realised label share."""
+    _one_recipe(results)
+    unit = unit_of(results)
     rows = []
     for key, part in results.groupby(list(KEYS[:-1]), sort=False):
-        low, high = bootstrap_mean_ci(part[metric], n_boot, seed)
-        rows.append({**dict(zip(KEYS[:-1], key)), "metric": metric, "mean": part[metric].mean(),
-                     "std": part[metric].std(ddof=1) if len(part) > 1 else float("nan"),
-                     "n": len(part), "ci_low": low, "ci_high": high,
-                     "val_mean": part[f"val_{metric}"].mean()})
+        scores = unit_scores(part, metric, unit)
+        low, high = bootstrap_mean_ci(scores, n_boot, seed)
+        rows.append({**dict(zip(KEYS[:-1], key)), "metric": metric,
+                     "unit": _unit_column(part, unit).replace("pretrain_seed", "pretraining seed"),
+                     "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else np.nan,
+                     "n": len(scores), "ci_low": low, "ci_high": high,
+                     "val_mean": unit_scores(part, f"val_{metric}", unit).mean(),
+                     "label_fraction_realised": part["label_fraction_realised"].mean()
+                     if "label_fraction_realised" in part else np.nan})
     return pd.DataFrame(rows)
+
+
+def _one_recipe(results: pd.DataFrame) -> None:
+    if len(by_recipe(results)) > 1:
+        raise ValueError(f"results of several recipes ({recipe_of(results)}): one table per "
+                         "recipe (ecgnb.results.by_recipe)")
 
 
 def choose_mode(summary: pd.DataFrame) -> pd.DataFrame:
@@ -158,58 +231,67 @@ def choose_mode(summary: pd.DataFrame) -> pd.DataFrame:
 
 def compare_to_reference(results: pd.DataFrame, reference: str = REFERENCE,
                          metric: str = "macro_f1", n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """Each scenario against ``reference`` pretraining, same backbone, head, mode and fraction,
-    paired by seed: one row per comparison with both means, the difference and both p-values."""
+    """Each scenario against ``reference`` pretraining in the same backbone, head, *mode* and
+    fraction, paired by unit (:func:`unit_of`): exact sign-flip test, one row per comparison."""
+    _one_recipe(results)
     ssl = results[results["mode"].isin(SSL_MODES)]
-    base = ssl[ssl["scenario"] == reference].set_index(list(KEYS))[metric]
+    unit = unit_of(ssl)
+    cells = dict(list(ssl.groupby(list(KEYS[:-1]), sort=False)))
     rows = []
-    for key, part in ssl[ssl["scenario"] != reference].groupby(list(KEYS[:-1]), sort=False):
-        ref_keys = [(reference, *key[1:], s) for s in part["seed"]]
-        paired = [(v, base[k]) for v, k in zip(part[metric], ref_keys) if k in base.index]
-        if not paired:
+    for key, part in cells.items():
+        base = cells.get((reference, *key[1:]))
+        if key[0] == reference or base is None:
             continue
-        a, b = np.array(paired).T
+        a, b = unit_scores(part, metric, unit), unit_scores(base, metric, unit)
+        common = a.index.intersection(b.index)
+        if len(common) == 0:
+            continue
         rows.append({**dict(zip(KEYS[:-1], key)), "reference": reference, "metric": metric,
-                     "mean": a.mean(), "reference_mean": b.mean(),
-                     **paired_test(a, b, n_boot, seed)})
+                     "unit": unit, "mean": a[common].mean(), "reference_mean": b[common].mean(),
+                     **paired_test(a[common], b[common], n_boot, seed)})
     return _with_note(in_study_order(pd.DataFrame(rows)))
 
 
 def best_vs_baseline(results: pd.DataFrame, baseline: str = "hinception",
                      metrics=("macro_f1", "accuracy"), n_boot: int = 10000,
                      seed: int = 0) -> pd.DataFrame:
-    """The best SSL cell (highest mean validation macro-F1) against ``baseline``, paired by seed."""
+    """The best SSL cell (highest mean validation macro-F1) against ``baseline``. Their seeds
+    are unrelated (seed i of one is no partner of seed i of the other): exact unpaired
+    permutation test of the difference of means."""
+    _one_recipe(results)
     ssl = results[results["mode"].isin(SSL_MODES)]
     sup = results[(results["mode"] == SUPERVISED) & (results["head"] == baseline)]
     if ssl.empty or sup.empty:
         return _with_note(pd.DataFrame())
     best_key = ssl.groupby(list(KEYS[:-1]))["val_macro_f1"].mean().idxmax()
-    best = ssl.set_index(list(KEYS[:-1])).loc[[best_key]].set_index("seed")
-    sup = sup.set_index("seed")
-    seeds = sorted(set(best.index) & set(sup.index))
+    best = ssl.set_index(list(KEYS[:-1])).loc[[best_key]]
+    unit = unit_of(best)
     rows = []
     for metric in metrics:
-        a, b = best.loc[seeds, metric].to_numpy(), sup.loc[seeds, metric].to_numpy()
+        a, b = unit_scores(best, metric, unit), unit_scores(sup, metric, "seed")
         rows.append({**dict(zip(KEYS[:-1], best_key)), "baseline": BASELINE_NAMES.get(baseline, baseline),
-                     "metric": metric, "mean": a.mean(), "baseline_mean": b.mean(),
-                     **paired_test(a, b, n_boot, seed)})
+                     "metric": metric, "unit": unit, "mean": a.mean(), "baseline_mean": b.mean(),
+                     **unpaired_test(a, b, seed)})
     return _with_note(pd.DataFrame(rows))
 
 
 def _with_note(frame: pd.DataFrame) -> pd.DataFrame:
     if not frame.empty:
-        frame["note"] = [f"n={n}: smallest two-sided Wilcoxon p = {smallest_wilcoxon_p(n):.4g}"
-                         for n in frame["n"]]
+        frame["note"] = [f"{test}, n={n}: smallest attainable p = {p_min:.3g}"
+                         for test, n, p_min in zip(frame["test"], frame["n"], frame["p_min"])]
     return frame
 
 
 # --------------------------------------------------------------------------- the study table
 @dataclasses.dataclass
 class StudyTable:
-    """The study's table in long form: one entry per (row, column) with its numbers and marks.
+    """The study's table of one recipe and label fraction, in long form: one entry per (row,
+    column) with its numbers and marks.
 
     ``entries`` columns: row, column, mean, std, n, mode (chosen on validation; ``supervised``
-    for baselines), val_mean, p_vs_reference (Wilcoxon), is_best (per column, on the shown mean).
+    for baselines), val_mean, p_vs_reference (exact sign-flip test vs the reference in the
+    entry's mode), p_min, versus (the reference cell compared, where the reference entry shown
+    is in the other mode), is_best (per column, on the shown mean).
     """
 
     entries: pd.DataFrame
@@ -217,6 +299,9 @@ class StudyTable:
     columns: list[str]
     metric: str
     label_fraction: float
+    recipe: str = NO_RECIPE
+    labels: str = ""  # the labelled training fragments, requested and realised
+    unit: str = "seed"
 
     def text(self, style: str = "markdown") -> pd.DataFrame:
         """The table as strings, ``style`` markdown | latex | plain."""
@@ -226,49 +311,65 @@ class StudyTable:
         return grid
 
     def to_markdown(self) -> str:
-        return markdown_table(self.text("markdown"), self.caption())
+        return f"**recipe: {self.recipe}**\n\n" + markdown_table(self.text("markdown"), self.caption())
 
     def to_latex(self) -> str:
         return _latex(self.text("latex"), self.caption())
 
     def caption(self) -> str:
-        return (f"{self.metric} (%) mean ± std over seeds, label fraction {self.label_fraction:g}; "
-                "(LP)/(FT): mode chosen on mean validation score; bold: best per column; "
-                f"p: Wilcoxon signed-rank vs {REFERENCE}, same backbone, head, mode, paired by seed.")
+        p_min = sorted({f"{p:.3g}" for p in self.entries["p_min"].dropna()})
+        floor = f"; smallest attainable p: {', '.join(p_min)}" if p_min else ""
+        units = ("seeds (downstream training only: one pretraining checkpoint per scenario and "
+                 "backbone, one data split, so p compares checkpoints, not strategies)"
+                 if self.unit == "seed" else
+                 "pretraining seeds (each the mean over its downstream seeds; one data split)")
+        return (f"recipe: {self.recipe}. {self.metric} (%) mean ± std over {units}; "
+                f"{self.labels}. (LP)/(FT): mode chosen on mean validation score; bold: best per "
+                f"column; p: exact two-sided sign-flip test of the mean difference vs {REFERENCE} "
+                f"in the same backbone, head and mode as the entry, paired by {self.unit}{floor}; "
+                f"'vs LP 52.0': the {REFERENCE} cell compared, where the {REFERENCE} entry shown "
+                "is in the other mode.")
 
 
 def study_table(results: pd.DataFrame, metric: str = "macro_f1",
                 label_fraction: float | None = None,
                 n_boot: int = 1000, seed: int = 0) -> StudyTable:
-    """Build the :class:`StudyTable` of one label fraction from ``results`` (``results.csv``)."""
+    """Build the :class:`StudyTable` of one label fraction from ``results`` (one recipe)."""
     rows_ = pick_fraction(results, label_fraction)
     fraction = float(rows_["label_fraction"].iloc[0]) if len(rows_) else float("nan")
     summary = summarize(rows_, metric, n_boot, seed)
     ssl = choose_mode(summary) if not summary.empty else summary
     chosen = ssl[ssl["chosen"]] if not ssl.empty else ssl
     tests = compare_to_reference(rows_, metric=metric, n_boot=n_boot, seed=seed)
-    entries = [_ssl_entry(r, tests) for r in chosen.itertuples()]
+    shown = {(r.backbone, r.head): r.mode for r in chosen.itertuples() if r.scenario == REFERENCE}
+    entries = [_ssl_entry(r, tests, shown) for r in chosen.itertuples()]
     entries += [_baseline_entry(r) for r in summary.itertuples() if r.mode == SUPERVISED]
     entries = pd.DataFrame(entries, columns=["row", "column", "mean", "std", "n", "mode",
-                                             "val_mean", "p_vs_reference"])
+                                             "val_mean", "p_vs_reference", "p_min", "versus"])
     entries["is_best"] = entries["mean"] == entries.groupby("column")["mean"].transform("max")
-    return StudyTable(entries, _row_order(entries), _column_order(entries), metric, fraction)
+    return StudyTable(entries, _row_order(entries), _column_order(entries), metric, fraction,
+                      recipe_of(rows_), label_line(rows_), unit_of(rows_))
 
 
-def _ssl_entry(r, tests: pd.DataFrame) -> dict:
-    p = float("nan")
+def _ssl_entry(r, tests: pd.DataFrame, shown: dict) -> dict:
+    p = p_min = float("nan")
+    versus = ""
     if not tests.empty:
         hit = tests[(tests["scenario"] == r.scenario) & (tests["backbone"] == r.backbone)
                     & (tests["head"] == r.head) & (tests["mode"] == r.mode)]
-        p = float(hit["p_wilcoxon"].iloc[0]) if len(hit) else p
+        if len(hit):
+            p, p_min = float(hit["p"].iloc[0]), float(hit["p_min"].iloc[0])
+            if shown.get((r.backbone, r.head), r.mode) != r.mode:
+                versus = f"{r.mode.upper()} {100 * hit['reference_mean'].iloc[0]:.1f}"
     return {"row": r.scenario, "column": f"{r.backbone} / {r.head}", "mean": r.mean, "std": r.std,
-            "n": r.n, "mode": r.mode, "val_mean": r.val_mean, "p_vs_reference": p}
+            "n": r.n, "mode": r.mode, "val_mean": r.val_mean, "p_vs_reference": p,
+            "p_min": p_min, "versus": versus}
 
 
 def _baseline_entry(r) -> dict:
     return {"row": BASELINE_NAMES.get(r.head, r.head), "column": SUPERVISED, "mean": r.mean,
             "std": r.std, "n": r.n, "mode": SUPERVISED, "val_mean": r.val_mean,
-            "p_vs_reference": float("nan")}
+            "p_vs_reference": float("nan"), "p_min": float("nan"), "versus": ""}
 
 
 def _row_order(entries: pd.DataFrame) -> list[str]:
@@ -299,7 +400,7 @@ def _format_entry(e, style: str) -> str:
     if mode:
         value += rf"\textsuperscript{{{mode}}}" if style == "latex" else f" ({mode})"
     if not np.isnan(e.p_vs_reference):
-        value += f" p={e.p_vs_reference:.3g}"
+        value += f" p={e.p_vs_reference:.3g}" + (f" vs {e.versus}" if e.versus else "")
     return value
 
 
@@ -325,15 +426,16 @@ def _latex(frame: pd.DataFrame, caption: str = "") -> str:
 
 
 def comparison_markdown(frame: pd.DataFrame) -> str:
-    """A comparison table (reference or baseline) as Markdown, p-values shown to 3 digits."""
+    """A comparison table (reference or baseline) as Markdown: means in %, each p beside the
+    smallest p its design allows (``p_min``)."""
     if frame.empty:
-        return "(no paired comparison available)\n"
-    shown = frame.drop(columns=[c for c in ("note", "reference") if c in frame])
+        return "(no comparison available)\n"
+    shown = frame.drop(columns=[c for c in ("note", "reference", "recipe") if c in frame])
     for column in ("mean", "reference_mean", "baseline_mean", "mean_diff", "diff_ci_low",
                    "diff_ci_high"):
         if column in shown:
             shown[column] = (100 * shown[column]).map("{:.1f}".format)
-    for column in ("p_wilcoxon", "p_bootstrap"):
+    for column in ("p", "p_min"):
         shown[column] = shown[column].map("{:.3g}".format)
     return markdown_table(shown.set_index(shown.columns[0]))
 
@@ -348,32 +450,37 @@ def table_heatmap(table: StudyTable) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=table.columns, y=table.rows, text=text.to_numpy(),
                                texttemplate="%{text}", colorscale="Viridis",
                                colorbar=dict(title=f"{table.metric} %")))
-    fig.update_layout(title=f"{table.metric} per scenario and backbone / head "
-                      f"(label fraction {table.label_fraction:g})", height=90 + 45 * len(table.rows),
+    fig.update_layout(title=f"recipe: {table.recipe} · {table.metric} per scenario and backbone / "
+                      f"head<br><sup>{table.labels}</sup>", height=110 + 45 * len(table.rows),
                       yaxis=dict(autorange="reversed"))
     return fig
 
 
 def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figure | None:
-    """Mean ``metric`` against label fraction per scenario x backbone (head and mode chosen on
-    validation per fraction); ``None`` when a single fraction was run."""
+    """Mean ``metric`` against the *realised* share of labelled training fragments per scenario x
+    backbone (head and mode chosen on validation per fraction); ``None`` for a single fraction."""
     if results["label_fraction"].nunique() < 2:
         return None
     summary = summarize(results, metric, n_boot=200)
+    realised = summary["label_fraction_realised"].notna().all()
+    summary["x"] = 100 * summary["label_fraction_realised" if realised else "label_fraction"]
     ssl = summary[summary["mode"].isin(SSL_MODES)]
     best = ssl.loc[ssl.groupby(["scenario", "backbone", "label_fraction"])["val_mean"].idxmax()]
     fig = go.Figure()
     for (scenario, backbone), part in best.groupby(["scenario", "backbone"], sort=False):
-        part = part.sort_values("label_fraction")
-        fig.add_trace(go.Scatter(x=part["label_fraction"], y=100 * part["mean"],
+        part = part.sort_values("x")
+        fig.add_trace(go.Scatter(x=part["x"], y=100 * part["mean"],
                                  error_y=dict(array=100 * part["std"].fillna(0)),
                                  mode="lines+markers", name=f"{scenario} · {backbone}"))
-    for r in summary[summary["mode"] == SUPERVISED].groupby("head"):
-        part = r[1].sort_values("label_fraction")
-        fig.add_trace(go.Scatter(x=part["label_fraction"], y=100 * part["mean"], mode="lines",
-                                 line=dict(dash="dash"), name=BASELINE_NAMES.get(r[0], r[0])))
-    fig.update_layout(title=f"Label efficiency: {metric} vs labelled fraction", height=450,
-                      xaxis_title="label fraction", yaxis_title=f"{metric} %")
+    for head, part in summary[summary["mode"] == SUPERVISED].groupby("head"):
+        part = part.sort_values("x")
+        fig.add_trace(go.Scatter(x=part["x"], y=100 * part["mean"], mode="lines",
+                                 line=dict(dash="dash"), name=BASELINE_NAMES.get(head, head)))
+    axis = "labelled training fragments (% realised)" if realised else \
+        "labelled training fragments (% requested; realised not recorded)"
+    fig.update_layout(title=f"recipe: {recipe_of(results)} · label efficiency: {metric} vs "
+                      "labelled training fragments", height=450, xaxis_title=axis,
+                      yaxis_title=f"{metric} %")
     return fig
 
 
@@ -391,48 +498,78 @@ def scenario_boxes(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figure
     for head, part in rows[rows["mode"] == SUPERVISED].groupby("head"):
         fig.add_trace(go.Box(x=[BASELINE_NAMES.get(head, head)] * len(part), y=100 * part[metric],
                              name=BASELINE_NAMES.get(head, head), boxpoints="all"))
-    fig.update_layout(boxmode="group", title=f"{metric} over seeds per scenario (mode chosen on "
-                      "validation)", height=450, yaxis_title=f"{metric} %",
+    fig.update_layout(boxmode="group", title=f"recipe: {recipe_of(rows)} · {metric} over seeds "
+                      f"per scenario (mode chosen on validation)<br><sup>{label_line(rows)}</sup>",
+                      height=470, yaxis_title=f"{metric} %",
                       xaxis=dict(categoryorder="array", categoryarray=order))
     return fig
 
 
 # --------------------------------------------------------------------------- the report
+@dataclasses.dataclass
+class RecipeReport:
+    """The study table and the comparisons of one recipe."""
+
+    recipe: str
+    table: StudyTable
+    versus_ref: pd.DataFrame
+    versus_base: pd.DataFrame
+
+
+def recipe_reports(results: pd.DataFrame, metric: str = "macro_f1",
+                   label_fraction: float | None = None, n_boot: int = 10000,
+                   seed: int = 0) -> list[RecipeReport]:
+    """One :class:`RecipeReport` per recipe of ``results`` (one ``not recorded`` when cells do
+    not record their recipe)."""
+    reports = []
+    for recipe, part in by_recipe(results):
+        rows = pick_fraction(part, label_fraction)
+        reports.append(RecipeReport(
+            recipe, study_table(part, metric, label_fraction, n_boot, seed),
+            compare_to_reference(rows, metric=metric, n_boot=n_boot, seed=seed),
+            best_vs_baseline(rows, n_boot=n_boot, seed=seed)))
+    return reports
+
+
 def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
                  label_fraction: float | None = None, n_boot: int = 10000, seed: int = 0,
                  encoder_tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
-    """Tables (Markdown, CSV, LaTeX), statistics and ``figures.html`` into ``out_dir``;
-    ``encoder_tables`` (title -> table, from :func:`encoder_tables`) are
+    """Tables (Markdown, CSV, LaTeX), statistics and ``figures.html`` into ``out_dir``, one
+    study table per recipe; ``encoder_tables`` (title -> table, from :func:`encoder_tables`) are
     appended to ``report.md``."""
     from ecgnb.plots import write_html
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = study_table(results, metric, label_fraction, n_boot, seed)
-    rows = pick_fraction(results, label_fraction)
-    versus_ref = compare_to_reference(rows, metric=metric, n_boot=n_boot, seed=seed)
-    versus_base = best_vs_baseline(rows, n_boot=n_boot, seed=seed)
-    paths = {"study_table.md": table.to_markdown(), "study_table.tex": table.to_latex()}
-    for name, text in paths.items():
-        (out / name).write_text(text)
-    write_csv(table.text("plain").rename_axis("scenario").reset_index(), out / "study_table.csv")
-    write_csv(summarize(results, metric, n_boot, seed), out / "summary.csv")
-    write_csv(versus_ref, out / "vs_reference.csv")
-    write_csv(versus_base, out / "vs_baseline.csv")
+    reports = recipe_reports(results, metric, label_fraction, n_boot, seed)
+    (out / "study_table.md").write_text("\n".join(r.table.to_markdown() for r in reports))
+    (out / "study_table.tex").write_text("\n".join(r.table.to_latex() for r in reports))
+    write_csv(_stack(r.table.text("plain").rename_axis("scenario").reset_index() for r in reports),
+              out / "study_table.csv")
+    write_csv(_stack(summarize(part, metric, n_boot, seed).assign(recipe=recipe)
+                     for recipe, part in by_recipe(results)), out / "summary.csv")
+    write_csv(_stack(r.versus_ref.assign(recipe=r.recipe) for r in reports), out / "vs_reference.csv")
+    write_csv(_stack(r.versus_base.assign(recipe=r.recipe) for r in reports), out / "vs_baseline.csv")
     cells = cell_table(results, metric)
     write_csv(cells.reset_index(), out / "cells.csv")
     extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
              **(encoder_tables or {})}
-    (out / "report.md").write_text(report_markdown(table, versus_ref, versus_base, results)
+    (out / "report.md").write_text(report_markdown(reports, results)
                                    + "".join(f"\n## {title}\n\n{markdown_table(frame)}"
                                              for title, frame in extra.items()))
-    write_html(figures(results, table, metric), out / "figures.html")
+    write_html(all_figures(results, reports, metric), out / "figures.html")
     names = ("report.md", "study_table.md", "study_table.tex", "study_table.csv", "summary.csv",
              "cells.csv", "vs_reference.csv", "vs_baseline.csv", "figures.html")
     return {name: out / name for name in names}
 
 
+def _stack(frames) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def figures(results: pd.DataFrame, table: StudyTable, metric: str = "macro_f1") -> dict:
+    """The figures of one recipe's ``results`` and its study table."""
     figs = {"study table": table_heatmap(table), "per-scenario scores": scenario_boxes(results, metric)}
     curve = label_efficiency(results, metric)
     if curve is not None:
@@ -440,23 +577,54 @@ def figures(results: pd.DataFrame, table: StudyTable, metric: str = "macro_f1") 
     return figs
 
 
-def report_markdown(table: StudyTable, versus_ref: pd.DataFrame, versus_base: pd.DataFrame,
-                    results: pd.DataFrame) -> str:
+def all_figures(results: pd.DataFrame, reports: list[RecipeReport],
+                metric: str = "macro_f1") -> dict:
+    """:func:`figures` per recipe, titled by it when there are several."""
+    parts = dict(by_recipe(results))
+    if len(reports) == 1:
+        return figures(parts[reports[0].recipe], reports[0].table, metric)
+    return {f"{name} (recipe: {r.recipe})": fig for r in reports
+            for name, fig in figures(parts[r.recipe], r.table, metric).items()}
+
+
+def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
     n_seeds = results.groupby(list(KEYS[:-1]))["seed"].nunique()
-    return "\n".join([
-        "# Results", "",
-        f"{len(results)} downstream cells from {results['run'].nunique()} runs; "
-        f"seeds per cell: {sorted(n_seeds.unique().tolist())}.", "",
-        "## The study table", "", table.to_markdown(),
-        f"## Each scenario vs {REFERENCE} (paired by seed)", "", comparison_markdown(versus_ref),
-        "## Best SSL cell (chosen on validation) vs H-InceptionTime (paired by seed)", "",
-        comparison_markdown(versus_base),
-        "Wilcoxon: two-sided signed-rank test, exact for small n; with n pairs the smallest "
-        "possible p is 2/2^n (0.0625 for 5 seeds), so p < 0.05 is impossible with 5 seeds. "
-        "Bootstrap: paired resampling of the per-seed differences (interval: 95 % percentile; "
-        "p from the null-centred resamples, at least 1/(n_boot+1)); with few seeds the bootstrap "
-        "is optimistic: read it beside the Wilcoxon p, not instead of it.",
-    ]) + "\n"
+    n_pretrain = results["pretrain_seed"].nunique() if "pretrain_seed" in results else 0
+    lines = ["# Results", "",
+             f"{len(results)} downstream cells from {results['run'].nunique()} runs; recipe: "
+             f"{recipe_of(results)}; downstream seeds per cell: {sorted(n_seeds.unique().tolist())}; "
+             f"pretraining seeds: {n_pretrain or 'not recorded'}.", "",
+             _design_note(n_pretrain), ""]
+    for r in reports:
+        unit = r.table.unit
+        lines += [f"## The study table (recipe: {r.recipe})", "", r.table.to_markdown(),
+                  f"### Each scenario vs {REFERENCE} in the same mode (recipe: {r.recipe}; exact "
+                  f"sign-flip test, paired by {unit})", "", comparison_markdown(r.versus_ref),
+                  f"### Best SSL cell (chosen on validation) vs H-InceptionTime (recipe: "
+                  f"{r.recipe}; exact permutation test, unpaired)", "",
+                  comparison_markdown(r.versus_base)]
+    lines.append(
+        "Tests: exact two-sided permutation tests that assume nothing about the distribution. "
+        "Against ECG, the sign-flip test of the paired mean difference (pairs: the same seed, so "
+        "the same label subset and head initialisation, and the same test split); with n pairs "
+        "its smallest possible p is 2/2^n (0.5 at 2 seeds, 0.25 at 3, 0.0625 at 5), so no p "
+        "below 0.05 exists under 6 seeds, and none is printed: `p_min` stands beside every p. "
+        "Against H-InceptionTime the seeds are unrelated, so the test is unpaired (the "
+        "difference of means over every split of the pooled seeds; 5 + 5 seeds: smallest p "
+        "0.0079). Intervals: the bootstrap interval of a mean over seeds is shown from 5 seeds "
+        "on; the cell table's interval resamples the test records and the seeds together.")
+    return "\n".join(lines) + "\n"
+
+
+def _design_note(n_pretrain: int) -> str:
+    if n_pretrain > 1:
+        return (f"Design: {n_pretrain} pretraining seeds, one data split; every test and spread "
+                "takes the pretraining seed as its unit (the mean over its downstream seeds), so "
+                "the comparisons are of pretraining strategies.")
+    return ("Design: the seeds vary the downstream training only (label subset, head "
+            "initialisation, batches): one pretraining run per scenario and backbone, one data "
+            "split. The tests compare these pretrained checkpoints, not the strategies; "
+            "`pretrain_seeds` in a grid repeats the pretraining to compare strategies.")
 
 
 def synthetic_results(seed: int = 0, n_seeds: int = 5, fractions=(1.0,)) -> pd.DataFrame:

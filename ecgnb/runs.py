@@ -33,6 +33,7 @@ CELLS = "cells"
 CELL_RECORD = "cell.json"
 CELL_MODEL = "model.pt"
 CELL_METRICS = "metrics.json"  # written last in a cell folder: marks a complete cell
+CELL_PREDICTIONS = "predictions.csv"  # the test predictions of a cell (every metric recomputable)
 # One name per stage: notebook ``NN_<stage>``, module ``ecgnb.<stage>``, grid section and run prefix.
 STAGES = ("exploration", "pretraining", "regularization", "finetuning", "embeddings", "results")
 NOTEBOOKS = {stage: f"notebooks/{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, 1)}

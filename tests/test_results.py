@@ -49,7 +49,9 @@ def test_study_table_marks(known):
     latex = table.to_latex()
     assert r"\textbf{57.0 $\pm$ 1.6}\textsuperscript{LP}" in latex and "macro\\_f1" in latex
     markdown = table.to_markdown()
-    assert markdown.startswith("|  | ts2vec / mlp | supervised |") and "validation" in markdown
+    assert markdown.startswith("**recipe: not recorded**\n\n|  | ts2vec / mlp | supervised |")
+    assert "validation" in markdown and "smallest attainable p: 0.0625" in markdown
+    assert "checkpoints, not strategies" in markdown  # one pretraining seed: say what varies
 
 
 def test_paired_comparison_against_ecg(known):
@@ -57,9 +59,9 @@ def test_paired_comparison_against_ecg(known):
     assert list(tests["mode"]) == ["lp", "ft"] and set(tests["scenario"]) == {"ECG continued1"}
     for row in tests.itertuples():
         assert row.n == 5 and row.mean_diff == pytest.approx(0.05)
-        assert row.p_wilcoxon == pytest.approx(0.0625)  # the smallest possible with 5 pairs
-        assert row.p_bootstrap == pytest.approx(1 / 1000)
+        assert row.p == row.p_min == pytest.approx(0.0625)  # the smallest possible with 5 pairs
         assert (row.diff_ci_low, row.diff_ci_high) == pytest.approx((0.05, 0.05))
+        assert row.reference_mean == pytest.approx(0.52 if row.mode == "lp" else 0.62)
         assert "0.0625" in row.note
 
 
@@ -68,17 +70,20 @@ def test_best_ssl_cell_against_hinception_is_chosen_on_validation(known):
     assert list(versus["metric"]) == ["macro_f1", "accuracy"]
     row = versus.iloc[0]
     assert (row["scenario"], row["mode"]) == ("ECG continued1", "lp")
-    assert row["mean_diff"] == pytest.approx(0.10) and row["p_wilcoxon"] == pytest.approx(0.0625)
+    assert row["mean_diff"] == pytest.approx(0.10)
+    # unrelated seeds: unpaired permutation test, 5 vs 5 wholly separated -> 2 / C(10, 5)
+    assert row["test"] == "permutation (unpaired)" and row["p"] == pytest.approx(2 / 252)
+    assert row["p_min"] == pytest.approx(2 / 252)
 
 
 def test_no_difference_gives_p_one():
     out = stats.paired_test([0.5] * 5, [0.5] * 5, n_boot=99)
-    assert out["p_wilcoxon"] == 1.0 and out["mean_diff"] == 0.0
+    assert out["p"] == 1.0 and out["mean_diff"] == 0.0
 
 
 def test_mixed_signs_are_not_significant():
     out = stats.paired_test([0.6, 0.4, 0.6, 0.4, 0.6], [0.5] * 5, n_boot=999)
-    assert out["p_wilcoxon"] > 0.5 and out["p_bootstrap"] > 0.5
+    assert out["p"] > 0.5
     assert out["diff_ci_low"] < 0 < out["diff_ci_high"]
 
 
@@ -182,11 +187,20 @@ def test_cell_table_shows_every_cell_at_every_fraction():
         + cells("none", "supervised", 0.45, 0.45, backbone="supervised", head="hinception")[:2]
     frame = pd.DataFrame(rows)
     frame["macro_f1_ci_low"], frame["macro_f1_ci_high"] = frame["macro_f1"] - 0.1, frame["macro_f1"] + 0.1
+    frame["label_fraction_realised"] = [1.0, 1.0, 0.12, 1.0, 1.0]
+    frame["n_train"] = [300, 300, 36, 300, 300]
     table = tables.cell_table(frame)
-    assert list(table.columns) == ["f1", "f0.1"]
-    assert table.loc["ECG / ts2vec / mlp / LP"].tolist() == ["50.5 [40.5, 60.5] (2)",
-                                                             "30.0 [20.0, 40.0] (1)"]
-    assert table.loc["supervised hinception"].tolist() == ["45.5 [35.5, 55.5] (2)", ""]
+    assert list(table.columns) == ["100 % requested, 100.0 % realised (n_train 300)",
+                                   "10 % requested, 12.0 % realised (n_train 36)"]
+    # per-seed intervals are not averaged into an "interval": without the interval of the seed
+    # mean (records and seeds resampled, from the predictions) only the mean is shown
+    assert table.loc["ECG / ts2vec / mlp / LP"].tolist() == ["50.5 (2)", "30.0 (1)"]
+    frame["macro_f1_seed_mean_ci_low"] = frame["macro_f1"].where(frame["seed"] > 9, 0.41)
+    frame["macro_f1_seed_mean_ci_high"] = 0.62
+    table = tables.cell_table(frame)
+    assert table.loc["ECG / ts2vec / mlp / LP"].iloc[0] == "50.5 [41.0, 62.0] (2)"
+    assert table.loc["supervised hinception"].tolist() == ["45.5 [41.0, 62.0] (2)", ""]
+    assert table.index.name.endswith("recipe: not recorded")
 
 
 def test_encoder_tables_read_beside_the_results(tmp_path):

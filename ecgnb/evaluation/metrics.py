@@ -8,6 +8,8 @@ different F1 definitions per row and shifted its CSV columns by one):
   ``y_true``, per-class recall and F1, the confusion matrix (labels fixed ``0..K-1``), ``n_test``.
 - :func:`bootstrap_ci`: percentile interval from resampling *source records* (groups), not
   fragments, since fragments of one record are correlated.
+- :func:`bootstrap_seed_mean_ci`: the interval of a cell's mean over seeds, records and seeds
+  resampled together.
 - :func:`write_run` / :func:`metrics_from_predictions`: ``predictions.csv`` (columns ``index,
   group, y_true, y_pred, prob_<class>``) then ``metrics.json``, each written atomically;
   ``metrics.json`` is written last, so its presence marks a complete run.
@@ -131,6 +133,45 @@ def bootstrap_ci(predictions: pd.DataFrame, metric: str = "macro_f1", n_boot: in
         values = _bootstrap_slow(predictions, codes, draws, metric)
     tail = (1.0 - level) / 2
     low, high = np.nanquantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_seed_mean_ci(predictions: Sequence[pd.DataFrame], metric: str = "macro_f1",
+                           n_boot: int = 2000, seed: int = 0, group_col: str = "group",
+                           level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the *mean over seeds* of ``metric`` (one of :data:`CI_METRICS`).
+
+    ``predictions``: one ``predictions.csv`` table per seed of one cell, scored on the same test
+    records. Each resample draws the test records (whole groups, the same draw for every seed:
+    they share the test split) and, independently, the seeds, both with replacement; each drawn
+    seed's metric is recomputed on the drawn records and the drawn seeds are averaged. So both
+    sources of variation, test records and training seeds, widen the interval; averaging the
+    per-seed intervals' endpoints instead has no coverage meaning.
+    """
+    if metric not in CI_METRICS:
+        raise ValueError(f"metric must be one of {CI_METRICS} for this interval, got '{metric}'")
+    frames = list(predictions)
+    codes, uniques = pd.factorize(pd.concat([f[group_col] for f in frames], ignore_index=True))
+    n_classes = max(len(_prob_columns(f)) or int(max(f["y_true"].max(), f["y_pred"].max()) + 1)
+                    for f in frames)
+    per_group = np.zeros((len(frames), len(uniques), n_classes, n_classes))
+    start = 0
+    for s, frame in enumerate(frames):
+        rows = codes[start:start + len(frame)]
+        np.add.at(per_group[s], (rows, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy()), 1)
+        start += len(frame)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_boot, len(uniques)))
+    np.add.at(counts, (np.arange(n_boot)[:, None],
+                       rng.integers(0, len(uniques), (n_boot, len(uniques)))), 1)
+    cms = np.einsum("bg,sgij->bsij", counts, per_group)
+    scores = scores_from_confusion(cms)[metric]                       # [n_boot, n_seeds]
+    seeds = rng.integers(0, len(frames), (n_boot, len(frames)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(np.take_along_axis(scores, seeds, axis=1), axis=1)
+    tail = (1.0 - level) / 2
+    low, high = np.nanquantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
 
 

@@ -1,10 +1,13 @@
 """Tables beside the study table: every downstream cell at every label fraction, and what
 notebooks 02 and 03 measured about their encoders.
 
-- :func:`cell_table`: one row per (scenario, backbone, head, mode) and per supervised baseline,
-  one column per label fraction; each entry is the test metric's mean over seeds with the mean of
-  the per-seed 95 % intervals (bootstrap over *source records* of the test split, from each
-  cell's ``metrics.json``) and the seed count. Both modes are shown: nothing is selected here.
+- :func:`cell_table`: one row per (scenario, backbone, head, mode[, pretraining seed]) and per
+  supervised baseline, one column per label fraction (named by the share of training fragments
+  realised); each entry is the test metric's mean over seeds with the 95 % interval of that mean
+  (test records and seeds resampled together, ``<metric>_seed_mean_ci_*`` of ``results.csv``)
+  and the seed count. Both modes are shown: nothing is selected here.
+- :func:`by_recipe`, :func:`recipe_of`, :func:`label_line`: what every table names at its top
+  or in its caption: the recipe (``not recorded`` when cells do not say), the labelled share.
 - :func:`probe_table` and :func:`drift_table`: the summaries that notebook 02 (``pretraining.json``:
   linear probe of the pretrained encoder vs the same network at its initial weights) and notebook
   03 (``regularization.json``: drift between parent and child, probes of both) write, readable.
@@ -26,6 +29,37 @@ BASELINE_NAMES = {"hinception": "H-InceptionTime", "mlp": "MLP (from scratch)",
                   "fcn": "FCN (from scratch)"}
 REFERENCE = "ECG"
 CELL_KEYS = KEYS[:4]  # scenario, backbone, head, mode
+LABELS = ("n_train", "n_train_available", "label_fraction_realised")  # what a cell trained on
+NO_RECIPE = "not recorded"
+
+
+def by_recipe(results: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``(recipe, rows)`` per recipe, in order of appearance; one ``not recorded`` part when the
+    cells do not record their recipe."""
+    if "recipe" not in results or results["recipe"].isna().all():
+        return [(NO_RECIPE, results)]
+    labels = results["recipe"].fillna(NO_RECIPE).astype(str)
+    return [(recipe, results[labels == recipe]) for recipe in dict.fromkeys(labels)]
+
+
+def recipe_of(results: pd.DataFrame) -> str:
+    """The recipe of ``results`` (``a, b`` when it mixes several: tables should not)."""
+    return ", ".join(recipe for recipe, _ in by_recipe(results))
+
+
+def label_line(rows: pd.DataFrame) -> str:
+    """The labelled training fragments of ``rows`` (one label fraction): requested and realised."""
+    if rows.empty:
+        return "labelled training fragments: none"
+    requested = f"{100 * rows['label_fraction'].iloc[0]:g} % requested"
+    realised = rows["label_fraction_realised"] if "label_fraction_realised" in rows else None
+    if realised is None or realised.isna().all():
+        return f"labelled training fragments: {requested}, realised not recorded"
+    n_train = rows["n_train"].dropna().astype(int)
+    span = f"{n_train.min()}" if n_train.min() == n_train.max() else \
+        f"{n_train.min()}-{n_train.max()}"
+    return (f"labelled training fragments: {requested}, {100 * realised.mean():.1f} % realised "
+            f"(n_train {span})")
 
 
 def in_study_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -43,29 +77,48 @@ def in_study_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def cell_table(results: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
-    """``mean [ci_low, ci_high] (n)`` in %, rows = cells, columns = ``f<fraction>``."""
-    entries = {}
-    ordered = in_study_order(results)  # scenarios as brief 3 lists them, the baselines last
-    for key, part in ordered.groupby(list(CELL_KEYS) + ["label_fraction"], sort=False):
-        cell = dict(zip(CELL_KEYS + ("label_fraction",), key))
-        entries.setdefault(_row_name(cell), {})[f"f{cell['label_fraction']:g}"] = \
-            _entry(part, metric)
+    """``mean [interval of the mean] (n)`` in %, rows = cells (with the pretraining seed when
+    several were run, with the recipe when several were), columns = label fractions."""
+    entries, headers = {}, {}
+    if "pretrain_seed" not in results:
+        results = results.assign(pretrain_seed=float("nan"))
+    keys = list(CELL_KEYS) + ["pretrain_seed", "label_fraction"]
+    many = {"pretrain_seed": _has_many(results, "pretrain_seed"),
+            "recipe": len(by_recipe(results)) > 1}
+    for recipe, part in by_recipe(results):
+        ordered = in_study_order(part)  # scenarios as brief 3 lists them, the baselines last
+        for key, cell_rows in ordered.groupby(keys, sort=False, dropna=False):
+            cell = dict(zip(keys, key))
+            name = _row_name(cell, many["pretrain_seed"]) + (f" ({recipe})" if many["recipe"]
+                                                             else "")
+            column = f"f{cell['label_fraction']:g}"
+            entries.setdefault(name, {})[column] = _entry(cell_rows, metric)
+    for fraction, rows in results.groupby("label_fraction"):
+        headers[f"f{fraction:g}"] = label_line(rows).split(": ", 1)[1]
     frame = pd.DataFrame.from_dict(entries, orient="index").fillna("")
-    frame = frame[sorted(frame.columns, key=lambda c: -float(c[1:]))]
-    return frame.rename_axis(f"{metric} % (mean over seeds [95 % CI over records] (seeds))")
+    frame = frame[sorted(frame.columns, key=lambda c: -float(c[1:]))].rename(columns=headers)
+    return frame.rename_axis(f"{metric} % by labelled training fragments (mean over seeds [95 % "
+                             "interval of that mean: test records and seeds resampled] (seeds)); "
+                             f"recipe: {recipe_of(results)}")
 
 
-def _row_name(cell: dict) -> str:
+def _has_many(results: pd.DataFrame, column: str) -> bool:
+    return column in results and results[column].nunique() > 1
+
+
+def _row_name(cell: dict, with_pretrain_seed: bool = False) -> str:
     if cell["mode"] == "supervised":
         return f"supervised {cell['head']}"
-    return f"{cell['scenario']} / {cell['backbone']} / {cell['head']} / {cell['mode'].upper()}"
+    name = f"{cell['scenario']} / {cell['backbone']} / {cell['head']} / {cell['mode'].upper()}"
+    seed = cell.get("pretrain_seed")
+    return name + (f" / p{int(seed)}" if with_pretrain_seed and pd.notna(seed) else "")
 
 
 def _entry(part: pd.DataFrame, metric: str) -> str:
     mean = 100 * part[metric].mean()
-    low, high = (f"{metric}_ci_low", f"{metric}_ci_high")
-    if low in part and part[low].notna().all():
-        return (f"{mean:.1f} [{100 * part[low].mean():.1f}, {100 * part[high].mean():.1f}] "
+    low, high = (f"{metric}_seed_mean_ci_low", f"{metric}_seed_mean_ci_high")
+    if low in part and part[low].notna().all() and part[low].nunique() == 1:
+        return (f"{mean:.1f} [{100 * part[low].iloc[0]:.1f}, {100 * part[high].iloc[0]:.1f}] "
                 f"({len(part)})")
     return f"{mean:.1f} ({len(part)})"
 
