@@ -65,12 +65,15 @@ def cells(cfg: FinetuneConfig) -> Iterator[Cell]:
 
 
 def load_encoder(cfg: FinetuneConfig):
-    """(encoder or None, record of where it came from: backbone, scenario, lineage)."""
+    """(encoder or None, record of where it came from: backbone, scenario, pretraining seed
+    (the seed of the root of its lineage; ``None`` for the baselines), run, weights hash)."""
     if cfg.is_supervised:
-        return None, {"backbone": "supervised", "scenario": NO_ENCODER, "encoder_run": NO_ENCODER}
+        return None, {"backbone": "supervised", "scenario": NO_ENCODER, "encoder_run": NO_ENCODER,
+                      "pretrain_seed": None}
     encoder = models.load(runs.find_encoder(cfg.encoder_run), device=cfg.device)
     scenario = encoder.lineage[-1]["scenario"] if encoder.lineage else "unknown"
-    return encoder, {"backbone": encoder.name, "scenario": scenario,
+    pretrain_seed = encoder.lineage[0].get("seed") if encoder.lineage else None
+    return encoder, {"backbone": encoder.name, "scenario": scenario, "pretrain_seed": pretrain_seed,
                      "encoder_run": cfg.encoder_run, "encoder_hash": encoder.weights_hash()}
 
 

@@ -210,3 +210,85 @@ def test_encoder_tables_read_beside_the_results(tmp_path):
     (table,) = tables.values()
     assert table.loc[("ts2vec", "ECG")].tolist() == [60.0, 40.0]
     assert results.encoder_tables("") == {}
+
+
+# --------------------------------------------------------------------------- issue 14: honest statistics
+def test_a_row_is_compared_with_ecg_in_its_own_mode_and_says_so():
+    """ECG is shown in LP (validation prefers it), continued1 in FT: its p is against ECG FT."""
+    rows = (cells("ECG", "lp", 0.50, 0.60) + cells("ECG", "ft", 0.40, 0.40)
+            + cells("ECG continued1", "lp", 0.55, 0.40) + cells("ECG continued1", "ft", 0.65, 0.65))
+    table = results.study_table(pd.DataFrame(rows), n_boot=200)
+    text = table.text("markdown")
+    assert text.loc["ECG", "ts2vec / mlp"] == "52.0 ± 1.6 (LP)"
+    assert text.loc["ECG continued1", "ts2vec / mlp"] == "**67.0 ± 1.6** (FT) p=0.0625 vs FT 42.0"
+    assert "same backbone, head and mode as the entry" in table.caption()
+
+
+@pytest.mark.parametrize("n_seeds", [2, 3, 5])
+def test_no_p_value_below_what_the_seeds_allow(n_seeds):
+    frame = results.synthetic_results(seed=2, n_seeds=n_seeds)
+    frame = frame[frame["scenario"].isin(["ECG", "ECG continued1", "none"])]
+    floor = 2 / 2 ** n_seeds
+    versus = results.compare_to_reference(frame, n_boot=200)
+    assert (versus["p"] >= floor).all() and (versus["p_min"] == floor).all()
+    table = results.study_table(frame, n_boot=200)
+    assert (table.entries["p_vs_reference"].dropna() >= floor).all()
+    assert f"smallest attainable p: {floor:.3g}" in table.caption()
+    base = results.best_vs_baseline(frame, n_boot=200)
+    assert (base["test"] == "permutation (unpaired)").all() and (base["p"] >= base["p_min"]).all()
+
+
+def test_pretraining_seeds_become_the_unit_of_the_tests():
+    """Three pretraining seeds x two downstream seeds: units are the pretraining seeds (their
+    downstream means), so n = 3 and the smallest p is 0.25; rows of the cell table name them."""
+    rows = []
+    for p in range(3):
+        for scenario, test in (("ECG", 0.50), ("ECG continued1", 0.55)):
+            part = pd.DataFrame(cells(scenario, "lp", test + 0.01 * p, 0.6)[:2])
+            rows.append(part.assign(pretrain_seed=p, run=f"g/ts2vec-{scenario}-p{p}"))
+    frame = pd.concat(rows, ignore_index=True)
+    versus = results.compare_to_reference(frame, n_boot=200)
+    (row,) = versus.itertuples()
+    assert (row.unit, row.n, row.p, row.p_min) == ("pretraining seed", 3, 0.25, 0.25)
+    summary = results.summarize(frame, n_boot=200)
+    assert set(summary["n"]) == {3} and set(summary["unit"]) == {"pretraining seed"}
+    assert "ECG / ts2vec / mlp / LP / p2" in tables.cell_table(frame).index
+    assert "pretraining seeds" in results.study_table(frame, n_boot=200).caption()
+
+
+def test_every_table_names_its_recipe(known, tmp_path):
+    assert tables.recipe_of(known) == "not recorded"
+    mixed = pd.concat([known.assign(recipe="study"),
+                       known.assign(recipe="ecgnb", macro_f1=known["macro_f1"] + 0.1)])
+    with pytest.raises(ValueError, match="one table per recipe"):
+        results.study_table(mixed, n_boot=100)
+    paths = results.write_report(mixed, tmp_path, n_boot=100)
+    study = paths["study_table.md"].read_text()
+    assert study.startswith("**recipe: study**") and "**recipe: ecgnb**" in study
+    report = paths["report.md"].read_text()
+    assert "## The study table (recipe: study)" in report and "(recipe: ecgnb)" in report
+    assert set(pd.read_csv(paths["vs_reference.csv"])["recipe"]) == {"study", "ecgnb"}
+    assert "(study)" in pd.read_csv(paths["cells.csv"]).iloc[0, 0]
+
+
+def test_collect_records_labels_pretraining_seed_and_the_seed_mean_interval(tmp_path):
+    root = tmp_path / "outputs"
+    run = root / "g" / "finetuning" / "ts2vec-ecg-f0.2"
+    for seed in (0, 1):
+        write_cell(run, f"mlp-lp-f1-s{seed}", seed=seed)
+        folder = run / "cells" / f"mlp-lp-f1-s{seed}"
+        record = results.runs.read_json(folder / "cell.json")
+        write_json(folder / "cell.json", {**record, "pretrain_seed": 0, "n_train": 80,
+                                          "n_train_available": 383, "label_fraction_realised": 80 / 383})
+        y = np.tile([0, 1], 20)
+        pd.DataFrame({"index": range(40), "group": np.repeat([f"r{g}" for g in range(10)], 4),
+                      "y_true": y, "y_pred": y if seed else 1 - y}).to_csv(
+            folder / "predictions.csv", index=False)
+    write_json(run / "_SUCCESS.json", {"params_hash": "abc"})
+    rows = results.collect_results(root / "g", root=root)
+    assert rows["pretrain_seed"].tolist() == [0, 0] and rows["n_train"].tolist() == [80, 80]
+    assert rows["label_fraction_realised"].iloc[0] == pytest.approx(0.209, abs=1e-3)
+    # one seed right, one wrong everywhere: the mean over seeds may be anything in [0, 1]
+    assert rows["accuracy_seed_mean_ci_low"].tolist() == [0.0, 0.0]
+    assert rows["accuracy_seed_mean_ci_high"].tolist() == [1.0, 1.0]
+    assert "20.9 % realised (n_train 80)" in tables.label_line(rows)

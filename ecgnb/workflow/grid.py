@@ -10,6 +10,13 @@ A grid names the study's axes once; :func:`load_grid` turns it into :class:`Run`
 - ``finetuning/supervised-f<fraction>``: notebook 04 with ``encoder_run: none`` (the baselines);
 - ``embeddings/<backbone>-<scenario>-vs-<scenario>``: notebook 05 over two finetuning runs.
 
+``pretrain_seeds: [0, 1, 2]`` repeats every pretraining run, its continuations and their
+downstream and embeddings runs once per seed (notebooks 02 and 03 get ``seed: <p>``; the grid
+then sets ``seed`` there itself), named with ``-p<seed>`` after the scenario for seeds other than
+0 (``pretraining/ts2vec-ecg-p1``, ``finetuning/ts2vec-ecg-p1-f1.0``); absent, one pretraining
+run each with the sections' own ``seed``, named as before. The baselines have no encoder: one
+set. With several pretraining seeds the report tests strategies, not checkpoints.
+
 Run folders are ``<outputs>/<grid name>/<run name>``; parameters that name other runs
 (``parent_run``, ``encoder_run``, ``runs``) hold these full names. Each run's parameters are
 ``common`` (where the notebook declares them) < the stage's section < ``by_backbone`` <
@@ -18,6 +25,7 @@ Run folders are ``<outputs>/<grid name>/<run name>``; parameters that name other
     name: demo                      # the grid's folder under the outputs root
     common: {...}                   # data roots, use_small_data, split_seed, device, ...
     backbones: [ts2vec, tstcc, series2vec]
+    pretrain_seeds: [0, 1, 2]       # optional: encoders (and all downstream) per seed
     scenarios: [ECG, All, ECG continued1, ECG extended]
     pretraining:  {<02 params>, by_backbone: {<backbone>: {...}}, notebook: <path>}
     regularization: {<03 params>, by_backbone: {...}, by_step: {<step>: {...}}, notebook: ...}
@@ -45,7 +53,7 @@ STAGES = ("pretraining", "regularization", "finetuning", "baselines", "embedding
 STAGE_OF_SECTION = {section: "finetuning" if section == "baselines" else section
                     for section in STAGES}
 NOTEBOOKS = {section: STAGE_NOTEBOOKS[stage] for section, stage in STAGE_OF_SECTION.items()}
-TOP_KEYS = ("name", "common", "backbones", "scenarios") + STAGES
+TOP_KEYS = ("name", "common", "backbones", "scenarios", "pretrain_seeds") + STAGES
 # Grid keys of a section that are not notebook parameters.
 SECTION_KEYS = {"pretraining": ("notebook", "by_backbone"),
                 "regularization": ("notebook", "by_backbone", "by_step"),
@@ -156,16 +164,20 @@ def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
     common = _common_for(spec, notebooks, use_declared, where)
     backbones, scenarios = list(spec["backbones"]), [SCENARIOS[s] for s in spec["scenarios"]]
     expander = _Expander(spec["name"], where, notebooks, common, spec)
+    seeds = spec.get("pretrain_seeds") or [None]  # None: the sections' own seed, today's names
     runs: list[Run] = []
-    for backbone in backbones:
-        runs += expander.encoders(backbone, scenarios)
-    if spec.get("finetuning") is not None:
+    for seed in seeds:
         for backbone in backbones:
-            runs += expander.finetuning(backbone, scenarios)
+            runs += expander.encoders(backbone, scenarios, seed)
+    if spec.get("finetuning") is not None:
+        for seed in seeds:
+            for backbone in backbones:
+                runs += expander.finetuning(backbone, scenarios, seed)
     if spec.get("baselines") is not None:
         runs += expander.baselines()
     if spec.get("embeddings") is not None:
-        runs += expander.embeddings(backbones, {r.name for r in runs})
+        for seed in seeds:
+            runs += expander.embeddings(backbones, {r.name for r in runs}, seed)
     return Grid(spec["name"], Path(source), {r.name: r for r in runs})
 
 
@@ -195,6 +207,24 @@ def _check_spec(spec: dict, where: str) -> None:
         if clash:
             raise GridError(f"{where}: '{stage}' may not set {clash}: the grid sets them per run")
     _check_subsections(spec, where)
+    _check_pretrain_seeds(spec, where)
+
+
+def _check_pretrain_seeds(spec: dict, where: str) -> None:
+    if "pretrain_seeds" not in spec:
+        return
+    seeds = spec["pretrain_seeds"]
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in seeds)):
+        raise GridError(f"{where}: pretrain_seeds must be a list of distinct integers >= 0, "
+                        f"got {seeds!r}")
+    for stage in ("pretraining", "regularization"):
+        section = spec.get(stage) or {}
+        overrides = [section] + list((section.get("by_backbone") or {}).values()) \
+            + list((section.get("by_step") or {}).values())
+        if any("seed" in o for o in overrides):
+            raise GridError(f"{where}: '{stage}' sets 'seed' while pretrain_seeds is given: the "
+                            "grid sets it per run from pretrain_seeds; remove it")
 
 
 def _check_subsections(spec: dict, where: str) -> None:
@@ -278,8 +308,9 @@ class _Expander:
     def full(self, run_name: str) -> str:
         return f"{self.name}/{run_name}"
 
-    def encoders(self, backbone: str, scenarios: list[Scenario]) -> list[Run]:
-        """Pretraining and continuation runs of ``backbone`` for ``scenarios`` and their chains."""
+    def encoders(self, backbone: str, scenarios: list[Scenario], seed: int | None = None) -> list[Run]:
+        """Pretraining and continuation runs of ``backbone`` for ``scenarios`` and their chains
+        (``seed``: the pretraining seed, set in each run; None: the sections' own)."""
         needed: dict[str, Scenario] = {}
         for scenario in scenarios:
             chain = [scenario]
@@ -289,19 +320,22 @@ class _Expander:
                 needed.setdefault(s.name, s)
         runs = []
         for s in sorted(needed.values(), key=lambda s: (len(s.steps), list(SCENARIOS).index(s.name))):
-            runs.append(self._pretrain(backbone, s) if not s.steps else self._continue(backbone, s))
+            runs.append(self._pretrain(backbone, s, seed) if not s.steps
+                        else self._continue(backbone, s, seed))
         return runs
 
-    def _pretrain(self, backbone: str, s: Scenario) -> Run:
-        params = self._params("pretraining", backbone, {"backbone": backbone, "corpus": s.corpus})
-        return Run(encoder_run(backbone, s.name), "pretraining", self.notebooks["pretraining"], params)
+    def _pretrain(self, backbone: str, s: Scenario, seed: int | None) -> Run:
+        own = {"backbone": backbone, "corpus": s.corpus, **_seed(seed)}
+        params = self._params("pretraining", backbone, own)
+        return Run(encoder_run(backbone, s.name, seed), "pretraining", self.notebooks["pretraining"],
+                   params)
 
-    def _continue(self, backbone: str, s: Scenario) -> Run:
-        parent = encoder_run(backbone, s.parent.name)
-        own = {"parent_run": self.full(parent), "scenario": s.name}
+    def _continue(self, backbone: str, s: Scenario, seed: int | None) -> Run:
+        parent = encoder_run(backbone, s.parent.name, seed)
+        own = {"parent_run": self.full(parent), "scenario": s.name, **_seed(seed)}
         params = self._params("regularization", backbone, own, step=s.last_step.name)
-        return Run(encoder_run(backbone, s.name), "regularization", self.notebooks["regularization"],
-                   params, (parent,))
+        return Run(encoder_run(backbone, s.name, seed), "regularization",
+                   self.notebooks["regularization"], params, (parent,))
 
     def _fractions(self, stage: str) -> list[float]:
         section = self.spec.get(stage) or {}
@@ -311,15 +345,16 @@ class _Expander:
             raise GridError(f"{self.where}: {stage}.label_fractions must be a list in (0, 1]")
         return [float(f) for f in fractions]
 
-    def finetuning(self, backbone: str, scenarios: list[Scenario]) -> list[Run]:
+    def finetuning(self, backbone: str, scenarios: list[Scenario],
+                   seed: int | None = None) -> list[Run]:
         runs = []
         for s in scenarios:
             for fraction in self._fractions("finetuning"):
-                parent = encoder_run(backbone, s.name)
+                parent = encoder_run(backbone, s.name, seed)
                 own = {"encoder_run": self.full(parent), "label_fraction": fraction}
                 params = self._params("finetuning", backbone, own)
                 n_cells = _n_cells(params, ("heads", "modes", "seeds"))
-                runs.append(Run(finetune_run(backbone, s.name, fraction), "finetuning",
+                runs.append(Run(finetune_run(backbone, s.name, fraction, seed), "finetuning",
                                 self.notebooks["finetuning"], params, (parent,), n_cells))
         return runs
 
@@ -337,20 +372,21 @@ class _Expander:
                             self.notebooks["baselines"], params, (), n_cells))
         return runs
 
-    def embeddings(self, backbones: list[str], existing: set[str]) -> list[Run]:
+    def embeddings(self, backbones: list[str], existing: set[str],
+                   seed: int | None = None) -> list[Run]:
         section = self.spec["embeddings"]
         fraction = self._fractions("finetuning")[0]
         runs = []
         for pair in section.get("compare") or []:
             backbone, names = _comparison(pair, backbones, self.where)
-            parents = tuple(finetune_run(backbone, s, fraction) for s in names)
+            parents = tuple(finetune_run(backbone, s, fraction, seed) for s in names)
             missing = [p for p in parents if p not in existing]
             if missing:
                 raise GridError(f"{self.where}: embeddings compare {names} for {backbone}, but the "
                                 f"grid has no run {missing}: add the scenarios to 'scenarios'")
             params = {**self.common["embeddings"], **self._section("embeddings"),
                       "runs": [self.full(p) for p in parents]}
-            name = f"embeddings/{backbone}-" + "-vs-".join(slug(s) for s in names)
+            name = f"embeddings/{backbone}-" + "-vs-".join(slug(s) for s in names) + _tag(seed)
             runs.append(Run(name, "embeddings", self.notebooks["embeddings"], params, parents))
         return runs
 
@@ -373,11 +409,22 @@ def _n_cells(params: dict, axes: tuple[str, ...]) -> int:
     return n
 
 
-def encoder_run(backbone: str, scenario: str) -> str:
-    """Run name of the encoder of ``scenario``: ``pretraining/ts2vec-ecg``, ``regularization/...``."""
+def _seed(seed: int | None) -> dict:
+    """The ``seed`` parameter the grid sets for pretraining seed ``seed`` (None: none)."""
+    return {} if seed is None else {"seed": seed}
+
+
+def _tag(seed: int | None) -> str:
+    """``-p<seed>`` in run names, empty for pretraining seed 0 (and None): today's names."""
+    return f"-p{seed}" if seed else ""
+
+
+def encoder_run(backbone: str, scenario: str, seed: int | None = None) -> str:
+    """Run name of the encoder of ``scenario``: ``pretraining/ts2vec-ecg``, ``regularization/...``;
+    ``pretraining/ts2vec-ecg-p1`` for pretraining seed 1."""
     stage = "regularization" if SCENARIOS[scenario].steps else "pretraining"
-    return f"{stage}/{backbone}-{slug(scenario)}"
+    return f"{stage}/{backbone}-{slug(scenario)}{_tag(seed)}"
 
 
-def finetune_run(backbone: str, scenario: str, fraction: float) -> str:
-    return f"finetuning/{backbone}-{slug(scenario)}-{fraction_tag(fraction)}"
+def finetune_run(backbone: str, scenario: str, fraction: float, seed: int | None = None) -> str:
+    return f"finetuning/{backbone}-{slug(scenario)}{_tag(seed)}-{fraction_tag(fraction)}"

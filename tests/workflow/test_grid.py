@@ -182,3 +182,54 @@ def test_common_key_declared_nowhere_is_an_error(tmp_path, fake_nb):
     path = write_grid(tmp_path / "bad.yaml", fake_nb, common={"use_smal_data": True})
     with pytest.raises(ParameterError, match="use_smal_data"):
         grids.load_grid(path)
+
+
+def test_pretrain_seeds_repeat_the_encoders_and_everything_downstream(tmp_path, fake_nb):
+    with_seed = write_notebook(tmp_path / "seeded.ipynb", PARAMETERS + "\nseed: int = 0")
+    plain = grids.load_grid(write_grid(tmp_path / "g.yaml", with_seed))
+    default = grids.load_grid(write_grid(tmp_path / "d.yaml", with_seed, pretrain_seeds=[0]))
+    assert list(default.runs) == list(plain.runs)  # seed 0 keeps today's names
+    grid = grids.load_grid(write_grid(tmp_path / "h.yaml", with_seed, pretrain_seeds=[0, 1, 2]))
+    counts, before = grid.counts(), plain.counts()
+    for stage in ("pretraining", "regularization", "finetuning"):
+        assert counts[stage]["runs"] == 3 * before[stage]["runs"]
+    assert counts["baselines"] == before["baselines"]  # no encoder, no pretraining seed
+    assert grid.runs["pretraining/ts2vec-ecg-p1"].params["seed"] == 1
+    assert grid.runs["pretraining/ts2vec-ecg"].params["seed"] == 0
+    child = grid.runs["regularization/ts2vec-ecg-continued1-p2"]
+    assert child.parents == ("pretraining/ts2vec-ecg-p2",) and child.params["seed"] == 2
+    assert child.params["parent_run"] == "tiny/pretraining/ts2vec-ecg-p2"
+    down = grid.runs["finetuning/tstcc-ecg-continued1-p1-f1.0"]
+    assert down.parents == ("regularization/tstcc-ecg-continued1-p1",)
+    assert down.params["encoder_run"] == "tiny/regularization/tstcc-ecg-continued1-p1"
+
+
+def test_pretrain_seeds_are_checked(tmp_path, fake_nb):
+    for bad in ([], [0, 0], [-1], ["1"], 2):
+        with pytest.raises(grids.GridError, match="pretrain_seeds"):
+            grids.load_grid(write_grid(tmp_path / "g.yaml", fake_nb, pretrain_seeds=bad))
+    clash = write_grid(tmp_path / "c.yaml", fake_nb, pretrain_seeds=[0, 1],
+                       pretraining={"notebook": str(fake_nb), "seed": 3})
+    with pytest.raises(grids.GridError, match="sets 'seed'"):
+        grids.load_grid(clash)
+
+
+def test_paper_grid_with_pretrain_seeds_names_the_chains():
+    spec = yaml.safe_load((GRIDS / "paper.yaml").read_text())
+    for section in ("pretraining", "regularization"):
+        spec[section].pop("seed", None)
+    spec["pretrain_seeds"] = [0, 1]
+    grid = grids.expand(spec, GRIDS / "paper.yaml")
+    grids.validate_grid(grid)
+    assert grid.runs["pretraining/ts2vec-ecg-p1"].params["seed"] == 1
+    assert grid.counts()["finetuning"]["cells"] == 2 * 9 * 3 * 2 * 2 * 5
+    assert "embeddings/ts2vec-ecg-vs-ecg-continued1-p1" in grid.runs
+
+
+def test_paper_grid_dry_run_stays_clean(tmp_path, monkeypatch, capsys, recwarn):
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
+    assert cli.main(["run", str(GRIDS / "paper.yaml"), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "58 runs, 555 downstream cells" in captured.out and not captured.err
+    assert not [w for w in recwarn if not issubclass(w.category, DeprecationWarning)]
+    assert "] pretraining/ts2vec-ecg\n" in captured.out  # one pretraining seed: today's names
