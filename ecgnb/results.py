@@ -327,8 +327,8 @@ class StudyTable:
                 f"{self.labels}. (LP)/(FT): mode chosen on mean validation score; bold: best per "
                 f"column; p: exact two-sided sign-flip test of the mean difference vs {REFERENCE} "
                 f"in the same backbone, head and mode as the entry, paired by {self.unit}{floor}; "
-                f"'vs LP 52.0': the {REFERENCE} cell compared, where the {REFERENCE} entry shown "
-                "is in the other mode.")
+                f"a trailing 'vs LP <mean>' names the {REFERENCE} cell compared where the {REFERENCE} entry "
+                "shown is in the other mode.")
 
 
 def study_table(results: pd.DataFrame, metric: str = "macro_f1",
@@ -434,7 +434,7 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     for column in ("mean", "reference_mean", "baseline_mean", "mean_diff", "diff_ci_low",
                    "diff_ci_high"):
         if column in shown:
-            shown[column] = (100 * shown[column]).map("{:.1f}".format)
+            shown[column] = (100 * shown[column]).map(lambda v: "–" if np.isnan(v) else f"{v:.1f}")
     for column in ("p", "p_min"):
         shown[column] = shown[column].map("{:.3g}".format)
     return markdown_table(shown.set_index(shown.columns[0]))
@@ -604,15 +604,17 @@ def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
                   f"{r.recipe}; exact permutation test, unpaired)", "",
                   comparison_markdown(r.versus_base)]
     lines.append(
-        "Tests: exact two-sided permutation tests that assume nothing about the distribution. "
+        "Tests: exact two-sided permutation tests (they assume only that, with no true "
+        "difference, the signs of the paired differences, or the group labels, are exchangeable). "
         "Against ECG, the sign-flip test of the paired mean difference (pairs: the same seed, so "
         "the same label subset and head initialisation, and the same test split); with n pairs "
         "its smallest possible p is 2/2^n (0.5 at 2 seeds, 0.25 at 3, 0.0625 at 5), so no p "
         "below 0.05 exists under 6 seeds, and none is printed: `p_min` stands beside every p. "
         "Against H-InceptionTime the seeds are unrelated, so the test is unpaired (the "
         "difference of means over every split of the pooled seeds; 5 + 5 seeds: smallest p "
-        "0.0079). Intervals: the bootstrap interval of a mean over seeds is shown from 5 seeds "
-        "on; the cell table's interval resamples the test records and the seeds together.")
+        "0.0079). Intervals: the bootstrap interval of a mean (or of a paired difference) over "
+        "seeds is shown from 5 seeds on (–: fewer); the cell table's interval is that of the "
+        "mean over seeds, the test records and the seeds resampled together.")
     return "\n".join(lines) + "\n"
 
 
