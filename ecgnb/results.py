@@ -204,7 +204,8 @@ def summarize(results: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 100
         low, high = bootstrap_mean_ci(scores, n_boot, seed)
         rows.append({**dict(zip(KEYS[:-1], key)), "metric": metric,
                      "unit": _unit_column(part, unit).replace("pretrain_seed", "pretraining seed"),
-                     "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else np.nan,
+                     "mean": scores.mean(),
+                     "std": scores.std(ddof=1) if len(scores) > 1 else np.nan,
                      "n": len(scores), "ci_low": low, "ci_high": high,
                      "val_mean": unit_scores(part, f"val_{metric}", unit).mean(),
                      "label_fraction_realised": part["label_fraction_realised"].mean()
@@ -311,7 +312,8 @@ class StudyTable:
         return grid
 
     def to_markdown(self) -> str:
-        return f"**recipe: {self.recipe}**\n\n" + markdown_table(self.text("markdown"), self.caption())
+        table = markdown_table(self.text("markdown"), self.caption())
+        return f"**recipe: {self.recipe}**\n\n{table}"
 
     def to_latex(self) -> str:
         return _latex(self.text("latex"), self.caption())
@@ -327,8 +329,8 @@ class StudyTable:
                 f"{self.labels}. (LP)/(FT): mode chosen on mean validation score; bold: best per "
                 f"column; p: exact two-sided sign-flip test of the mean difference vs {REFERENCE} "
                 f"in the same backbone, head and mode as the entry, paired by {self.unit}{floor}; "
-                f"a trailing 'vs LP <mean>' names the {REFERENCE} cell compared where the {REFERENCE} entry "
-                "shown is in the other mode.")
+                f"a trailing 'vs LP <mean>' names the {REFERENCE} cell compared where the "
+                f"{REFERENCE} entry shown is in the other mode.")
 
 
 def study_table(results: pd.DataFrame, metric: str = "macro_f1",
@@ -434,7 +436,8 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     for column in ("mean", "reference_mean", "baseline_mean", "mean_diff", "diff_ci_low",
                    "diff_ci_high"):
         if column in shown:
-            shown[column] = (100 * shown[column]).map(lambda v: "–" if np.isnan(v) else f"{v:.1f}")
+            shown[column] = (100 * shown[column]).map(
+                lambda v: "–" if np.isnan(v) else f"{v:.1f}")
     for column in ("p", "p_min"):
         shown[column] = shown[column].map("{:.3g}".format)
     return markdown_table(shown.set_index(shown.columns[0]))
@@ -548,8 +551,10 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
               out / "study_table.csv")
     write_csv(_stack(summarize(part, metric, n_boot, seed).assign(recipe=recipe)
                      for recipe, part in by_recipe(results)), out / "summary.csv")
-    write_csv(_stack(r.versus_ref.assign(recipe=r.recipe) for r in reports), out / "vs_reference.csv")
-    write_csv(_stack(r.versus_base.assign(recipe=r.recipe) for r in reports), out / "vs_baseline.csv")
+    write_csv(_stack(r.versus_ref.assign(recipe=r.recipe) for r in reports),
+              out / "vs_reference.csv")
+    write_csv(_stack(r.versus_base.assign(recipe=r.recipe) for r in reports),
+              out / "vs_baseline.csv")
     cells = cell_table(results, metric)
     write_csv(cells.reset_index(), out / "cells.csv")
     extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
@@ -592,8 +597,9 @@ def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
     n_pretrain = results["pretrain_seed"].nunique() if "pretrain_seed" in results else 0
     lines = ["# Results", "",
              f"{len(results)} downstream cells from {results['run'].nunique()} runs; recipe: "
-             f"{recipe_of(results)}; downstream seeds per cell: {sorted(n_seeds.unique().tolist())}; "
-             f"pretraining seeds: {n_pretrain or 'not recorded'}.", "",
+             f"{recipe_of(results)}; downstream seeds per cell: "
+             f"{sorted(n_seeds.unique().tolist())}; pretraining seeds: "
+             f"{n_pretrain or 'not recorded'}.", "",
              _design_note(n_pretrain), ""]
     for r in reports:
         unit = r.table.unit

@@ -212,7 +212,7 @@ def test_encoder_tables_read_beside_the_results(tmp_path):
     assert results.encoder_tables("") == {}
 
 
-# --------------------------------------------------------------------------- issue 14: honest statistics
+# --------------------------------------------------------------------------- honest statistics
 def test_a_row_is_compared_with_ecg_in_its_own_mode_and_says_so():
     """ECG is shown in LP (validation prefers it), continued1 in FT: its p is against ECG FT."""
     rows = (cells("ECG", "lp", 0.50, 0.60) + cells("ECG", "ft", 0.40, 0.40)
@@ -278,8 +278,8 @@ def test_collect_records_labels_pretraining_seed_and_the_seed_mean_interval(tmp_
         write_cell(run, f"mlp-lp-f1-s{seed}", seed=seed)
         folder = run / "cells" / f"mlp-lp-f1-s{seed}"
         record = results.runs.read_json(folder / "cell.json")
-        write_json(folder / "cell.json", {**record, "pretrain_seed": 0, "n_train": 80,
-                                          "n_train_available": 383, "label_fraction_realised": 80 / 383})
+        labels = {"n_train": 80, "n_train_available": 383, "label_fraction_realised": 80 / 383}
+        write_json(folder / "cell.json", {**record, "pretrain_seed": 0, **labels})
         y = np.tile([0, 1], 20)
         pd.DataFrame({"index": range(40), "group": np.repeat([f"r{g}" for g in range(10)], 4),
                       "y_true": y, "y_pred": y if seed else 1 - y}).to_csv(

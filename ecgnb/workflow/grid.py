@@ -308,7 +308,8 @@ class _Expander:
     def full(self, run_name: str) -> str:
         return f"{self.name}/{run_name}"
 
-    def encoders(self, backbone: str, scenarios: list[Scenario], seed: int | None = None) -> list[Run]:
+    def encoders(self, backbone: str, scenarios: list[Scenario],
+                 seed: int | None = None) -> list[Run]:
         """Pretraining and continuation runs of ``backbone`` for ``scenarios`` and their chains
         (``seed``: the pretraining seed, set in each run; None: the sections' own)."""
         needed: dict[str, Scenario] = {}
@@ -327,8 +328,8 @@ class _Expander:
     def _pretrain(self, backbone: str, s: Scenario, seed: int | None) -> Run:
         own = {"backbone": backbone, "corpus": s.corpus, **_seed(seed)}
         params = self._params("pretraining", backbone, own)
-        return Run(encoder_run(backbone, s.name, seed), "pretraining", self.notebooks["pretraining"],
-                   params)
+        return Run(encoder_run(backbone, s.name, seed), "pretraining",
+                   self.notebooks["pretraining"], params)
 
     def _continue(self, backbone: str, s: Scenario, seed: int | None) -> Run:
         parent = encoder_run(backbone, s.parent.name, seed)

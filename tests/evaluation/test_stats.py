@@ -62,7 +62,7 @@ def test_no_bootstrap_interval_of_a_mean_from_too_few_seeds():
     assert np.isnan(out["diff_ci_low"]) and out["p"] == 0.5
 
 
-# --------------------------------------------------------------------------- interval of a seed mean
+# --------------------------------------------------------------------------- seed-mean interval
 def seed_predictions(rng, n_seeds=5, n_records=30, per_record=4, seed_sd=0.8) -> list[pd.DataFrame]:
     """Binary predictions of ``n_seeds`` models on one test split: records differ in difficulty
     (shared by every seed), seeds in skill (logit scale)."""
