@@ -55,11 +55,10 @@ def label_line(rows: pd.DataFrame) -> str:
     realised = rows["label_fraction_realised"] if "label_fraction_realised" in rows else None
     if realised is None or realised.isna().all():
         return f"labelled training fragments: {requested}, realised not recorded"
-    n_train = rows["n_train"].dropna().astype(int)
-    span = f"{n_train.min()}" if n_train.min() == n_train.max() else \
-        f"{n_train.min()}-{n_train.max()}"
-    return (f"labelled training fragments: {requested}, {100 * realised.mean():.1f} % realised "
-            f"(n_train {span})")
+    n_train = rows["n_train"].dropna().astype(int) if "n_train" in rows else pd.Series([], int)
+    span = "" if n_train.empty else f" (n_train {n_train.min()})" \
+        if n_train.min() == n_train.max() else f" (n_train {n_train.min()}-{n_train.max()})"
+    return f"labelled training fragments: {requested}, {100 * realised.mean():.1f} % realised{span}"
 
 
 def in_study_order(frame: pd.DataFrame) -> pd.DataFrame:

@@ -175,9 +175,10 @@ def choose_records(counts: np.ndarray, fraction: float, rng: np.random.Generator
     to ``fraction`` of that class's windows; ``counts`` ``[R, K]`` windows per record and class.
 
     The cost is the sum over classes of |kept - target| / class size. Start: for each class,
-    rarest first, the record that covers it at the lowest cost (if none kept covers it yet);
-    then, in one seeded random order, add, drop or swap single records while the cost falls and
-    every class stays covered (a local search: close to the best that whole records allow).
+    rarest first, the first record of one seeded random order that holds it (if none kept does
+    yet); then, in that order, add, drop or swap single records while the cost falls and every
+    class stays covered (a local search: close to the best that whole records allow, and the seed
+    decides among near-equal subsets).
     """
     totals = counts.sum(0)
     target = fraction * totals
