@@ -1,7 +1,9 @@
 """The study's results: one tidy table of downstream cells, the study table, paired statistics, plots.
 
-- :func:`collect_results`: one row per *complete* cell (``cells/<cell>/metrics.json``) of every
-  *complete* run (``_SUCCESS.json``) under a folder, rebuilt from the files each time.
+- :func:`collect_results`: one row per *complete* cell (``cells/<cell>/metrics.json`` matching its
+  files) of every *complete* run (:func:`ecgnb.runs.is_complete`) under a folder, rebuilt from
+  the files each time; ``code_hash`` says which code produced each row (:func:`code_note` when
+  rows mix codes) and :func:`collect_warnings` the data warnings runs recorded.
 - :func:`study_table`: macro-F1 mean +/- std over seeds per scenario x (backbone, head); linear
   probing vs fine-tuning chosen per cell on mean *validation* macro-F1 (never test) and marked;
   best per column in bold; the supervised baselines in their own column.
@@ -12,11 +14,13 @@
 
 Layout of ``results.csv``: :data:`KEYS`, test metrics :data:`METRICS`, ``val_<metric>``,
 ``<metric>_ci_low/_high`` (grouped bootstrap over source records, per cell), ``n_test``,
-``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``wall_s``, ``run_wall_s``.
+``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``, ``wall_s``,
+``run_wall_s``.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ecgnb import runs
+from ecgnb.config import check_ranges
 from ecgnb.data.scenarios import SCENARIOS
 from ecgnb.evaluation.stats import bootstrap_mean_ci, paired_test, smallest_wilcoxon_p
 from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, METRICS,
@@ -43,6 +48,9 @@ class ResultsConfig:
     n_boot: int = 10000
     seed: int = 0
 
+    def __post_init__(self):
+        check_ranges(self)
+
 
 # --------------------------------------------------------------------------- the tidy table
 def collect_results(folder, root=None) -> pd.DataFrame:
@@ -54,7 +62,7 @@ def collect_results(folder, root=None) -> pd.DataFrame:
     root = Path(root) if root is not None else folder.parent
     rows = []
     for run in runs.finished_runs(folder):
-        record = runs.read_json(run / runs.SUCCESS)
+        record = runs.completion_record(run)
         for cell in runs.complete_cells(run):
             rows.append(_cell_row(runs.cell_folder(run, cell), run.relative_to(root).as_posix(),
                                   record))
@@ -75,9 +83,29 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     row.update({"n_test": metrics.get("n_test"),
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
-                "params_hash": run_record.get("params_hash"), "wall_s": info.get("wall_s"),
+                "params_hash": run_record.get("params_hash"),
+                "code_hash": (run_record.get("code") or {}).get("source_hash"),
+                "wall_s": info.get("wall_s"),
                 "run_wall_s": run_record.get("wall_s")})
     return row
+
+
+def code_note(results: pd.DataFrame) -> str | None:
+    """A line when the rows were produced by more than one version of the code (else None)."""
+    if "code_hash" not in results or results["code_hash"].nunique(dropna=False) <= 1:
+        return None
+    counts = results.groupby("code_hash", dropna=False)["run"].nunique()
+    parts = ", ".join(f"{code}: {n} run(s)" for code, n in counts.items())
+    return f"rows come from {len(counts)} versions of the code ({parts}); see column code_hash"
+
+
+def collect_warnings(folder, root=None) -> list[str]:
+    """``<run>: <warning>`` for every data warning a complete run under ``folder`` recorded."""
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder.parent
+    return [f"{run.relative_to(root).as_posix()}: {message}"
+            for run in runs.finished_runs(folder)
+            for message in (runs.completion_record(run) or {}).get("warnings", [])]
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -42,6 +42,7 @@ def test_start_then_finish_makes_a_run_complete(outputs):
     assert record["stage"] == "pretraining" and record["params"] == {"seed": 3, "device": "cpu"}
     with pytest.raises(FileNotFoundError, match="missing or unfinished.*run it first"):
         runs.find_run("pretraining/interactive")
+    (out / "encoder.pt").write_bytes(b"weights")
     runs.finish_stage(out, {"x": 1})
     assert runs.find_run("pretraining/interactive") == out
     assert runs.finished_runs(outputs) == [out]
@@ -61,7 +62,8 @@ def test_complete_cells_need_their_metrics(tmp_path):
     for name, done in (("mlp-lp-f1-s0", True), ("fcn-ft-f1-s0", False)):
         folder = runs.cell_folder(tmp_path, name)
         folder.mkdir(parents=True)
+        (folder / "predictions.csv").write_text("index\n0\n")
         if done:
-            (folder / runs.CELL_METRICS).write_text("{}")
+            runs.write_cell_metrics(folder, {"macro_f1": 0.5})
     assert runs.complete_cells(tmp_path) == ["mlp-lp-f1-s0"]
     assert runs.is_cell_complete(runs.cell_folder(tmp_path, runs.Cell.parse("mlp-lp-f1-s0")))

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import yaml
 
-from ecgnb import cli, results
+from ecgnb import cli, results, runs
 from ecgnb.workflow import sweep
 from ecgnb.config import write_json
 from ecgnb.workflow.grid import load_grid
@@ -39,8 +39,8 @@ output_dir: str = ""'''
 
 # Imitates notebooks 02-04: checks its parents finished, writes cells (04), marks itself done.
 BODY = '''import json, os, pathlib, time
-out = pathlib.Path(output_dir)
-out.mkdir(parents=True, exist_ok=True)
+import ecgnb.runs
+out = ecgnb.runs.start_stage({"n_epochs": n_epochs}, "pretraining", output_dir)
 root = pathlib.Path(os.environ["ECGNB_OUTPUTS"])
 with open(root / "executions.log", "a") as log:
     log.write(out.relative_to(root).as_posix() + "\\n")
@@ -49,7 +49,7 @@ if fail:
     raise RuntimeError("planned failure")
 for name in [parent_run, encoder_run, *runs]:
     if name and name != "none":
-        assert (root / name / "_SUCCESS.json").is_file(), f"parent {name} not finished"'''
+        ecgnb.runs.find_run(name)'''
 CELLS = '''info, pairs = {"scenario": scenario or corpus, "backbone": backbone}, []
 if encoder_run == "none":
     info, pairs = {"scenario": "none", "backbone": "supervised"}, [(b, "supervised") for b in baselines]
@@ -63,13 +63,11 @@ for head, mode in pairs:
         score = 0.5 + 0.01 * seed
         (cell / "cell.json").write_text(json.dumps({**info, "head": head, "mode": mode, "seed": seed,
             "label_fraction": label_fraction, "encoder_run": encoder_run, "wall_s": 0.1}))
-        (cell / "metrics.json").write_text(json.dumps({"macro_f1": score, "accuracy": score,
-            "n_test": 10, "ci": {"macro_f1": [score - 0.1, score + 0.1]}, "val_metrics": {"macro_f1": score}}))
+        ecgnb.runs.write_cell_metrics(cell, {"macro_f1": score, "accuracy": score,
+            "n_test": 10, "ci": {"macro_f1": [score - 0.1, score + 0.1]}, "val_metrics": {"macro_f1": score}})
 summary = {"scenario": info["scenario"], "backbone": info["backbone"],
            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
-tmp = out / "_SUCCESS.json.tmp"
-tmp.write_text(json.dumps({"started": "", "summary": summary}))
-tmp.replace(out / "_SUCCESS.json")'''
+ecgnb.runs.finish_stage(out, summary)'''
 
 
 def fake_notebook(path: Path) -> Path:
@@ -212,7 +210,10 @@ def fake_execute(log: list):
         folder = sweep.run_folder(grid, name)
         digest = params_hash(grid.runs[name].params, parent_hashes)
         time.sleep(0.05)
-        write_json(folder / SUCCESS, {"params_hash": digest, "wall_s": 0.05})
+        runs.start_stage({}, "pretraining", str(folder))
+        runs.finish_stage(folder)
+        (folder / "fake.ipynb").write_text("{}")
+        runs.complete_pending(folder, folder / "fake.ipynb", digest, 0.05)
     return execute
 
 
