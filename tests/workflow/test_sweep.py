@@ -14,7 +14,7 @@ import yaml
 
 from ecgnb import cli, results, runs
 from ecgnb.workflow import sweep
-from ecgnb.config import write_json
+from ecgnb.config import code_identity, write_json
 from ecgnb.workflow.grid import load_grid
 from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS
 from ecgnb.workflow.runner import params_hash
@@ -294,3 +294,55 @@ def test_dry_run_prints_the_dag(tmp_path, outputs, fake_nb, capsys):
     assert "finetuning/ts2vec-ecg-continued1-f1.0  <- regularization/ts2vec-ecg-continued1" in text
     assert "4 runs, 8 downstream cells" in text
     assert not (outputs / "executions.log").exists()
+
+
+# --------------------------------------------------------------------------- completion and code
+def test_a_torn_run_is_redone_by_the_next_sweep(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    log = []
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log))
+    folder = sweep.run_folder(grid, "pretraining/ts2vec-ecg")
+    notebook = folder / "fake.ipynb"
+    notebook.write_text(notebook.read_text()[:1])  # a full disk cut the notebook short
+    assert sweep.plan(grid)["pretraining/ts2vec-ecg"].state == "pending"
+    log.clear()
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log))
+    assert ("pretraining/ts2vec-ecg", None) in log
+
+
+def test_runs_of_other_code_run_again_unless_accepted(tmp_path, outputs, fake_nb, monkeypatch,
+                                                      capsys):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    assert {s.state for s in sweep.plan(grid).values()} == {"cached"}
+    other = {**code_identity(), "source_hash": "0123456789abcdef"}
+    monkeypatch.setattr(sweep, "code_identity", lambda: other)
+    statuses = sweep.plan(grid)
+    assert {s.state for s in statuses.values()} == {"pending"}
+    assert "recorded by other code (source_hash" in statuses["pretraining/ts2vec-ecg"].note
+    assert "--accept-old-code" in sweep.code_note(statuses, False)
+    assert {s.state for s in sweep.plan(grid, accept_old_code=True).values()} == {"cached"}
+    assert cli.main(["run", str(grid.source), "--dry-run"]) == 0
+    assert "4 run(s) were recorded by other code" in capsys.readouterr().out
+    log = []
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log), accept_old_code=True)
+    assert log == []
+
+
+def test_other_code_removes_an_interrupted_attempt(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    sweep.prepare_folder(folder, "aaa")
+    (folder / "cells" / "old").mkdir(parents=True)
+    monkeypatch.setattr(sweep, "code_identity", lambda: {"source_hash": "other"})
+    sweep.prepare_folder(folder, "aaa")
+    assert not (folder / "cells").exists()
+
+
+def test_a_sweep_killed_while_running_is_marked_interrupted(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    write_json(outputs / "t" / sweep.STATUS_FILE, {"runs": {
+        "pretraining/ts2vec-ecg": {"state": "running"}, "finetuning/ts2vec-ecg-f1.0": {"state": "pending"}}})
+    assert sweep.mark_interrupted(grid) == ["pretraining/ts2vec-ecg"]
+    record = json.loads((outputs / "t" / sweep.STATUS_FILE).read_text())
+    assert record["runs"]["pretraining/ts2vec-ecg"]["state"] == "interrupted"
+    assert sweep.mark_interrupted(grid) == []
