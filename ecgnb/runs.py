@@ -249,11 +249,18 @@ def _record_data_warnings(out: Path) -> None:
 
 
 def add_warning(out: Path, message: str) -> None:
-    """Append ``message`` to the ``warnings`` of ``out/config.json`` (once)."""
-    record = read_json(Path(out) / CONFIG)
-    if message not in record.setdefault("warnings", []):
-        record["warnings"].append(message)
-        write_json(Path(out) / CONFIG, record)
+    """Append ``message`` to the ``warnings`` of ``out/config.json`` (once), while the run is
+    open (a finished run's files are vouched for and stay as they are)."""
+    out = Path(out)
+    if any((out / record).exists() for record in (SUCCESS, PENDING)):
+        return
+    try:
+        record = read_json(out / CONFIG)
+        if message not in record.setdefault("warnings", []):
+            record["warnings"].append(message)
+            write_json(out / CONFIG, record)
+    except (OSError, ValueError):  # the run folder went away: the warning is still shown
+        pass
 
 
 def read_json(path: Path) -> dict[str, Any]:
