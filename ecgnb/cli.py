@@ -135,12 +135,16 @@ def build_report(target: str, use_notebook: bool = True) -> Path:
                   f"e.g. {dropped[0]}")
     if table.empty:
         raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
-    for line in [R.code_note(table)] + R.collect_warnings(folder, root=outputs_root()):
+    warned = [f"{run}: {message}" for run, message in R.collect_warnings(folder, outputs_root())
+              if in_grid is None or run in in_grid]
+    for line in [R.code_note(table)] + warned:
         if line:
             print(f"note: {line}")
     csv, _ = R.write_csv(table, folder / "results.csv", outputs_root() / "results.csv")
     for stage in R.STAGE_SUMMARIES:  # probes and drift of notebooks 02 and 03
         summaries = R.collect_summaries(folder, f"{stage}.json", root=outputs_root())
+        if in_grid is not None and not summaries.empty:
+            summaries = summaries[summaries["run"].isin(in_grid)]
         if not summaries.empty:
             R.write_csv(summaries, folder / f"{stage}.csv")
     out = folder / REPORT_RUN
@@ -283,14 +287,12 @@ DISK_HINTS = {errno.ENOSPC: "the disk is full: free space, or point ECGNB_OUTPUT
 
 def error_line(exc: BaseException) -> str:
     """One line: the file and the problem (and, for a full or read-only disk, what to do)."""
-    disk = _disk_error(exc)
-    if disk is not None:
-        where = disk.filename or "output folder"
-        return f"{where}: {disk.strerror or disk}; {DISK_HINTS[disk.errno]}"
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first if isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)) \
-        else f"{type(exc).__name__}: {first}"
+    if not isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)):
+        first = f"{type(exc).__name__}: {first}"
+    disk = _disk_error(exc)
+    return f"{first}; {DISK_HINTS[disk.errno]}" if disk is not None else first
 
 
 def _disk_error(exc: BaseException | None) -> OSError | None:

@@ -14,8 +14,8 @@
 
 Layout of ``results.csv``: :data:`KEYS`, test metrics :data:`METRICS`, ``val_<metric>``,
 ``<metric>_ci_low/_high`` (grouped bootstrap over source records, per cell), ``n_test``,
-``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``, ``wall_s``,
-``run_wall_s``.
+``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``, ``warnings``
+(the data warnings of the run), ``wall_s``, ``run_wall_s``.
 """
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
                 "params_hash": run_record.get("params_hash"),
                 "code_hash": (run_record.get("code") or {}).get("source_hash"),
+                "warnings": "; ".join(run_record.get("warnings") or []),
                 "wall_s": info.get("wall_s"),
                 "run_wall_s": run_record.get("wall_s")})
     return row
@@ -99,11 +100,11 @@ def code_note(results: pd.DataFrame) -> str | None:
     return f"rows come from {len(counts)} versions of the code ({parts}); see column code_hash"
 
 
-def collect_warnings(folder, root=None) -> list[str]:
-    """``<run>: <warning>`` for every data warning a complete run under ``folder`` recorded."""
+def collect_warnings(folder, root=None) -> list[tuple[str, str]]:
+    """``(run, warning)`` for every data warning a complete run under ``folder`` recorded."""
     folder = Path(folder)
     root = Path(root) if root is not None else folder.parent
-    return [f"{run.relative_to(root).as_posix()}: {message}"
+    return [(run.relative_to(root).as_posix(), message)
             for run in runs.finished_runs(folder)
             for message in (runs.completion_record(run) or {}).get("warnings", [])]
 
@@ -468,6 +469,15 @@ def figures(results: pd.DataFrame, table: StudyTable, metric: str = "macro_f1") 
     return figs
 
 
+def report_notes(results: pd.DataFrame) -> list[str]:
+    """What a reader must know before the numbers: mixed code versions, data warnings."""
+    notes = [code_note(results)]
+    if "warnings" in results:
+        for run, text in results.drop_duplicates("run")[["run", "warnings"]].to_numpy():
+            notes += [f"{run}: {w}" for w in str(text).split("; ") if text == text and text]
+    return [n for n in notes if n]
+
+
 def report_markdown(table: StudyTable, versus_ref: pd.DataFrame, versus_base: pd.DataFrame,
                     results: pd.DataFrame) -> str:
     n_seeds = results.groupby(list(KEYS[:-1]))["seed"].nunique()
@@ -475,6 +485,7 @@ def report_markdown(table: StudyTable, versus_ref: pd.DataFrame, versus_base: pd
         "# Results", "",
         f"{len(results)} downstream cells from {results['run'].nunique()} runs; "
         f"seeds per cell: {sorted(n_seeds.unique().tolist())}.", "",
+        *[f"**Note:** {line}\n" for line in report_notes(results)],
         "## The study table", "", table.to_markdown(),
         f"## Each scenario vs {REFERENCE} (paired by seed)", "", comparison_markdown(versus_ref),
         "## Best SSL cell (chosen on validation) vs H-InceptionTime (paired by seed)", "",
