@@ -33,6 +33,7 @@ import os
 import re
 import time
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +214,19 @@ def list_artefacts(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, dic
 
 
 def file_record(path: Path) -> dict:
+    """``{size, sha256}`` of a file (the checksum is computed once per file version and process)."""
+    stat = Path(path).stat()
+    return {"size": stat.st_size, "sha256": _sha256(str(path), stat.st_size, stat.st_mtime_ns)}
+
+
+@lru_cache(maxsize=65536)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of ``path``; ``size`` and ``mtime_ns`` key the cache (a rewrite changes them)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return {"size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
 
 
 def artefacts_problem(folder: Path, artefacts: dict) -> str | None:
