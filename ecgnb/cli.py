@@ -157,12 +157,15 @@ def build_report(target: str, use_notebook: bool = True) -> Path:
 def _report_notebook(csv: Path, out: Path) -> Path:
     """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
     from ecgnb.results import STAGE_SUMMARIES
+    from ecgnb.runs import completion_record
     from ecgnb.workflow.runner import execute, params_hash
+    from ecgnb.workflow.sweep import code_change
 
     params = {"results_csv": str(csv.resolve())}
     tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES]
     content = tuple(hashlib.sha256(t.read_bytes()).hexdigest()[:16] for t in tables if t.is_file())
-    if is_complete(out, params_hash(params, content)):
+    digest = params_hash(params, content)
+    if is_complete(out, digest) and code_change(completion_record(out)) is None:
         return out
     run_name = out.relative_to(outputs_root()).as_posix()
     return execute(REPORT_NOTEBOOK, params, run_name=run_name, overwrite=True,

@@ -21,13 +21,13 @@ import torch
 
 VERSIONED_PACKAGES = ("ecgnb", "torch", "numpy", "scipy", "pandas", "scikit-learn", "wfdb",
                       "neurokit2", "umap-learn", "plotly", "papermill")
-CODE_PACKAGES = ("torch", "numpy", "scikit-learn")  # the libraries whose numbers a result depends on
+CODE_PACKAGES = ("torch", "numpy", "scikit-learn")  # the libraries a result's numbers depend on
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 class DataWarning(UserWarning):
     """Data that load but deserve a look (a subject with no usable window, synthetic data standing
-    in for a root that was not set): recorded in the run's ``config.json`` and shown by the report."""
+    in for a root that was not set): recorded in the run's ``config.json``, shown by the report."""
 
 
 # --------------------------------------------------------------------------- parameter ranges
@@ -55,7 +55,7 @@ class Range:
 COUNT, POSITIVE, NON_NEGATIVE = Range(1), Range(0, low_open=True), Range(0)
 SHARE = Range(0, 1, low_open=True)  # a fraction in (0, 1]
 # One name, one meaning, everywhere: the range of each numeric parameter of the notebooks and of
-# their typed configs (``None``, where a parameter allows it, means "the default" and is not checked).
+# their typed configs (``None``, where a parameter allows it, means "the default": not checked).
 PARAMETER_RANGES: dict[str, Range] = {
     "n_epochs": COUNT, "batch_size": COUNT, "patience": COUNT, "n_members": COUNT,
     "n_examples": COUNT, "k_neighbors": COUNT, "n_boot": COUNT, "n_neighbors": Range(2),

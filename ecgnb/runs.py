@@ -95,9 +95,9 @@ def completion_problem(folder: Path, expected_hash: str | None = None) -> str | 
     """Why ``folder`` is not a complete run (None when it is): the one completion rule."""
     record = completion_record(folder)
     if record is None:
-        pending = " (its notebook finished, the runner did not)" if (Path(folder) / PENDING).is_file() \
-            else ""
-        return f"no readable completion record {SUCCESS}{pending}"
+        pending = (Path(folder) / PENDING).is_file()
+        return f"no readable completion record {SUCCESS}" + \
+            (" (its notebook finished, the runner did not)" if pending else "")
     if not isinstance(record.get("artefacts"), dict):
         return f"{SUCCESS} names no artefacts (written by an older ecgnb)"
     if expected_hash is not None and record.get("params_hash") != expected_hash:

@@ -228,7 +228,7 @@ def test_windows_concat_and_subset():
     assert (w.unlabelled().y == -1).all()
 
 
-# --------------------------------------------------------------------------- data that used to pass silently
+# ------------------------------------------------------------------ data that passed silently
 def test_an_empty_class_folder_is_an_error_naming_it(fragment_root):
     for path in (fragment_root / FRAGMENT_CLASSES[4] / "frag").iterdir():
         path.unlink()
