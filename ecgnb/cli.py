@@ -5,13 +5,18 @@
 - ``ecgnb report GRID_OR_FOLDER``: ``results.csv`` rebuilt from the cell folders, then
   notebooks/06_results.ipynb renders the study table, statistics and figures;
 - ``ecgnb demo``: embedded data, notebook 01, ``params/grids/demo.yaml``, the report.
+
+An error prints one line first (the file, the problem, what to do); ``--verbose`` adds the
+traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from ecgnb.runs import NOTEBOOKS, PROJECT_ROOT, is_complete, outputs_root, stage_of
@@ -47,10 +52,11 @@ def _run(args) -> int:
 
     grid = load_grid(args.grid)  # every run validated against its notebook before anything runs
     if args.dry_run:
-        print(format_plan(grid, plan(grid, args.only, args.retry_failed)))
+        statuses = plan(grid, args.only, args.retry_failed, args.accept_old_code)
+        print(format_plan(grid, statuses, args.accept_old_code))
         return 0
     devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
-    return _sweep(grid, args.jobs, devices, args.only, args.retry_failed)
+    return _sweep(grid, args.jobs, devices, args.only, args.retry_failed, args.accept_old_code)
 
 
 def _params(args) -> int:
@@ -68,12 +74,17 @@ def _params(args) -> int:
     return 0
 
 
-def _sweep(grid, jobs: int, devices=(), only=None, retry_failed: bool = False) -> int:
-    from ecgnb.workflow.sweep import count_states, run_sweep
+def _sweep(grid, jobs: int, devices=(), only=None, retry_failed: bool = False,
+           accept_old_code: bool = False) -> int:
+    from ecgnb.workflow.sweep import code_note, count_states, run_sweep
 
     start = time.time()
-    statuses = run_sweep(grid, jobs=jobs, devices=devices, only=only, retry_failed=retry_failed)
+    statuses = run_sweep(grid, jobs=jobs, devices=devices, only=only, retry_failed=retry_failed,
+                         accept_old_code=accept_old_code)
     print(f"sweep '{grid.name}' in {time.time() - start:.1f} s: {count_states(statuses)}")
+    note = code_note(statuses, accept_old_code)
+    if note:
+        print(f"  note: {note}")
     for status in statuses.values():
         if status.state in ("failed", "skipped"):
             print(f"  {status.state}: {status.name}: {status.error}")
@@ -96,17 +107,44 @@ def grid_folder(target: str) -> Path:
     raise FileNotFoundError(f"no results folder '{target}' (nor {outputs_root() / target})")
 
 
+def grid_runs(target: str) -> set[str] | None:
+    """The run names (``<grid>/<run>``) of a grid file; None when ``target`` is a folder."""
+    if Path(target).suffix not in (".yaml", ".yml"):
+        return None
+    from ecgnb.workflow.grid import load_grid
+
+    grid = load_grid(Path(target).expanduser(), validate=False)
+    return {grid.run_id(name) for name in grid.runs}
+
+
 def build_report(target: str, use_notebook: bool = True) -> Path:
-    """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder."""
+    """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder.
+
+    Given a grid file, only the runs of that grid are reported (runs left in its folder by an
+    earlier version of the grid are not)."""
     from ecgnb import results as R
 
     folder = grid_folder(target)
     table = R.collect_results(folder, root=outputs_root())
+    in_grid = grid_runs(target)
+    if in_grid is not None and not table.empty:
+        dropped = sorted(set(table["run"]) - in_grid)
+        table = table[table["run"].isin(in_grid)].reset_index(drop=True)
+        if dropped:
+            print(f"note: {len(dropped)} run(s) in {folder} are not in {target} and are left out, "
+                  f"e.g. {dropped[0]}")
     if table.empty:
         raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
+    warned = [f"{run}: {message}" for run, message in R.collect_warnings(folder, outputs_root())
+              if in_grid is None or run in in_grid]
+    for line in [R.code_note(table)] + warned:
+        if line:
+            print(f"note: {line}")
     csv, _ = R.write_csv(table, folder / "results.csv", outputs_root() / "results.csv")
     for stage in R.STAGE_SUMMARIES:  # probes and drift of notebooks 02 and 03
         summaries = R.collect_summaries(folder, f"{stage}.json", root=outputs_root())
+        if in_grid is not None and not summaries.empty:
+            summaries = summaries[summaries["run"].isin(in_grid)]
         if not summaries.empty:
             R.write_csv(summaries, folder / f"{stage}.csv")
     out = folder / REPORT_RUN
@@ -119,12 +157,15 @@ def build_report(target: str, use_notebook: bool = True) -> Path:
 def _report_notebook(csv: Path, out: Path) -> Path:
     """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
     from ecgnb.results import STAGE_SUMMARIES
+    from ecgnb.runs import completion_record
     from ecgnb.workflow.runner import execute, params_hash
+    from ecgnb.workflow.sweep import code_change
 
     params = {"results_csv": str(csv.resolve())}
     tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES]
     content = tuple(hashlib.sha256(t.read_bytes()).hexdigest()[:16] for t in tables if t.is_file())
-    if is_complete(out, params_hash(params, content)):
+    digest = params_hash(params, content)
+    if is_complete(out, digest) and code_change(completion_record(out)) is None:
         return out
     run_name = out.relative_to(outputs_root()).as_posix()
     return execute(REPORT_NOTEBOOK, params, run_name=run_name, overwrite=True,
@@ -178,6 +219,7 @@ def _demo_exploration() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgnb", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", action="store_true", help="print tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("execute", help="run one notebook with one params file (papermill)")
@@ -202,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="glob on run names; their missing ancestors too")
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs that failed with the same parameters")
+    p.add_argument("--accept-old-code", action="store_true",
+                   help="keep finished runs recorded by another version of the code or of "
+                        "torch/numpy/scikit-learn (default: run them again)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("params", help="print one grid run's parameters as a params file")
@@ -228,9 +273,38 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("ecgnb: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"ecgnb: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - every error gets one line; --verbose the rest
+        print(f"ecgnb: error: {error_line(exc)}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            print("(ecgnb --verbose ... prints the traceback)", file=sys.stderr)
         return 2
+
+
+DISK_HINTS = {errno.ENOSPC: "the disk is full: free space, or point ECGNB_OUTPUTS to another disk",
+              errno.EROFS: "read-only file system: point ECGNB_OUTPUTS to a writable folder",
+              errno.EACCES: "no permission: point ECGNB_OUTPUTS to a writable folder",
+              errno.EDQUOT: "disk quota exceeded: free space, or point ECGNB_OUTPUTS elsewhere"}
+
+
+def error_line(exc: BaseException) -> str:
+    """One line: the file and the problem (and, for a full or read-only disk, what to do)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if not isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)):
+        first = f"{type(exc).__name__}: {first}"
+    disk = _disk_error(exc)
+    return f"{first}; {DISK_HINTS[disk.errno]}" if disk is not None else first
+
+
+def _disk_error(exc: BaseException | None) -> OSError | None:
+    """The full-disk or read-only OSError behind ``exc`` (its causes included), if any."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_HINTS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""The lowest layer: devices, seeds, typed configs, versions and atomic JSON writes."""
+"""The lowest layer: devices, seeds, typed configs and their ranges, versions, the code's
+identity and atomic JSON writes."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
+import math
+import os
 import platform
 import random
 import subprocess
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,6 +21,70 @@ import torch
 
 VERSIONED_PACKAGES = ("ecgnb", "torch", "numpy", "scipy", "pandas", "scikit-learn", "wfdb",
                       "neurokit2", "umap-learn", "plotly", "papermill")
+CODE_PACKAGES = ("torch", "numpy", "scikit-learn")  # the libraries a result's numbers depend on
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+class DataWarning(UserWarning):
+    """Data that load but deserve a look (a subject with no usable window, synthetic data standing
+    in for a root that was not set): recorded in the run's ``config.json``, shown by the report."""
+
+
+# --------------------------------------------------------------------------- parameter ranges
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric parameter: ``low`` < or <= value < or <= ``high``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: value must be > low (else >= low)
+
+    def contains(self, value) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or value <= self.high
+
+    def __str__(self) -> str:
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "" if self.high is None else f"<= {self.high:g}"
+        return " and ".join(p for p in (low, high) if p)
+
+
+COUNT, POSITIVE, NON_NEGATIVE = Range(1), Range(0, low_open=True), Range(0)
+SHARE = Range(0, 1, low_open=True)  # a fraction in (0, 1]
+# One name, one meaning, everywhere: the range of each numeric parameter of the notebooks and of
+# their typed configs (``None``, where a parameter allows it, means "the default": not checked).
+PARAMETER_RANGES: dict[str, Range] = {
+    "n_epochs": COUNT, "batch_size": COUNT, "patience": COUNT, "n_members": COUNT,
+    "n_examples": COUNT, "k_neighbors": COUNT, "n_boot": COUNT, "n_neighbors": Range(2),
+    "n_windows": NON_NEGATIVE, "n_corpus_windows": NON_NEGATIVE, "min_dist": NON_NEGATIVE,
+    "lr": POSITIVE, "encoder_lr_ratio": POSITIVE, "fs": POSITIVE,
+    "label_fraction": SHARE, "corpus_fraction": SHARE,
+    "val_share": Range(0, 1, low_open=True), "test_share": Range(0, 1, low_open=True),
+    "seed": NON_NEGATIVE, "seeds": NON_NEGATIVE, "data_seed": NON_NEGATIVE,
+    "split_seed": NON_NEGATIVE,
+}
+
+
+def range_problem(name: str, value) -> str | None:
+    """Why ``value`` is out of ``name``'s range (each item of a list), or None when it fits."""
+    allowed = PARAMETER_RANGES.get(name)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values if allowed else ():
+        if isinstance(item, (int, float)) and not isinstance(item, bool) \
+                and not allowed.contains(item):
+            return f"parameter '{name}' must be {allowed}, got {item!r}"
+    return None
+
+
+def check_ranges(config) -> None:
+    """``__post_init__`` of the typed configs: every numeric field within its range."""
+    for field in dataclasses.fields(config):
+        problem = range_problem(field.name, getattr(config, field.name))
+        if problem:
+            raise ValueError(f"{type(config).__name__}: {problem}")
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -61,6 +131,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def code_identity() -> dict[str, str]:
+    """What produced a result: a hash of the package's source (every ``ecgnb/**/*.py``, path and
+    bytes) and the versions of the numerical libraries. Computed once per process."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    versions = package_versions()
+    return {"source_hash": digest.hexdigest()[:16], **{k: versions[k] for k in CODE_PACKAGES}}
+
+
 def git_commit(cwd: Path | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -70,14 +152,43 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically (temp file + rename), so a killed run never leaves half a file."""
+def write_json(path: str | Path, obj: Any, durable: bool = False) -> Path:
+    """Write JSON atomically (temp file + rename), so a killed run never leaves half a file.
+
+    ``durable``: also flush the file and its folder to the disk (``fsync``) before returning, for
+    records that vouch for other files (a run's completion record)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    tmp.replace(path)
+    text = json.dumps(obj, indent=2, default=_jsonable)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full or read-only disk: keep the first error
+            tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_folder(path.parent)
     return path
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file written by anyone (torch, pandas, papermill) to the disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _jsonable(obj):

@@ -29,6 +29,7 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from torch import nn
 
 from ecgnb import models, runs
+from ecgnb.config import check_ranges
 from ecgnb.data import DataConfig, Windows, load_corpus
 from ecgnb.finetuning import SUPERVISED, load_classifier
 from ecgnb.models.base import Encoder
@@ -55,6 +56,7 @@ class EmbeddingConfig(DataConfig):
     device: str = "auto"
 
     def __post_init__(self):
+        check_ranges(self)
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown or not self.stages:
             raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages}")

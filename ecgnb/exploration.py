@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 
+from ecgnb.config import check_ranges
 from ecgnb.data import Windows
 from ecgnb.plots import labels_of, waveform
 
@@ -23,6 +24,9 @@ class ExploreConfig:
     val_share: float = 0.15
     test_share: float = 0.2
     n_examples: int = 3
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 def browse(windows: Windows, by: str = "class"):

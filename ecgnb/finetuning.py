@@ -1,7 +1,8 @@
 """Stage 04: evaluate one encoder (or the supervised baselines) over heads x modes x seeds.
 
-Every cell writes ``<run>/cells/<cell>/`` with ``metrics.json`` (written last: its presence marks
-a complete cell), ``predictions.csv``, ``history.csv``, ``cell.json`` and ``model.pt``. A run that
+Every cell writes ``<run>/cells/<cell>/`` with ``predictions.csv``, ``history.csv``, ``cell.json``,
+``model.pt`` and ``metrics.json``, written last and naming the other files with their sizes and
+checksums (a cell is complete only when they match, :func:`ecgnb.runs.is_cell_complete`). A run that
 is re-executed skips the cells that are already complete.
 """
 from __future__ import annotations

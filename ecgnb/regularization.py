@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgnb.config import check_ranges
 from ecgnb.data import DataConfig, Windows, corpora, scenarios
 from ecgnb.data.corpora import corpus_record
 from ecgnb.models.base import Encoder
@@ -37,6 +38,7 @@ class RegularizationConfig(DataConfig):
     device: str = "auto"
 
     def __post_init__(self):
+        check_ranges(self)
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
         if not scenarios.get(self.scenario).steps:

@@ -1,7 +1,9 @@
 """The study's results: one tidy table of downstream cells, the study table, exact tests, plots.
 
-- :func:`collect_results`: one row per *complete* cell (``cells/<cell>/metrics.json``) of every
-  *complete* run (``_SUCCESS.json``) under a folder, rebuilt from the files each time.
+- :func:`collect_results`: one row per *complete* cell (``cells/<cell>/metrics.json`` matching its
+  files) of every *complete* run (:func:`ecgnb.runs.is_complete`) under a folder, rebuilt from
+  the files each time; ``code_hash`` says which code produced each row (:func:`code_note` when
+  rows mix codes) and :func:`collect_warnings` the data warnings runs recorded.
 - :func:`study_table`: macro-F1 mean +/- std over seeds per scenario x (backbone, head); linear
   probing vs fine-tuning chosen per cell on mean *validation* macro-F1 (never test) and marked;
   best per column in bold; the supervised baselines in their own column.
@@ -21,8 +23,8 @@ pretraining seed; empty for the baselines) and ``recipe`` where recorded; test m
 records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the mean over the seeds
 of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
 ``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
-``n_test``, ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``wall_s``,
-``run_wall_s``.
+``n_test``, ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
+``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ecgnb import runs
+from ecgnb.config import check_ranges
 from ecgnb.data.scenarios import SCENARIOS
 from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
 from ecgnb.evaluation.stats import bootstrap_mean_ci, paired_test, unpaired_test
@@ -58,6 +61,9 @@ class ResultsConfig:
     n_boot: int = 10000
     seed: int = 0
 
+    def __post_init__(self):
+        check_ranges(self)
+
 
 # --------------------------------------------------------------------------- the tidy table
 def collect_results(folder, root=None) -> pd.DataFrame:
@@ -69,7 +75,7 @@ def collect_results(folder, root=None) -> pd.DataFrame:
     root = Path(root) if root is not None else folder.parent
     rows = []
     for run in runs.finished_runs(folder):
-        record = runs.read_json(run / runs.SUCCESS)
+        record = runs.completion_record(run)
         for cell in runs.complete_cells(run):
             rows.append(_cell_row(runs.cell_folder(run, cell), run.relative_to(root).as_posix(),
                                   record))
@@ -95,7 +101,10 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     row.update({"n_test": metrics.get("n_test"),
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
-                "params_hash": run_record.get("params_hash"), "wall_s": info.get("wall_s"),
+                "params_hash": run_record.get("params_hash"),
+                "code_hash": (run_record.get("code") or {}).get("source_hash"),
+                "warnings": "; ".join(run_record.get("warnings") or []),
+                "wall_s": info.get("wall_s"),
                 "run_wall_s": run_record.get("wall_s")})
     return row
 
@@ -116,6 +125,24 @@ def _with_seed_mean_ci(frame: pd.DataFrame, root: Path,
             frame.loc[part.index, f"{metric}_seed_mean_ci_low"] = low
             frame.loc[part.index, f"{metric}_seed_mean_ci_high"] = high
     return frame
+
+
+def code_note(results: pd.DataFrame) -> str | None:
+    """A line when the rows were produced by more than one version of the code (else None)."""
+    if "code_hash" not in results or results["code_hash"].nunique(dropna=False) <= 1:
+        return None
+    counts = results.groupby("code_hash", dropna=False)["run"].nunique()
+    parts = ", ".join(f"{code}: {n} run(s)" for code, n in counts.items())
+    return f"rows come from {len(counts)} versions of the code ({parts}); see column code_hash"
+
+
+def collect_warnings(folder, root=None) -> list[tuple[str, str]]:
+    """``(run, warning)`` for every data warning a complete run under ``folder`` recorded."""
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder.parent
+    return [(run.relative_to(root).as_posix(), message)
+            for run in runs.finished_runs(folder)
+            for message in (runs.completion_record(run) or {}).get("warnings", [])]
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -582,6 +609,15 @@ def figures(results: pd.DataFrame, table: StudyTable, metric: str = "macro_f1") 
     return figs
 
 
+def report_notes(results: pd.DataFrame) -> list[str]:
+    """What a reader must know before the numbers: mixed code versions, data warnings."""
+    notes = [code_note(results)]
+    if "warnings" in results:
+        for run, text in results.drop_duplicates("run")[["run", "warnings"]].to_numpy():
+            notes += [f"{run}: {w}" for w in str(text).split("; ") if text == text and text]
+    return [n for n in notes if n]
+
+
 def all_figures(results: pd.DataFrame, reports: list[RecipeReport],
                 metric: str = "macro_f1") -> dict:
     """:func:`figures` per recipe, titled by it when there are several."""
@@ -600,7 +636,8 @@ def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
              f"{recipe_of(results)}; downstream seeds per cell: "
              f"{sorted(n_seeds.unique().tolist())}; pretraining seeds: "
              f"{n_pretrain or 'not recorded'}.", "",
-             _design_note(n_pretrain), ""]
+             _design_note(n_pretrain), "",
+             *[f"**Note:** {line}\n" for line in report_notes(results)]]
     for r in reports:
         unit = r.table.unit
         lines += [f"## The study table (recipe: {r.recipe})", "", r.table.to_markdown(),

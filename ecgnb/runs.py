@@ -3,11 +3,23 @@
 Every notebook execution is a *run*, named by its path relative to the outputs root, e.g.
 ``pretraining/smoke-ts2vec`` or ``demo/regularization/ts2vec-ecg-continued1``. A run folder holds:
 
-- ``config.json``: resolved parameters, seed, package versions, git commit, device (first cell);
+- ``config.json``: resolved parameters, seed, package versions, the code's identity, git commit,
+  device and the data warnings of the run (first cell);
 - the stage's artefacts (``encoder.pt``, ``figures.html``, ``<stage>.json`` summaries ...);
 - for stage 04, one folder per downstream cell under ``cells/<cell name>/`` with ``cell.json``,
-  ``model.pt``, ``history.csv``, ``predictions.csv`` and ``metrics.json`` (written last);
-- ``_SUCCESS.json`` once the notebook's last cell ran (``_FAILED.json`` when it raised).
+  ``model.pt``, ``history.csv``, ``predictions.csv`` and ``metrics.json`` (written last, naming
+  its siblings with their sizes and checksums);
+- the executed notebook (runs made by the runner);
+- ``_SUCCESS.json``, the *completion record*: written last, atomically and flushed to the disk,
+  it names every artefact with its size and SHA-256, the parameter hash and the code's identity.
+
+**One rule**: a run is complete only when its completion record can be read and every artefact it
+names is on disk with that size and checksum (:func:`completion_problem`). Every reader asks this
+module: :func:`is_complete`, :func:`find_run`, :func:`finished_runs`, the sweep's plan and the
+report. Under the runner, the notebook's last cell (:func:`finish_stage`) writes only
+``_PENDING.json`` (its artefacts); the runner, once papermill has saved the executed notebook,
+writes the completion record (:func:`complete_pending`). A notebook run by hand or by nbval (no
+``output_dir``) completes itself in :func:`finish_stage`. ``_FAILED.json`` records a failure.
 
 ``ECGNB_OUTPUTS`` and ``ECGNB_DATA`` move the outputs and data roots (tests point them to temporary
 folders). This module is the only one that knows these names.
@@ -15,18 +27,24 @@ folders). This module is the only one that knows these names.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import time
+import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ecgnb.config import git_commit, package_versions, pick_device, seed_everything, write_json
+from ecgnb.config import (DataWarning, code_identity, fsync_file, git_commit, package_versions,
+                          pick_device, seed_everything, write_json)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SUCCESS = "_SUCCESS.json"  # written last: its presence marks a complete run
+SUCCESS = "_SUCCESS.json"  # the completion record, written last (see the module docstring)
+PENDING = "_PENDING.json"  # the notebook's last cell ran; the runner has not completed the run yet
 FAILED = "_FAILED.json"
+RECORDS = (SUCCESS, PENDING, FAILED)
 CONFIG = "config.json"
 ENCODER = "encoder.pt"
 CELLS = "cells"
@@ -70,20 +88,41 @@ def run_output_dir(output_dir: str, stage: str) -> Path:
 
 
 def is_complete(folder: Path, expected_hash: str | None = None) -> bool:
-    """Whether ``folder`` holds a finished run (with parameter hash ``expected_hash`` if given)."""
-    marker = Path(folder) / SUCCESS
-    if not marker.is_file():
-        return False
-    if expected_hash is None:
-        return True
-    return json.loads(marker.read_text()).get("params_hash") == expected_hash
+    """Whether ``folder`` holds a complete run (with parameter hash ``expected_hash`` if given)."""
+    return completion_problem(folder, expected_hash) is None
+
+
+def completion_problem(folder: Path, expected_hash: str | None = None) -> str | None:
+    """Why ``folder`` is not a complete run (None when it is): the one completion rule."""
+    record = completion_record(folder)
+    if record is None:
+        pending = (Path(folder) / PENDING).is_file()
+        return f"no readable completion record {SUCCESS}" + \
+            (" (its notebook finished, the runner did not)" if pending else "")
+    if not isinstance(record.get("artefacts"), dict):
+        return f"{SUCCESS} names no artefacts (written by an older ecgnb)"
+    if expected_hash is not None and record.get("params_hash") != expected_hash:
+        return f"recorded parameter hash {record.get('params_hash')} is not {expected_hash}"
+    return artefacts_problem(folder, record["artefacts"])
+
+
+def completion_record(folder: Path) -> dict | None:
+    """The run's completion record as written (None when absent or unreadable); not verified."""
+    try:
+        record = json.loads((Path(folder) / SUCCESS).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def find_run(name: str) -> Path:
-    """The folder of a *finished* run, by run name; a clear error otherwise."""
+    """The folder of a *complete* run, by run name; a clear error otherwise."""
     folder = run_folder(name)
-    if not is_complete(folder):
+    problem = completion_problem(folder)
+    if problem is not None:
         status = "failed" if (folder / FAILED).is_file() else "missing or unfinished"
+        if folder.is_dir():
+            status += f" ({problem})"
         raise FileNotFoundError(f"run '{name}' is {status} (looked in {folder}); run it first")
     return folder
 
@@ -97,30 +136,141 @@ def find_encoder(name: str) -> Path:
 def start_stage(config, stage: str, output_dir: str = "") -> Path:
     """First cell of every notebook: resolve the run folder, seed, write ``config.json``.
 
-    ``config`` is the stage's typed dataclass. Stale completion markers are removed first, so a
-    re-run is complete only once :func:`finish_stage` has run again.
+    ``config`` is the stage's typed dataclass (or a dict of parameters). Records of an earlier
+    execution are removed first, so a re-run is complete only once it finishes again. From here
+    on, every :class:`~ecgnb.config.DataWarning` the kernel raises is added to ``config.json``.
+    ``output_dir`` is set only by the runner, which then writes the completion record itself.
     """
     out = run_output_dir(output_dir, stage)
     out.mkdir(parents=True, exist_ok=True)
-    for marker in (SUCCESS, FAILED):
+    for marker in RECORDS:
         (out / marker).unlink(missing_ok=True)
-    params = dataclasses.asdict(config)
+    params = config if isinstance(config, dict) else dataclasses.asdict(config)
     seed = params.get("seed")
     if seed is not None:
         seed_everything(seed)
     record = {"stage": stage, "params": params, "seed": seed, "versions": package_versions(),
-              "git_commit": git_commit(), "device": str(pick_device(params.get("device"))),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "code": code_identity(), "git_commit": git_commit(),
+              "device": str(pick_device(params.get("device"))), "by_runner": bool(output_dir),
+              "warnings": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / CONFIG, record)
+    _record_data_warnings(out)
     return out
 
 
 def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
-    """Last cell of every notebook: mark the run complete (written last, atomically)."""
-    started = read_json(Path(output_dir) / CONFIG)["started"]
-    record = {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "summary": summary or {}}
-    return write_json(Path(output_dir) / SUCCESS, record)
+    """Last cell of every notebook: list the run's artefacts (sizes, checksums, flushed to the
+    disk). Under the runner this is ``_PENDING.json``, completed by :func:`complete_pending`
+    once the executed notebook is saved; otherwise the completion record itself."""
+    out = Path(output_dir)
+    config = read_json(out / CONFIG)
+    record = {"stage": config.get("stage"), "started": config["started"],
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": config.get("code"),
+              "warnings": config.get("warnings", []), "summary": summary or {},
+              "artefacts": list_artefacts(out)}
+    if config.get("by_runner"):
+        return write_json(out / PENDING, record, durable=True)
+    return write_json(out / SUCCESS, {**record, "completed_by": "notebook"}, durable=True)
+
+
+def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: float) -> Path:
+    """The runner's last step, after papermill saved ``notebook`` into ``folder``: write the
+    completion record (the notebook's artefacts, the executed notebook, the parameter hash)."""
+    folder = Path(folder)
+    if not (folder / PENDING).is_file():
+        raise RuntimeError(f"{folder}: the notebook ended without its last cell "
+                           "(ecgnb.runs.finish_stage) having run")
+    record = read_json(folder / PENDING)
+    problem = artefacts_problem(folder, record["artefacts"])
+    if problem is not None:
+        raise RuntimeError(f"{folder}: artefacts changed after the notebook listed them: {problem}")
+    fsync_file(notebook)
+    artefacts = {**record["artefacts"], Path(notebook).name: file_record(notebook)}
+    write_json(folder / SUCCESS, {**record, "artefacts": artefacts, "params_hash": params_hash,
+                                  "wall_s": wall_s, "completed_by": "runner"}, durable=True)
+    (folder / PENDING).unlink(missing_ok=True)
+    return folder / SUCCESS
+
+
+# --------------------------------------------------------------------------- artefacts
+def is_artefact(path: Path, folder: Path) -> bool:
+    """Files a run vouches for: all but its records (``_*``), temp files and, at the top level,
+    executed notebooks (the runner adds the one it saved)."""
+    rel = path.relative_to(folder)
+    top = len(rel.parts) == 1
+    return path.is_file() and not path.name.endswith(".tmp") \
+        and not (top and (path.name.startswith("_") or path.suffix == ".ipynb"))
+
+
+def list_artefacts(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, dict]:
+    """``{relative path: {size, sha256}}`` of every artefact under ``folder``, each flushed to
+    the disk first."""
+    folder = Path(folder)
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if is_artefact(path, folder) and path.name not in exclude:
+            fsync_file(path)
+            out[path.relative_to(folder).as_posix()] = file_record(path)
+    return out
+
+
+def file_record(path: Path) -> dict:
+    """``{size, sha256}`` of a file (the checksum is computed once per file version and process)."""
+    stat = Path(path).stat()
+    return {"size": stat.st_size, "sha256": _sha256(str(path), stat.st_size, stat.st_mtime_ns)}
+
+
+@lru_cache(maxsize=65536)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of ``path``; ``size`` and ``mtime_ns`` key the cache (a rewrite changes them)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artefacts_problem(folder: Path, artefacts: dict) -> str | None:
+    """The first artefact that is missing or differs from its record (None when all match)."""
+    for rel, expected in sorted(artefacts.items()):
+        path = Path(folder) / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != expected.get("size"):
+            return f"{rel} has {path.stat().st_size} bytes, its record says {expected.get('size')}"
+        if file_record(path)["sha256"] != expected.get("sha256"):
+            return f"{rel} differs from its recorded checksum"
+    return None
+
+
+# --------------------------------------------------------------------------- data warnings
+_SHOW_WARNING = warnings.showwarning  # the display every captured warning still goes to
+
+
+def _record_data_warnings(out: Path) -> None:
+    """Route this kernel's data warnings to ``out/config.json`` (and still show them)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            add_warning(out, str(message))
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", DataWarning)
+    warnings.showwarning = show
+
+
+def add_warning(out: Path, message: str) -> None:
+    """Append ``message`` to the ``warnings`` of ``out/config.json`` (once), while the run is
+    open (a finished run's files are vouched for and stay as they are)."""
+    out = Path(out)
+    if any((out / record).exists() for record in (SUCCESS, PENDING)):
+        return
+    try:
+        record = read_json(out / CONFIG)
+        if message not in record.setdefault("warnings", []):
+            record["warnings"].append(message)
+            write_json(out / CONFIG, record)
+    except (OSError, ValueError):  # the run folder went away: the warning is still shown
+        pass
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -162,15 +312,31 @@ def cell_folder(run_dir: Path, cell: Cell | str) -> Path:
     return Path(run_dir) / CELLS / (cell if isinstance(cell, str) else cell.name)
 
 
+def write_cell_metrics(folder: Path, record: dict) -> Path:
+    """Write a cell's ``metrics.json`` last, naming its sibling files (sizes, checksums)."""
+    folder = Path(folder)
+    files = {p.name: (fsync_file(p), file_record(p))[1] for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != CELL_METRICS and not p.name.endswith(".tmp")}
+    return write_json(folder / CELL_METRICS, {**record, "files": files}, durable=True)
+
+
 def is_cell_complete(folder: Path) -> bool:
-    return (Path(folder) / CELL_METRICS).is_file()
+    """A cell is complete when its ``metrics.json`` reads and every sibling it names matches."""
+    try:
+        record = json.loads((Path(folder) / CELL_METRICS).read_text())
+    except (OSError, ValueError):
+        return False
+    files = record.get("files") if isinstance(record, dict) else None
+    return isinstance(files, dict) and artefacts_problem(folder, files) is None
 
 
 def complete_cells(run_dir: Path) -> list[str]:
     """Sorted names of the complete cells of a notebook-04 run."""
-    return sorted(p.parent.name for p in (Path(run_dir) / CELLS).glob(f"*/{CELL_METRICS}"))
+    return sorted(p.parent.name for p in (Path(run_dir) / CELLS).glob(f"*/{CELL_METRICS}")
+                  if is_cell_complete(p.parent))
 
 
 def finished_runs(folder: Path) -> list[Path]:
     """Every complete run folder under ``folder`` (recursively), sorted."""
-    return sorted(marker.parent for marker in Path(folder).rglob(SUCCESS))
+    return sorted(marker.parent for marker in Path(folder).rglob(SUCCESS)
+                  if is_complete(marker.parent))

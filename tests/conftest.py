@@ -30,3 +30,25 @@ def wesad_ecg_small(embedded_small):
 def wesad_all_small(embedded_small):
     from ecgnb.data import WESAD_CHANNELS, load_wesad
     return load_wesad(embedded_small["wesad"], channels=WESAD_CHANNELS, fs=360.0)
+
+
+def _complete_run(folder, params_hash="h", summary=None, warnings=()):
+    """Make ``folder`` a complete run the way the runner does: config.json, the notebook's
+    pending record, an executed notebook, then the completion record."""
+    from ecgnb import runs
+    from ecgnb.config import code_identity, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / runs.CONFIG, {"stage": "test", "started": "", "by_runner": True,
+                                      "code": code_identity(), "warnings": list(warnings)})
+    runs.finish_stage(folder, summary)
+    notebook = folder / "run.ipynb"
+    notebook.write_text("{}")
+    runs.complete_pending(folder, notebook, params_hash, 1.0)
+    return folder
+
+
+@pytest.fixture
+def complete_run():
+    """``complete_run(folder, params_hash="h", summary=None)``: a complete run folder."""
+    return _complete_run

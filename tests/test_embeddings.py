@@ -8,12 +8,11 @@ import torch
 
 from ecgnb import embeddings as E
 from ecgnb import maps as M
-from ecgnb import models
+from ecgnb import models, runs
 from ecgnb.finetuning import load_classifier
 from ecgnb.data import Windows
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.models.hinception import HInceptionTime, build_baseline
-from ecgnb.runs import SUCCESS
 
 T = 64  # tiny windows keep every network cheap
 N_CLASSES = 3
@@ -73,7 +72,7 @@ def write_cell(folder, model, cell: dict):
     folder.mkdir(parents=True)
     torch.save(model.state_dict(), folder / "model.pt")
     (folder / "cell.json").write_text(json.dumps(cell))
-    (folder / "metrics.json").write_text("{}")
+    runs.write_cell_metrics(folder, {})
 
 
 @pytest.mark.parametrize("head, mode", [("mlp", "ft"), ("fcn", "lp")])
@@ -101,18 +100,18 @@ def test_load_classifier_baselines_and_strictness(x, tmp_path, encoder):
         load_classifier(tmp_path / "bad", N_CLASSES, T, encoder)
 
 
-def test_load_source_follows_run_names(encoder, tmp_path, monkeypatch):
+def test_load_source_follows_run_names(encoder, tmp_path, monkeypatch, complete_run):
     monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
     enc_dir = tmp_path / "g" / "pretraining" / "ts2vec-ecg"
     encoder.save(enc_dir / "encoder.pt")
-    (enc_dir / SUCCESS).write_text("{}")
+    complete_run(enc_dir)
     run_dir = tmp_path / "g" / "finetuning" / "ts2vec-ecg-f1.0"
     for name in ("mlp-lp-f1-s0", "fcn-ft-f1-s0"):
         head, mode = name.split("-")[:2]
         write_cell(run_dir / "cells" / name, classifier(encoder, head, mode),
                    {"backbone": "ts2vec", "scenario": "ECG", "head": head, "mode": mode,
                     "encoder_run": "g/pretraining/ts2vec-ecg", "encoder_hash": encoder.weights_hash()})
-    (run_dir / SUCCESS).write_text("{}")
+    complete_run(run_dir)
     windows = Windows(np.zeros((4, 1, T), np.float32), np.zeros(4, np.int64), np.array(["a"] * 4),
                       np.array(["ECG"] * 4), 32.0, ("a", "b", "c"))
     src = E.load_source("g/finetuning/ts2vec-ecg-f1.0", "", windows, device="cpu")

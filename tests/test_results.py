@@ -4,9 +4,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from ecgnb import cli, results
+from ecgnb import cli, results, runs
 from ecgnb.evaluation import stats, tables
-from ecgnb.config import write_json
+from ecgnb.config import code_identity, write_json
 
 SEEDS = range(5)
 
@@ -99,18 +99,18 @@ def write_cell(run, name, with_metrics=True, seed=0):
                                       "mode": "lp", "label_fraction": 1.0, "seed": seed,
                                       "encoder_run": "g/pretraining/ts2vec-ecg", "wall_s": 2.0})
     if with_metrics:
-        write_json(folder / "metrics.json", {
+        runs.write_cell_metrics(folder, {
             "accuracy": 0.7, "balanced_accuracy": 0.6, "macro_f1": 0.55, "weighted_f1": 0.65,
             "macro_auroc": 0.8, "n_test": 90, "best_epoch": 4,
             "ci": {"macro_f1": [0.45, 0.65]}, "val_metrics": {"macro_f1": 0.5}})
 
 
-def test_results_only_from_complete_cells_of_complete_runs(tmp_path):
+def test_results_only_from_complete_cells_of_complete_runs(tmp_path, complete_run):
     root = tmp_path / "outputs"
     done = root / "g" / "finetuning" / "ts2vec-ecg-f1.0"
     write_cell(done, "mlp-lp-f1-s0")
     write_cell(done, "mlp-lp-f1-s1", with_metrics=False, seed=1)  # interrupted cell
-    write_json(done / "_SUCCESS.json", {"params_hash": "abc", "wall_s": 12.0})
+    complete_run(done, "abc")
     write_cell(root / "g" / "finetuning" / "tstcc-ecg-f1.0", "mlp-lp-f1-s0")  # run not finished
     rows = results.collect_results(root / "g", root=root)
     assert len(rows) == 1
@@ -119,6 +119,7 @@ def test_results_only_from_complete_cells_of_complete_runs(tmp_path):
                                                               "mlp-lp-f1-s0", "abc")
     assert (row["macro_f1"], row["val_macro_f1"], row["macro_f1_ci_low"]) == (0.55, 0.5, 0.45)
     assert (row["accuracy"], row["weighted_f1"], row["wall_s"]) == (0.7, 0.65, 2.0)
+    assert row["code_hash"] == code_identity()["source_hash"] and results.code_note(rows) is None
 
     csv = root / "g" / "results.csv"
     results.write_csv(rows, csv)
@@ -126,7 +127,7 @@ def test_results_only_from_complete_cells_of_complete_runs(tmp_path):
     assert len(pd.read_csv(csv)) == 1  # rebuilt, never appended
 
 
-def test_continuation_drift_is_collected_from_complete_runs(tmp_path):
+def test_continuation_drift_is_collected_from_complete_runs(tmp_path, complete_run):
     root = tmp_path / "outputs"
     record = {"backbone": "ts2vec", "scenario": "ECG continued1", "step": "continued1",
               "drift": {"wesad_ecg": {"linear_cka": 0.9, "mean_cosine": 0.8, "n_windows": 64}},
@@ -134,7 +135,7 @@ def test_continuation_drift_is_collected_from_complete_runs(tmp_path):
     for name, finished in (("ts2vec-ecg-continued1", True), ("tstcc-ecg-continued1", False)):
         write_json(root / "g" / "regularization" / name / "regularization.json", record)
         if finished:
-            write_json(root / "g" / "regularization" / name / "_SUCCESS.json", {"params_hash": "h"})
+            complete_run(root / "g" / "regularization" / name)
     rows = results.collect_summaries(root / "g", "regularization.json", root=root)
     assert rows.to_dict("records") == [{
         "run": "g/regularization/ts2vec-ecg-continued1", "backbone": "ts2vec",
@@ -143,17 +144,18 @@ def test_continuation_drift_is_collected_from_complete_runs(tmp_path):
         "probe_parent_val_macro_f1": 0.4, "probe_child_val_macro_f1": 0.5}]
 
 
-def test_report_command_writes_the_tables(tmp_path, monkeypatch, known, capsys):
+def test_report_command_writes_the_tables(tmp_path, monkeypatch, known, capsys, complete_run):
     root = tmp_path / "outputs"
     monkeypatch.setenv("ECGNB_OUTPUTS", str(root))
     for i, row in known.iterrows():
         run = root / "g" / "finetuning" / row["run"].split("/")[-1]
         write_json(run / "cells" / row["cell"] / "cell.json", {
             **{k: row[k] for k in results.KEYS}, "label_fraction": 1.0, "seed": int(row["seed"])})
-        write_json(run / "cells" / row["cell"] / "metrics.json", {
+        runs.write_cell_metrics(run / "cells" / row["cell"], {
             **{m: row[m] for m in results.METRICS},
             "val_metrics": {m: row[f"val_{m}"] for m in results.METRICS}})
-        write_json(run / "_SUCCESS.json", {"params_hash": "h"})
+    for run in {root / "g" / "finetuning" / r.split("/")[-1] for r in known["run"]}:
+        complete_run(run)
     assert cli.main(["report", "g", "--no-notebook"]) == 0
     assert "report.md" in capsys.readouterr().out
     table = pd.read_csv(root / "results.csv")

@@ -1,10 +1,14 @@
 """ecgnb.runs: the one owner of run folders, cell names and completion."""
 import dataclasses
+import errno
 import json
+import warnings
+from pathlib import Path
 
 import pytest
 
 from ecgnb import runs
+from ecgnb.config import DataWarning, code_identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,7 @@ def test_start_then_finish_makes_a_run_complete(outputs):
     assert record["stage"] == "pretraining" and record["params"] == {"seed": 3, "device": "cpu"}
     with pytest.raises(FileNotFoundError, match="missing or unfinished.*run it first"):
         runs.find_run("pretraining/interactive")
+    (out / "encoder.pt").write_bytes(b"weights")
     runs.finish_stage(out, {"x": 1})
     assert runs.find_run("pretraining/interactive") == out
     assert runs.finished_runs(outputs) == [out]
@@ -61,7 +66,140 @@ def test_complete_cells_need_their_metrics(tmp_path):
     for name, done in (("mlp-lp-f1-s0", True), ("fcn-ft-f1-s0", False)):
         folder = runs.cell_folder(tmp_path, name)
         folder.mkdir(parents=True)
+        (folder / "predictions.csv").write_text("index\n0\n")
         if done:
-            (folder / runs.CELL_METRICS).write_text("{}")
+            runs.write_cell_metrics(folder, {"macro_f1": 0.5})
     assert runs.complete_cells(tmp_path) == ["mlp-lp-f1-s0"]
     assert runs.is_cell_complete(runs.cell_folder(tmp_path, runs.Cell.parse("mlp-lp-f1-s0")))
+
+
+# --------------------------------------------------------------------------- the completion rule
+def _steps(folder):
+    """The writes of a run under the runner, in order: config, artefacts, the pending record,
+    the executed notebook (papermill), the completion record (runner)."""
+    return [
+        ("config", lambda: runs.start_stage(_Config(), "pretraining", str(folder))),
+        ("artefact 1", lambda: (folder / "encoder.pt").write_bytes(b"w" * 4096)),
+        ("artefact 2", lambda: (folder / "cells" / "c").mkdir(parents=True)
+         or (folder / "cells" / "c" / "history.csv").write_text("epoch\n0\n")),
+        ("pending record", lambda: runs.finish_stage(folder, {"x": 1})),
+        ("notebook", lambda: (folder / "02_pretraining.ipynb").write_text('{"cells": []}' * 50)),
+        ("completion record", lambda: runs.complete_pending(
+            folder, folder / "02_pretraining.ipynb", "hash", 1.0)),
+    ]
+
+
+def _readers_accept(folder, outputs) -> list[str]:
+    """Which readers take ``folder`` for a complete run."""
+    accepted = []
+    if runs.is_complete(folder):
+        accepted.append("is_complete")
+    if folder in runs.finished_runs(outputs):
+        accepted.append("finished_runs")
+    try:
+        runs.find_run(folder.relative_to(outputs).as_posix())
+        accepted.append("find_run")
+    except FileNotFoundError:
+        pass
+    return accepted
+
+
+@pytest.mark.parametrize("kill_before", range(6))
+def test_a_run_killed_before_any_write_is_never_complete(outputs, kill_before):
+    folder = outputs / "g" / "pretraining" / "x"
+    for _, write in _steps(folder)[:kill_before]:
+        write()
+    assert _readers_accept(folder, outputs) == []
+
+
+@pytest.mark.parametrize("torn", range(1, 5))
+def test_a_write_torn_by_a_kill_is_never_complete(outputs, torn):
+    """Every write done, then one file cut short (a kill during a non-atomic write)."""
+    folder = outputs / "g" / "pretraining" / "x"
+    for _, write in _steps(folder):
+        write()
+    assert _readers_accept(folder, outputs) == ["is_complete", "finished_runs", "find_run"]
+    victim = [folder / "config.json", folder / "encoder.pt",
+              folder / "cells" / "c" / "history.csv", folder / "02_pretraining.ipynb"][torn - 1]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    assert _readers_accept(folder, outputs) == []
+    with pytest.raises(FileNotFoundError, match="bytes, its record says"):
+        runs.find_run("g/pretraining/x")
+
+
+def test_same_size_corruption_is_caught_by_the_checksum(outputs):
+    folder = outputs / "g" / "pretraining" / "x"
+    for _, write in _steps(folder):
+        write()
+    (folder / "encoder.pt").write_bytes(b"v" * 4096)
+    assert runs.completion_problem(folder) == "encoder.pt differs from its recorded checksum"
+
+
+@pytest.mark.parametrize("full_at", range(6))
+def test_a_full_disk_at_any_write_leaves_no_complete_run(outputs, monkeypatch, full_at):
+    folder = outputs / "g" / "pretraining" / "x"
+    steps = _steps(folder)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for i, (_, write) in enumerate(steps):
+        if i == full_at:  # from here on, every writer fails as on a full disk
+            monkeypatch.setattr(runs, "write_json", no_space)
+            monkeypatch.setattr(Path, "write_bytes", no_space)
+            monkeypatch.setattr(Path, "write_text", no_space)
+        try:
+            write()
+        except OSError:
+            break
+    monkeypatch.undo()
+    assert _readers_accept(folder, outputs) == []
+
+
+def test_the_runner_completes_a_run_only_after_the_notebook_is_saved(outputs, monkeypatch):
+    """A pending record (notebook's last cell ran) alone is not complete; the runner's is."""
+    folder = outputs / "g" / "pretraining" / "x"
+    steps = _steps(folder)
+    for _, write in steps[:4]:
+        write()
+    assert (folder / runs.PENDING).is_file() and not runs.is_complete(folder)
+    assert "the runner did not" in runs.completion_problem(folder)
+    with pytest.raises(FileNotFoundError):
+        runs.complete_pending(folder, folder / "02_pretraining.ipynb", "hash", 1.0)
+    steps[4][1]()
+    steps[5][1]()
+    record = runs.completion_record(folder)
+    assert set(record["artefacts"]) == {"config.json", "encoder.pt", "cells/c/history.csv",
+                                        "02_pretraining.ipynb"}
+    assert record["params_hash"] == "hash" and record["code"] == code_identity()
+    assert not (folder / runs.PENDING).exists() and runs.is_complete(folder, "hash")
+    assert not runs.is_complete(folder, "other")
+
+
+def test_an_older_success_file_without_artefacts_is_not_complete(outputs):
+    folder = outputs / "old"
+    folder.mkdir()
+    (folder / runs.SUCCESS).write_text('{"params_hash": "h", "summary": {}}')
+    assert not runs.is_complete(folder) and "names no artefacts" in runs.completion_problem(folder)
+
+
+def test_a_cell_is_complete_only_when_its_files_match(tmp_path):
+    folder = runs.cell_folder(tmp_path, "mlp-lp-f1-s0")
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"m" * 100)
+    (folder / "predictions.csv").write_text("index\n0\n")
+    assert not runs.is_cell_complete(folder)
+    runs.write_cell_metrics(folder, {"macro_f1": 0.5})
+    assert set(runs.read_json(folder / runs.CELL_METRICS)["files"]) == {"model.pt", "predictions.csv"}
+    assert runs.is_cell_complete(folder)
+    (folder / "model.pt").write_bytes(b"m" * 50)  # torn by a kill or a full disk
+    assert not runs.is_cell_complete(folder) and runs.complete_cells(tmp_path) == []
+
+
+def test_data_warnings_land_in_config_json(outputs):
+    out = runs.start_stage(_Config(), "pretraining")
+    warnings.warn("subject S9 has no window labelled 1..4", DataWarning)
+    warnings.warn("subject S9 has no window labelled 1..4", DataWarning)  # recorded once
+    assert runs.read_json(out / runs.CONFIG)["warnings"] == ["subject S9 has no window labelled 1..4"]
+    runs.finish_stage(out)
+    assert runs.completion_record(out)["warnings"] == ["subject S9 has no window labelled 1..4"]

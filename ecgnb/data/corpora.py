@@ -19,6 +19,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from ecgnb.data.formats import (WESAD_CHANNELS, DataError, Windows, load_fragment, load_wesad,
                                 split_grouped)
+from ecgnb.config import DataWarning, check_ranges
 from ecgnb.runs import data_root
 
 CORPUS_CHANNELS: dict[str, tuple[str, ...]] = {
@@ -104,6 +105,9 @@ class DataConfig:
     fs: float = 360.0
     split_seed: int = 0
 
+    def __post_init__(self):
+        check_ranges(self)  # every stage config inherits this: ranges of ecgnb.config
+
 
 def data_roots(fragment_root: str = "", wesad_root: str = "", data_seed: int = 0,
                small: bool = False) -> dict[str, Path]:
@@ -116,7 +120,7 @@ def data_roots(fragment_root: str = "", wesad_root: str = "", data_seed: int = 0
     if any(roots.values()):
         missing = [k for k, v in roots.items() if not v]
         warnings.warn(f"only some data roots are set: the {missing} data are the embedded "
-                      "synthetic data", stacklevel=2)
+                      "synthetic data, not real recordings", DataWarning, stacklevel=2)
     from ecgnb.data.simulate import embedded_data
 
     embedded = embedded_data(data_root(), seed=data_seed, small=small)

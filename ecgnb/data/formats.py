@@ -3,7 +3,9 @@
 - ``load_fragment``: the PhysioNet ECG Fragment DB (six class folders, WFDB records in ``frag/``).
 - ``load_wesad``: the WESAD subject pickles (Python-2 pickles, chest signals at 700 Hz).
 - ``split_grouped``: train/val/test split that never puts one group in two splits.
-Every bad input raises :class:`DataError` naming the file and the problem.
+Every bad input raises :class:`DataError` naming the file and the problem (an empty class folder,
+a flat-line channel, a non-ASCII record name, chest signals whose duration disagrees with the
+wrist's); data that load but deserve a look raise a :class:`~ecgnb.config.DataWarning`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pandas as pd
 import wfdb
 from sklearn.model_selection import StratifiedGroupKFold
 
+from ecgnb.config import DataWarning
 from ecgnb.data import signals
 
 FRAGMENT_CLASSES = ("1_Dangerous_VFL_VF", "2_Special_Form_VTTdP", "3_Threatening_VT",
@@ -26,6 +29,8 @@ FRAGMENT_CLASSES = ("1_Dangerous_VFL_VF", "2_Special_Form_VTTdP", "3_Threatening
 WESAD_CLASSES = ("baseline", "stress", "amusement", "meditation")  # labels 1..4 -> y 0..3
 WESAD_CHANNELS = ("ECG", "EMG", "EDA", "Temp", "Resp")
 WESAD_FS = 700.0
+WRIST_FS = {"ACC": 32.0, "BVP": 64.0, "EDA": 4.0, "TEMP": 4.0}  # Empatica E4 rates
+DURATION_TOLERANCE = 0.1  # chest vs wrist recording length, relative
 FRAGMENT_SECONDS = 2.0
 RECORD_NAME = re.compile(r"^(?P<source>\d+)_")
 
@@ -110,12 +115,14 @@ def load_fragment(root, fs: float = 360.0) -> Windows:
         if not frag.is_dir():
             raise DataError(f"{frag}: class folder missing (expected the six folders "
                             f"{', '.join(FRAGMENT_CLASSES)}, each with frag/)")
-        for header in sorted(frag.glob("*.hea")):
+        headers = sorted(frag.glob("*.hea"))
+        if not headers:
+            raise DataError(f"{frag}: class folder has no WFDB records (*.hea); every class needs "
+                            "records (an absent class would count as zero in macro-F1)")
+        for header in headers:
             xs.append(_read_fragment(header, fs))
             ys.append(label)
             groups.append(_source_record(header))
-    if not xs:
-        raise DataError(f"{root}: no WFDB records (*.hea) found in any */frag/ folder")
     x = np.stack(xs).astype(np.float32)[:, None, :]
     return Windows(x=x, y=np.asarray(ys, dtype=np.int64), groups=np.asarray(groups),
                    domains=np.full(len(x), "ECG"), fs=float(fs), classes=FRAGMENT_CLASSES)
@@ -123,6 +130,7 @@ def load_fragment(root, fs: float = 360.0) -> Windows:
 
 def _read_fragment(header: Path, fs: float) -> np.ndarray:
     fs_header = _header_fs(header)
+    _check_signal_files(header)
     try:
         record = wfdb.rdrecord(str(header.with_suffix("")))
     except Exception as exc:  # noqa: BLE001 - wfdb raises many types for corrupt files
@@ -138,17 +146,38 @@ def _read_fragment(header: Path, fs: float) -> np.ndarray:
                         f"expected {expected} ({FRAGMENT_SECONDS:g} s)")
     if not np.isfinite(sig).all():
         raise DataError(f"{header}: {np.count_nonzero(~np.isfinite(sig))} NaN/inf samples")
+    if len(sig) and np.ptp(sig) == 0:
+        raise DataError(f"{header}: lead {(record.sig_name or ['0'])[lead]} is a flat line (every "
+                        f"sample {sig[0]:g}): a disconnected lead or an empty recording")
     out = signals.resample(sig, fs_header, fs)
     return signals.resample_to_length(out, round(FRAGMENT_SECONDS * fs))
 
 
-def _header_fs(header: Path) -> float:
-    """Sampling rate from the header's record line; wfdb would silently default to 250 Hz."""
+def _header_lines(header: Path) -> list[str]:
     try:
-        lines = [ln for ln in header.read_text(errors="strict").splitlines()
-                 if ln.strip() and not ln.startswith("#")]
+        return [ln for ln in header.read_text(errors="strict").splitlines()
+                if ln.strip() and not ln.startswith("#")]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{header}: unreadable header ({exc})") from exc
+
+
+def _check_signal_files(header: Path) -> None:
+    """The record's name and signal files are ASCII and present (wfdb drops non-ASCII letters
+    and would report another, non-existent file as missing)."""
+    names = [header.stem] + [ln.split()[0] for ln in _header_lines(header)[1:]]
+    odd = [n for n in names if not n.isascii()]
+    if odd:
+        raise DataError(f"{header}: non-ASCII record or signal file name {odd[0]!r}, which wfdb "
+                        "cannot read; rename the .hea/.dat files (and the names inside the "
+                        "header) to ASCII")
+    for name in dict.fromkeys(names[1:]):
+        if not (header.parent / name).is_file():
+            raise DataError(f"{header}: signal file {header.parent / name} is missing")
+
+
+def _header_fs(header: Path) -> float:
+    """Sampling rate from the header's record line; wfdb would silently default to 250 Hz."""
+    lines = _header_lines(header)
     fields = lines[0].split() if lines else []
     if len(fields) < 3:
         raise DataError(f"{header}: header has no sampling rate (record line: {lines[:1]})")
@@ -237,12 +266,19 @@ def _str_keys(obj):
 def _wesad_subject(path, channels, fs, window_s, stride, fraction, rng) -> Windows:
     data = read_wesad_pickle(path)
     chest, labels = data["signal"]["chest"], np.asarray(data["label"]).ravel()
+    _check_chest_rate(path, data["signal"].get("wrist"), len(labels))
     half = labels[::2]  # label stream at 350 Hz, aligned with the decimated signals
     window = round(window_s * WESAD_FS / 2)
     starts = signals.sliding_windows(len(half), window, max(1, round(stride * window)))
     modal = signals.modal_labels(half, starts, window) if len(starts) else starts
     keep = starts[(modal >= 1) & (modal <= 4)]
     y = modal[(modal >= 1) & (modal <= 4)] - 1
+    if not len(keep):
+        present = sorted(int(v) for v in np.unique(labels))
+        warnings.warn(f"{path}: subject {path.parent.name} left out: no {window_s:g}-s window has "
+                      f"a modal label in 1..4 (labels present: {present})", DataWarning,
+                      stacklevel=3)
+        fraction = 1.0
     if fraction < 1.0:
         chosen = np.sort(rng.choice(len(keep), size=max(1, round(fraction * len(keep))), replace=False))
         keep, y = keep[chosen], y[chosen]
@@ -255,6 +291,21 @@ def _wesad_subject(path, channels, fs, window_s, stride, fraction, rng) -> Windo
                    groups=np.full(n * len(channels), subject),
                    domains=np.repeat(np.asarray(channels), n), fs=float(fs),
                    classes=WESAD_CLASSES)
+
+
+def _check_chest_rate(path: Path, wrist, n_labels: int) -> None:
+    """The chest recording (700 Hz) lasts as long as the wrist recording: a chest stream at
+    another rate (e.g. a 350 Hz copy) would otherwise load with every window twice as long."""
+    present = [(k, v) for k, v in (wrist or {}).items() if k in WRIST_FS and np.size(v)]
+    if not present:
+        return  # no wrist signals to compare with
+    name, values = present[0]
+    wrist_s, chest_s = len(np.asarray(values)) / WRIST_FS[name], n_labels / WESAD_FS
+    if abs(chest_s / wrist_s - 1.0) > DURATION_TOLERANCE:
+        raise DataError(f"{path}: the chest signals and labels last {chest_s:.0f} s at "
+                        f"{WESAD_FS:g} Hz but wrist {name} lasts {wrist_s:.0f} s at "
+                        f"{WRIST_FS[name]:g} Hz: the chest signals are probably at "
+                        f"{WESAD_FS * chest_s / wrist_s:.0f} Hz; use the original 700 Hz pickle")
 
 
 def _wesad_channel(path, chest, name, n_labels, starts, window, fs, window_s) -> np.ndarray:
@@ -272,6 +323,9 @@ def _wesad_channel(path, chest, name, n_labels, starts, window, fs, window_s) ->
     if not np.isfinite(sig).all():
         raise DataError(f"{path}: chest '{name}' has {np.count_nonzero(~np.isfinite(sig))} "
                         "NaN/inf samples")
+    if len(sig) and np.ptp(sig) == 0:
+        raise DataError(f"{path}: chest '{name}' is a flat line (every sample {sig[0]:g}): a "
+                        "disconnected sensor; leave the channel or the subject out")
     half = signals.decimate(sig, 2)
     if not len(starts):
         return np.zeros((0, round(window_s * fs)))

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from ecgnb.config import write_json
+from ecgnb.runs import write_cell_metrics
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 PROB_PREFIX = "prob_"
@@ -223,8 +223,10 @@ def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | No
     """Write ``predictions.csv`` then ``metrics.json`` (metrics, grouped-bootstrap CIs, ``extra``).
 
     ``extra`` carries the run's record (seed, selection criterion, best epoch, ...; see
-    :meth:`ecgnb.evaluation.train.CellResult.summary`). A stale ``metrics.json`` is removed first, so the
-    file exists only when both files of this run are complete. Returns the ``metrics.json`` path.
+    :meth:`ecgnb.evaluation.train.CellResult.summary`). A stale ``metrics.json`` is removed first;
+    the new one names its sibling files with their sizes and checksums
+    (:func:`ecgnb.runs.write_cell_metrics`), so a cell is complete only when every file matches.
+    Returns the ``metrics.json`` path.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,7 +237,7 @@ def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | No
     ci = {m: list(bootstrap_ci(predictions, m, n_boot, ci_seed, level=level)) for m in ci_metrics}
     record = {**metrics, "ci": ci, "ci_level": level, "ci_n_boot": n_boot, "ci_unit": "group",
               "n_groups": int(predictions["group"].nunique()), **(extra or {})}
-    return write_json(folder / "metrics.json", record)
+    return write_cell_metrics(folder, record)
 
 
 def read_predictions(csv_path, classes: Sequence[str]) -> pd.DataFrame:

@@ -40,12 +40,10 @@ import fnmatch
 from pathlib import Path
 from typing import Iterable
 
-import yaml
-
 from ecgnb.data.scenarios import SCENARIOS, Scenario, slug
 from ecgnb.runs import NO_ENCODER, PROJECT_ROOT
 from ecgnb.runs import NOTEBOOKS as STAGE_NOTEBOOKS
-from ecgnb.workflow.runner import (ParameterError, declared_parameters, params_hash,
+from ecgnb.workflow.runner import (ParameterError, declared_parameters, params_hash, read_yaml,
                                    validate_parameters)
 
 # Grid sections: a stage each, but the baselines, which run the finetuning notebook without encoder.
@@ -145,7 +143,7 @@ def load_grid(path, validate: bool = True) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no grid file at {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml(path) or {}
     grid = expand(spec, path, use_declared=validate)
     if validate:
         validate_grid(grid)

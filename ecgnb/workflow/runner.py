@@ -1,11 +1,17 @@
 """Execute a notebook with a params file through papermill: ``ecgnb execute NOTEBOOK PARAMS``.
 
 The run folder is ``<outputs>/<stage>/<params-stem>/`` (or an explicit run name). It holds
-the executed notebook, ``config.json`` (resolved parameters, versions, git commit), figures, and
-``_SUCCESS.json`` once the notebook's last cell ran; a failed run gets ``_FAILED.json`` instead.
+the executed notebook, ``config.json`` (resolved parameters, versions, git commit), figures, and,
+once papermill has saved the executed notebook, the completion record ``_SUCCESS.json`` that the
+runner writes last (:func:`ecgnb.runs.complete_pending`); a failed run gets ``_FAILED.json``.
+
+Everything that can be checked before a kernel starts is: unknown keys, types, ranges of numeric
+parameters (:data:`ecgnb.config.PARAMETER_RANGES`), a CUDA device on a machine without CUDA, and
+(for one run) parent runs that are missing or incomplete.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -15,14 +21,16 @@ from pathlib import Path
 
 import yaml
 
-from ecgnb.config import write_json
-from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS, run_folder, stage_of
+from ecgnb import runs
+from ecgnb.config import range_problem, write_json
+from ecgnb.runs import FAILED, NO_ENCODER, PROJECT_ROOT, run_folder, stage_of
 
 RUNNER_KEYS = ("output_dir",)  # set by the runner, never by a params file
 # The kernel logs errors only: its warning about local TCP transport would otherwise be printed
 # once per run, burying a sweep's progress bar.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+PARENT_KEYS = ("parent_run", "encoder_run", "runs")  # parameters that name other runs
 
 
 class ParameterError(KeyError):
@@ -30,6 +38,10 @@ class ParameterError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class RunError(RuntimeError):
+    """A run that failed: one line (where, the notebook's own exception, where to look)."""
 
 
 @lru_cache(maxsize=None)
@@ -66,17 +78,56 @@ def validate_parameters(notebook, params: dict, where: str = "params") -> dict:
                                  f"{type(value).__name__} {value!r}")
         if kind.startswith("list") and not isinstance(value, list):
             raise ParameterError(f"{where}: parameter '{name}' must be a list, got {value!r}")
+        problem = range_problem(name, value) or _device_problem(name, value)
+        if problem:
+            raise ParameterError(f"{where}: {problem}")
     return params
+
+
+def _device_problem(name: str, value) -> str | None:
+    """``device: cuda`` (or ``cuda:N``) where this machine has no such GPU."""
+    if name != "device" or not isinstance(value, str) or not value.startswith("cuda"):
+        return None
+    import torch
+
+    index = int(value.split(":", 1)[1]) if value[5:6] == ":" and value[6:].isdigit() else 0
+    if torch.cuda.device_count() <= index:
+        return (f"parameter 'device' is '{value}' but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s); use device: auto or cpu")
+    return None
+
+
+def check_parents(params: dict, where: str) -> None:
+    """The runs a params file reads (``parent_run``, ``encoder_run``, ``runs``) are complete."""
+    for key in PARENT_KEYS:
+        names = params.get(key)
+        for name in names if isinstance(names, list) else [names]:
+            if name and name != NO_ENCODER:
+                try:
+                    runs.find_run(name)
+                except FileNotFoundError as exc:
+                    raise ParameterError(f"{where}: {key} {exc}") from None
 
 
 def read_params(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no params file at {path}")
-    params = yaml.safe_load(path.read_text()) or {}
+    params = read_yaml(path) or {}
     if not isinstance(params, dict):
         raise ParameterError(f"{path}: expected a mapping of parameter names to values")
     return params
+
+
+def read_yaml(path: Path):
+    """Parse a YAML file; malformed YAML is a :class:`ParameterError` naming the file and line."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParameterError(f"{path}{at}: malformed YAML ({problem}); fix the file") from None
 
 
 def params_hash(params: dict, parents: tuple[str, ...] = ()) -> str:
@@ -98,9 +149,10 @@ def execute(notebook, params: dict | str | Path, run_name: str | None = None,
     if run_name is None:
         raise ValueError("a run name is needed when params are given as a dict")
     validate_parameters(notebook, params, where)
+    check_parents(params, where)
     folder = run_folder(run_name)
     digest = params_hash(params, parents_hash)
-    if (folder / SUCCESS).is_file() and not overwrite:
+    if runs.is_complete(folder) and not overwrite:
         raise FileExistsError(f"run '{run_name}' already finished in {folder}; "
                               "pass --overwrite to run it again")
     return _papermill(notebook, {**params, "output_dir": str(folder.resolve())}, folder, digest,
@@ -111,24 +163,37 @@ def _papermill(notebook, params, folder, digest, progress, kernel, cwd) -> Path:
     import papermill
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / FAILED).unlink(missing_ok=True)
+    for record in runs.RECORDS:  # the completion record goes first: nothing stale looks complete
+        (folder / record).unlink(missing_ok=True)
     start = time.time()
+    executed = folder / notebook.name
     try:
-        papermill.execute_notebook(str(notebook), str(folder / notebook.name), parameters=params,
+        papermill.execute_notebook(str(notebook), str(executed), parameters=params,
                                    kernel_name=kernel, progress_bar=progress,
                                    cwd=str(cwd or PROJECT_ROOT), log_output=False,
                                    extra_arguments=KERNEL_ARGUMENTS)
-    except BaseException as exc:
-        write_json(folder / FAILED, {"error": f"{type(exc).__name__}: {exc}"[:4000],
-                                     "traceback": traceback.format_exc()[-8000:],
-                                     "params_hash": digest, "wall_s": time.time() - start})
-        (folder / SUCCESS).unlink(missing_ok=True)
-        raise
-    marker = folder / SUCCESS
-    if not marker.is_file():
-        write_json(folder / FAILED, {"error": "notebook ended without calling finish_stage",
-                                     "params_hash": digest})
-        raise RuntimeError(f"{notebook.name} ended without marking its run complete")
-    record = json.loads(marker.read_text())
-    write_json(marker, {**record, "params_hash": digest, "wall_s": time.time() - start})
+        runs.complete_pending(folder, executed, digest, time.time() - start)
+    except Exception as exc:  # an interrupt is no failure: the run stays pending
+        line = failure_line(exc)
+        _record_failure(folder, line, digest, time.time() - start)
+        raise RunError(f"{executed}: {line} (executed notebook and {FAILED} in {folder})") from exc
     return folder
+
+
+def failure_line(exc: BaseException) -> str:
+    """The useful line of a failure: the notebook's own exception (``ename: evalue``) when it
+    raised inside a cell, else the exception's first line."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:  # papermill's PapermillExecutionError
+        cell = getattr(exc, "exec_count", None)
+        return f"{f'cell [{cell}]: ' if cell else ''}{ename}: {evalue}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _record_failure(folder: Path, line: str, digest: str, wall_s: float) -> None:
+    """``_FAILED.json`` where the disk allows it (a full or read-only disk may not)."""
+    with contextlib.suppress(OSError):
+        write_json(folder / FAILED, {"error": line[:4000],
+                                     "traceback": traceback.format_exc()[-8000:],
+                                     "params_hash": digest, "wall_s": wall_s})

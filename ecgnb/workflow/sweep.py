@@ -2,20 +2,24 @@
 
 A run's state is read from its folder ``<outputs>/<grid>/<run>`` before anything starts:
 
-- ``cached``: ``_SUCCESS.json`` records the run's current hash (its parameters and its parents'
-  hashes, :meth:`ecgnb.workflow.grid.Grid.hashes`); it is not run again;
+- ``cached``: the run is complete (:func:`ecgnb.runs.is_complete`: its completion record matches
+  every artefact on disk), records the run's current hash (its parameters and its parents'
+  hashes, :meth:`ecgnb.workflow.grid.Grid.hashes`) and was produced by this code
+  (:func:`ecgnb.config.code_identity`: source hash and torch/numpy/scikit-learn versions); it is
+  not run again. A run recorded by other code runs again (its ``note`` says so) unless
+  ``accept_old_code``;
 - ``failed``: ``_FAILED.json`` records the current hash; kept failed (its dependants ``skipped``)
   unless ``retry_failed``;
 - ``pending``: anything else (never run, interrupted, or run with other parameters).
 
 Pending runs start, ``jobs`` at a time, once their parents are ``cached`` or ``done``; a failure
 marks every dependant ``skipped`` and the rest continues. Before a run starts, outputs of an
-attempt with another hash are removed (so no stale cell survives a parameter change), while an
-interrupted attempt with the same hash is kept (notebook 04 resumes its finished cells). A run is
-complete only once the runner has written its hash into ``_SUCCESS.json``: a sweep killed at any
-moment leaves nothing that looks complete. ``<outputs>/<grid>/sweep.json`` records every run's
-state, hash, wall time and error, rewritten atomically after each change; one sweep per grid
-folder runs at a time (``.sweep.lock``).
+attempt with another hash or other code are removed (so no stale cell survives a parameter or
+code change), while an interrupted attempt with the same hash and code is kept (notebook 04
+resumes its finished cells). A sweep killed at any moment leaves nothing that looks complete.
+``<outputs>/<grid>/sweep.json`` records every run's state, hash, wall time and error, rewritten
+atomically after each change; runs a killed sweep left "running" are marked "interrupted" when
+the next sweep starts. One sweep per grid folder runs at a time (``.sweep.lock``).
 
 Kernels running side by side share the cores: each gets ``cores // jobs`` math threads
 (:func:`thread_budget`). With ``devices`` (e.g. ``("cuda:0", "cuda:1")``) each run executes in a child process whose
@@ -40,8 +44,8 @@ from typing import Callable, Sequence
 from tqdm.auto import tqdm
 
 from ecgnb import runs
-from ecgnb.config import write_json
-from ecgnb.runs import FAILED, SUCCESS, outputs_root
+from ecgnb.config import code_identity, write_json
+from ecgnb.runs import FAILED, outputs_root
 from ecgnb.workflow import runner
 from ecgnb.workflow.grid import STAGES, Grid
 
@@ -74,13 +78,15 @@ class RunStatus:
     error: str | None = None
     device: str | None = None
     folder: str = ""
+    note: str | None = None  # why a run that finished before runs again (other code)
 
 
 Executor = Callable[[Grid, str, tuple[str, ...], str | None], None]
 
 
 # --------------------------------------------------------------------------- planning
-def plan(grid: Grid, only: str | None = None, retry_failed: bool = False) -> dict[str, RunStatus]:
+def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
+         accept_old_code: bool = False) -> dict[str, RunStatus]:
     """Every run's state from its folder; runs outside ``only`` (and its ancestors) ``excluded``."""
     selected = set(grid.select(only))
     hashes = grid.hashes()
@@ -89,9 +95,11 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False) -> dic
         folder = run_folder(grid, name)
         status = RunStatus(name, run.stage, hashes[name], run.parents, folder=str(folder))
         failed_parents = [p for p in run.parents if out[p].state in ("failed", "skipped")]
-        if runs.is_complete(folder, hashes[name]):
+        complete = runs.is_complete(folder, hashes[name])
+        status.note = code_change(runs.completion_record(folder)) if complete else None
+        if complete and (status.note is None or accept_old_code):
             status.state = "cached"
-            status.wall_s = _read(folder / SUCCESS).get("wall_s")
+            status.wall_s = runs.completion_record(folder).get("wall_s")
         elif name not in selected:
             status.state = "excluded"
         elif failed_parents:
@@ -101,6 +109,24 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False) -> dic
             status.error = "(previous attempt) " + str(_read(folder / FAILED).get("error"))
         out[name] = status
     return out
+
+
+def code_change(record: dict | None) -> str | None:
+    """How the code that recorded a run differs from this code (None when it is the same)."""
+    recorded, current = (record or {}).get("code") or {}, code_identity()
+    changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items() if recorded.get(k) != v]
+    return f"recorded by other code ({', '.join(changed)})" if changed else None
+
+
+def code_note(statuses: dict[str, RunStatus], accept_old_code: bool) -> str | None:
+    """One line about the runs recorded by other code (None when there are none)."""
+    old = [s.name for s in statuses.values() if (s.note or "").startswith("recorded by other")]
+    if not old:
+        return None
+    if accept_old_code:
+        return f"{len(old)} run(s) recorded by other code are kept (--accept-old-code)"
+    return (f"{len(old)} run(s) were recorded by other code and run again, e.g. {old[0]}: "
+            f"{statuses[old[0]].note}; pass --accept-old-code to keep them")
 
 
 def run_folder(grid: Grid, name: str) -> Path:
@@ -121,7 +147,7 @@ def count_states(statuses: dict[str, RunStatus]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def format_plan(grid: Grid, statuses: dict[str, RunStatus]) -> str:
+def format_plan(grid: Grid, statuses: dict[str, RunStatus], accept_old_code: bool = False) -> str:
     """The DAG as text: runs grouped by stage with their state and parents, then counts."""
     lines = [f"grid '{grid.name}' ({grid.source}) -> {outputs_root() / grid.name}"]
     counts = grid.counts()
@@ -138,15 +164,19 @@ def format_plan(grid: Grid, statuses: dict[str, RunStatus]) -> str:
     total = sum(c["runs"] for c in counts.values())
     n_cells = sum(c["cells"] for c in counts.values())
     lines.append(f"\n{total} runs, {n_cells} downstream cells; states: {count_states(statuses)}")
-    return "\n".join(lines)
+    note = code_note(statuses, accept_old_code)
+    return "\n".join(lines + ([note] if note else []))
 
 
 # --------------------------------------------------------------------------- executing one run
 def prepare_folder(folder: Path, digest: str) -> None:
-    """Remove outputs of an attempt with another hash; record this attempt's hash."""
-    if folder.exists() and _read(folder / ATTEMPT).get("params_hash") != digest:
+    """Remove outputs of an attempt with another hash or other code; record this attempt."""
+    attempt = _read(folder / ATTEMPT)
+    if folder.exists() and (attempt.get("params_hash") != digest
+                            or attempt.get("code") != code_identity()):
         shutil.rmtree(folder)
-    write_json(folder / ATTEMPT, {"params_hash": digest, "started": time.time()})
+    write_json(folder / ATTEMPT, {"params_hash": digest, "code": code_identity(),
+                                  "started": time.time()})
 
 
 def execute_run(grid: Grid, name: str, parent_hashes: tuple[str, ...],
@@ -186,7 +216,8 @@ def _attempt(execute: Executor, grid: Grid, name: str, hashes: dict[str, str],
 # --------------------------------------------------------------------------- the sweep
 def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str | None = None,
               retry_failed: bool = False, progress: bool = True,
-              execute: Executor = execute_run) -> dict[str, RunStatus]:
+              execute: Executor = execute_run,
+              accept_old_code: bool = False) -> dict[str, RunStatus]:
     """Execute the pending runs of ``grid`` (see the module docstring); returns every status."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -196,8 +227,27 @@ def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str 
     if devices:
         _check_auto_device(grid)
     with sweep_lock(grid), thread_budget(jobs):
-        statuses = plan(grid, only, retry_failed)
+        left = mark_interrupted(grid)
+        statuses = plan(grid, only, retry_failed, accept_old_code)
+        for name in left:
+            if statuses[name].state == "pending":
+                statuses[name].note = statuses[name].note or "left running by a killed sweep"
         return _Scheduler(grid, statuses, jobs, devices, execute, progress).run()
+
+
+def mark_interrupted(grid: Grid) -> list[str]:
+    """Runs that ``sweep.json`` still calls "running" although no sweep holds the lock (a killed
+    sweep): marked "interrupted" in ``sweep.json``; returns their names."""
+    path = outputs_root() / grid.name / STATUS_FILE
+    record = _read(path)
+    left = [n for n, r in (record.get("runs") or {}).items() if r.get("state") == "running"]
+    if left:
+        for name in left:
+            record["runs"][name]["state"] = "interrupted"
+        record["counts"] = {**record.get("counts", {}), "running": 0, "interrupted": len(left)}
+        record["interrupted_found"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(path, record)
+    return left
 
 
 @contextlib.contextmanager

@@ -75,3 +75,18 @@ def test_nine_scenarios_and_their_parents():
     assert scenarios.slug("continued1 + extended") == "continued1-extended"
     with pytest.raises(KeyError, match="unknown scenario"):
         get("ECG continued2")
+
+
+def test_one_root_alone_warns_and_the_warning_lands_in_the_run(embedded_small, tmp_path,
+                                                                monkeypatch):
+    from ecgnb import runs
+    from ecgnb.config import DataWarning
+    monkeypatch.setenv("ECGNB_DATA", str(embedded_small["fragment"].parents[1]))
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
+    out = runs.start_stage(corpora.DataConfig(), "exploration")
+    roots = corpora.data_roots(str(embedded_small["fragment"]), "", small=True)  # shown, recorded
+    assert roots["wesad"] == embedded_small["wesad"]
+    recorded = runs.read_json(out / runs.CONFIG)["warnings"]
+    assert len(recorded) == 1 and "['wesad'] data are the embedded synthetic data" in recorded[0]
+    with pytest.warns(DataWarning, match="embedded synthetic"):
+        corpora.data_roots(str(embedded_small["fragment"]), "", small=True)

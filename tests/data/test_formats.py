@@ -50,7 +50,7 @@ def _first_record(root):
     ("missing_root", "does not exist"),
     ("missing_class", "class folder missing"),
     ("corrupt_header", "header"),
-    ("missing_dat", "unreadable WFDB record"),
+    ("missing_dat", r"signal file .*\.dat is missing"),
     ("no_fs", "no sampling rate"),
     ("wrong_length", "wrong length"),
     ("nan", "NaN"),
@@ -88,7 +88,7 @@ def test_load_fragment_bad_input(fragment_root, case, message):
 
 def test_fragment_unparsable_name_warns(fragment_root):
     header = _first_record(fragment_root)
-    write_fragment(header.parent, "odd_name", np.zeros(500))
+    write_fragment(header.parent, "odd_name", np.sin(np.arange(500) / 10))
     with pytest.warns(UserWarning, match="odd_name"):
         w = load_fragment(fragment_root)
     assert "odd_name" in set(w.groups)
@@ -226,3 +226,57 @@ def test_windows_concat_and_subset():
     both = Windows.concat([w.subset([0, 1]), w.subset([5])])
     assert len(both) == 3 and both.groups.tolist() == ["r0", "r0", "r1"]
     assert (w.unlabelled().y == -1).all()
+
+
+# ------------------------------------------------------------------ data that passed silently
+def test_an_empty_class_folder_is_an_error_naming_it(fragment_root):
+    for path in (fragment_root / FRAGMENT_CLASSES[4] / "frag").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match=f"{FRAGMENT_CLASSES[4]}/frag: class folder has no WFDB"):
+        load_fragment(fragment_root)
+
+
+def test_a_flat_line_fragment_is_an_error_naming_file_and_lead(fragment_root):
+    header = _first_record(fragment_root)
+    write_fragment(header.parent, header.stem, np.full(500, 0.25))
+    with pytest.raises(DataError, match=f"{header.name}: lead MLII is a flat line"):
+        load_fragment(fragment_root)
+
+
+def test_a_non_ascii_record_name_names_the_real_file(fragment_root):
+    folder = _first_record(fragment_root).parent
+    write_fragment(folder, "402_C_VF_27s_frag", np.sin(np.arange(500) / 10))
+    for path in list(folder.glob("402_*")):
+        path.rename(path.with_name(path.name.replace("27s", "27é")))
+    header = folder / "402_C_VF_27é_frag.hea"
+    header.write_text(header.read_text().replace("27s", "27é"))
+    with pytest.raises(DataError, match="402_C_VF_27é_frag.hea: non-ASCII record or signal file"):
+        load_fragment(fragment_root)
+
+
+def test_a_flat_line_chest_channel_is_an_error_naming_file_and_channel(wesad_root):
+    data = wesad_subject()
+    data["signal"]["chest"]["ECG"][:] = 0.0
+    write_py2_pickle(data, wesad_root / "S3" / "S3.pkl")
+    with pytest.raises(DataError, match=r"S3.pkl: chest 'ECG' is a flat line"):
+        load_wesad(wesad_root)
+
+
+def test_a_subject_without_usable_labels_is_left_out_with_a_warning(wesad_root):
+    from ecgnb.config import DataWarning
+    data = wesad_subject()
+    data["label"][:] = 6
+    write_py2_pickle(data, wesad_root / "S3" / "S3.pkl")
+    with pytest.warns(DataWarning, match=r"S3.pkl: subject S3 left out: .*labels present: \[6\]"):
+        w = load_wesad(wesad_root, fraction=0.5)
+    assert set(w.groups) == {"S2", "S10"}
+
+
+def test_a_350_hz_pickle_read_as_700_hz_is_an_error(wesad_root):
+    data = wesad_subject()  # 60 s; keep every other sample of chest and labels: 350 Hz, consistent
+    data["signal"]["chest"] = {k: v[::2] for k, v in data["signal"]["chest"].items()}
+    data["label"] = data["label"][::2]
+    write_py2_pickle(data, wesad_root / "S2" / "S2.pkl")
+    with pytest.raises(DataError, match=r"S2.pkl: the chest signals and labels last 30 s at 700 Hz "
+                                        r"but wrist ACC lasts 60 s .* probably at 350 Hz"):
+        load_wesad(wesad_root)

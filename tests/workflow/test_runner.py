@@ -85,3 +85,131 @@ def test_failed_run_is_recorded(outputs, tmp_path):
     assert not (folder / SUCCESS).exists()
     with pytest.raises(FileNotFoundError, match="failed"):
         find_run("exploration/bad")
+
+
+# --------------------------------------------------------------------------- ranges, devices, parents
+NUMERIC = [(nb, name, info["inferred_type_name"])
+           for nb in sorted(NOTEBOOKS.values())
+           for name, info in runner.declared_parameters(PROJECT_ROOT / nb).items()
+           if info["inferred_type_name"] in ("int", "float")]
+
+
+def test_every_numeric_parameter_has_a_range():
+    from ecgnb.config import PARAMETER_RANGES
+    assert {name for _, name, _ in NUMERIC} <= set(PARAMETER_RANGES)
+
+
+@pytest.mark.parametrize("notebook, name, kind", NUMERIC)
+def test_every_numeric_parameter_rejects_out_of_range_values(notebook, name, kind):
+    from ecgnb.config import PARAMETER_RANGES
+    allowed = PARAMETER_RANGES[name]
+    bad = [allowed.low - 1] if allowed.low is not None else []
+    bad += [allowed.low] if allowed.low_open else []
+    bad += [allowed.high + 1] if allowed.high is not None else []
+    bad += [float("nan")] if kind == "float" else []
+    assert bad, f"{name}: no out-of-range value to try"
+    for value in bad:
+        value = int(value) if kind == "int" and value == value else value
+        with pytest.raises(runner.ParameterError, match=f"'{name}' must be"):
+            runner.validate_parameters(PROJECT_ROOT / notebook, {name: value}, where="p.yaml")
+
+
+@pytest.mark.parametrize("values", [{"n_epochs": -3}, {"n_epochs": 0}, {"lr": -0.1},
+                                    {"corpus_fraction": 1.5}, {"seeds": [0, -1]}])
+def test_typed_configs_check_the_same_ranges(values):
+    from ecgnb.finetuning import FinetuneConfig
+    from ecgnb.pretraining import PretrainConfig
+    cls = FinetuneConfig if "seeds" in values else PretrainConfig
+    with pytest.raises(ValueError, match="must be"):
+        cls(**values)
+
+
+def test_none_means_the_default_and_is_not_range_checked():
+    nb03 = PROJECT_ROOT / NOTEBOOKS["regularization"]
+    runner.validate_parameters(nb03, {"n_epochs": None, "lr": None})
+    with pytest.raises(runner.ParameterError, match="'n_epochs' must be >= 1, got -5"):
+        runner.validate_parameters(nb03, {"n_epochs": -5})
+
+
+def test_cuda_without_cuda_is_caught_before_the_kernel(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    nb02 = PROJECT_ROOT / NOTEBOOKS["pretraining"]
+    with pytest.raises(runner.ParameterError, match="'device' is 'cuda:1' but this machine has 0"):
+        runner.validate_parameters(nb02, {"device": "cuda:1"}, where="p.yaml")
+    runner.validate_parameters(nb02, {"device": "cpu"})
+
+
+def test_a_missing_parent_is_caught_before_the_kernel(outputs, tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("parent_run: g/pretraining/nothing\n")
+    with pytest.raises(runner.ParameterError, match="p.yaml: parent_run run 'g/pretraining/nothing' "
+                                                    "is missing or unfinished"):
+        runner.execute(PROJECT_ROOT / NOTEBOOKS["regularization"], params)
+    assert not (outputs / "regularization" / "p").exists()  # no kernel, no folder
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("n_epochs: 2\nlr: [0.1\nseed: 0\n")
+    with pytest.raises(runner.ParameterError, match=r"bad.yaml:\d+:\d+: malformed YAML"):
+        runner.read_params(path)
+
+
+# --------------------------------------------------------------------------- failures, one line
+def _fake_papermill(monkeypatch, fail: BaseException | None, after_pending: bool = True):
+    """papermill.execute_notebook standing in for a kernel: first cell, artefact, last cell,
+    then the notebook save (or ``fail``)."""
+    import papermill
+
+    from ecgnb import runs
+
+    def execute_notebook(src, dst, parameters, **kwargs):
+        out = runs.start_stage({"seed": 0}, "exploration", parameters["output_dir"])
+        (out / "figures.html").write_text("<html/>")
+        if after_pending:
+            runs.finish_stage(out, {"n": 1})
+        if fail is not None:
+            raise fail
+        Path(dst).write_text('{"cells": []}')
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+
+
+def test_a_full_disk_while_saving_the_notebook_is_one_line_and_no_success(outputs, tmp_path,
+                                                                          monkeypatch):
+    from ecgnb import runs
+    params = tmp_path / "p.yaml"
+    params.write_text("n_examples: 1\n")
+    _fake_papermill(monkeypatch, OSError(28, "No space left on device"))
+    with pytest.raises(runner.RunError) as info:
+        runner.execute(NB01, params)
+    assert "01_exploration.ipynb: OSError: [Errno 28] No space left on device" in str(info.value)
+    folder = outputs / "exploration" / "p"
+    assert not runs.is_complete(folder) and (folder / runs.PENDING).is_file()
+    assert json.loads((folder / runs.FAILED).read_text())["error"].startswith("OSError: [Errno 28]")
+    _fake_papermill(monkeypatch, None)  # space freed: the same command completes the run
+    assert runner.execute(NB01, params) == folder and runs.is_complete(folder)
+    assert not (folder / runs.FAILED).exists()
+    assert "01_exploration.ipynb" in runs.completion_record(folder)["artefacts"]
+
+
+def test_an_error_in_a_notebook_is_its_own_exception_line(outputs, tmp_path, monkeypatch):
+    from papermill.exceptions import PapermillExecutionError
+    params = tmp_path / "p.yaml"
+    params.write_text("n_examples: 1\n")
+    error = PapermillExecutionError(3, 4, "load()", "DataError", "x.hea: record has no samples",
+                                    ["long", "traceback"] * 50)
+    _fake_papermill(monkeypatch, error, after_pending=False)
+    with pytest.raises(runner.RunError) as info:
+        runner.execute(NB01, params)
+    assert "\n" not in str(info.value)
+    assert "cell [4]: DataError: x.hea: record has no samples" in str(info.value)
+
+
+def test_without_the_last_cell_the_run_fails(outputs, tmp_path, monkeypatch):
+    params = tmp_path / "p.yaml"
+    params.write_text("n_examples: 1\n")
+    _fake_papermill(monkeypatch, None, after_pending=False)
+    with pytest.raises(runner.RunError, match="finish_stage"):
+        runner.execute(NB01, params)

@@ -12,9 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from ecgnb import cli, results
+from ecgnb import cli, results, runs
 from ecgnb.workflow import sweep
-from ecgnb.config import write_json
+from ecgnb.config import code_identity, write_json
 from ecgnb.workflow.grid import load_grid
 from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS
 from ecgnb.workflow.runner import params_hash
@@ -39,8 +39,8 @@ output_dir: str = ""'''
 
 # Imitates notebooks 02-04: checks its parents finished, writes cells (04), marks itself done.
 BODY = '''import json, os, pathlib, time
-out = pathlib.Path(output_dir)
-out.mkdir(parents=True, exist_ok=True)
+import ecgnb.runs
+out = ecgnb.runs.start_stage({"n_epochs": n_epochs}, "pretraining", output_dir)
 root = pathlib.Path(os.environ["ECGNB_OUTPUTS"])
 with open(root / "executions.log", "a") as log:
     log.write(out.relative_to(root).as_posix() + "\\n")
@@ -49,7 +49,7 @@ if fail:
     raise RuntimeError("planned failure")
 for name in [parent_run, encoder_run, *runs]:
     if name and name != "none":
-        assert (root / name / "_SUCCESS.json").is_file(), f"parent {name} not finished"'''
+        ecgnb.runs.find_run(name)'''
 CELLS = '''info, pairs = {"scenario": scenario or corpus, "backbone": backbone}, []
 if encoder_run == "none":
     info, pairs = {"scenario": "none", "backbone": "supervised"}, [(b, "supervised") for b in baselines]
@@ -63,13 +63,11 @@ for head, mode in pairs:
         score = 0.5 + 0.01 * seed
         (cell / "cell.json").write_text(json.dumps({**info, "head": head, "mode": mode, "seed": seed,
             "label_fraction": label_fraction, "encoder_run": encoder_run, "wall_s": 0.1}))
-        (cell / "metrics.json").write_text(json.dumps({"macro_f1": score, "accuracy": score,
-            "n_test": 10, "ci": {"macro_f1": [score - 0.1, score + 0.1]}, "val_metrics": {"macro_f1": score}}))
+        ecgnb.runs.write_cell_metrics(cell, {"macro_f1": score, "accuracy": score,
+            "n_test": 10, "ci": {"macro_f1": [score - 0.1, score + 0.1]}, "val_metrics": {"macro_f1": score}})
 summary = {"scenario": info["scenario"], "backbone": info["backbone"],
            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
-tmp = out / "_SUCCESS.json.tmp"
-tmp.write_text(json.dumps({"started": "", "summary": summary}))
-tmp.replace(out / "_SUCCESS.json")'''
+ecgnb.runs.finish_stage(out, summary)'''
 
 
 def fake_notebook(path: Path) -> Path:
@@ -212,7 +210,10 @@ def fake_execute(log: list):
         folder = sweep.run_folder(grid, name)
         digest = params_hash(grid.runs[name].params, parent_hashes)
         time.sleep(0.05)
-        write_json(folder / SUCCESS, {"params_hash": digest, "wall_s": 0.05})
+        runs.start_stage({}, "pretraining", str(folder))
+        runs.finish_stage(folder)
+        (folder / "fake.ipynb").write_text("{}")
+        runs.complete_pending(folder, folder / "fake.ipynb", digest, 0.05)
     return execute
 
 
@@ -293,3 +294,55 @@ def test_dry_run_prints_the_dag(tmp_path, outputs, fake_nb, capsys):
     assert "finetuning/ts2vec-ecg-continued1-f1.0  <- regularization/ts2vec-ecg-continued1" in text
     assert "4 runs, 8 downstream cells" in text
     assert not (outputs / "executions.log").exists()
+
+
+# --------------------------------------------------------------------------- completion and code
+def test_a_torn_run_is_redone_by_the_next_sweep(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    log = []
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log))
+    folder = sweep.run_folder(grid, "pretraining/ts2vec-ecg")
+    notebook = folder / "fake.ipynb"
+    notebook.write_text(notebook.read_text()[:1])  # a full disk cut the notebook short
+    assert sweep.plan(grid)["pretraining/ts2vec-ecg"].state == "pending"
+    log.clear()
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log))
+    assert ("pretraining/ts2vec-ecg", None) in log
+
+
+def test_runs_of_other_code_run_again_unless_accepted(tmp_path, outputs, fake_nb, monkeypatch,
+                                                      capsys):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    assert {s.state for s in sweep.plan(grid).values()} == {"cached"}
+    other = {**code_identity(), "source_hash": "0123456789abcdef"}
+    monkeypatch.setattr(sweep, "code_identity", lambda: other)
+    statuses = sweep.plan(grid)
+    assert {s.state for s in statuses.values()} == {"pending"}
+    assert "recorded by other code (source_hash" in statuses["pretraining/ts2vec-ecg"].note
+    assert "--accept-old-code" in sweep.code_note(statuses, False)
+    assert {s.state for s in sweep.plan(grid, accept_old_code=True).values()} == {"cached"}
+    assert cli.main(["run", str(grid.source), "--dry-run"]) == 0
+    assert "4 run(s) were recorded by other code" in capsys.readouterr().out
+    log = []
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log), accept_old_code=True)
+    assert log == []
+
+
+def test_other_code_removes_an_interrupted_attempt(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    sweep.prepare_folder(folder, "aaa")
+    (folder / "cells" / "old").mkdir(parents=True)
+    monkeypatch.setattr(sweep, "code_identity", lambda: {"source_hash": "other"})
+    sweep.prepare_folder(folder, "aaa")
+    assert not (folder / "cells").exists()
+
+
+def test_a_sweep_killed_while_running_is_marked_interrupted(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    write_json(outputs / "t" / sweep.STATUS_FILE, {"runs": {
+        "pretraining/ts2vec-ecg": {"state": "running"}, "finetuning/ts2vec-ecg-f1.0": {"state": "pending"}}})
+    assert sweep.mark_interrupted(grid) == ["pretraining/ts2vec-ecg"]
+    record = json.loads((outputs / "t" / sweep.STATUS_FILE).read_text())
+    assert record["runs"]["pretraining/ts2vec-ecg"]["state"] == "interrupted"
+    assert sweep.mark_interrupted(grid) == []
