@@ -273,11 +273,12 @@ def test_every_table_names_its_recipe(known, tmp_path):
     assert "(study)" in pd.read_csv(paths["cells.csv"]).iloc[0, 0]
 
 
-def test_collect_records_labels_pretraining_seed_and_the_seed_mean_interval(tmp_path):
+def test_collect_records_labels_pretraining_seed_and_the_seed_mean_interval(tmp_path,
+                                                                          complete_run):
     root = tmp_path / "outputs"
     run = root / "g" / "finetuning" / "ts2vec-ecg-f0.2"
     for seed in (0, 1):
-        write_cell(run, f"mlp-lp-f1-s{seed}", seed=seed)
+        write_cell(run, f"mlp-lp-f1-s{seed}", with_metrics=False, seed=seed)
         folder = run / "cells" / f"mlp-lp-f1-s{seed}"
         record = results.runs.read_json(folder / "cell.json")
         labels = {"n_train": 80, "n_train_available": 383, "label_fraction_realised": 80 / 383}
@@ -286,7 +287,9 @@ def test_collect_records_labels_pretraining_seed_and_the_seed_mean_interval(tmp_
         pd.DataFrame({"index": range(40), "group": np.repeat([f"r{g}" for g in range(10)], 4),
                       "y_true": y, "y_pred": y if seed else 1 - y}).to_csv(
             folder / "predictions.csv", index=False)
-    write_json(run / "_SUCCESS.json", {"params_hash": "abc"})
+        runs.write_cell_metrics(folder, {"accuracy": 0.5, "macro_f1": 0.5, "n_test": 40,
+                                         "val_metrics": {"macro_f1": 0.5}})
+    complete_run(run, "abc")
     rows = results.collect_results(root / "g", root=root)
     assert rows["pretrain_seed"].tolist() == [0, 0] and rows["n_train"].tolist() == [80, 80]
     assert rows["label_fraction_realised"].iloc[0] == pytest.approx(0.209, abs=1e-3)
