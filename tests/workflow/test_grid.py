@@ -128,6 +128,22 @@ def test_overrides_by_backbone_and_step(tmp_path, fake_nb):
     assert "finetuning/ts2vec-ecg-f1.0" not in grid.runs  # ECG only as the chain's start
 
 
+def test_untrained_is_notebook_02_with_0_epochs_downstream_like_the_others(tmp_path, fake_nb):
+    grid = grids.load_grid(write_grid(tmp_path / "g.yaml", fake_nb,
+                                      scenarios=["untrained", "ECG", "ECG continued1"]))
+    run = grid.runs["pretraining/ts2vec-untrained"]
+    assert run.stage == "pretraining" and run.parents == ()
+    assert (run.params["n_epochs"], run.params["corpus"]) == (0, "ECG")
+    assert grid.runs["pretraining/ts2vec-ecg"].params["n_epochs"] == 2
+    down = grid.runs["finetuning/ts2vec-untrained-f1.0"]
+    assert down.parents == ("pretraining/ts2vec-untrained",)
+    assert down.params["encoder_run"] == "tiny/pretraining/ts2vec-untrained"
+    ecg = grid.runs["finetuning/ts2vec-ecg-f1.0"].params
+    assert {k: v for k, v in down.params.items() if k != "encoder_run"} == \
+        {k: v for k, v in ecg.items() if k != "encoder_run"}
+    assert down.n_cells == grid.runs["finetuning/ts2vec-ecg-f1.0"].n_cells == 4
+
+
 def test_only_selects_matches_and_their_ancestors(tmp_path, fake_nb):
     grid = grids.load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
     assert grid.select("finetuning/tstcc-ecg-continued1*") == [
