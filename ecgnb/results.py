@@ -5,7 +5,8 @@
 - :func:`study_table`: macro-F1 mean +/- std over seeds per scenario x (backbone, head); linear
   probing vs fine-tuning chosen per cell on mean *validation* macro-F1 (never test) and marked;
   best per column in bold; the supervised baselines in their own column.
-- :func:`compare_to_reference` / :func:`best_vs_baseline`: paired by seed, Wilcoxon signed-rank
+- :func:`compare_to_reference` (each scenario vs ECG, or vs ``untrained``: the same network at its
+  initial weights) / :func:`best_vs_baseline`: paired by seed, Wilcoxon signed-rank
   (exact for small n: with 5 seeds the smallest two-sided p is 2/2^5 = 0.0625) and a paired
   bootstrap of the mean difference (95 % interval, two-sided p).
 - Plots take a table and return a plotly figure.
@@ -24,7 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ecgnb import runs
-from ecgnb.data.scenarios import SCENARIOS
+from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
 from ecgnb.evaluation.stats import bootstrap_mean_ci, paired_test, smallest_wilcoxon_p
 from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, METRICS,
                                      REFERENCE, SSL_MODES, SUPERVISED, cell_table, drift_table,
@@ -145,6 +146,25 @@ def summarize(results: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 100
     return pd.DataFrame(rows)
 
 
+def interval_summary(results: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """:func:`summarize`, with ``ci_low``/``ci_high`` the mean of the cells' per-seed 95 % intervals
+    from the bootstrap over *source records* of the test split (``interval``: "records") where
+    every seed has one, else the bootstrap over seeds (``interval``: "seeds")."""
+    summary = summarize(results, metric, n_boot, seed)
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if summary.empty or low not in results:
+        return summary.assign(interval="seeds")
+    keys = list(KEYS[:-1])
+    records = results.groupby(keys, sort=False).agg(
+        _low=(low, "mean"), _high=(high, "mean"), _complete=(low, lambda v: v.notna().all()))
+    merged = summary.merge(records.reset_index(), on=keys, how="left")
+    use = merged["_complete"].fillna(False).astype(bool)
+    merged.loc[use, "ci_low"], merged.loc[use, "ci_high"] = merged["_low"], merged["_high"]
+    merged["interval"] = np.where(use, "records", "seeds")
+    return merged.drop(columns=["_low", "_high", "_complete"])
+
+
 def choose_mode(summary: pd.DataFrame) -> pd.DataFrame:
     """Per (scenario, backbone, head, label_fraction) of the SSL rows: the mode with the highest
     mean *validation* score (ties: linear probing), with a ``chosen`` flag on every row."""
@@ -159,11 +179,13 @@ def choose_mode(summary: pd.DataFrame) -> pd.DataFrame:
 def compare_to_reference(results: pd.DataFrame, reference: str = REFERENCE,
                          metric: str = "macro_f1", n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
     """Each scenario against ``reference`` pretraining, same backbone, head, mode and fraction,
-    paired by seed: one row per comparison with both means, the difference and both p-values."""
+    paired by seed: one row per comparison with both means, the difference and both p-values.
+    ``untrained`` (initial weights) is compared only when it is the reference."""
     ssl = results[results["mode"].isin(SSL_MODES)]
     base = ssl[ssl["scenario"] == reference].set_index(list(KEYS))[metric]
+    others = ssl[(ssl["scenario"] != reference) & (ssl["scenario"] != UNTRAINED)]
     rows = []
-    for key, part in ssl[ssl["scenario"] != reference].groupby(list(KEYS[:-1]), sort=False):
+    for key, part in others.groupby(list(KEYS[:-1]), sort=False):
         ref_keys = [(reference, *key[1:], s) for s in part["seed"]]
         paired = [(v, base[k]) for v, k in zip(part[metric], ref_keys) if k in base.index]
         if not paired:
@@ -194,6 +216,13 @@ def best_vs_baseline(results: pd.DataFrame, baseline: str = "hinception",
                      "metric": metric, "mean": a.mean(), "baseline_mean": b.mean(),
                      **paired_test(a, b, n_boot, seed)})
     return _with_note(pd.DataFrame(rows))
+
+
+def main_baseline(results: pd.DataFrame) -> str:
+    """The supervised baseline to compare the best SSL cell with: H-InceptionTime (the study's),
+    else the first of :data:`BASELINE_NAMES` that was run."""
+    run = set(results.loc[results["mode"] == SUPERVISED, "head"])
+    return next((b for b in BASELINE_NAMES if b in run), "hinception")
 
 
 def _with_note(frame: pd.DataFrame) -> pd.DataFrame:
@@ -356,23 +385,27 @@ def table_heatmap(table: StudyTable) -> go.Figure:
 
 def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figure | None:
     """Mean ``metric`` against label fraction per scenario x backbone (head and mode chosen on
-    validation per fraction); ``None`` when a single fraction was run."""
+    validation per fraction), with the intervals of :func:`interval_summary`; ``None`` when a
+    single fraction was run."""
     if results["label_fraction"].nunique() < 2:
         return None
-    summary = summarize(results, metric, n_boot=200)
+    summary = interval_summary(results, metric, n_boot=200)
     ssl = summary[summary["mode"].isin(SSL_MODES)]
     best = ssl.loc[ssl.groupby(["scenario", "backbone", "label_fraction"])["val_mean"].idxmax()]
     fig = go.Figure()
     for (scenario, backbone), part in best.groupby(["scenario", "backbone"], sort=False):
         part = part.sort_values("label_fraction")
         fig.add_trace(go.Scatter(x=part["label_fraction"], y=100 * part["mean"],
-                                 error_y=dict(array=100 * part["std"].fillna(0)),
+                                 error_y=dict(type="data", symmetric=False,
+                                              array=100 * (part["ci_high"] - part["mean"]),
+                                              arrayminus=100 * (part["mean"] - part["ci_low"])),
                                  mode="lines+markers", name=f"{scenario} · {backbone}"))
     for r in summary[summary["mode"] == SUPERVISED].groupby("head"):
         part = r[1].sort_values("label_fraction")
         fig.add_trace(go.Scatter(x=part["label_fraction"], y=100 * part["mean"], mode="lines",
                                  line=dict(dash="dash"), name=BASELINE_NAMES.get(r[0], r[0])))
-    fig.update_layout(title=f"Label efficiency: {metric} vs labelled fraction", height=450,
+    fig.update_layout(title=f"Label efficiency: {metric} vs labelled fraction (95 % intervals)",
+                      height=450,
                       xaxis_title="label fraction", yaxis_title=f"{metric} %")
     return fig
 
@@ -411,7 +444,9 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
     table = study_table(results, metric, label_fraction, n_boot, seed)
     rows = pick_fraction(results, label_fraction)
     versus_ref = compare_to_reference(rows, metric=metric, n_boot=n_boot, seed=seed)
-    versus_base = best_vs_baseline(rows, n_boot=n_boot, seed=seed)
+    versus_base = best_vs_baseline(rows, baseline=main_baseline(rows), n_boot=n_boot, seed=seed)
+    versus_untrained = compare_to_reference(rows, reference=UNTRAINED, metric=metric,
+                                            n_boot=n_boot, seed=seed)
     paths = {"study_table.md": table.to_markdown(), "study_table.tex": table.to_latex()}
     for name, text in paths.items():
         (out / name).write_text(text)
@@ -419,16 +454,18 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
     write_csv(summarize(results, metric, n_boot, seed), out / "summary.csv")
     write_csv(versus_ref, out / "vs_reference.csv")
     write_csv(versus_base, out / "vs_baseline.csv")
+    write_csv(versus_untrained, out / "vs_untrained.csv")
     cells = cell_table(results, metric)
     write_csv(cells.reset_index(), out / "cells.csv")
     extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
              **(encoder_tables or {})}
-    (out / "report.md").write_text(report_markdown(table, versus_ref, versus_base, results)
+    (out / "report.md").write_text(report_markdown(table, versus_ref, versus_base, results,
+                                                   versus_untrained)
                                    + "".join(f"\n## {title}\n\n{markdown_table(frame)}"
                                              for title, frame in extra.items()))
     write_html(figures(results, table, metric), out / "figures.html")
     names = ("report.md", "study_table.md", "study_table.tex", "study_table.csv", "summary.csv",
-             "cells.csv", "vs_reference.csv", "vs_baseline.csv", "figures.html")
+             "cells.csv", "vs_reference.csv", "vs_baseline.csv", "vs_untrained.csv", "figures.html")
     return {name: out / name for name in names}
 
 
@@ -441,15 +478,20 @@ def figures(results: pd.DataFrame, table: StudyTable, metric: str = "macro_f1") 
 
 
 def report_markdown(table: StudyTable, versus_ref: pd.DataFrame, versus_base: pd.DataFrame,
-                    results: pd.DataFrame) -> str:
+                    results: pd.DataFrame, versus_untrained: pd.DataFrame | None = None) -> str:
     n_seeds = results.groupby(list(KEYS[:-1]))["seed"].nunique()
+    baseline = (versus_base["baseline"].iloc[0] if not versus_base.empty
+                else BASELINE_NAMES["hinception"])
+    untrained = [] if versus_untrained is None or versus_untrained.empty else [
+        f"## Pretrained vs the same network {UNTRAINED} (initial weights, paired by seed)", "",
+        comparison_markdown(versus_untrained)]
     return "\n".join([
         "# Results", "",
         f"{len(results)} downstream cells from {results['run'].nunique()} runs; "
         f"seeds per cell: {sorted(n_seeds.unique().tolist())}.", "",
-        "## The study table", "", table.to_markdown(),
+        "## The study table", "", table.to_markdown(), *untrained,
         f"## Each scenario vs {REFERENCE} (paired by seed)", "", comparison_markdown(versus_ref),
-        "## Best SSL cell (chosen on validation) vs H-InceptionTime (paired by seed)", "",
+        f"## Best SSL cell (chosen on validation) vs {baseline} (paired by seed)", "",
         comparison_markdown(versus_base),
         "Wilcoxon: two-sided signed-rank test, exact for small n; with n pairs the smallest "
         "possible p is 2/2^n (0.0625 for 5 seeds), so p < 0.05 is impossible with 5 seeds. "
@@ -461,10 +503,12 @@ def report_markdown(table: StudyTable, versus_ref: pd.DataFrame, versus_base: pd
 
 def synthetic_results(seed: int = 0, n_seeds: int = 5, fractions=(1.0,)) -> pd.DataFrame:
     """A results table in the ``results.csv`` layout with a planted structure (for smoke runs
-    and tests): the i-th scenario of :data:`SCENARIOS` scores i points above "ECG", fine-tuning
-    1 point above linear probing, each backbone 3 points below the previous one; noise sd 3."""
+    and tests): the i-th pretraining scenario of :data:`SCENARIOS` scores i points above "ECG",
+    ``untrained`` 10 points below it, fine-tuning 1 point above linear probing, each backbone
+    3 points below the previous one; noise sd 3."""
     rng = np.random.default_rng(seed)
-    effect = {s: 0.01 * i for i, s in enumerate(SCENARIOS)}
+    effect = {s: 0.01 * i for i, s in enumerate(s for s in SCENARIOS if s != UNTRAINED)}
+    effect[UNTRAINED] = -0.1
     rows = []
     for fraction in fractions:
         for s in SCENARIOS:
