@@ -6,6 +6,7 @@ import pytest
 
 from ecgnb import cli, results
 from ecgnb.evaluation import stats, tables
+from ecgnb.evaluation import tables as tables_module
 from ecgnb.config import write_json
 
 SEEDS = range(5)
@@ -221,4 +222,7 @@ def test_encoder_tables_read_beside_the_results(tmp_path):
     tables = results.encoder_tables(tmp_path / "results.csv")
     (table,) = tables.values()
     assert table.loc[("ts2vec", "ECG")].tolist() == [60.0, 40.0]
+    frame = pd.DataFrame([{"run": f"g/pretraining/ts2vec-{name}", "backbone": "ts2vec", "corpus": "ECG",
+                           "probe_pretrained_val_macro_f1": 0.5} for name in ("ecg", "untrained")])
+    assert list(tables_module.probe_table(frame).index) == [("ts2vec", "ECG"), ("ts2vec", "untrained")]
     assert results.encoder_tables("") == {}
