@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-outputs bench
+.PHONY: demo figures test install clean-outputs bench
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ecgnb demo
+
+# The README's figures (docs/*.png) from the demo's results: run `make demo` first
+figures: $(STAMP)
+	$(BIN)/ecgnb report demo --figures docs
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q tests --nbval-lax notebooks

@@ -3,7 +3,8 @@
 - ``ecgnb run GRID``: a grid file's runs as a resumable DAG (``ecgnb.workflow.grid``,
   ``ecgnb.workflow.sweep``); ``ecgnb params GRID RUN``: one run's parameters as a params file;
 - ``ecgnb report GRID_OR_FOLDER``: ``results.csv`` rebuilt from the cell folders, then
-  notebooks/06_results.ipynb renders the study table, statistics and figures;
+  notebooks/06_results.ipynb renders the study table, statistics and figures; ``--figures DIR``
+  also writes the key figures as PNG images (``ecgnb.static_figures``; ``make figures``: docs/);
 - ``ecgnb demo``: embedded data, notebook 01, ``params/grids/demo.yaml``, the report.
 
 An error prints one line first (the file, the problem, what to do); ``--verbose`` adds the
@@ -176,6 +177,12 @@ def _report(args) -> int:
     out = build_report(args.target, use_notebook=not args.no_notebook)
     print(f"results table: {out.parent / 'results.csv'} (copy: {outputs_root() / 'results.csv'})")
     print(f"report: {out / 'report.md'}\nfigures: {out / 'figures.html'}")
+    if args.figures:
+        from ecgnb.results import read_results
+        from ecgnb.static_figures import write_figures
+
+        for path in write_figures(read_results(out.parent / "results.csv"), args.figures):
+            print(f"figure: {path}")
     from ecgnb.results import STAGE_SUMMARIES
 
     for stage in STAGE_SUMMARIES:  # probes (02), drift and probes (03)
@@ -258,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a grid YAML, a grid folder, or its name under outputs/")
     p.add_argument("--no-notebook", action="store_true",
                    help="write the tables and figures without executing notebook 06")
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="also write the key figures as PNG images into DIR (e.g. docs/)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("demo", help="the main job on the embedded data")

@@ -66,11 +66,14 @@ PARAMETER_RANGES: dict[str, Range] = {
     "seed": NON_NEGATIVE, "seeds": NON_NEGATIVE, "data_seed": NON_NEGATIVE,
     "split_seed": NON_NEGATIVE,
 }
+# Where a stage gives a parameter another range: pretraining for 0 epochs is the "untrained"
+# reference (the network at its initial weights).
+STAGE_RANGES: dict[str, dict[str, Range]] = {"pretraining": {"n_epochs": NON_NEGATIVE}}
 
 
-def range_problem(name: str, value) -> str | None:
-    """Why ``value`` is out of ``name``'s range (each item of a list), or None when it fits."""
-    allowed = PARAMETER_RANGES.get(name)
+def range_problem(name: str, value, stage: str | None = None) -> str | None:
+    """Why ``value`` is out of ``name``'s range in ``stage`` (each item of a list), or None."""
+    allowed = STAGE_RANGES.get(stage, {}).get(name) or PARAMETER_RANGES.get(name)
     values = value if isinstance(value, (list, tuple)) else [value]
     for item in values if allowed else ():
         if isinstance(item, (int, float)) and not isinstance(item, bool) \
@@ -80,9 +83,11 @@ def range_problem(name: str, value) -> str | None:
 
 
 def check_ranges(config) -> None:
-    """``__post_init__`` of the typed configs: every numeric field within its range."""
+    """``__post_init__`` of the typed configs: every numeric field within its range (of the
+    config's ``STAGE``, where it names one)."""
     for field in dataclasses.fields(config):
-        problem = range_problem(field.name, getattr(config, field.name))
+        problem = range_problem(field.name, getattr(config, field.name),
+                                getattr(config, "STAGE", None))
         if problem:
             raise ValueError(f"{type(config).__name__}: {problem}")
 

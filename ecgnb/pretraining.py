@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import ClassVar
 
 from ecgnb import models
 from ecgnb.data import DataConfig, Windows
 from ecgnb.data.corpora import corpus_record
+from ecgnb.data.scenarios import UNTRAINED
 from ecgnb.models.base import Encoder
 
 
@@ -23,11 +25,13 @@ SMALL_MODELS: dict[str, dict] = {
 class PretrainConfig(DataConfig):
     """Parameters of notebooks/02_pretraining.ipynb (same names as its parameters cell)."""
 
+    STAGE: ClassVar[str] = "pretraining"  # its ranges: ecgnb.config.STAGE_RANGES
+
     backbone: str = "ts2vec"
     corpus: str = "ECG"
     corpus_fraction: float | None = None  # share of each subject's windows; None: the study's
     n_windows: int = 0  # cap on training windows (seeded subsample); 0: all
-    n_epochs: int = 600
+    n_epochs: int = 600  # 0: no training (the "untrained" reference, at its initial weights)
     batch_size: int = 64
     lr: float | None = None  # None: the backbone's default
     model_size: str = "study"  # "study" (published sizes) or "small" (smoke tests, demo)
@@ -63,9 +67,23 @@ def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
     encoder.fit(train.x, n_epochs=cfg.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=None if val is None else val.x,
                 seed=cfg.seed)
+    if cfg.n_epochs == 0:  # the "untrained" reference: say so, and keep its losses as epoch 0
+        encoder.history_.append(_initial_losses(encoder, cfg, train, val))
+    trained = cfg.n_epochs > 0
     encoder.lineage.append({
-        "stage": "pretrain", "scenario": cfg.corpus, "corpus": corpus_record(cfg.corpus, train),
+        "stage": "pretrain" if trained else "untrained", "scenario": cfg.corpus if trained else
+        UNTRAINED, "corpus": corpus_record(cfg.corpus, train) if trained else None,
         "epochs": cfg.n_epochs, "seed": cfg.seed, "parent": None, "parent_hash": None,
-        "selection": "last epoch", "started": started,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
+        "selection": "last epoch" if trained else f"initial weights (seed {cfg.seed}), no training",
+        "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "weights_hash": encoder.weights_hash()})
     return encoder
+
+
+def _initial_losses(encoder: Encoder, cfg: PretrainConfig, train: Windows,
+                    val: Windows | None) -> dict:
+    record = {"epoch": 0, "loss": encoder.evaluate_loss(train.x, cfg.batch_size, cfg.seed),
+              "seconds": 0.0}
+    if val is not None:
+        record["val_loss"] = encoder.evaluate_loss(val.x, cfg.batch_size, cfg.seed)
+    return record

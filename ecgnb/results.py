@@ -7,7 +7,8 @@
 - :func:`study_table`: macro-F1 mean +/- std over seeds per scenario x (backbone, head); linear
   probing vs fine-tuning chosen per cell on mean *validation* macro-F1 (never test) and marked;
   best per column in bold; the supervised baselines in their own column.
-- :func:`compare_to_reference`: each scenario vs "ECG" in the *same* mode, paired by seed, exact
+- :func:`compare_to_reference`: each scenario vs "ECG" (and each vs ``untrained``, the same
+  network at its initial weights) in the *same* mode, paired by seed, exact
   sign-flip test (:mod:`ecgnb.evaluation.stats`: with n seeds no p below 2/2^n exists, and none is
   shown); :func:`best_vs_baseline`: the best SSL cell vs a supervised baseline, whose seeds are
   unrelated to the SSL seeds: exact *unpaired* permutation test.
@@ -38,7 +39,7 @@ import plotly.graph_objects as go
 
 from ecgnb import runs
 from ecgnb.config import check_ranges
-from ecgnb.data.scenarios import SCENARIOS
+from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
 from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
 from ecgnb.evaluation.stats import bootstrap_mean_ci, paired_test, unpaired_test
 from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, LABELS,
@@ -240,6 +241,25 @@ def summarize(results: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 100
     return pd.DataFrame(rows)
 
 
+def interval_summary(results: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """:func:`summarize` with ``ci_low``/``ci_high`` the interval of the mean over seeds with the
+    test records and the seeds resampled together (``<metric>_seed_mean_ci_*``, computed by
+    :func:`collect_results`; ``interval``: "records and seeds") where the cells have it, else the
+    bootstrap over seeds (``interval``: "seeds"; NaN below 5 seeds)."""
+    summary = summarize(results, metric, n_boot, seed)
+    low, high = f"{metric}_seed_mean_ci_low", f"{metric}_seed_mean_ci_high"
+    if summary.empty or low not in results:
+        return summary.assign(interval="seeds")
+    keys = list(KEYS[:-1])
+    cells = results.groupby(keys, sort=False).agg(_low=(low, "mean"), _high=(high, "mean"))
+    merged = summary.merge(cells.reset_index(), on=keys, how="left")
+    use = merged["_low"].notna() & merged["_high"].notna()
+    merged.loc[use, "ci_low"], merged.loc[use, "ci_high"] = merged["_low"], merged["_high"]
+    merged["interval"] = np.where(use, "records and seeds", "seeds")
+    return merged.drop(columns=["_low", "_high"])
+
+
 def _one_recipe(results: pd.DataFrame) -> None:
     if len(by_recipe(results)) > 1:
         raise ValueError(f"results of several recipes ({recipe_of(results)}): one table per "
@@ -260,7 +280,8 @@ def choose_mode(summary: pd.DataFrame) -> pd.DataFrame:
 def compare_to_reference(results: pd.DataFrame, reference: str = REFERENCE,
                          metric: str = "macro_f1", n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
     """Each scenario against ``reference`` pretraining in the same backbone, head, *mode* and
-    fraction, paired by unit (:func:`unit_of`): exact sign-flip test, one row per comparison."""
+    fraction, paired by unit (:func:`unit_of`): exact sign-flip test, one row per comparison.
+    ``untrained`` (initial weights) is compared only when it is the reference."""
     _one_recipe(results)
     ssl = results[results["mode"].isin(SSL_MODES)]
     unit = unit_of(ssl)
@@ -268,7 +289,7 @@ def compare_to_reference(results: pd.DataFrame, reference: str = REFERENCE,
     rows = []
     for key, part in cells.items():
         base = cells.get((reference, *key[1:]))
-        if key[0] == reference or base is None:
+        if key[0] == reference or base is None or (key[0] == UNTRAINED != reference):
             continue
         a, b = unit_scores(part, metric, unit), unit_scores(base, metric, unit)
         common = a.index.intersection(b.index)
@@ -301,6 +322,13 @@ def best_vs_baseline(results: pd.DataFrame, baseline: str = "hinception",
                      "metric": metric, "unit": unit, "mean": a.mean(), "baseline_mean": b.mean(),
                      **unpaired_test(a, b, seed)})
     return _with_note(pd.DataFrame(rows))
+
+
+def main_baseline(results: pd.DataFrame) -> str:
+    """The supervised baseline to compare the best SSL cell with: H-InceptionTime (the study's),
+    else the first of :data:`BASELINE_NAMES` that was run."""
+    run = set(results.loc[results["mode"] == SUPERVISED, "head"])
+    return next((b for b in BASELINE_NAMES if b in run), "hinception")
 
 
 def _with_note(frame: pd.DataFrame) -> pd.DataFrame:
@@ -491,7 +519,7 @@ def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figu
     backbone (head and mode chosen on validation per fraction); ``None`` for a single fraction."""
     if results["label_fraction"].nunique() < 2:
         return None
-    summary = summarize(results, metric, n_boot=200)
+    summary = interval_summary(results, metric, n_boot=200)
     realised = summary["label_fraction_realised"].notna().all()
     summary["x"] = 100 * summary["label_fraction_realised" if realised else "label_fraction"]
     ssl = summary[summary["mode"].isin(SSL_MODES)]
@@ -500,7 +528,9 @@ def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figu
     for (scenario, backbone), part in best.groupby(["scenario", "backbone"], sort=False):
         part = part.sort_values("x")
         fig.add_trace(go.Scatter(x=part["x"], y=100 * part["mean"],
-                                 error_y=dict(array=100 * part["std"].fillna(0)),
+                                 error_y=dict(type="data", symmetric=False,
+                                              array=100 * (part["ci_high"] - part["mean"]),
+                                              arrayminus=100 * (part["mean"] - part["ci_low"])),
                                  mode="lines+markers", name=f"{scenario} · {backbone}"))
     for head, part in summary[summary["mode"] == SUPERVISED].groupby("head"):
         part = part.sort_values("x")
@@ -509,7 +539,8 @@ def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figu
     axis = "labelled training fragments (% realised)" if realised else \
         "labelled training fragments (% requested; realised not recorded)"
     fig.update_layout(title=f"recipe: {recipe_of(results)} · label efficiency: {metric} vs "
-                      "labelled training fragments", height=450, xaxis_title=axis,
+                      "labelled training fragments (95 % intervals of the mean over seeds)",
+                      height=450, xaxis_title=axis,
                       yaxis_title=f"{metric} %")
     return fig
 
@@ -544,6 +575,7 @@ class RecipeReport:
     table: StudyTable
     versus_ref: pd.DataFrame
     versus_base: pd.DataFrame
+    versus_untrained: pd.DataFrame  # each scenario vs the untrained network (empty: not run)
 
 
 def recipe_reports(results: pd.DataFrame, metric: str = "macro_f1",
@@ -557,7 +589,9 @@ def recipe_reports(results: pd.DataFrame, metric: str = "macro_f1",
         reports.append(RecipeReport(
             recipe, study_table(part, metric, label_fraction, n_boot, seed),
             compare_to_reference(rows, metric=metric, n_boot=n_boot, seed=seed),
-            best_vs_baseline(rows, n_boot=n_boot, seed=seed)))
+            best_vs_baseline(rows, baseline=main_baseline(rows), n_boot=n_boot, seed=seed),
+            compare_to_reference(rows, reference=UNTRAINED, metric=metric, n_boot=n_boot,
+                                 seed=seed)))
     return reports
 
 
@@ -582,6 +616,9 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
               out / "vs_reference.csv")
     write_csv(_stack(r.versus_base.assign(recipe=r.recipe) for r in reports),
               out / "vs_baseline.csv")
+    untrained = _stack(r.versus_untrained.assign(recipe=r.recipe) for r in reports)
+    if not untrained.empty:
+        write_csv(untrained, out / "vs_untrained.csv")
     cells = cell_table(results, metric)
     write_csv(cells.reset_index(), out / "cells.csv")
     extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
@@ -640,11 +677,16 @@ def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
              *[f"**Note:** {line}\n" for line in report_notes(results)]]
     for r in reports:
         unit = r.table.unit
+        untrained = [] if r.versus_untrained.empty else [
+            f"### Pretrained vs the same network {UNTRAINED} (initial weights; recipe: "
+            f"{r.recipe}; exact sign-flip test, paired by {unit})", "",
+            comparison_markdown(r.versus_untrained)]
         lines += [f"## The study table (recipe: {r.recipe})", "", r.table.to_markdown(),
+                  *untrained,
                   f"### Each scenario vs {REFERENCE} in the same mode (recipe: {r.recipe}; exact "
                   f"sign-flip test, paired by {unit})", "", comparison_markdown(r.versus_ref),
-                  f"### Best SSL cell (chosen on validation) vs H-InceptionTime (recipe: "
-                  f"{r.recipe}; exact permutation test, unpaired)", "",
+                  f"### Best SSL cell (chosen on validation) vs {_baseline_name(r.versus_base)} "
+                  f"(recipe: {r.recipe}; exact permutation test, unpaired)", "",
                   comparison_markdown(r.versus_base)]
     lines.append(
         "Tests: exact two-sided permutation tests (they assume only that, with no true "
@@ -672,12 +714,18 @@ def _design_note(n_pretrain: int) -> str:
             "`pretrain_seeds` in a grid repeats the pretraining to compare strategies.")
 
 
+def _baseline_name(versus_base: pd.DataFrame) -> str:
+    return versus_base["baseline"].iloc[0] if not versus_base.empty else BASELINE_NAMES["hinception"]
+
+
 def synthetic_results(seed: int = 0, n_seeds: int = 5, fractions=(1.0,)) -> pd.DataFrame:
     """A results table in the ``results.csv`` layout with a planted structure (for smoke runs
-    and tests): the i-th scenario of :data:`SCENARIOS` scores i points above "ECG", fine-tuning
-    1 point above linear probing, each backbone 3 points below the previous one; noise sd 3."""
+    and tests): the i-th pretraining scenario of :data:`SCENARIOS` scores i points above "ECG",
+    ``untrained`` 10 points below it, fine-tuning 1 point above linear probing, each backbone
+    3 points below the previous one; noise sd 3."""
     rng = np.random.default_rng(seed)
-    effect = {s: 0.01 * i for i, s in enumerate(SCENARIOS)}
+    effect = {s: 0.01 * i for i, s in enumerate(s for s in SCENARIOS if s != UNTRAINED)}
+    effect[UNTRAINED] = -0.1
     rows = []
     for fraction in fractions:
         for s in SCENARIOS:

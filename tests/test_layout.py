@@ -7,13 +7,14 @@ import ecgnb
 PACKAGE = pathlib.Path(ecgnb.__file__).parent
 # Lowest first. A module may import modules of its own layer or of lower ones only.
 LAYERS = (
-    ("ecgnb.config", "ecgnb.runs"),
+    ("ecgnb.config", "ecgnb.runs", "ecgnb.precision"),
     ("ecgnb.data",),
     ("ecgnb.models",),
     ("ecgnb.evaluation",),
     ("ecgnb.plots", "ecgnb.workflow"),
     ("ecgnb.exploration", "ecgnb.pretraining", "ecgnb.regularization", "ecgnb.finetuning",
      "ecgnb.embeddings", "ecgnb.results", "ecgnb.maps", "ecgnb.map_explorer"),
+    ("ecgnb.static_figures",),
     ("ecgnb.cli", "ecgnb.bench", "ecgnb.bench_published"),
 )
 

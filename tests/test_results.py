@@ -7,6 +7,7 @@ import pytest
 from ecgnb import cli, results, runs
 from ecgnb.evaluation import stats, tables
 from ecgnb.config import code_identity, write_json
+from ecgnb.evaluation import tables as tables_module
 
 SEEDS = range(5)
 
@@ -63,6 +64,31 @@ def test_paired_comparison_against_ecg(known):
         assert (row.diff_ci_low, row.diff_ci_high) == pytest.approx((0.05, 0.05))
         assert row.reference_mean == pytest.approx(0.52 if row.mode == "lp" else 0.62)
         assert "0.0625" in row.note
+
+
+def test_untrained_is_a_reference_row_compared_with_every_pretrained_scenario(known):
+    frame = pd.concat([known, pd.DataFrame(cells("untrained", "lp", 0.30, 0.30)
+                                           + cells("untrained", "ft", 0.40, 0.35))])
+    versus_ecg = results.compare_to_reference(frame, n_boot=99)
+    assert set(versus_ecg["scenario"]) == {"ECG continued1"}  # untrained is not a scenario vs ECG
+    versus = results.compare_to_reference(frame, reference="untrained", n_boot=99)
+    assert list(versus["scenario"]) == ["ECG", "ECG", "ECG continued1", "ECG continued1"]
+    assert versus.loc[0, "mean_diff"] == pytest.approx(0.20)  # ECG LP 50 vs untrained LP 30
+    table = results.study_table(frame, n_boot=99)
+    assert table.rows[:2] == ["untrained", "ECG"]
+    assert "untrained" in tables.in_study_order(frame)["scenario"].iloc[0]
+    report = results.report_markdown(table, versus_ecg, results.best_vs_baseline(frame, n_boot=99),
+                                     frame, versus)
+    assert "Pretrained vs the same network untrained" in report
+
+
+def test_intervals_over_records_where_the_cells_have_them(known):
+    frame = known.assign(macro_f1_seed_mean_ci_low=known["macro_f1"] - 0.1,
+                         macro_f1_seed_mean_ci_high=known["macro_f1"] + 0.2)
+    summary = results.interval_summary(frame, n_boot=99)
+    assert set(summary["interval"]) == {"records and seeds"}
+    assert np.allclose(summary["ci_high"] - summary["mean"], 0.2)
+    assert set(results.interval_summary(known, n_boot=99)["interval"]) == {"seeds"}
 
 
 def test_best_ssl_cell_against_hinception_is_chosen_on_validation(known):
@@ -178,10 +204,11 @@ def test_plots_return_figures(known):
 
 def test_synthetic_results_have_the_layout_and_the_planted_effect():
     frame = results.synthetic_results(seed=1)
-    assert len(frame) == 9 * 3 * 2 * 2 * 5 + 3 * 5
+    assert len(frame) == 10 * 3 * 2 * 2 * 5 + 3 * 5  # the nine scenarios and "untrained"
     assert set(results.KEYS) | set(results.METRICS) | {"val_macro_f1"} <= set(frame.columns)
     means = frame[frame["mode"] != "supervised"].groupby("scenario")["macro_f1"].mean()
     assert means["continued1 + extended"] > means["ECG"] + 0.05
+    assert means["untrained"] < means["ECG"] - 0.05
 
 
 def test_cell_table_shows_every_cell_at_every_fraction():
@@ -211,6 +238,9 @@ def test_encoder_tables_read_beside_the_results(tmp_path):
     tables = results.encoder_tables(tmp_path / "results.csv")
     (table,) = tables.values()
     assert table.loc[("ts2vec", "ECG")].tolist() == [60.0, 40.0]
+    frame = pd.DataFrame([{"run": f"g/pretraining/ts2vec-{name}", "backbone": "ts2vec", "corpus": "ECG",
+                           "probe_pretrained_val_macro_f1": 0.5} for name in ("ecg", "untrained")])
+    assert list(tables_module.probe_table(frame).index) == [("ts2vec", "ECG"), ("ts2vec", "untrained")]
     assert results.encoder_tables("") == {}
 
 

@@ -1,8 +1,10 @@
-"""The nine pretraining scenarios of the study (brief 3), declared once.
+"""The nine pretraining scenarios of the study (brief 3) and the "untrained" reference, declared once.
 
 A scenario = a base pretraining corpus (notebook 02) followed by zero or more continuation steps
 (notebook 03), each a corpus and a number of epochs, starting from the previous checkpoint with a
-fresh optimiser and the unchanged SSL objective.
+fresh optimiser and the unchanged SSL objective. "untrained" is the same network at its initial
+weights (notebook 02 with 0 epochs): fine-tuned and probed like every other encoder, it answers
+"did pretraining help?" with the same cells and intervals.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Scenario:
     name: str
     corpus: str  # base pretraining corpus (ecgnb.data.corpora)
     steps: tuple[Step, ...] = ()
+    trained: bool = True  # False: no SSL at all, the encoder at its initial weights (a reference)
 
     @property
     def parent(self) -> "Scenario | None":
@@ -41,7 +44,9 @@ class Scenario:
         return self.steps[-1] if self.steps else None
 
 
+UNTRAINED = "untrained"
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario(UNTRAINED, "ECG", trained=False),  # built (not trained) beside the ECG corpus
     Scenario("ECG", "ECG"),
     Scenario("All", "All"),
     Scenario("ECG+target", "ECG+target"),
@@ -52,7 +57,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("ECG extended", "ECG", (EXTENDED,)),
     Scenario("continued1 + extended", "ECG", (CONTINUED1, EXTENDED)),
 )}
-BASE_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if not s.steps)
+BASE_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if not s.steps and s.trained)
 
 
 def get(name: str) -> Scenario:
@@ -63,7 +68,7 @@ def get(name: str) -> Scenario:
 
 def _by_recipe(corpus: str, steps: tuple[Step, ...]) -> Scenario:
     for scenario in SCENARIOS.values():
-        if scenario.corpus == corpus and scenario.steps == steps:
+        if scenario.corpus == corpus and scenario.steps == steps and scenario.trained:
             return scenario
     raise KeyError(f"no scenario with corpus {corpus} and steps {steps}")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ecgnb.data.scenarios import SCENARIOS
+from ecgnb.data.scenarios import SCENARIOS, UNTRAINED, slug
 
 KEYS = ("scenario", "backbone", "head", "mode", "label_fraction", "seed")
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc")
@@ -124,7 +124,11 @@ def _entry(part: pd.DataFrame, metric: str) -> str:
 
 # --------------------------------------------------------------------------- notebooks 02, 03
 def probe_table(pretraining: pd.DataFrame) -> pd.DataFrame:
-    """Validation macro-F1 and balanced accuracy (%) of the probe, pretrained vs initial weights."""
+    """Validation macro-F1 and balanced accuracy (%) of the probe, pretrained vs initial weights;
+    an ``untrained`` run (named ``*-untrained``) is its own row, both probes alike."""
+    if "run" in pretraining:
+        untrained = pretraining["run"].astype(str).str.endswith(f"-{slug(UNTRAINED)}")
+        pretraining = pretraining.assign(corpus=pretraining["corpus"].where(~untrained, UNTRAINED))
     columns = {"probe_pretrained_val_macro_f1": "pretrained macro-F1 %",
                "probe_initial weights_val_macro_f1": "initial weights macro-F1 %",
                "probe_pretrained_val_balanced_accuracy": "pretrained bal. acc. %",

@@ -11,6 +11,10 @@ A backbone subclasses :class:`Encoder` and provides
 - optionally ``_optimizer(params)``, ``_after_step()`` (e.g. weight averaging),
   ``_after_epoch(x_t, batch_size)`` (e.g. TS-TCC's clean batch-norm statistics) and
   ``_inference_network()`` (the network used by ``encode``; TS2Vec returns its averaged copy).
+
+Numerics (:mod:`ecgnb.precision`): ``fit``, ``evaluate_loss``, ``encode`` and ``features`` run
+with denormals flushed when the config's ``flush_denormal`` is on (restored afterwards) and under
+the autocast of the config's ``precision`` (``bf16``) or, on CUDA, ``use_amp``.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ecgnb.config import pick_device, reject_unknown, torch_generator
+from ecgnb.precision import autocast, numerics
 
 
 class CheckpointError(ValueError):
@@ -123,23 +128,27 @@ class Encoder:
         gen = torch_generator(seed)
         params = [p for m in self.modules_.values() for p in m.parameters() if p.requires_grad]
         optimizer = self._optimizer(params)
-        use_amp = self.device_.type == "cuda" and getattr(self.config, "use_amp", True)
+        precision = getattr(self.config, "precision", "fp32")
+        use_amp = (self.device_.type == "cuda" and getattr(self.config, "use_amp", True)
+                   and precision == "fp32")  # float16 needs the scaler; bfloat16 does not
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         x_t = torch.from_numpy(x)
         verbose = self.verbose if verbose is None else verbose
         bar = tqdm(range(n_epochs), desc=f"{self.name} fit", disable=not verbose, leave=False)
-        for _ in bar:
-            start = time.perf_counter()
-            losses = self._train_epoch(x_t, batch_size, optimizer, scaler, use_amp, gen)
-            self._after_epoch(x_t, batch_size)
-            record = {"epoch": len(self.history_) + 1, "loss": float(np.mean(losses)),
-                      "seconds": time.perf_counter() - start}
-            if x_val is not None:
-                record["val_loss"] = self.evaluate_loss(x_val, batch_size=batch_size, seed=seed)
-            self.history_.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if callback is not None:
-                callback(self, record)
+        with numerics(self.device_, self.config):
+            for _ in bar:
+                start = time.perf_counter()
+                losses = self._train_epoch(x_t, batch_size, optimizer, scaler, use_amp, gen)
+                self._after_epoch(x_t, batch_size)
+                record = {"epoch": len(self.history_) + 1, "loss": float(np.mean(losses)),
+                          "seconds": time.perf_counter() - start}
+                if x_val is not None:
+                    record["val_loss"] = self.evaluate_loss(x_val, batch_size=batch_size,
+                                                            seed=seed)
+                self.history_.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if callback is not None:
+                    callback(self, record)
         return self
 
     def _train_epoch(self, x_t, batch_size, optimizer, scaler, use_amp, gen) -> list[float]:
@@ -152,7 +161,7 @@ class Encoder:
             if len(idx) < 2:  # contrastive losses need a pair
                 continue
             xb = x_t[idx].to(self.device_, non_blocking=True)
-            with torch.autocast(self.device_.type, enabled=use_amp):
+            with self._autocast():
                 loss = self._loss(xb, gen)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -162,6 +171,12 @@ class Encoder:
             self._after_step()
             losses.append(loss.item())
         return losses
+
+    def _autocast(self, training: bool = True):
+        """The autocast of the config's ``precision`` on this device; in training on CUDA, also
+        ``use_amp`` (float16 mixed precision; encoding and evaluation stay float32 then)."""
+        use_amp = training and getattr(self.config, "use_amp", True)
+        return autocast(self.device_, getattr(self.config, "precision", "fp32"), use_amp)
 
     def _clip(self, optimizer, scaler) -> None:
         clip = getattr(self.config, "grad_clip", None)
@@ -178,8 +193,9 @@ class Encoder:
         gen = torch_generator(seed)
         for module in self.modules_.values():
             module.eval()
-        losses = [self._loss(x_t[i:i + batch_size].to(self.device_), gen).item()
-                  for i in range(0, len(x_t), batch_size) if len(x_t[i:i + batch_size]) > 1]
+        with numerics(self.device_, self.config), self._autocast(training=False):
+            losses = [self._loss(x_t[i:i + batch_size].to(self.device_), gen).item()
+                      for i in range(0, len(x_t), batch_size) if len(x_t[i:i + batch_size]) > 1]
         return float(np.mean(losses)) if losses else float("nan")
 
     @torch.no_grad()
@@ -198,8 +214,9 @@ class Encoder:
         net = self._inference_network()
         was_training = net.training
         net.eval()
-        out = [fn(net, torch.from_numpy(x[i:i + batch_size]).to(self.device_)).float().cpu()
-               for i in range(0, len(x), batch_size)]
+        with numerics(self.device_, self.config), self._autocast(training=False):
+            out = [fn(net, torch.from_numpy(x[i:i + batch_size]).to(self.device_)).float().cpu()
+                   for i in range(0, len(x), batch_size)]
         net.train(was_training)
         return torch.cat(out).numpy()
 

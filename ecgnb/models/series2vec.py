@@ -49,6 +49,7 @@ from torch import nn
 
 from ecgnb.models.base import Encoder, Network
 from ecgnb.models.softdtw import pairwise_soft_dtw
+from ecgnb.precision import check_precision
 
 SPECTRUM_FILTERS = ("random", "lowpass", "highpass", "bandpass")
 TIME_KERNEL, REP_KERNEL = 8, 3  # official DisjoinEncoder kernels
@@ -67,6 +68,8 @@ class Series2VecConfig:
     soft-DTW smoothing; ``softdtw_decimate > 1`` computes soft-DTW on a block-averaged copy
     (cost / decimate**2). ``fs`` (Hz) is the inputs' sampling rate: the spectrum filter's
     cut-offs ``lowpass_hz``/``highpass_hz`` (order ``filter_order``) are in Hz at this rate.
+    ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
+    see :mod:`ecgnb.precision`.
     """
 
     emb_size: int = 16
@@ -86,8 +89,11 @@ class Series2VecConfig:
     batch_size: int = 64
     n_epochs: int = 600
     use_amp: bool = True
+    precision: str = "fp32"
+    flush_denormal: bool = True
 
     def __post_init__(self):
+        check_precision(self.precision)
         if self.rep_size % self.n_heads:
             raise ValueError(f"rep_size {self.rep_size} is not divisible by n_heads {self.n_heads}")
         if self.spectrum_filter not in SPECTRUM_FILTERS:

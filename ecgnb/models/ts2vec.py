@@ -16,6 +16,7 @@ timestamp masks ``[B, T]`` (True = keep).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ecgnb.models.base import Encoder, Network, check_windows
+from ecgnb.precision import check_precision
 
 MASK_MODES = ("binomial", "continuous", "all_true", "all_false", "mask_last")
 
@@ -38,6 +40,8 @@ class TS2VecConfig:
     AdamW's default, which the published code used implicitly. ``max_train_length``: longer
     training series are split into ``T // max_train_length`` equal sections, and a random window of
     that length is taken per batch (published behaviour; the study's 720-sample windows need none).
+    ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
+    see :mod:`ecgnb.precision`.
     """
 
     input_dims: int = 1
@@ -58,8 +62,11 @@ class TS2VecConfig:
     grad_clip: float | None = None
     use_swa: bool = True
     use_amp: bool = True
+    precision: str = "fp32"
+    flush_denormal: bool = True
 
     def __post_init__(self):
+        check_precision(self.precision)
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode '{self.mask_mode}' not in {MASK_MODES}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -85,19 +92,8 @@ def hierarchical_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, alpha: flo
         raise ValueError(f"expected two [B, T, C] tensors of one shape, got {z1.shape}, {z2.shape}")
     if z1.shape[1] == 0:
         raise ValueError("the representations have no timesteps")
-    loss = z1.new_zeros(())
-    n_levels = 0
-    while z1.shape[1] > 1:
-        if alpha != 0:
-            loss = loss + alpha * instance_contrastive_loss(z1, z2)
-        if n_levels >= temporal_unit and alpha != 1:
-            loss = loss + (1 - alpha) * temporal_contrastive_loss(z1, z2)
-        n_levels += 1
-        z1, z2 = _halve_time(z1), _halve_time(z2)
-    if alpha != 0:
-        loss = loss + alpha * instance_contrastive_loss(z1, z2)
-    n_levels += 1
-    return loss / n_levels
+    terms = functools.partial(_pyramid_mean, alpha=alpha, temporal_unit=temporal_unit)
+    return _ContrastWithGradient.apply(z1, z2, terms)
 
 
 def instance_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -105,10 +101,8 @@ def instance_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tenso
 
     ``z1, z2 [B, T, C]``; zero when ``B == 1`` (no negatives).
     """
-    if z1.shape[0] == 1:
-        return z1.new_zeros(())
-    z = torch.cat([z1, z2], dim=0).transpose(0, 1)  # [T, 2B, C]
-    return _paired_contrast(z)
+    terms = functools.partial(_level_terms, w_instance=1.0, w_temporal=0.0)
+    return _ContrastWithGradient.apply(z1, z2, terms)
 
 
 def temporal_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -116,27 +110,153 @@ def temporal_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tenso
 
     ``z1, z2 [B, T, C]``; zero when ``T == 1`` (no negatives).
     """
-    if z1.shape[1] == 1:
-        return z1.new_zeros(())
-    z = torch.cat([z1, z2], dim=1)  # [B, 2T, C]
-    return _paired_contrast(z)
+    terms = functools.partial(_level_terms, w_instance=0.0, w_temporal=1.0)
+    return _ContrastWithGradient.apply(z1, z2, terms)
 
 
-def _paired_contrast(z: torch.Tensor) -> torch.Tensor:
-    """Mean InfoNCE over ``z [G, 2N, C]`` where items ``i`` and ``N + i`` are positives.
+CHUNK_ELEMENTS = 2 ** 22  # similarities held at once by the chunked loss (16 MB in float32)
+_LOG_TINY = -87.33  # log of float32's smallest normal number: softmax weights below are zeroed
 
-    Each of the ``2N`` anchors of a group is scored by a softmax over the other ``2N - 1`` items
-    (self excluded) of raw dot products; the loss is the mean negative log-likelihood of the
-    positive over all anchors and groups. The published code takes the full log-softmax and
-    averages the first-view and the second-view anchors separately (equal counts, so the same
-    mean); here only the row log-sum-exps and the positive similarities are kept.
+
+class _ContrastWithGradient(torch.autograd.Function):
+    """``terms(z1, z2, with_grad) -> (loss, (dloss/dz1, dloss/dz2) | None)`` as an autograd op.
+
+    The contrastive terms compute their gradient in the forward pass, while each chunk of
+    similarities is at hand (:func:`_log_normaliser_chunks`); the backward pass only scales the
+    saved gradients, so no similarity matrix, pooling index or pyramid level outlives the
+    forward pass: the saved state is two tensors of ``z1``'s size.
     """
-    n = z.shape[1] // 2
-    sim = torch.matmul(z, z.transpose(1, 2))  # [G, 2N, 2N]
-    sim.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # self-similarity out of every softmax
-    log_normaliser = torch.logsumexp(sim, dim=-1)  # [G, 2N]
-    positive = (z[:, :n] * z[:, n:]).sum(dim=-1)  # [G, N], the same for anchor i and anchor N + i
-    return log_normaliser.mean() - positive.mean()
+
+    @staticmethod
+    def forward(ctx, z1, z2, terms):
+        value, grads = terms(z1.detach(), z2.detach(), with_grad=any(ctx.needs_input_grad[:2]))
+        if grads is not None:
+            ctx.save_for_backward(*grads)
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        if getattr(ctx, "is_spent", False):  # the saved gradients were scaled in place
+            raise RuntimeError("the TS2Vec loss supports one backward pass per forward pass")
+        ctx.is_spent = True
+        grad1, grad2 = ctx.saved_tensors
+        return grad1.mul_(grad_output), grad2.mul_(grad_output), None
+
+
+def _pyramid_mean(z1, z2, alpha: float, temporal_unit: int, with_grad: bool):
+    """The hierarchical loss and its gradient (see :func:`hierarchical_contrastive_loss`)."""
+    value, n_levels, grads = _pyramid_terms(z1, z2, alpha, temporal_unit, with_grad, level=0)
+    if grads is not None:
+        grads = tuple(g.div_(n_levels) for g in grads)
+    return value / n_levels, grads
+
+
+def _pyramid_terms(z1, z2, alpha: float, temporal_unit: int, with_grad: bool, level: int):
+    """``(sum of the level losses from ``level`` on, their count, gradient)``: the coarser
+    levels first, their gradient routed back through the max-pooling to this level's steps."""
+    if z1.shape[1] == 1:  # the top of the pyramid: the instance term once more
+        value, grads = _level_terms(z1, z2, alpha, 0.0, with_grad)
+        return value, 1, grads
+    coarse_value, n_coarse, coarse_grads = _pyramid_terms(
+        _halve_time(z1), _halve_time(z2), alpha, temporal_unit, with_grad, level + 1)
+    w_temporal = 1 - alpha if level >= temporal_unit else 0.0
+    value, grads = _level_terms(z1, z2, alpha, w_temporal, with_grad)
+    if grads is not None:
+        for grad, z, coarse in zip(grads, (z1, z2), coarse_grads):
+            _add_unpooled(grad, z, coarse)
+    return value + coarse_value, n_coarse + 1, grads
+
+
+def _add_unpooled(grad: torch.Tensor, z: torch.Tensor, coarse: torch.Tensor) -> None:
+    """Add ``coarse [B, T // 2, C]``, the gradient at ``_halve_time(z)``, to ``grad [B, T, C]``
+    at the step of each pair that won the max (the first one on a tie, as ``max_pool1d``)."""
+    n_pairs = coarse.shape[1]
+    first, second = z[:, 0:2 * n_pairs:2], z[:, 1:2 * n_pairs:2]
+    first_wins = (first >= second) | torch.isnan(first)
+    grad[:, 0:2 * n_pairs:2].add_(torch.where(first_wins, coarse, 0.0))
+    grad[:, 1:2 * n_pairs:2].add_(torch.where(first_wins, 0.0, coarse))
+
+
+def _level_terms(z1, z2, w_instance: float, w_temporal: float, with_grad: bool):
+    """``w_instance * instance + w_temporal * temporal`` contrast of ``z1, z2 [B, T, C]`` and
+    its gradient ``(dz1, dz2)`` when ``with_grad`` (else ``None``).
+
+    Instance contrast groups the ``2B`` views of one timestep, temporal contrast the ``2T``
+    timesteps of one series. Each anchor is scored by a softmax over the other items of its
+    group (self excluded) of raw dot products; a term is the mean row log-sum-exp minus the mean
+    positive similarity ``<z1[b, t], z2[b, t]>`` (the same for both anchors of a pair). The
+    published code takes the full log-softmax of the whole ``[G, 2N, 2N]`` similarity matrix and
+    averages the two views' anchors separately (equal counts, so the same mean).
+    """
+    n_batch, n_timesteps, _ = z1.shape
+    grads = (torch.zeros_like(z1), torch.zeros_like(z2)) if with_grad else None
+    value = z1.new_zeros(())
+    if w_instance and n_batch > 1:
+        value = value + w_instance * _paired_term(z1, z2, grads, w_instance, group_dim=1)
+    if w_temporal and n_timesteps > 1:
+        value = value + w_temporal * _paired_term(z1, z2, grads, w_temporal, group_dim=0)
+    return value, grads
+
+
+def _paired_term(z1, z2, grads, weight: float, group_dim: int) -> torch.Tensor:
+    """One contrast term of ``z1, z2 [B, T, C]``, groups along ``group_dim`` (1: timesteps,
+    instance contrast; 0: series, temporal contrast), taken a block of groups at a time.
+
+    Each block's two views are stacked into ``[g, 2N, C]`` (items ``i`` and ``N + i`` are a
+    pair); ``weight`` times the term's gradient is added to ``grads = (dz1, dz2)`` when given.
+    """
+    n_groups, n_pairs = z1.shape[group_dim], z1.shape[1 - group_dim]
+    n_anchors = n_groups * 2 * n_pairs
+    block = max(1, CHUNK_ELEMENTS // (2 * n_pairs * z1.shape[-1]))
+    total = z1.new_zeros(())
+    for start in range(0, n_groups, block):
+        part1, part2 = (z.narrow(group_dim, start, min(block, n_groups - start)) for z in (z1, z2))
+        z = torch.cat([part1, part2], dim=1 - group_dim)
+        z = (z.transpose(0, 1) if group_dim == 1 else z).contiguous()  # [g, 2N, C]
+        block_total, grad = _log_normaliser_chunks(z, with_grad=grads is not None)
+        total = total + block_total
+        if grads is not None:
+            if group_dim == 1:
+                grad = grad.transpose(0, 1)  # [2N, g, C]
+            grad1, grad2 = grad.split(n_pairs, dim=1 - group_dim)
+            scale = weight / n_anchors
+            # d(mean positive)/dz1 = z2 / (B T): both anchors of a pair share the positive
+            grads[0].narrow(group_dim, start, part1.shape[group_dim]).add_(
+                grad1.sub_(part2, alpha=2.0), alpha=scale)
+            grads[1].narrow(group_dim, start, part2.shape[group_dim]).add_(
+                grad2.sub_(part1, alpha=2.0), alpha=scale)
+    positive = (z1 * z2).sum(dim=-1).mean()
+    return total / n_anchors - positive
+
+
+def _log_normaliser_chunks(z: torch.Tensor, with_grad: bool
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sum of the row log-sum-exps of ``z z^T`` (diagonal excluded) over ``z [G, M, C]``, and
+    its gradient ``(P + P^T) z`` when ``with_grad`` (``P``: the row softmax; ``z z^T`` is
+    symmetric); ``CHUNK_ELEMENTS`` similarities at a time. Softmax weights below float32's
+    smallest normal number (1.2e-38) are set to zero instead of passing subnormal operands to
+    the matrix products: the result of flushing denormals, at full speed whether or not the CPU
+    flushes them.
+    """
+    n_groups, n_items, _ = z.shape
+    n_rows = max(1, CHUNK_ELEMENTS // (n_groups * n_items))
+    total = z.new_zeros(())
+    grad = torch.zeros_like(z) if with_grad else None
+    for start in range(0, n_items, n_rows):
+        stop = min(start + n_rows, n_items)
+        rows = z[:, start:stop]  # [G, c, C]
+        sim = torch.matmul(rows, z.transpose(1, 2))  # [G, c, M]
+        own = torch.arange(start, stop, device=z.device)
+        sim[:, own - start, own] = float("-inf")  # self-similarity out of every softmax
+        log_normaliser = torch.logsumexp(sim, dim=-1, keepdim=True)  # [G, c, 1]
+        total = total + log_normaliser.sum()
+        if with_grad:
+            weights = sim.sub_(log_normaliser)
+            weights.masked_fill_(weights < _LOG_TINY, float("-inf")).exp_()  # row softmax P
+            grad[:, start:stop].baddbmm_(weights, z)  # P z
+            grad.baddbmm_(weights.transpose(1, 2), rows)  # P^T z
+    return total, grad
 
 
 def _halve_time(z: torch.Tensor) -> torch.Tensor:
@@ -228,7 +348,12 @@ def split_long_series(x: np.ndarray, max_train_length: int | None) -> np.ndarray
 
 # --------------------------------------------------------------------------- the network
 class SamePadConv(nn.Module):
-    """Dilated 1-d convolution whose output has the input's length: ``[B, Ci, T] -> [B, Co, T]``."""
+    """Dilated 1-d convolution whose output has the input's length: ``[B, Ci, T] -> [B, Co, T]``.
+
+    ``forward(x, gelu_first=True)`` computes ``conv(gelu(x))`` with :class:`_GeluConv`, which
+    keeps only ``x`` for the backward pass and recomputes the GELU there (the block's memory
+    halves; the values are those of ``conv(F.gelu(x))``).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
         super().__init__()
@@ -237,9 +362,46 @@ class SamePadConv(nn.Module):
                               padding=receptive_field // 2, dilation=dilation)
         self.n_trim = 1 if receptive_field % 2 == 0 else 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
+    def forward(self, x: torch.Tensor, gelu_first: bool = False) -> torch.Tensor:
+        if gelu_first:
+            conv = self.conv
+            out = _GeluConv.apply(x, conv.weight, conv.bias, conv.padding[0], conv.dilation[0])
+        else:
+            out = self.conv(x)
         return out[..., :-self.n_trim] if self.n_trim else out
+
+
+class _GeluConv(torch.autograd.Function):
+    """``conv1d(gelu(x), weight, bias)`` (stride 1) that saves ``x``, not ``gelu(x)``.
+
+    Under autocast the inputs are cast to the autocast dtype, as ``F.conv1d`` would be.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding: int, dilation: int):
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        x_c, weight_c = x.to(dtype), weight.to(dtype)
+        bias_c = None if bias is None else bias.to(dtype)
+        ctx.save_for_backward(x_c, weight_c)
+        ctx.setup = (padding, dilation, bias is not None, x.dtype, weight.dtype)
+        with torch.autocast(device, enabled=False):
+            return F.conv1d(F.gelu(x_c), weight_c, bias_c, padding=padding, dilation=dilation)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x_c, weight_c = ctx.saved_tensors
+        padding, dilation, has_bias, x_dtype, weight_dtype = ctx.setup
+        grad_out = grad_out.to(x_c.dtype)
+        grad_gelu, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out, F.gelu(x_c), weight_c, [weight_c.shape[0]] if has_bias else None, [1],
+            [padding], [dilation], False, [0], 1, [ctx.needs_input_grad[0], True, has_bias])
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.gelu_backward(grad_gelu, x_c).to(x_dtype)
+        grad_bias = grad_bias.to(weight_dtype) if has_bias else None
+        return grad_x, grad_weight.to(weight_dtype), grad_bias, None, None
 
 
 class ConvBlock(nn.Module):
@@ -255,8 +417,8 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.projector is None else self.projector(x)
-        x = self.conv1(F.gelu(x))
-        x = self.conv2(F.gelu(x))
+        x = self.conv1(x, gelu_first=True)
+        x = self.conv2(x, gelu_first=True)
         return x + residual
 
 

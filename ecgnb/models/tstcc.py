@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgnb.models.base import Encoder, Network
+from ecgnb.precision import check_precision
 
 INNER_KERNEL_SIZE = 8  # blocks 2 and 3 of the published encoder: kernel 8, stride 1, padding 4
 
@@ -37,6 +38,8 @@ class TSTCCConfig:
     ``features_len`` is derived from the input length; leave it ``None``.
     ``clean_bn_stats``: after every epoch, re-estimate the encoder's batch-norm statistics on the
     clean training windows (:meth:`TSTCC._after_epoch`); ``False`` keeps the published behaviour.
+    ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
+    see :mod:`ecgnb.precision`.
     """
 
     input_channels: int = 1
@@ -65,7 +68,12 @@ class TSTCCConfig:
     batch_size: int = 64
     n_epochs: int = 600
     use_amp: bool = True
+    precision: str = "fp32"
+    flush_denormal: bool = True
     clean_bn_stats: bool = True
+
+    def __post_init__(self):
+        check_precision(self.precision)
 
 
 # ----------------------------------------------------------------------------- augmentations

@@ -3,6 +3,8 @@
 A grid names the study's axes once; :func:`load_grid` turns it into :class:`Run` objects:
 
 - ``pretraining/<backbone>-<corpus>``: notebook 02, one per backbone x base corpus needed;
+  ``pretraining/<backbone>-untrained`` (scenario "untrained"): notebook 02 with ``n_epochs: 0``,
+  the encoder at its initial weights, fine-tuned and probed like the pretrained ones;
 - ``regularization/<backbone>-<scenario>``: notebook 03, one per backbone x continuation scenario
   (and every scenario on its chain), parent = the run of the scenario it continues;
 - ``finetuning/<backbone>-<scenario>-f<fraction>``: notebook 04, one per encoder x label fraction
@@ -26,7 +28,7 @@ Run folders are ``<outputs>/<grid name>/<run name>``; parameters that name other
     common: {...}                   # data roots, use_small_data, split_seed, device, ...
     backbones: [ts2vec, tstcc, series2vec]
     pretrain_seeds: [0, 1, 2]       # optional: encoders (and all downstream) per seed
-    scenarios: [ECG, All, ECG continued1, ECG extended]
+    scenarios: [untrained, ECG, All, ECG continued1, ECG extended]
     pretraining:  {<02 params>, by_backbone: {<backbone>: {...}}, notebook: <path>}
     regularization: {<03 params>, by_backbone: {...}, by_step: {<step>: {...}}, notebook: ...}
     finetuning:   {<04 params>, label_fractions: [1.0], by_backbone: {...}, notebook: ...}
@@ -325,6 +327,8 @@ class _Expander:
 
     def _pretrain(self, backbone: str, s: Scenario, seed: int | None) -> Run:
         own = {"backbone": backbone, "corpus": s.corpus, **_seed(seed)}
+        if not s.trained:  # "untrained": the same network and settings, 0 epochs
+            own["n_epochs"] = 0
         params = self._params("pretraining", backbone, own)
         return Run(encoder_run(backbone, s.name, seed), "pretraining",
                    self.notebooks["pretraining"], params)

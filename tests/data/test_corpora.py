@@ -64,7 +64,7 @@ def test_holdout_subject_is_the_last_subject(wesad_ecg_small):
 
 def test_nine_scenarios_and_their_parents():
     assert list(scenarios.SCENARIOS) == [
-        "ECG", "All", "ECG+target", "All+target", "All extended", "ECG continued1",
+        "untrained", "ECG", "All", "ECG+target", "All+target", "All extended", "ECG continued1",
         "ECG continued30", "ECG extended", "continued1 + extended"]
     get = scenarios.get
     assert get("ECG continued1").parent.name == "ECG"
@@ -73,6 +73,8 @@ def test_nine_scenarios_and_their_parents():
     assert get("ECG continued30").last_step.n_epochs == 30
     assert get("ECG extended").last_step.corpus == "target"
     assert scenarios.slug("continued1 + extended") == "continued1-extended"
+    assert not get("untrained").trained and get("untrained").parent is None
+    assert "untrained" not in scenarios.BASE_SCENARIOS
     with pytest.raises(KeyError, match="unknown scenario"):
         get("ECG continued2")
 

@@ -107,6 +107,50 @@ def test_hierarchical_loss_gradient_flows():
         assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
+def autograd_hierarchical(z1, z2, alpha=0.5, temporal_unit=0):
+    """The loss by plain autograd over whole similarity matrices (the published layout)."""
+    def paired(z):  # [G, 2N, C], items i and N + i are positives
+        n = z.shape[1] // 2
+        sim = z @ z.transpose(1, 2)
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+        log_prob = sim - torch.logsumexp(sim, dim=-1, keepdim=True)
+        pairs = torch.arange(2 * n)
+        return -log_prob[:, pairs, (pairs + n) % (2 * n)].mean()
+
+    total, level = 0.0, 0
+    while True:
+        if z1.shape[0] > 1:
+            total = total + alpha * paired(torch.cat([z1, z2]).transpose(0, 1))
+        if z1.shape[1] == 1:
+            return total / (level + 1)
+        if level >= temporal_unit:
+            total = total + (1 - alpha) * paired(torch.cat([z1, z2], dim=1))
+        level += 1
+        z1, z2 = (torch.nn.functional.max_pool1d(z.transpose(1, 2), 2).transpose(1, 2)
+                  for z in (z1, z2))
+
+
+@pytest.mark.parametrize("chunk_elements", [2 ** 22, 40, 1])
+@pytest.mark.parametrize("scale", [0.5, 8.0])  # 8: most softmax weights underflow
+def test_chunked_loss_and_gradient_equal_the_autograd_reference(monkeypatch, chunk_elements,
+                                                                 scale):
+    import ecgnb.models.ts2vec as ts2vec
+    monkeypatch.setattr(ts2vec, "CHUNK_ELEMENTS", chunk_elements)
+    gen = torch.Generator().manual_seed(chunk_elements)
+    z1, z2 = (scale * torch.randn(3, 13, 5, generator=gen) for _ in range(2))
+    leaves = [z.clone().requires_grad_() for z in (z1, z2, z1, z2)]
+    fast = hierarchical_contrastive_loss(leaves[0], leaves[1], 0.4, 1)
+    slow = autograd_hierarchical(leaves[2], leaves[3], 0.4, 1)
+    fast.backward()
+    slow.backward()
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+    for mine, reference in ((leaves[0], leaves[2]), (leaves[1], leaves[3])):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the value-only path
+        assert float(hierarchical_contrastive_loss(z1, z2, 0.4, 1)) == pytest.approx(slow.item(),
+                                                                                     rel=1e-5)
+
+
 # --------------------------------------------------------------------------- random views
 def test_crops_overlap_and_masks_follow_the_generator():
     x = torch.arange(2 * 50, dtype=torch.float32).view(2, 1, 50)
@@ -144,6 +188,12 @@ def test_loss_decreases_and_same_seed_same_result():
     x_new = toy_windows(n=5, seed=3)
     assert np.array_equal(enc.encode(x_new), again.encode(x_new))
     assert not np.allclose(enc.encode(x_new), other.encode(x_new))
+
+
+def test_flushing_denormals_leaves_the_loss_curve_unchanged():
+    curves = [fitted(flush_denormal=flush).history_ for flush in (True, False)]
+    np.testing.assert_allclose([r["loss"] for r in curves[0]], [r["loss"] for r in curves[1]],
+                               rtol=1e-6)
 
 
 def test_save_load_round_trip_and_wrong_architecture(tmp_path):

@@ -85,20 +85,22 @@ def test_continuations_chain_to_their_parent_scenario():
                                     "paper/finetuning/ts2vec-ecg-continued1-f1.0"]
 
 
-def test_demo_grid_has_the_study_shape():
+def test_demo_grid_answers_the_study_questions():
     grid = grids.load_grid(GRIDS / "demo.yaml", validate=False)
-    scenarios = {r.params.get("scenario") or r.params.get("corpus") for r in grid.runs.values()
-                 if r.stage in ("pretraining", "regularization")}
-    assert {"ECG", "All", "ECG continued1", "ECG extended"} <= scenarios
-    backbones = {r.params["backbone"] for r in grid.runs.values() if r.stage == "pretraining"}
-    assert backbones == {"ts2vec", "tstcc", "series2vec"}
-    down = [r.params for r in grid.runs.values() if r.stage == "finetuning"]
-    assert len(down) == 3 * 4 and all(len(p["seeds"]) >= 2 for p in down)
-    assert all(set(p["heads"]) == {"mlp", "fcn"} and set(p["modes"]) == {"lp", "ft"} for p in down)
-    baselines = [r.params for r in grid.runs.values() if r.stage == "baselines"]
-    assert [p["baselines"] for p in baselines] == [["hinception", "mlp", "fcn"]]
+    backbones = ("ts2vec", "tstcc", "series2vec")
+    assert {f"{s}/{b}-{e}" for b in backbones for s, e in (("pretraining", "ecg"),
+            ("pretraining", "untrained"), ("regularization", "ecg-continued1"))} <= set(grid.runs)
+    untrained = {r.params["backbone"] for r in grid.runs.values()
+                 if r.stage == "pretraining" and r.params["n_epochs"] == 0}
+    assert untrained == set(backbones)  # (a) every backbone beside its initial weights
+    down = [r for r in grid.runs.values() if r.stage == "finetuning"]
+    fractions = {r.params["label_fraction"] for r in down}
+    assert len(fractions) >= 2 and 1.0 in fractions  # (c) a label-efficiency curve
+    assert {r.params["encoder_run"].split("-", 1)[1] for r in down} == {
+        "untrained", "ecg", "ecg-continued1"}
+    assert all(len(r.params["seeds"]) >= 2 for r in down)
+    assert sum(r.stage == "baselines" for r in grid.runs.values()) == len(fractions)
     assert sum(r.stage == "embeddings" for r in grid.runs.values()) == 1
-    assert 20 <= len(grid.runs) <= 40
 
 
 @pytest.mark.parametrize("name", ["paper.yaml", "demo.yaml", "embedded.yaml"])
@@ -126,6 +128,22 @@ def test_overrides_by_backbone_and_step(tmp_path, fake_nb):
     assert grid.runs["pretraining/tstcc-ecg"].params["n_epochs"] == 5
     assert grid.runs["regularization/tstcc-ecg-extended"].params["n_epochs"] == 3
     assert "finetuning/ts2vec-ecg-f1.0" not in grid.runs  # ECG only as the chain's start
+
+
+def test_untrained_is_notebook_02_with_0_epochs_downstream_like_the_others(tmp_path, fake_nb):
+    grid = grids.load_grid(write_grid(tmp_path / "g.yaml", fake_nb,
+                                      scenarios=["untrained", "ECG", "ECG continued1"]))
+    run = grid.runs["pretraining/ts2vec-untrained"]
+    assert run.stage == "pretraining" and run.parents == ()
+    assert (run.params["n_epochs"], run.params["corpus"]) == (0, "ECG")
+    assert grid.runs["pretraining/ts2vec-ecg"].params["n_epochs"] == 2
+    down = grid.runs["finetuning/ts2vec-untrained-f1.0"]
+    assert down.parents == ("pretraining/ts2vec-untrained",)
+    assert down.params["encoder_run"] == "tiny/pretraining/ts2vec-untrained"
+    ecg = grid.runs["finetuning/ts2vec-ecg-f1.0"].params
+    assert {k: v for k, v in down.params.items() if k != "encoder_run"} == \
+        {k: v for k, v in ecg.items() if k != "encoder_run"}
+    assert down.n_cells == grid.runs["finetuning/ts2vec-ecg-f1.0"].n_cells == 4
 
 
 def test_only_selects_matches_and_their_ancestors(tmp_path, fake_nb):

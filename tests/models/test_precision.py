@@ -1,0 +1,76 @@
+"""Numerics of a run: scoped denormal flushing, bf16 autocast, and their records."""
+import numpy as np
+import pytest
+import torch
+
+from ecgnb.models import build, load
+from ecgnb.precision import check_precision, cpu_supports_bf16, flush_denormal
+
+SUBNORMAL = 1e-40  # below float32's smallest normal number (1.2e-38)
+TINY = dict(depth=1, hidden_dims=8, output_dims=8)
+
+
+def is_flushing() -> bool:
+    return bool((torch.tensor([SUBNORMAL]) * 1.0 == 0).item())
+
+
+def windows(n: int = 12, n_timesteps: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, 1, n_timesteps)).astype(np.float32)
+
+
+needs_flush = pytest.mark.skipif(not torch.set_flush_denormal(False),
+                                 reason="this CPU cannot flush denormals (no SSE3)")
+
+
+@needs_flush
+@pytest.mark.parametrize("outside", [False, True])
+def test_flushing_is_scoped_and_restored_on_exceptions(outside):
+    torch.set_flush_denormal(outside)
+    try:
+        with flush_denormal(True) as active:
+            assert active and is_flushing()
+        assert is_flushing() == outside
+        with pytest.raises(ZeroDivisionError), flush_denormal(not outside):
+            assert is_flushing() == (not outside)
+            1 / 0
+        assert is_flushing() == outside
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@needs_flush
+def test_fit_and_encode_flush_inside_and_leave_the_setting_alone():
+    seen = []
+    enc = build("ts2vec", device="cpu", verbose=False, **TINY)
+    enc.fit(windows(), n_epochs=1, batch_size=6, callback=lambda e, r: seen.append(is_flushing()))
+    assert seen == [True] and not is_flushing()
+    enc.encode(windows(2))
+    assert not is_flushing()
+    off = build("ts2vec", device="cpu", verbose=False, flush_denormal=False, **TINY)
+    off.fit(windows(), n_epochs=1, batch_size=6, callback=lambda e, r: seen.append(is_flushing()))
+    assert seen == [True, False]
+
+
+def test_numeric_settings_are_saved_with_the_encoder(tmp_path):
+    enc = build("tstcc", device="cpu", verbose=False, flush_denormal=False, timesteps=2)
+    enc.build(64)
+    assert enc.config.precision == "fp32"
+    restored = load(enc.save(tmp_path / "encoder.pt"))
+    assert restored.config.flush_denormal is False and restored.config.precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        check_precision("fp16")
+    with pytest.raises(ValueError, match="precision"):
+        build("series2vec", precision="half")
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(),
+                    reason="this CPU has no native bfloat16 (AVX-512 BF16 / AMX); bf16 would be "
+                           "emulated, slowly")
+@pytest.mark.parametrize("backbone", ["ts2vec", "tstcc", "series2vec"])
+def test_bf16_precision_trains_and_encodes_in_float32_out(backbone):
+    small = {"ts2vec": TINY, "tstcc": dict(timesteps=2), "series2vec": dict(rep_size=16)}
+    enc = build(backbone, device="cpu", verbose=False, precision="bf16", **small[backbone])
+    enc.fit(windows(n_timesteps=64), n_epochs=1, batch_size=6)
+    assert np.isfinite(enc.history_[0]["loss"])
+    emb = enc.encode(windows(3, 64))
+    assert emb.dtype == np.float32 and np.isfinite(emb).all()
