@@ -71,9 +71,14 @@ PARAMETER_RANGES: dict[str, Range] = {
 STAGE_RANGES: dict[str, dict[str, Range]] = {"pretraining": {"n_epochs": NON_NEGATIVE}}
 
 
+def parameter_range(name: str, stage: str | None = None) -> Range | None:
+    """The range of parameter ``name`` in ``stage`` (None: unchecked)."""
+    return STAGE_RANGES.get(stage, {}).get(name) or PARAMETER_RANGES.get(name)
+
+
 def range_problem(name: str, value, stage: str | None = None) -> str | None:
     """Why ``value`` is out of ``name``'s range in ``stage`` (each item of a list), or None."""
-    allowed = STAGE_RANGES.get(stage, {}).get(name) or PARAMETER_RANGES.get(name)
+    allowed = parameter_range(name, stage)
     values = value if isinstance(value, (list, tuple)) else [value]
     for item in values if allowed else ():
         if isinstance(item, (int, float)) and not isinstance(item, bool) \

@@ -77,8 +77,7 @@ def test_untrained_is_a_reference_row_compared_with_every_pretrained_scenario(kn
     table = results.study_table(frame, n_boot=99)
     assert table.rows[:2] == ["untrained", "ECG"]
     assert "untrained" in tables.in_study_order(frame)["scenario"].iloc[0]
-    report = results.report_markdown(table, versus_ecg, results.best_vs_baseline(frame, n_boot=99),
-                                     frame, versus)
+    report = results.report_markdown(results.recipe_reports(frame, n_boot=99), frame)
     assert "Pretrained vs the same network untrained" in report
 
 

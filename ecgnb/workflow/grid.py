@@ -185,7 +185,8 @@ def validate_grid(grid: Grid) -> None:
     """Every run's parameters against its notebook's declared parameters (keys and types)."""
     for run in grid.runs.values():
         validate_parameters(run.notebook, run.params,
-                            where=f"{grid.source}: run '{run.name}' ({run.stage})")
+                            where=f"{grid.source}: run '{run.name}' ({run.stage})",
+                            stage=STAGE_OF_SECTION[run.stage])
 
 
 def _check_spec(spec: dict, where: str) -> None:

@@ -61,8 +61,10 @@ def declared_parameters(notebook) -> dict[str, dict]:
     return params
 
 
-def validate_parameters(notebook, params: dict, where: str = "params") -> dict:
-    """Reject unknown keys and values of the wrong type; returns the params."""
+def validate_parameters(notebook, params: dict, where: str = "params",
+                        stage: str | None = None) -> dict:
+    """Reject unknown keys, values of the wrong type and out of the range of ``stage`` (default:
+    the notebook's); returns the params."""
     declared = declared_parameters(notebook)
     unknown = sorted(set(params) - set(declared) - set(RUNNER_KEYS))
     if unknown:
@@ -78,7 +80,8 @@ def validate_parameters(notebook, params: dict, where: str = "params") -> dict:
                                  f"{type(value).__name__} {value!r}")
         if kind.startswith("list") and not isinstance(value, list):
             raise ParameterError(f"{where}: parameter '{name}' must be a list, got {value!r}")
-        problem = range_problem(name, value, _stage(notebook)) or _device_problem(name, value)
+        problem = (range_problem(name, value, stage or _stage(notebook))
+                   or _device_problem(name, value))
         if problem:
             raise ParameterError(f"{where}: {problem}")
     return params
