@@ -8,6 +8,9 @@ ends by checking that no process it started is left.
 """
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -21,11 +24,10 @@ from test_sweep import executions, fake_notebook, states, write_grid
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from ecgnb import ray_backend, report, sweep  # noqa: E402
+from ecgnb import cli, ray_backend, report, sweep  # noqa: E402
 from ecgnb.grid import load_grid  # noqa: E402
-from ecgnb.paths import FAILED, SUCCESS  # noqa: E402
+from ecgnb.paths import FAILED, PROJECT_ROOT, SUCCESS  # noqa: E402
 
-pytestmark = pytest.mark.slow
 MARK = "ECGNB_RAY_TEST"  # in the environment of every process the module's cluster starts
 WORKER = {"num_cpus": 2, "num_gpus": 1}
 FIGURES: dict = {}  # the test cluster's figures, printed at the end (pytest -s)
@@ -55,6 +57,9 @@ def cluster():
     for _ in range(2):
         test_cluster.add_node(**WORKER)
     test_cluster.wait_for_nodes()
+    # one driver connection for the module (sweeps reuse it and its warm workers); the CLI test
+    # joins the cluster from a driver of its own with ray.init(address=...)
+    ray.init(address=test_cluster.address, log_to_driver=False)
     FIGURES["cluster_start_s"] = round(time.time() - start, 1)
     try:
         yield test_cluster
@@ -90,6 +95,7 @@ def comparable(frame):
 
 
 # --------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_every_run_once_and_results_equal_the_local_backend(tmp_path, cluster, fake_nb,
                                                              monkeypatch):
     path = write_grid(tmp_path / "g.yaml", fake_nb, baselines={"models": ["mlp"]},
@@ -131,6 +137,7 @@ def test_every_run_once_and_results_equal_the_local_backend(tmp_path, cluster, f
     assert set(states(sweep.run_sweep(grid, progress=False, execute=never)).values()) == {"cached"}
 
 
+@pytest.mark.slow
 def test_failure_skips_dependants_and_gpu_runs_never_share_a_gpu(tmp_path, cluster, fake_nb,
                                                                  monkeypatch):
     outputs = use_outputs(monkeypatch, tmp_path / "out")
@@ -163,11 +170,12 @@ def test_failure_skips_dependants_and_gpu_runs_never_share_a_gpu(tmp_path, clust
     assert all(p["gpus"] == ["0"] for p in executor.placements.values())
 
 
+@pytest.mark.slow
 def test_a_node_removed_in_flight_is_survived(tmp_path, cluster, fake_nb, monkeypatch):
     outputs = use_outputs(monkeypatch, tmp_path / "out")
     path = write_grid(tmp_path / "g.yaml", fake_nb, backbones=["ts2vec", "tstcc"],
                       scenarios=["ECG"],
-                      pretraining={"sleep_s": 6.0, "resources": {"num_cpus": 2}},
+                      pretraining={"sleep_s": 4.0, "resources": {"num_cpus": 2}},
                       finetuning={"heads": ["mlp"], "modes": ["lp", "ft"], "seeds": [0, 1]})
     grid = load_grid(path)
     result = {}
@@ -198,5 +206,48 @@ def test_a_node_removed_in_flight_is_survived(tmp_path, cluster, fake_nb, monkey
     assert success(outputs, "finetune/ts2vec-ecg-f1.0")["summary"]["cuda"] == ""  # asked for none
 
 
+@pytest.mark.slow
+def test_driver_killed_hard_then_started_again_resumes(tmp_path, cluster, fake_nb, monkeypatch):
+    outputs = tmp_path / "out"
+    path = write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"], finetuning={
+        "heads": ["mlp"], "modes": ["lp", "ft"], "seeds": [0, 1], "sleep_s": 3.0})
+    pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "ECGNB_OUTPUTS": str(tmp_path / "elsewhere")}
+    proc = subprocess.Popen([sys.executable, "-m", "ecgnb.cli", "run", str(path), "--ray",
+                             cluster.address, "--outputs", str(outputs)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = outputs / "t" / "finetune" / "ts2vec-ecg-f1.0"
+    deadline = time.time() + 120
+    while not ray_backend.attempts(running) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ray_backend.attempts(running), "the sweep never reached the downstream run"
+    time.sleep(4.0)  # the killed driver's task would have finished by now, had Ray kept it
+    use_outputs(monkeypatch, outputs)
+    grid = load_grid(path)
+    assert sweep.plan(grid)["finetune/ts2vec-ecg-f1.0"].state == "pending"  # nothing complete
+    assert report.collect_results(outputs / "t", root=outputs).empty
+
+    statuses, _ = ray_backend.run_sweep_on_ray(grid, cluster.address, progress=False)
+    assert states(statuses) == {"pretrain/ts2vec-ecg": "cached", "finetune/ts2vec-ecg-f1.0": "done"}
+    assert len(ray_backend.attempts(running)) == 2
+    rows = report.collect_results(outputs / "t", root=outputs)
+    assert len(rows) == 2 * 2 and not rows.duplicated(["run", "cell"]).any()
+
+
 def test_outputs_a_node_cannot_see_fail_clearly(tmp_path):
     assert "cannot see" in ray_backend._probe(str(tmp_path), "no-such-token")
+
+
+def test_cli_ray_flags(tmp_path, fake_nb, monkeypatch, capsys):
+    args = cli.build_parser().parse_args(["run", "g.yaml", "--ray"])
+    assert args.ray == "local" and args.jobs is None
+    assert cli.build_parser().parse_args(["run", "g.yaml", "--ray", "auto"]).ray == "auto"
+    path = write_grid(tmp_path / "g.yaml", fake_nb)
+    assert cli.main(["run", str(path), "--ray", "auto", "--devices", "cuda:0"]) == 2
+    assert "--devices is for the local scheduler" in capsys.readouterr().err
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path / "default"))
+    assert cli.main(["run", str(path), "--dry-run", "--outputs", str(tmp_path / "chosen")]) == 0
+    assert str(tmp_path / "chosen" / "t") in capsys.readouterr().out
