@@ -18,6 +18,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray starts: 127.
 
 import psutil
 import pytest
+import yaml
 
 from test_sweep import executions, fake_notebook, states, write_grid
 
@@ -135,6 +136,37 @@ def test_every_run_once_and_results_equal_the_local_backend(tmp_path, cluster, f
     def never(*args):
         raise AssertionError("a complete run ran again")
     assert set(states(sweep.run_sweep(grid, progress=False, execute=never)).values()) == {"cached"}
+
+
+@pytest.mark.slow
+def test_real_notebooks_on_ray_equal_the_local_backend(tmp_path, cluster, embedded_small,
+                                                       monkeypatch):
+    """Notebooks 02 and 04 at smoke scale: the same numbers from both backends."""
+    spec = {"name": "real", "backbones": ["ts2vec"], "scenarios": ["ECG"],
+            "common": {"fragment_root": str(embedded_small["fragment"]),
+                       "wesad_root": str(embedded_small["wesad"]), "use_small_data": True,
+                       "device": "auto"},
+            "pretraining": {"model_size": "small", "n_epochs": 1, "batch_size": 32,
+                            "n_windows": 32, "resources": {"num_cpus": 1}},
+            "finetuning": {"heads": ["mlp"], "modes": ["lp"], "seeds": [0], "n_epochs": 1,
+                           "patience": 1, "batch_size": 16, "resources": {"num_cpus": 1}}}
+    path = tmp_path / "real.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    grid = load_grid(path)
+    for name in sweep.THREAD_VARIABLES:  # the same threads in both: the same floating point
+        monkeypatch.setenv(name, "1")
+    local = use_outputs(monkeypatch, tmp_path / "local")
+    start = time.time()
+    assert set(states(sweep.run_sweep(grid, progress=False)).values()) == {"done"}
+    FIGURES["real_local_s"] = round(time.time() - start, 1)
+    on_ray = use_outputs(monkeypatch, tmp_path / "ray")
+    start = time.time()
+    statuses, _ = ray_backend.run_sweep_on_ray(grid, cluster.address, progress=False)
+    FIGURES["real_ray_s"] = round(time.time() - start, 1)
+    assert set(states(statuses).values()) == {"done"}
+    rows = report.collect_results(on_ray / "real", root=on_ray)
+    assert len(rows) == 1
+    assert comparable(rows).equals(comparable(report.collect_results(local / "real", root=local)))
 
 
 @pytest.mark.slow
