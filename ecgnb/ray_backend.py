@@ -10,8 +10,9 @@ backends read and resume each other's folders.
   ``memory``; default one CPU). Ray picks the node and the GPU; the kernel sees only the GPUs Ray
   assigned (none for a run that asked for none), so ``device: auto`` picks the right one. Its math
   threads are its ``num_cpus`` (at least one), unless the user set ``OMP_NUM_THREADS`` and friends.
-- Shared outputs: every node must see the driver's outputs root at the same path (a shared
-  filesystem). :func:`check_shared_outputs` proves it on every node before the sweep starts.
+- Shared outputs: every node must see the driver's outputs root (and ``ECGNB_DATA`` when set) at
+  the same path (a shared filesystem). :func:`check_shared_outputs` proves it on every node before
+  the sweep starts; :func:`check_resources` that some node can hold each stage's runs.
 - Faults: a run whose worker or node dies is retried by Ray on another node (``max_retries``); the
   attempt that died left no ``_SUCCESS.json`` with the run's hash, and a retry resumes the same
   folder (cells are folders named by head, mode and seed: never a second copy). A notebook that
@@ -29,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecgnb.paths import outputs_root
+from ecgnb.paths import data_root, outputs_root
 
 if TYPE_CHECKING:
     from ecgnb.grid import Grid
@@ -111,6 +112,22 @@ def check_shared_outputs(ray, root: Path | None = None) -> int:
     return len(nodes)
 
 
+# --------------------------------------------------------------------------- resources
+RAY_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}  # grid key -> Ray's
+
+
+def check_resources(ray, grid: Grid) -> None:
+    """Fail before the sweep when a stage asks more of one node than any alive node has (Ray
+    would otherwise wait for such a node for ever)."""
+    nodes = [node.get("Resources", {}) for node in alive_nodes(ray)]
+    for stage in sorted({run.stage for run in grid.runs.values()}):
+        asked = {**DEFAULT_RESOURCES, **grid.resources.get(stage, {})}
+        if not any(all(node.get(RAY_NAMES[k], 0) >= v for k, v in asked.items()) for node in nodes):
+            largest = [{RAY_NAMES[k]: node.get(RAY_NAMES[k], 0) for k in asked} for node in nodes]
+            raise ValueError(f"{grid.source}: {stage}.resources {asked} fit no node of the Ray "
+                             f"cluster (per node: {largest}); lower them or add such a node")
+
+
 # --------------------------------------------------------------------------- one run, on a node
 def run_task(spec: dict) -> dict:
     """Body of a run's Ray task: execute the notebook like the local scheduler, in the run's
@@ -185,6 +202,8 @@ class RayExecutor:
         run = self.grid.runs[name]
         threads = str(max(1, int(self.resources(name)["num_cpus"])))
         env = {v: self.user_threads.get(v, threads) for v in self.thread_variables}
+        if "ECGNB_DATA" in os.environ:  # like the outputs root: the same path on every node
+            env["ECGNB_DATA"] = str(data_root().resolve())
         return {"notebook": str(run.notebook), "params": run.params,
                 "run_name": self.grid.run_id(name), "parents_hash": list(parent_hashes),
                 "outputs": str(outputs_root().resolve()), "env": env}
@@ -234,6 +253,7 @@ def run_sweep_on_ray(grid: Grid, address: str | None = None, jobs: int | None = 
     from ecgnb import sweep
 
     with connected(address) as ray:
+        check_resources(ray, grid)
         check_shared_outputs(ray)
         executor = RayExecutor(ray, grid, max_retries)
         try:

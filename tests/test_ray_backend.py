@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray starts: 127.0.0.1 only
 
@@ -271,6 +272,19 @@ def test_driver_killed_hard_then_started_again_resumes(tmp_path, cluster, fake_n
 
 def test_outputs_a_node_cannot_see_fail_clearly(tmp_path):
     assert "cannot see" in ray_backend._probe(str(tmp_path), "no-such-token")
+
+
+def test_resources_no_node_has_fail_before_the_sweep(tmp_path, fake_nb):
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+             {"Alive": True, "Resources": {"CPU": 16.0}}, {"Alive": False, "Resources": {"GPU": 4.0}}]
+    fake_ray = SimpleNamespace(nodes=lambda: nodes)
+    fits = write_grid(tmp_path / "a.yaml", fake_nb, pretraining={"resources": {"num_gpus": 1}},
+                      finetuning={"resources": {"num_cpus": 12}})
+    ray_backend.check_resources(fake_ray, load_grid(fits))
+    too_big = write_grid(tmp_path / "b.yaml", fake_nb,
+                         pretraining={"resources": {"num_gpus": 1, "num_cpus": 12}})
+    with pytest.raises(ValueError, match="pretraining.resources .* fit no node"):
+        ray_backend.check_resources(fake_ray, load_grid(too_big))
 
 
 def test_cli_ray_flags(tmp_path, fake_nb, monkeypatch, capsys):
