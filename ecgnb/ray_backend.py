@@ -1,8 +1,8 @@
 """A sweep on a Ray cluster: ``ecgnb run GRID --ray [ADDRESS]``.
 
 The scheduler stays :func:`ecgnb.sweep.run_sweep` (plan from the run folders, DAG order, failures
-skip dependants, ``sweep.json``, progress bar, lock); only the executor changes. :class:`RayExecutor`
-sends each run to the cluster as one Ray task, which executes the notebook with papermill exactly
+skip dependants, ``sweep.json``, progress bar, lock); only the executor changes:
+:class:`RayExecutor` sends each run to the cluster as one Ray task, which executes the notebook with papermill exactly
 as the local scheduler does (same run folder, hash and ``_SUCCESS.json`` written last), so both
 backends read and resume each other's folders.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ ATTEMPTS = "_attempts.jsonl"  # one line per attempt of a run on the cluster
 DEFAULT_RESOURCES = {"num_cpus": 1}
 MAX_RETRIES = 3  # further attempts of a run whose worker or node died
 POLL_S = 0.5  # how often a waiting run checks whether the sweep was interrupted
+PROBE_TIMEOUT_S = 120  # for every node to answer the outputs probe
 
 
 class SharedOutputsError(ValueError):
@@ -76,8 +78,10 @@ def _probe(root: str, token: str) -> str:
     probe = Path(root) / ".ray-probe" / token
     if not (probe / "driver").is_file():
         return f"cannot see {probe / 'driver'} (is {root} on a filesystem this node shares?)"
+    import ray
+
     try:
-        node = __import__("ray").get_runtime_context().get_node_id()
+        node = ray.get_runtime_context().get_node_id()
         (probe / f"node-{node}").write_text(str(os.getpid()))
     except OSError as exc:
         return f"cannot write under {root}: {exc}"
@@ -87,6 +91,7 @@ def _probe(root: str, token: str) -> str:
 def check_shared_outputs(ray, root: Path | None = None) -> int:
     """Check from a task on every alive node that it sees and can write ``root`` (default: the
     outputs root); returns the number of nodes checked, raises :class:`SharedOutputsError`."""
+    from ray.exceptions import GetTimeoutError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     root = Path(root or outputs_root()).resolve()
@@ -95,16 +100,18 @@ def check_shared_outputs(ray, root: Path | None = None) -> int:
     probe.mkdir(parents=True)
     (probe / "driver").write_text(str(os.getpid()))
     task = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    nodes = alive_nodes(ray)
+    refs = {node["NodeID"]: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(str(root), token) for node in nodes}
     try:
-        nodes = alive_nodes(ray)
-        refs = {node["NodeID"]: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node["NodeID"], soft=False)).remote(str(root), token) for node in nodes}
-        problems = {n: answer for n, answer in zip(refs, ray.get(list(refs.values()), timeout=120))
-                    if answer}
+        answers = ray.get(list(refs.values()), timeout=PROBE_TIMEOUT_S)
+    except GetTimeoutError:
+        answers = [f"no answer within {PROBE_TIMEOUT_S} s"] * len(refs)
     finally:
-        for path in sorted(probe.iterdir()):
-            path.unlink()
-        probe.rmdir()
+        shutil.rmtree(probe, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            probe.parent.rmdir()  # unless another sweep is probing too
+    problems = {n: answer for n, answer in zip(refs, answers) if answer}
     if problems:
         lines = "\n".join(f"  node {n[:12]}: {text}" for n, text in problems.items())
         raise SharedOutputsError(f"the outputs root must be one folder that every Ray node sees "
@@ -128,6 +135,15 @@ def check_resources(ray, grid: Grid) -> None:
                              f"cluster (per node: {largest}); lower them or add such a node")
 
 
+def check_devices(grid: Grid) -> None:
+    """Ray numbers the GPUs a run sees from 0: a grid that pins ``cuda:N`` (N > 0) cannot run."""
+    devices = {str(r.params.get("device", "auto")) for r in grid.runs.values()}
+    pinned = sorted(devices - {"auto", "cpu", "cuda", "cuda:0"})
+    if pinned:
+        raise ValueError(f"{grid.source}: with --ray, Ray chooses the GPU (the run sees it as "
+                         f"cuda:0): set device: auto instead of {pinned}")
+
+
 # --------------------------------------------------------------------------- one run, on a node
 def run_task(spec: dict) -> dict:
     """Body of a run's Ray task: execute the notebook like the local scheduler, in the run's
@@ -149,8 +165,7 @@ def run_task(spec: dict) -> dict:
             log.write(json.dumps(placed) + "\n")
         runner.execute(spec["notebook"], spec["params"], run_name=spec["run_name"],
                        overwrite=True, parents_hash=tuple(spec["parents_hash"]))
-    return {**placed, "end": time.time(), "visible": env.get("CUDA_VISIBLE_DEVICES",
-                                                             os.environ.get("CUDA_VISIBLE_DEVICES"))}
+    return {**placed, "end": time.time()}
 
 
 @contextlib.contextmanager
@@ -252,6 +267,7 @@ def run_sweep_on_ray(grid: Grid, address: str | None = None, jobs: int | None = 
     (default: every ready run is handed to Ray, which queues them on the resources)."""
     from ecgnb import sweep
 
+    check_devices(grid)
     with connected(address) as ray:
         check_resources(ray, grid)
         check_shared_outputs(ray)

@@ -274,9 +274,10 @@ def test_outputs_a_node_cannot_see_fail_clearly(tmp_path):
     assert "cannot see" in ray_backend._probe(str(tmp_path), "no-such-token")
 
 
-def test_resources_no_node_has_fail_before_the_sweep(tmp_path, fake_nb):
+def test_resources_no_node_has_and_pinned_gpus_fail_before_the_sweep(tmp_path, fake_nb):
     nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
-             {"Alive": True, "Resources": {"CPU": 16.0}}, {"Alive": False, "Resources": {"GPU": 4.0}}]
+             {"Alive": True, "Resources": {"CPU": 16.0}},
+             {"Alive": False, "Resources": {"GPU": 4.0}}]
     fake_ray = SimpleNamespace(nodes=lambda: nodes)
     fits = write_grid(tmp_path / "a.yaml", fake_nb, pretraining={"resources": {"num_gpus": 1}},
                       finetuning={"resources": {"num_cpus": 12}})
@@ -285,6 +286,10 @@ def test_resources_no_node_has_fail_before_the_sweep(tmp_path, fake_nb):
                          pretraining={"resources": {"num_gpus": 1, "num_cpus": 12}})
     with pytest.raises(ValueError, match="pretraining.resources .* fit no node"):
         ray_backend.check_resources(fake_ray, load_grid(too_big))
+    ray_backend.check_devices(load_grid(fits))
+    pinned = write_grid(tmp_path / "c.yaml", fake_nb, common={"device": "cuda:1"})
+    with pytest.raises(ValueError, match="set device: auto"):
+        ray_backend.check_devices(load_grid(pinned))
 
 
 def test_cli_ray_flags(tmp_path, fake_nb, monkeypatch, capsys):
