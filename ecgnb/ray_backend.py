@@ -2,9 +2,9 @@
 
 The scheduler stays :func:`ecgnb.sweep.run_sweep` (plan from the run folders, DAG order, failures
 skip dependants, ``sweep.json``, progress bar, lock); only the executor changes:
-:class:`RayExecutor` sends each run to the cluster as one Ray task, which executes the notebook with papermill exactly
-as the local scheduler does (same run folder, hash and ``_SUCCESS.json`` written last), so both
-backends read and resume each other's folders.
+:class:`RayExecutor` sends each run to the cluster as one Ray task, which executes the notebook
+with papermill exactly as the local scheduler does (same run folder, hash and ``_SUCCESS.json``
+written last), so both backends read and resume each other's folders.
 
 - Placement: a run asks for its stage's ``resources`` in the grid (``num_cpus``, ``num_gpus``,
   ``memory``; default one CPU). Ray picks the node and the GPU; the kernel sees only the GPUs Ray
