@@ -2,6 +2,8 @@
 
 - ``ecgnb run GRID``: a grid file's runs as a resumable DAG (``ecgnb.workflow.grid``,
   ``ecgnb.workflow.sweep``); ``ecgnb params GRID RUN``: one run's parameters as a params file;
+  on this machine or, with ``--ray [ADDRESS]``, on a Ray cluster
+  (``ecgnb.workflow.ray_backend``);
 - ``ecgnb report GRID_OR_FOLDER``: ``results.csv`` rebuilt from the cell folders, then
   notebooks/06_results.ipynb renders the study table, statistics and figures; ``--figures DIR``
   also writes the key figures as PNG images (``ecgnb.static_figures``; ``make figures``: docs/);
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import os
 import sys
 import time
 import traceback
@@ -26,6 +29,7 @@ DEMO_STEPS = ((NOTEBOOKS["exploration"], "params/exploration/embedded.yaml"),)
 DEMO_GRID = PROJECT_ROOT / "params" / "grids" / "demo.yaml"
 REPORT_NOTEBOOK = PROJECT_ROOT / NOTEBOOKS["results"]
 REPORT_RUN = "report"  # the report's run folder inside a grid folder
+LOCAL_RAY = "local"  # ``--ray`` without an address: start a local Ray instance
 
 
 def _execute(args) -> int:
@@ -51,13 +55,21 @@ def _run(args) -> int:
     from ecgnb.workflow.grid import load_grid
     from ecgnb.workflow.sweep import format_plan, plan
 
+    if args.outputs:  # before anything reads the outputs root (kernels inherit it)
+        os.environ["ECGNB_OUTPUTS"] = str(Path(args.outputs).expanduser().resolve())
     grid = load_grid(args.grid)  # every run validated against its notebook before anything runs
     if args.dry_run:
         statuses = plan(grid, args.only, args.retry_failed, args.accept_old_code)
         print(format_plan(grid, statuses, args.accept_old_code))
         return 0
+    if args.ray is not None:
+        if args.devices:
+            raise ValueError("--devices is for the local scheduler; with --ray, Ray assigns "
+                             "the GPUs asked for by the grid's resources")
+        return _sweep(grid, args.jobs, only=args.only, retry_failed=args.retry_failed,
+                      accept_old_code=args.accept_old_code, ray_address=args.ray)
     devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
-    return _sweep(grid, args.jobs, devices, args.only, args.retry_failed, args.accept_old_code)
+    return _sweep(grid, args.jobs or 1, devices, args.only, args.retry_failed, args.accept_old_code)
 
 
 def _params(args) -> int:
@@ -75,13 +87,20 @@ def _params(args) -> int:
     return 0
 
 
-def _sweep(grid, jobs: int, devices=(), only=None, retry_failed: bool = False,
-           accept_old_code: bool = False) -> int:
+def _sweep(grid, jobs: int | None, devices=(), only=None, retry_failed: bool = False,
+           accept_old_code: bool = False, ray_address: str | None = None) -> int:
     from ecgnb.workflow.sweep import code_note, count_states, run_sweep
 
     start = time.time()
-    statuses = run_sweep(grid, jobs=jobs, devices=devices, only=only, retry_failed=retry_failed,
-                         accept_old_code=accept_old_code)
+    if ray_address is None:
+        statuses = run_sweep(grid, jobs=jobs, devices=devices, only=only,
+                             retry_failed=retry_failed, accept_old_code=accept_old_code)
+    else:
+        from ecgnb.workflow.ray_backend import run_sweep_on_ray
+
+        statuses, _ = run_sweep_on_ray(grid, ray_address, jobs=jobs, only=only,
+                                       retry_failed=retry_failed,
+                                       accept_old_code=accept_old_code)
     print(f"sweep '{grid.name}' in {time.time() - start:.1f} s: {count_states(statuses)}")
     note = code_note(statuses, accept_old_code)
     if note:
@@ -245,8 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a grid file's experiments (resumable DAG)")
     p.add_argument("grid", help="a grid YAML, e.g. params/grids/demo.yaml")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time (default 1; with --ray: every ready run, Ray queues them)")
     p.add_argument("--devices", default="", help="e.g. cuda:0,cuda:1: one run per GPU at a time")
+    p.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
+                   help="run on Ray: alone, a local Ray instance; 'auto', HOST:PORT or "
+                        "ray://HOST:PORT join a running cluster (see the grid's resources)")
+    p.add_argument("--outputs", default=None,
+                   help="outputs root (default $ECGNB_OUTPUTS or ./outputs); with --ray, a "
+                        "folder every node sees at the same path")
     p.add_argument("--dry-run", action="store_true", help="print the DAG and counts, run nothing")
     p.add_argument("--only", default=None, help="glob on run names; their missing ancestors too")
     p.add_argument("--retry-failed", action="store_true",

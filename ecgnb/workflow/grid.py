@@ -34,6 +34,10 @@ Run folders are ``<outputs>/<grid name>/<run name>``; parameters that name other
     finetuning:   {<04 params>, label_fractions: [1.0], by_backbone: {...}, notebook: ...}
     baselines:    {models: [hinception, mlp, fcn], <04 params>}   # unset 04 params: finetuning's
     embeddings:   {compare: [{backbone: ts2vec, scenarios: [ECG, ECG continued1]}], <05 params>}
+
+Any section may also hold ``resources: {num_cpus: 2, num_gpus: 1, memory: <bytes>}``: what one of
+its runs asks of a Ray cluster (``ecgnb run --ray``, :mod:`ecgnb.ray_backend`; baselines without
+their own take finetuning's). The local scheduler ignores them and they are not in the run's hash.
 """
 from __future__ import annotations
 
@@ -55,11 +59,13 @@ STAGE_OF_SECTION = {section: "finetuning" if section == "baselines" else section
 NOTEBOOKS = {section: STAGE_NOTEBOOKS[stage] for section, stage in STAGE_OF_SECTION.items()}
 TOP_KEYS = ("name", "common", "backbones", "scenarios", "pretrain_seeds") + STAGES
 # Grid keys of a section that are not notebook parameters.
-SECTION_KEYS = {"pretraining": ("notebook", "by_backbone"),
-                "regularization": ("notebook", "by_backbone", "by_step"),
-                "finetuning": ("notebook", "by_backbone", "label_fractions"),
-                "baselines": ("notebook", "models", "label_fractions"),
-                "embeddings": ("notebook", "compare")}
+SECTION_KEYS = {"pretraining": ("notebook", "resources", "by_backbone"),
+                "regularization": ("notebook", "resources", "by_backbone", "by_step"),
+                "finetuning": ("notebook", "resources", "by_backbone", "label_fractions"),
+                "baselines": ("notebook", "resources", "models", "label_fractions"),
+                "embeddings": ("notebook", "resources", "compare")}
+# What a run may ask of a Ray cluster (``resources`` of a section); Ray's own names.
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
 # Parameters the grid sets itself: a section setting them is an error.
 GRID_SET = {"pretraining": ("backbone", "corpus"),
             "regularization": ("parent_run", "scenario"),
@@ -91,6 +97,7 @@ class Grid:
     name: str
     source: Path
     runs: dict[str, Run]
+    resources: dict[str, dict] = dataclasses.field(default_factory=dict)  # per stage (Ray)
 
     def run_id(self, name: str) -> str:
         """The run name given to the runner: ``<grid name>/<run name>``."""
@@ -178,7 +185,7 @@ def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
     if spec.get("embeddings") is not None:
         for seed in seeds:
             runs += expander.embeddings(backbones, {r.name for r in runs}, seed)
-    return Grid(spec["name"], Path(source), {r.name: r for r in runs})
+    return Grid(spec["name"], Path(source), {r.name: r for r in runs}, _resources(spec, where))
 
 
 def validate_grid(grid: Grid) -> None:
@@ -226,6 +233,31 @@ def _check_pretrain_seeds(spec: dict, where: str) -> None:
         if any("seed" in o for o in overrides):
             raise GridError(f"{where}: '{stage}' sets 'seed' while pretrain_seeds is given: the "
                             "grid sets it per run from pretrain_seeds; remove it")
+
+
+def _resources(spec: dict, where: str) -> dict[str, dict]:
+    """Per stage: its section's ``resources`` (baselines fall back on finetuning's), checked."""
+    out = {}
+    for stage in STAGES:
+        section = spec.get(stage) or {}
+        if "resources" in section:
+            out[stage] = _check_resources(section["resources"], f"{where}: {stage}.resources")
+    if "baselines" not in out and "finetuning" in out:
+        out["baselines"] = out["finetuning"]
+    return out
+
+
+def _check_resources(resources, where: str) -> dict:
+    if not isinstance(resources, dict):
+        raise GridError(f"{where} must be a mapping with keys among {list(RESOURCE_KEYS)}")
+    _reject(resources, RESOURCE_KEYS, where)
+    for key, value in resources.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise GridError(f"{where}: {key} must be a number >= 0, got {value!r}")
+    gpus = resources.get("num_gpus", 0)
+    if gpus > 1 and gpus != int(gpus):
+        raise GridError(f"{where}: num_gpus above 1 must be whole, got {gpus}")
+    return dict(resources)
 
 
 def _check_subsections(spec: dict, where: str) -> None:

@@ -81,7 +81,8 @@ class RunStatus:
     note: str | None = None  # why a run that finished before runs again (other code)
 
 
-Executor = Callable[[Grid, str, tuple[str, ...], str | None], None]
+# (grid, run name, parents' hashes, device) -> None, or where the run executed (e.g. a Ray node)
+Executor = Callable[[Grid, str, tuple[str, ...], str | None], str | None]
 
 
 # --------------------------------------------------------------------------- planning
@@ -206,11 +207,11 @@ def device_index(device: str) -> str:
 
 
 def _attempt(execute: Executor, grid: Grid, name: str, hashes: dict[str, str],
-             device: str | None) -> float:
+             device: str | None) -> tuple[float, str | None]:
     start = time.time()
     prepare_folder(run_folder(grid, name), hashes[name])
-    execute(grid, name, tuple(hashes[p] for p in grid.runs[name].parents), device)
-    return time.time() - start
+    where = execute(grid, name, tuple(hashes[p] for p in grid.runs[name].parents), device)
+    return time.time() - start, where or device
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -349,7 +350,7 @@ class _Scheduler:
             self.free.append(status.device)
         error = future.exception()
         if error is None:
-            status.state, status.wall_s = "done", future.result()
+            status.state, (status.wall_s, status.device) = "done", future.result()
         else:
             status.state, status.error = "failed", _error_text(name, error, status.folder)
             self._skip_dependants(name)

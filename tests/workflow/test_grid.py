@@ -251,3 +251,24 @@ def test_paper_grid_dry_run_stays_clean(tmp_path, monkeypatch, capsys, recwarn):
     assert "58 runs, 555 downstream cells" in captured.out and not captured.err
     assert not [w for w in recwarn if not issubclass(w.category, DeprecationWarning)]
     assert "] pretraining/ts2vec-ecg\n" in captured.out  # one pretraining seed: today's names
+
+
+def test_resources_are_checked_per_stage_and_left_out_of_the_hash(tmp_path, fake_nb):
+    nb = str(fake_nb)
+    plain = grids.load_grid(write_grid(tmp_path / "plain.yaml", fake_nb))
+    grid = grids.load_grid(write_grid(
+        tmp_path / "g.yaml", fake_nb,
+        pretraining={"notebook": nb, "n_epochs": 2, "resources": {"num_cpus": 2, "num_gpus": 1}},
+        finetuning={"notebook": nb, "heads": ["mlp", "fcn"], "seeds": [0, 1],
+                    "resources": {"num_gpus": 0.25}}))
+    assert grid.resources == {"pretraining": {"num_cpus": 2, "num_gpus": 1},
+                              "finetuning": {"num_gpus": 0.25}, "baselines": {"num_gpus": 0.25}}
+    assert grid.hashes() == plain.hashes()  # where a run executes is not what it computes
+    assert not any("resources" in run.params for run in grid.runs.values())
+    for bad, match in (({"gpus": 1}, r"unknown key\(s\) \['gpus'\]"), ({"num_gpus": -1}, ">= 0"),
+                       ({"num_cpus": True}, ">= 0"), ({"num_gpus": 1.5}, "whole"),
+                       ("one gpu", "must be a mapping")):
+        path = write_grid(tmp_path / "bad.yaml", fake_nb,
+                          pretraining={"notebook": nb, "resources": bad})
+        with pytest.raises(grids.GridError, match=match):
+            grids.load_grid(path)
