@@ -193,13 +193,21 @@ def bench_published(code_dirs: dict[str, str], n_batches: int, batch_size: int, 
             ours = in_fresh_process(_time_ours, name, n_batches, batch_size, length, device,
                                     seed, None, crops)
             row = dict(backbone=name, seed=seed, device=ours["device"], ours=ours["samples_per_s"])
+            _progress(row, "ours")
             for key, flush in (("published", False), ("published_flush", True)):
                 theirs = in_fresh_process(_PUBLISHED_TIMERS[name], code_dir, n_batches,
                                           batch_size, length, device, seed, flush, crops)
                 row[key] = n_batches * batch_size / theirs["seconds"]
                 row["setup"] = theirs["setup_seconds"]
+                _progress(row, key)
             rows.append(row)
     return rows
+
+
+def _progress(row: dict, key: str) -> None:
+    """One line per finished measurement on stderr (a run takes minutes)."""
+    print(f"{row['backbone']} seed {row['seed']} {key}: {row[key]:.2f} samples/s",
+          file=sys.stderr, flush=True)
 
 
 def _spread(values: list[float], unit: str = "") -> str:
