@@ -26,8 +26,10 @@ test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q tests --nbval-lax notebooks
 
 # Optional side-by-side with the published code: make bench TS2VEC_CODE=dir TSTCC_CODE=dir
+# and with an earlier ecgnb checkout: BEFORE=dir
 bench: $(STAMP)
-	$(BIN)/python -m ecgnb.bench pretrain
+	$(BIN)/python -m ecgnb.bench pretrain $(if $(BEFORE),--before $(BEFORE))
+	$(BIN)/python -m ecgnb.bench probe
 	$(BIN)/python -m ecgnb.bench softdtw
 	$(if $(TS2VEC_CODE)$(TSTCC_CODE),$(BIN)/python -m ecgnb.bench published \
 	  $(if $(TS2VEC_CODE),--ts2vec-code $(TS2VEC_CODE)) $(if $(TSTCC_CODE),--tstcc-code $(TSTCC_CODE)))

@@ -1,4 +1,4 @@
-"""Benchmarks (a script, not a test): ``python -m ecgnb.bench softdtw|pretrain|published``.
+"""Benchmarks (a script, not a test): ``python -m ecgnb.bench softdtw|pretrain|published|probe``.
 
 - ``softdtw``: pairwise soft-DTW of one batch ``[B, T]`` with our numba kernel (CPU, all cores),
   our torch anti-diagonal path (CPU, and CUDA when present) and tslearn's ``cdist_soft_dtw``;
@@ -9,8 +9,10 @@
   ``max_memory_allocated``; CPU the peak resident set size of a fresh process per backbone
   (``resource.getrusage``), and its growth from the start of the warm-up batch (the memory
   training adds on top of the built model and the data).
+  ``--before DIR`` adds the rate and peak memory of another ecgnb checkout (before a change).
 - ``published``: our TS2Vec and TS-TCC against checkouts of the published code, side by side
-  (:mod:`ecgnb.bench_published`).
+  (:mod:`ecgnb.bench_published`), as shipped and with both sides flushing denormals.
+- ``probe``: linear probing's encoder work on cached embeddings against re-encoding every epoch.
 Timing inputs are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
 """
 from __future__ import annotations
@@ -20,8 +22,11 @@ import concurrent.futures
 import multiprocessing
 import os
 import resource
+import subprocess
+import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -144,13 +149,15 @@ def format_softdtw(rows: list[dict], length: int, gamma: float) -> str:
 
 # --------------------------------------------------------------------------- pretraining
 def bench_backbone(name: str, n_batches: int, batch_size: int, length: int,
-                   device: str | None = None, seed: int = 0) -> dict:
-    """Samples/s and peak memory of one backbone's training (run in a fresh process on CPU)."""
+                   device: str | None = None, seed: int = 0, overrides: dict | None = None
+                   ) -> dict:
+    """Samples/s and peak memory of one backbone's training (run in a fresh process on CPU);
+    ``overrides``: config fields that differ from the defaults (e.g. ``flush_denormal``)."""
     from ecgnb.models import build
 
     device_ = pick_device(device)
     x = synthetic_batch((n_batches + 1) * batch_size, length, seed)[:, None, :]
-    enc = build(name, device=device, seed=seed, verbose=False).build(length)
+    enc = build(name, device=device, seed=seed, verbose=False, **(overrides or {})).build(length)
     if device_.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -193,13 +200,86 @@ def bench_pretrain(names: Sequence[str], n_batches: int, batch_size: int, length
             for name in names]
 
 
-def format_pretrain(rows: list[dict], batch_size: int, length: int) -> str:
+def bench_pretrain_before(code_dir: str, names: Sequence[str], n_batches: int, batch_size: int,
+                          length: int, device: str | None = None) -> dict[str, dict]:
+    """The same table from another ecgnb checkout (``code_dir``, e.g. before a change), run as
+    ``python -m ecgnb.bench pretrain`` with that checkout first on ``PYTHONPATH``; per backbone
+    ``{samples_per_s, peak_mb}`` read back from its printed rows."""
+    command = [sys.executable, "-m", "ecgnb.bench", "pretrain", "--backbones", ",".join(names),
+               "--batches", str(n_batches), "--batch-size", str(batch_size),
+               "--length", str(length)] + (["--device", device] if device else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(code_dir).resolve())] + os.environ.get("PYTHONPATH", "").split(os.pathsep))}
+    printed = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for line in printed.splitlines():
+        fields = line.split()
+        if fields and fields[0] in names and len(fields) >= 5:
+            rows[fields[0]] = dict(samples_per_s=float(fields[2]), peak_mb=float(fields[4]))
+    return rows
+
+
+def format_pretrain(rows: list[dict], batch_size: int, length: int,
+                    before: dict[str, dict] | None = None) -> str:
     lines = [f"pretraining, batch {batch_size} x [1, {length}], default configs",
              f"{'backbone':<12}{'device':<8}{'samples/s':>11}{'s/batch':>9}"
-             f"{'peak MB':>10}{'growth MB':>11}"]
+             f"{'peak MB':>10}{'growth MB':>11}"
+             + (f"{'samples/s before':>18}{'peak MB before':>16}" if before else "")]
     for r in rows:
-        lines.append(f"{r['backbone']:<12}{r['device']:<8}{r['samples_per_s']:>11.1f}"
-                     f"{r['seconds_per_batch']:>9.2f}{r['peak_mb']:>10.0f}{r['growth_mb']:>11.0f}")
+        line = (f"{r['backbone']:<12}{r['device']:<8}{r['samples_per_s']:>11.1f}"
+                f"{r['seconds_per_batch']:>9.2f}{r['peak_mb']:>10.0f}{r['growth_mb']:>11.0f}")
+        if before:
+            old = before.get(r["backbone"], dict(samples_per_s=float("nan"), peak_mb=float("nan")))
+            line += f"{old['samples_per_s']:>18.1f}{old['peak_mb']:>16.0f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- linear probing
+def bench_probe(names: Sequence[str], n_windows: int, length: int, n_epochs: int,
+                device: str | None = None, seed: int = 0) -> list[dict]:
+    """Encoder work of linear probing: encode the training windows once and train the linear
+    head on the cached embeddings (ecgnb), against re-encoding them every epoch (the study's
+    probe ran the frozen encoder inside every training step). Times one encoding pass and one
+    head epoch (batch 64, Adam) per backbone and projects ``n_epochs``."""
+    from ecgnb.models import build
+
+    x = synthetic_batch(n_windows, length, seed)[:, None, :]
+    rows = []
+    for name in names:
+        enc = build(name, device=device, seed=seed, verbose=False).build(length)
+        encode_s, emb = best_time(lambda: enc.encode(x, batch_size=64), 1)
+        head_s, _ = best_time(lambda: _head_epoch(emb, seed), 3)
+        cached = encode_s + n_epochs * head_s
+        every_epoch = n_epochs * (encode_s + head_s)
+        rows.append(dict(backbone=name, encode_s=encode_s, head_epoch_s=head_s,
+                         cached_s=cached, every_epoch_s=every_epoch,
+                         saved=every_epoch / cached))
+    return rows
+
+
+def _head_epoch(embeddings: np.ndarray, seed: int, n_classes: int = 6) -> None:
+    """One epoch of a linear head on cached ``embeddings [N, D]`` (batch 64, Adam)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.from_numpy(embeddings)
+    y = torch.randint(0, n_classes, (len(z),), generator=gen)
+    head = torch.nn.Linear(z.shape[1], n_classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+    for idx in torch.randperm(len(z), generator=gen).split(64):
+        loss = torch.nn.functional.cross_entropy(head(z[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def format_probe(rows: list[dict], n_windows: int, length: int, n_epochs: int) -> str:
+    lines = [f"linear probing, {n_windows} training windows x [1, {length}], {n_epochs} epochs, "
+             f"default encoders, {torch.get_num_threads()} torch threads",
+             f"{'backbone':<12}{'encode s':>10}{'head epoch s':>14}{'cached total s':>16}"
+             f"{'re-encode total s':>19}{'saved':>8}"]
+    for r in rows:
+        lines.append(f"{r['backbone']:<12}{r['encode_s']:>10.2f}{r['head_epoch_s']:>14.4f}"
+                     f"{r['cached_s']:>16.1f}{r['every_epoch_s']:>19.1f}{r['saved']:>7.0f}x")
     return "\n".join(lines)
 
 
@@ -223,11 +303,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     pre.add_argument("--batch-size", type=int, default=64)
     pre.add_argument("--length", type=int, default=720)
     pre.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    pre.add_argument("--before", default=None,
+                     help="another ecgnb checkout (e.g. before a change): its rate and peak "
+                          "memory as extra columns")
+    probe = sub.add_parser("probe", help="linear probing: cached embeddings vs re-encoding "
+                                         "every epoch")
+    probe.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
+    probe.add_argument("--windows", type=int, default=1024)
+    probe.add_argument("--epochs", type=int, default=300, help="TrainConfig's default")
+    probe.add_argument("--length", type=int, default=720)
+    probe.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     pub = sub.add_parser("published", help="TS2Vec / TS-TCC training speed: ours vs the "
                                             "published code (checkouts you point to)")
     pub.add_argument("--ts2vec-code", default=None, help="checkout of yuezhihan/ts2vec")
     pub.add_argument("--tstcc-code", default=None, help="checkout of emadeldeen24/TS-TCC")
-    pub.add_argument("--batches", type=int, default=3)
+    pub.add_argument("--batches", type=int, default=10)
+    pub.add_argument("--repeats", type=int, default=3,
+                     help="seeds; each repeats the three measurements back to back")
     pub.add_argument("--batch-size", type=int, default=64)
     pub.add_argument("--length", type=int, default=720)
     pub.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
@@ -249,12 +341,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         code_dirs = {name: path for name, path in (("ts2vec", args.ts2vec_code),
                                                    ("tstcc", args.tstcc_code)) if path}
-        rows = bench_published(code_dirs, args.batches, args.batch_size, args.length, args.device)
+        rows = bench_published(code_dirs, args.batches, args.batch_size, args.length, args.device,
+                               args.repeats)
         print(format_published(rows, args.batches, args.batch_size, args.length))
+    elif args.command == "probe":
+        names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+        rows = bench_probe(names, args.windows, args.length, args.epochs, args.device)
+        print(format_probe(rows, args.windows, args.length, args.epochs))
     else:
         names = [n.strip() for n in args.backbones.split(",") if n.strip()]
         rows = bench_pretrain(names, args.batches, args.batch_size, args.length, args.device)
-        print(format_pretrain(rows, args.batch_size, args.length))
+        before = (bench_pretrain_before(args.before, names, args.batches, args.batch_size,
+                                        args.length, args.device) if args.before else None)
+        print(format_pretrain(rows, args.batch_size, args.length, before))
 
 
 if __name__ == "__main__":

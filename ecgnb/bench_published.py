@@ -12,9 +12,17 @@ also needs ``einops`` importable). Only their public entry points are called:
   timed separately, as ``one-time aug s``) and one ``trainer.model_train`` epoch over a shuffled
   ``DataLoader`` (both Adam optimisers as in its ``main.py``). Ours draws the views per batch,
   inside the timed epoch.
+
+Two comparisons in one run, ``--repeats`` times (seeds 0, 1, ...): ours *as shipped* (its config
+flushes denormals) against the published code *as published* (it does not), and ours against the
+published code with ``torch.set_flush_denormal(True)`` set for its whole process (the same
+arithmetic speed on both sides). TS2Vec's cost follows its random crops, so both sides get the
+same crops: one seeded script of ``(overlap length, left, extended left, extended right)`` per
+batch replaces the draws of both (the per-series shifts stay random).
 """
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,13 +46,65 @@ def _import_from(code_dir: str | Path, marker: str) -> None:
     sys.path.insert(0, str(code_dir))
 
 
+def crop_script(n_batches: int, length: int, seed: int, min_overlap: int = 2) -> list[tuple]:
+    """Seeded ``(crop_l, left, eleft, eright)`` per batch, drawn as both TS2Vecs draw them."""
+    rng = np.random.default_rng(seed)
+    script = []
+    for _ in range(n_batches):
+        crop_l = int(rng.integers(min_overlap, length + 1))
+        left = int(rng.integers(0, length - crop_l + 1))
+        script.append((crop_l, left, int(rng.integers(0, left + 1)),
+                       int(rng.integers(left + crop_l, length + 1))))
+    return script
+
+
+def _script_published_crops(script: list[tuple]) -> None:
+    """Make the published ``fit`` take its crop extents from ``script`` (its four scalar
+    ``np.random.randint`` calls per batch); the per-series offsets stay random."""
+    draws, randint = iter([v for crop in script for v in crop]), np.random.randint
+
+    def scripted(*args, size=None, **kwargs):
+        return randint(*args, size=size, **kwargs) if size is not None else next(draws)
+
+    np.random.randint = scripted  # this process only runs the published fit
+
+
+def _script_our_crops(script: list[tuple]) -> None:
+    """Make our TS2Vec take its crop extents from ``script``; the per-series shifts stay drawn
+    from the training generator."""
+    from ecgnb.models import ts2vec
+
+    crops = iter(script)
+
+    def scripted(x: torch.Tensor, min_overlap: int, generator: torch.Generator):
+        crop_l, left, eleft, eright = next(crops)
+        shift = torch.randint(-eleft, x.shape[-1] - eright + 1, (x.shape[0],), generator=generator)
+        return (ts2vec.take_per_row(x, shift + eleft, left + crop_l - eleft),
+                ts2vec.take_per_row(x, shift + left, eright - left), crop_l)
+
+    ts2vec.draw_overlapping_crops = scripted  # this process only runs this measurement
+
+
+def _time_ours(name: str, n_batches: int, batch_size: int, length: int, device: str | None,
+               seed: int, flush: bool | None, script: list[tuple] | None) -> dict:
+    """:func:`bench_backbone` as shipped (``flush=None``) or with ``flush_denormal=flush``."""
+    if script is not None:
+        _script_our_crops(script)
+    overrides = {} if flush is None else {"flush_denormal": flush}
+    return bench_backbone(name, n_batches, batch_size, length, device, seed, overrides)
+
+
 def _time_published_ts2vec(code_dir: str, n_batches: int, batch_size: int, length: int,
-                           device: str | None, seed: int) -> dict:
+                           device: str | None, seed: int, flush: bool = False,
+                           script: list[tuple] | None = None) -> dict:
     _import_from(code_dir, "ts2vec.py")
     from ts2vec import TS2Vec  # the published class
 
     from ecgnb.models.ts2vec import TS2VecConfig
 
+    torch.set_flush_denormal(flush)  # a fresh process of its own: no need to restore
+    if script is not None:
+        _script_published_crops(script)
     cfg, device_ = TS2VecConfig(), pick_device(device)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -80,7 +140,9 @@ def _tstcc_config(length: int, batch_size: int) -> SimpleNamespace:
 
 
 def _time_published_tstcc(code_dir: str, n_batches: int, batch_size: int, length: int,
-                          device: str | None, seed: int) -> dict:
+                          device: str | None, seed: int, flush: bool = False,
+                          script: list[tuple] | None = None) -> dict:
+    torch.set_flush_denormal(flush)  # a fresh process of its own: no need to restore
     _import_from(code_dir, "trainer/trainer.py")
     from dataloader.dataloader import Load_Dataset  # the published modules
     from models.model import base_Model
@@ -118,27 +180,60 @@ _PUBLISHED_TIMERS = {"ts2vec": _time_published_ts2vec, "tstcc": _time_published_
 
 
 def bench_published(code_dirs: dict[str, str], n_batches: int, batch_size: int, length: int,
-                    device: str | None = None, seed: int = 0) -> list[dict]:
-    """Rows ``{backbone, ours, published, setup}`` in samples/s (setup: seconds of the published
-    TS-TCC's one-time augmentation, else ``None``); every measurement in a fresh process."""
+                    device: str | None = None, repeats: int = 3) -> list[dict]:
+    """One row per backbone and repeat (seed): samples/s of ours as shipped, the published code
+    as published and the published code flushing denormals (``published_flush``), plus the
+    published TS-TCC's one-time augmentation seconds (``setup``, else ``None``). Every
+    measurement runs in a fresh process; a repeat's three measurements run back to back."""
     rows = []
-    for name, code_dir in code_dirs.items():
-        ours = in_fresh_process(bench_backbone, name, n_batches, batch_size, length, device, seed)
-        theirs = in_fresh_process(_PUBLISHED_TIMERS[name], code_dir, n_batches, batch_size,
-                                  length, device, seed)
-        rows.append(dict(backbone=name, device=ours["device"], ours=ours["samples_per_s"],
-                         published=n_batches * batch_size / theirs["seconds"],
-                         setup=theirs["setup_seconds"]))
+    for seed in range(repeats):
+        script = crop_script(n_batches + 1, length, seed)  # + the warm-up batch
+        for name, code_dir in code_dirs.items():
+            crops = script if name == "ts2vec" else None
+            ours = in_fresh_process(_time_ours, name, n_batches, batch_size, length, device,
+                                    seed, None, crops)
+            row = dict(backbone=name, seed=seed, device=ours["device"], ours=ours["samples_per_s"])
+            _progress(row, "ours")
+            for key, flush in (("published", False), ("published_flush", True)):
+                theirs = in_fresh_process(_PUBLISHED_TIMERS[name], code_dir, n_batches,
+                                          batch_size, length, device, seed, flush, crops)
+                row[key] = n_batches * batch_size / theirs["seconds"]
+                row["setup"] = theirs["setup_seconds"]
+                _progress(row, key)
+            rows.append(row)
     return rows
 
 
+def _progress(row: dict, key: str) -> None:
+    """One line per finished measurement on stderr (a run takes minutes)."""
+    print(f"{row['backbone']} seed {row['seed']} {key}: {row[key]:.2f} samples/s",
+          file=sys.stderr, flush=True)
+
+
+def _spread(values: list[float], unit: str = "") -> str:
+    """``median [min, max]`` of the repeats."""
+    return (f"{statistics.median(values):.2f}{unit} [{min(values):.2f}, {max(values):.2f}]"
+            if len(values) > 1 else f"{values[0]:.2f}{unit}")
+
+
 def format_published(rows: list[dict], n_batches: int, batch_size: int, length: int) -> str:
+    """Per backbone: median [min, max] over repeats of each side's rate and of the two ratios
+    (each ratio taken within a repeat, so both sides of it shared the machine's load)."""
+    n_repeats = len({r["seed"] for r in rows})
     lines = [f"training samples/s, {n_batches} batches of {batch_size} x [1, {length}] after a "
-             f"warm-up batch, study hyper-parameters, {torch.get_num_threads()} torch threads",
-             f"{'backbone':<10}{'device':<8}{'ours':>9}{'published':>11}{'ours/published':>17}"
-             f"{'one-time aug s':>16}"]
-    for r in rows:
-        setup = "-" if r["setup"] is None else f"{r['setup']:.2f}"
-        lines.append(f"{r['backbone']:<10}{r['device']:<8}{r['ours']:>9.1f}{r['published']:>11.1f}"
-                     f"{r['ours'] / r['published']:>16.2f}x{setup:>16}")
+             f"warm-up batch, study hyper-parameters, {torch.get_num_threads()} torch threads; "
+             f"median [min, max] of {n_repeats} repeats",
+             f"{'backbone':<10}{'ours':>22}{'published':>22}{'published+flush':>22}"
+             f"{'shipped/published':>26}{'both flushing':>24}"]
+    for name in dict.fromkeys(r["backbone"] for r in rows):
+        mine = [r for r in rows if r["backbone"] == name]
+        cols = [_spread([r[k] for r in mine]) for k in ("ours", "published", "published_flush")]
+        ratios = [_spread([r["ours"] / r[k] for r in mine], "x")
+                  for k in ("published", "published_flush")]
+        lines.append(f"{name:<10}{cols[0]:>22}{cols[1]:>22}{cols[2]:>22}{ratios[0]:>26}"
+                     f"{ratios[1]:>24}")
+    setups = [r["setup"] for r in rows if r["setup"] is not None]
+    if setups:
+        lines.append(f"(published TS-TCC draws its augmented views once per run: "
+                     f"{statistics.median(setups):.2f} s, not counted in its rate)")
     return "\n".join(lines)

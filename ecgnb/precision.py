@@ -74,6 +74,10 @@ def autocast(device: torch.device, precision: str, use_amp: bool = False):
 
 @contextlib.contextmanager
 def numerics(device: torch.device, config) -> Iterator[None]:
-    """Denormal flushing from ``config.flush_denormal`` (default on) for the block."""
-    with flush_denormal(getattr(config, "flush_denormal", True) and device.type == "cpu"):
+    """Denormal flushing as ``config.flush_denormal`` says (default on) for the block; on a
+    GPU the CPU's setting is left alone."""
+    if device.type != "cpu":
+        yield
+        return
+    with flush_denormal(getattr(config, "flush_denormal", True)):
         yield

@@ -40,6 +40,7 @@ from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
                                      build_baseline, member_seeds)
+from ecgnb.precision import flush_denormal
 
 MODES = ("lp", "ft", "supervised")
 IMBALANCE = ("weights", "sampler", "none")
@@ -52,6 +53,7 @@ class TrainConfig:
     """One downstream run. ``head``: linear | mlp | fcn (lp, ft) or hinception | mlp | fcn
     (supervised). ``patience``: epochs without a better validation score before stopping
     (``None``: never). ``lr_patience``/``lr_factor``: ReduceLROnPlateau on the validation loss.
+    ``flush_denormal``: training and prediction flush subnormal floats (``ecgnb.precision``).
     ``label_fraction`` < 1 trains on :func:`label_subset` of the training split.
     ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
 
@@ -74,6 +76,7 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     use_amp: bool = True
+    flush_denormal: bool = True
     verbose: bool = True
 
     def __post_init__(self):
@@ -291,22 +294,23 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     loader, history, best = _train_loader(*train, config), [], BestState(config.select_on)
     bar = tqdm(range(1, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
                disable=not config.verbose, leave=False)
-    for epoch in bar:
-        _warm_up(optimizer, base_lrs, epoch, config.warmup_epochs)
-        start = time.perf_counter()
-        train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, config, device)
-        if after_epoch is not None:
-            after_epoch(epoch, model)
-        val_loss, val_f1 = _validate(model, val, criterion, config, device)
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                        "val_macro_f1": val_f1, "lr": optimizer.param_groups[-1]["lr"],
-                        "seconds": time.perf_counter() - start})
-        best.update(epoch, model, val_loss, val_f1)
-        if epoch >= config.warmup_epochs:
-            plateau.step(val_loss)
-        bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
-        if config.patience is not None and best.epochs_since >= config.patience:
-            break
+    with flush_denormal(config.flush_denormal):
+        for epoch in bar:
+            _warm_up(optimizer, base_lrs, epoch, config.warmup_epochs)
+            start = time.perf_counter()
+            train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, config, device)
+            if after_epoch is not None:
+                after_epoch(epoch, model)
+            val_loss, val_f1 = _validate(model, val, criterion, config, device)
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "val_macro_f1": val_f1, "lr": optimizer.param_groups[-1]["lr"],
+                            "seconds": time.perf_counter() - start})
+            best.update(epoch, model, val_loss, val_f1)
+            if epoch >= config.warmup_epochs:
+                plateau.step(val_loss)
+            bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
+            if config.patience is not None and best.epochs_since >= config.patience:
+                break
     return FitResult(model=best.restore(model), history=history, best_epoch=best.epoch)
 
 
@@ -458,8 +462,9 @@ def _fresh_model(encoder, config, n_classes, n_timesteps, seed) -> Classifier:
 def _score(model, inputs, name, idx, windows, config):
     """Metrics and predictions of split ``name``; lp scores the head on the cached inputs."""
     scorer = model.head if config.mode == "lp" else model
-    logits = predict_logits(scorer, inputs[name][0], max(256, config.batch_size),
-                            pick_device(config.device), config.use_amp)
+    with flush_denormal(config.flush_denormal):
+        logits = predict_logits(scorer, inputs[name][0], max(256, config.batch_size),
+                                pick_device(config.device), config.use_amp)
     proba = torch.softmax(logits, dim=1).numpy()
     y_true = inputs[name][1].numpy()
     frame = predictions_frame(idx, windows.groups[idx], y_true, proba, windows.classes)

@@ -41,7 +41,8 @@ class TS2VecConfig:
     training series are split into ``T // max_train_length`` equal sections, and a random window of
     that length is taken per batch (published behaviour; the study's 720-sample windows need none).
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.precision`.
+    see :mod:`ecgnb.precision`. ``recompute_blocks``: the residual blocks keep only their inputs
+    for the backward pass (see :class:`ConvBlock`); same results, less memory, a little compute.
     """
 
     input_dims: int = 1
@@ -64,6 +65,7 @@ class TS2VecConfig:
     use_amp: bool = True
     precision: str = "fp32"
     flush_denormal: bool = True
+    recompute_blocks: bool = True
 
     def __post_init__(self):
         check_precision(self.precision)
@@ -348,12 +350,7 @@ def split_long_series(x: np.ndarray, max_train_length: int | None) -> np.ndarray
 
 # --------------------------------------------------------------------------- the network
 class SamePadConv(nn.Module):
-    """Dilated 1-d convolution whose output has the input's length: ``[B, Ci, T] -> [B, Co, T]``.
-
-    ``forward(x, gelu_first=True)`` computes ``conv(gelu(x))`` with :class:`_GeluConv`, which
-    keeps only ``x`` for the backward pass and recomputes the GELU there (the block's memory
-    halves; the values are those of ``conv(F.gelu(x))``).
-    """
+    """Dilated 1-d convolution whose output has the input's length: ``[B, Ci, T] -> [B, Co, T]``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
         super().__init__()
@@ -362,75 +359,100 @@ class SamePadConv(nn.Module):
                               padding=receptive_field // 2, dilation=dilation)
         self.n_trim = 1 if receptive_field % 2 == 0 else 0
 
-    def forward(self, x: torch.Tensor, gelu_first: bool = False) -> torch.Tensor:
-        if gelu_first:
-            conv = self.conv
-            out = _GeluConv.apply(x, conv.weight, conv.bias, conv.padding[0], conv.dilation[0])
-        else:
-            out = self.conv(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
         return out[..., :-self.n_trim] if self.n_trim else out
 
 
-class _GeluConv(torch.autograd.Function):
-    """``conv1d(gelu(x), weight, bias)`` (stride 1) that saves ``x``, not ``gelu(x)``.
+class ConvBlock(nn.Module):
+    """Residual block: GELU -> dilated conv -> GELU -> dilated conv, plus the (projected) input.
 
-    Under autocast the inputs are cast to the autocast dtype, as ``F.conv1d`` would be.
+    ``recompute``: the GELU -> conv -> GELU -> conv body runs as :class:`_RecomputedBody`, which
+    keeps only the block input for the backward pass (recomputing the GELUs and the first
+    convolution there): the same values and gradients, a quarter of the activation memory.
     """
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding: int, dilation: int):
-        device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        x_c, weight_c = x.to(dtype), weight.to(dtype)
-        bias_c = None if bias is None else bias.to(dtype)
-        ctx.save_for_backward(x_c, weight_c)
-        ctx.setup = (padding, dilation, bias is not None, x.dtype, weight.dtype)
-        with torch.autocast(device, enabled=False):
-            return F.conv1d(F.gelu(x_c), weight_c, bias_c, padding=padding, dilation=dilation)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        x_c, weight_c = ctx.saved_tensors
-        padding, dilation, has_bias, x_dtype, weight_dtype = ctx.setup
-        grad_out = grad_out.to(x_c.dtype)
-        grad_gelu, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad_out, F.gelu(x_c), weight_c, [weight_c.shape[0]] if has_bias else None, [1],
-            [padding], [dilation], False, [0], 1, [ctx.needs_input_grad[0], True, has_bias])
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.gelu_backward(grad_gelu, x_c).to(x_dtype)
-        grad_bias = grad_bias.to(weight_dtype) if has_bias else None
-        return grad_x, grad_weight.to(weight_dtype), grad_bias, None, None
-
-
-class ConvBlock(nn.Module):
-    """Residual block: GELU -> dilated conv -> GELU -> dilated conv, plus the (projected) input."""
-
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int,
-                 final: bool = False):
+                 final: bool = False, recompute: bool = False):
         super().__init__()
         self.conv1 = SamePadConv(in_channels, out_channels, kernel_size, dilation)
         self.conv2 = SamePadConv(out_channels, out_channels, kernel_size, dilation)
         needs_projection = in_channels != out_channels or final
         self.projector = nn.Conv1d(in_channels, out_channels, 1) if needs_projection else None
+        self.recompute = recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.projector is None else self.projector(x)
-        x = self.conv1(x, gelu_first=True)
-        x = self.conv2(x, gelu_first=True)
+        if self.recompute and torch.is_grad_enabled():
+            c1, c2 = self.conv1, self.conv2
+            x = _RecomputedBody.apply(x, c1.conv.weight, c1.conv.bias, c2.conv.weight,
+                                      c2.conv.bias, c1.conv.padding[0], c1.conv.dilation[0],
+                                      c1.n_trim)
+        else:
+            x = self.conv2(F.gelu(self.conv1(F.gelu(x))))
         return x + residual
+
+
+class _RecomputedBody(torch.autograd.Function):
+    """``conv2(gelu(conv1(gelu(x))))`` (same padding, dilation and trim for both, stride 1)
+    that saves only ``x``. Under autocast its inputs are cast to the autocast dtype, as
+    ``F.conv1d`` would cast them."""
+
+    @staticmethod
+    def forward(ctx, x, weight1, bias1, weight2, bias2, padding: int, dilation: int, n_trim: int):
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        params = [None if p is None else p.to(dtype) for p in (weight1, bias1, weight2, bias2)]
+        x_c = x.to(dtype)
+        ctx.save_for_backward(x_c, *params)
+        ctx.setup = (padding, dilation, n_trim, x.dtype, weight1.dtype)
+        with torch.autocast(device, enabled=False):
+            hidden = _conv(F.gelu(x_c), params[0], params[1], padding, dilation, n_trim)
+            return _conv(F.gelu(hidden), params[2], params[3], padding, dilation, n_trim)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x_c, weight1, bias1, weight2, bias2 = ctx.saved_tensors
+        padding, dilation, n_trim, x_dtype, param_dtype = ctx.setup
+        gelu_x = F.gelu(x_c)
+        hidden = _conv(gelu_x, weight1, bias1, padding, dilation, n_trim)
+        grad_hidden, grad_w2, grad_b2 = _conv_backward(
+            grad_out.to(x_c.dtype), F.gelu(hidden), weight2, bias2, padding, dilation, n_trim)
+        grad_hidden = torch.ops.aten.gelu_backward(grad_hidden, hidden)
+        del hidden
+        grad_gelu_x, grad_w1, grad_b1 = _conv_backward(grad_hidden, gelu_x, weight1, bias1,
+                                                       padding, dilation, n_trim)
+        grad_x = torch.ops.aten.gelu_backward(grad_gelu_x, x_c).to(x_dtype)
+        grads = [None if g is None else g.to(param_dtype)
+                 for g in (grad_w1, grad_b1, grad_w2, grad_b2)]
+        return (grad_x, *grads, None, None, None)
+
+
+def _conv(x, weight, bias, padding: int, dilation: int, n_trim: int) -> torch.Tensor:
+    out = F.conv1d(x, weight, bias, padding=padding, dilation=dilation)
+    return out[..., :-n_trim] if n_trim else out
+
+
+def _conv_backward(grad_out, x, weight, bias, padding: int, dilation: int, n_trim: int):
+    """Gradients ``(input, weight, bias)`` of :func:`_conv` for ``grad_out``."""
+    if n_trim:
+        grad_out = F.pad(grad_out, (0, n_trim))
+    return torch.ops.aten.convolution_backward(
+        grad_out, x, weight, None if bias is None else [bias.shape[0]], [1], [padding],
+        [dilation], False, [0], 1, [True, True, bias is not None])
 
 
 class DilatedConvEncoder(nn.Module):
     """Residual blocks with dilation ``2**i``: ``[B, in_channels, T] -> [B, channels[-1], T]``."""
 
-    def __init__(self, in_channels: int, channels: list[int], kernel_size: int):
+    def __init__(self, in_channels: int, channels: list[int], kernel_size: int,
+                 recompute: bool = False):
         super().__init__()
         widths = [in_channels] + list(channels)
         self.net = nn.Sequential(*[
             ConvBlock(widths[i], widths[i + 1], kernel_size, dilation=2 ** i,
-                      final=(i == len(channels) - 1))
+                      final=(i == len(channels) - 1), recompute=recompute)
             for i in range(len(channels))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -443,15 +465,17 @@ class TSEncoder(Network):
     Timestamps with a NaN in any channel are zeroed at the input and masked after the projection,
     like the published code; ``mask`` (True = keep) is applied on top. The network draws no mask
     itself: the training loss passes one. ``pool`` (inherited) is the max over time -> ``[B, D]``.
+    ``recompute``: see :class:`ConvBlock` (training memory only; the weights are the same).
     """
 
     def __init__(self, input_dims: int = 1, output_dims: int = 320, hidden_dims: int = 64,
-                 depth: int = 10, kernel_size: int = 3, dropout: float = 0.1):
+                 depth: int = 10, kernel_size: int = 3, dropout: float = 0.1,
+                 recompute: bool = False):
         super().__init__()
         self.embedding_dim = self.feature_dim = output_dims
         self.input_fc = nn.Linear(input_dims, hidden_dims)
         self.feature_extractor = DilatedConvEncoder(
-            hidden_dims, [hidden_dims] * depth + [output_dims], kernel_size)
+            hidden_dims, [hidden_dims] * depth + [output_dims], kernel_size, recompute)
         self.repr_dropout = nn.Dropout(p=dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
@@ -488,7 +512,7 @@ class TS2Vec(Encoder):
     def _build(self, n_timesteps: int) -> None:
         c = self.config
         self.network_ = TSEncoder(c.input_dims, c.output_dims, c.hidden_dims, c.depth,
-                                  c.kernel_size, c.dropout)
+                                  c.kernel_size, c.dropout, c.recompute_blocks)
         self.modules_["network"] = self.network_
         if c.use_swa:
             self.averaged_ = AveragedModel(self.network_)

@@ -151,6 +151,24 @@ def test_chunked_loss_and_gradient_equal_the_autograd_reference(monkeypatch, chu
                                                                                      rel=1e-5)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 4])  # 4: an even receptive field, trimmed
+def test_recomputed_blocks_give_the_same_values_and_gradients(kernel_size):
+    torch.manual_seed(0)
+    plain = TSEncoder(depth=2, hidden_dims=8, output_dims=16, kernel_size=kernel_size).double()
+    recomputed = TSEncoder(depth=2, hidden_dims=8, output_dims=16, kernel_size=kernel_size,
+                           recompute=True).double()
+    recomputed.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 1, 40, dtype=torch.float64)
+    outputs, grads = [], []
+    for net in (plain.eval(), recomputed.eval()):
+        out = net(x)
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), list(net.parameters())))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- random views
 def test_crops_overlap_and_masks_follow_the_generator():
     x = torch.arange(2 * 50, dtype=torch.float32).view(2, 1, 50)
