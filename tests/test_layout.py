@@ -7,7 +7,7 @@ import ecgnb
 PACKAGE = pathlib.Path(ecgnb.__file__).parent
 # Lowest first. A module may import modules of its own layer or of lower ones only.
 LAYERS = (
-    ("ecgnb.config", "ecgnb.runs", "ecgnb.precision"),
+    ("ecgnb.config", "ecgnb.runs"),
     ("ecgnb.data",),
     ("ecgnb.models",),
     ("ecgnb.evaluation",),
@@ -15,7 +15,7 @@ LAYERS = (
     ("ecgnb.exploration", "ecgnb.pretraining", "ecgnb.regularization", "ecgnb.finetuning",
      "ecgnb.embeddings", "ecgnb.results", "ecgnb.maps", "ecgnb.map_explorer"),
     ("ecgnb.static_figures",),
-    ("ecgnb.cli", "ecgnb.bench", "ecgnb.bench_published"),
+    ("ecgnb.cli", "ecgnb.bench"),
 )
 
 

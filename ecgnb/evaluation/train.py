@@ -40,7 +40,7 @@ from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
                                      build_baseline, member_seeds)
-from ecgnb.precision import flush_denormal
+from ecgnb.models.precision import flush_denormal
 
 MODES = ("lp", "ft", "supervised")
 IMBALANCE = ("weights", "sampler", "none")
@@ -53,7 +53,7 @@ class TrainConfig:
     """One downstream run. ``head``: linear | mlp | fcn (lp, ft) or hinception | mlp | fcn
     (supervised). ``patience``: epochs without a better validation score before stopping
     (``None``: never). ``lr_patience``/``lr_factor``: ReduceLROnPlateau on the validation loss.
-    ``flush_denormal``: training and prediction flush subnormal floats (``ecgnb.precision``).
+    ``flush_denormal``: training and prediction flush subnormal floats (``ecgnb.models.precision``).
     ``label_fraction`` < 1 trains on :func:`label_subset` of the training split.
     ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
 

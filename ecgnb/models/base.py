@@ -12,7 +12,7 @@ A backbone subclasses :class:`Encoder` and provides
   ``_after_epoch(x_t, batch_size)`` (e.g. TS-TCC's clean batch-norm statistics) and
   ``_inference_network()`` (the network used by ``encode``; TS2Vec returns its averaged copy).
 
-Numerics (:mod:`ecgnb.precision`): ``fit``, ``evaluate_loss``, ``encode`` and ``features`` run
+Numerics (:mod:`ecgnb.models.precision`): ``fit``, ``evaluate_loss``, ``encode`` and ``features`` run
 with denormals flushed when the config's ``flush_denormal`` is on (restored afterwards) and under
 the autocast of the config's ``precision`` (``bf16``) or, on CUDA, ``use_amp``.
 """
@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ecgnb.config import pick_device, reject_unknown, torch_generator
-from ecgnb.precision import autocast, numerics
+from ecgnb.models.precision import autocast, numerics
 
 
 class CheckpointError(ValueError):

@@ -49,7 +49,7 @@ from torch import nn
 
 from ecgnb.models.base import Encoder, Network
 from ecgnb.models.softdtw import pairwise_soft_dtw
-from ecgnb.precision import check_precision
+from ecgnb.models.precision import check_precision
 
 SPECTRUM_FILTERS = ("random", "lowpass", "highpass", "bandpass")
 TIME_KERNEL, REP_KERNEL = 8, 3  # official DisjoinEncoder kernels
@@ -69,7 +69,7 @@ class Series2VecConfig:
     (cost / decimate**2). ``fs`` (Hz) is the inputs' sampling rate: the spectrum filter's
     cut-offs ``lowpass_hz``/``highpass_hz`` (order ``filter_order``) are in Hz at this rate.
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.precision`.
+    see :mod:`ecgnb.models.precision`.
     """
 
     emb_size: int = 16

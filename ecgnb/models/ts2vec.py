@@ -26,7 +26,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ecgnb.models.base import Encoder, Network, check_windows
-from ecgnb.precision import check_precision
+from ecgnb.models.precision import check_precision
 
 MASK_MODES = ("binomial", "continuous", "all_true", "all_false", "mask_last")
 
@@ -41,7 +41,7 @@ class TS2VecConfig:
     training series are split into ``T // max_train_length`` equal sections, and a random window of
     that length is taken per batch (published behaviour; the study's 720-sample windows need none).
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.precision`. ``recompute_blocks``: the residual blocks keep only their inputs
+    see :mod:`ecgnb.models.precision`. ``recompute_blocks``: the residual blocks keep only their inputs
     for the backward pass (see :class:`ConvBlock`); same results, less memory, a little compute.
     """
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgnb.models.base import Encoder, Network
-from ecgnb.precision import check_precision
+from ecgnb.models.precision import check_precision
 
 INNER_KERNEL_SIZE = 8  # blocks 2 and 3 of the published encoder: kernel 8, stride 1, padding 4
 
@@ -39,7 +39,7 @@ class TSTCCConfig:
     ``clean_bn_stats``: after every epoch, re-estimate the encoder's batch-norm statistics on the
     clean training windows (:meth:`TSTCC._after_epoch`); ``False`` keeps the published behaviour.
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.precision`.
+    see :mod:`ecgnb.models.precision`.
     """
 
     input_channels: int = 1

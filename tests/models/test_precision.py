@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ecgnb.models import build, load
-from ecgnb.precision import check_precision, cpu_supports_bf16, flush_denormal
+from ecgnb.models.precision import check_precision, cpu_supports_bf16, flush_denormal
 
 SUBNORMAL = 1e-40  # below float32's smallest normal number (1.2e-38)
 TINY = dict(depth=1, hidden_dims=8, output_dims=8)

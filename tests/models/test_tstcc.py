@@ -196,7 +196,7 @@ def test_batch_norm_statistics_describe_clean_windows():
 
 
 def test_published_config_mirrors_ours_and_missing_checkout_is_named(tmp_path):
-    from ecgnb.bench_published import _import_from, _tstcc_config
+    from ecgnb.bench.published import _import_from, _tstcc_config
 
     cfg = _tstcc_config(720, 64)
     assert (cfg.features_len, cfg.final_out_channels, cfg.TC.timesteps) == (92, 320, 30)

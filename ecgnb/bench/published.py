@@ -2,7 +2,7 @@
 
 ``python -m ecgnb.bench published --ts2vec-code DIR --tstcc-code DIR`` times one training epoch of
 each published code base at the study's hyper-parameters (``ecgnb.models.build`` defaults) on the
-same seeded batches that :func:`ecgnb.bench.bench_backbone` times ours on, each in a fresh process
+same seeded batches that :func:`ecgnb.bench.pretrain.bench_backbone` times ours on, each in a fresh process
 with the same number of torch threads. The published code is *not* shipped with ecgnb: point the
 options at checkouts of github.com/yuezhihan/ts2vec and github.com/emadeldeen24/TS-TCC (TS-TCC
 also needs ``einops`` importable). Only their public entry points are called:
@@ -31,7 +31,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ecgnb.bench import _sync, bench_backbone, in_fresh_process, synthetic_batch
+from ecgnb.bench.pretrain import bench_backbone
+from ecgnb.bench.timing import in_fresh_process, sync, synthetic_batch
 from ecgnb.config import pick_device
 
 PUBLISHED = {"ts2vec": "github.com/yuezhihan/ts2vec", "tstcc": "github.com/emadeldeen24/TS-TCC"}
@@ -113,10 +114,10 @@ def _time_published_ts2vec(code_dir: str, n_batches: int, batch_size: int, lengt
                    depth=cfg.depth, device=str(device_), lr=cfg.lr, batch_size=batch_size,
                    max_train_length=cfg.max_train_length, temporal_unit=cfg.temporal_unit)
     model.fit(x[:batch_size], n_epochs=1)  # warm-up batch
-    _sync(device_)
+    sync(device_)
     start = time.perf_counter()
     model.fit(x[batch_size:], n_epochs=2)  # its epoch counter is at 1: one more epoch
-    _sync(device_)
+    sync(device_)
     return dict(seconds=time.perf_counter() - start, setup_seconds=None)
 
 
@@ -169,10 +170,10 @@ def _time_published_tstcc(code_dir: str, n_batches: int, batch_size: int, length
         return setup
 
     epoch(x[:batch_size])  # warm-up batch
-    _sync(device_)
+    sync(device_)
     start = time.perf_counter()
     setup = epoch(x[batch_size:])
-    _sync(device_)
+    sync(device_)
     return dict(seconds=time.perf_counter() - start - setup, setup_seconds=setup)
 
 

@@ -1,0 +1,103 @@
+"""Benchmarks (a script, not a test): ``python -m ecgnb.bench softdtw|pretrain|published|probe``.
+
+- ``softdtw``: pairwise soft-DTW of one batch ``[B, T]`` with our numba kernel (CPU, all cores),
+  our torch anti-diagonal path (CPU, and CUDA when present) and tslearn's ``cdist_soft_dtw``;
+  wall time (best of ``--repeats``, compile/warm-up excluded), speed-up over tslearn and the
+  largest element-wise relative difference.
+- ``pretrain``: per backbone (``ecgnb.models.build`` defaults), training samples/s over
+  ``--batches`` batches after one warm-up batch, and peak memory: CUDA
+  ``max_memory_allocated``; CPU the peak resident set size of a fresh process per backbone
+  (``resource.getrusage``), and its growth from the start of the warm-up batch (the memory
+  training adds on top of the built model and the data).
+  ``--before DIR`` adds the rate and peak memory of another ecgnb checkout (before a change).
+- ``published``: our TS2Vec and TS-TCC against checkouts of the published code, side by side
+  (:mod:`ecgnb.bench.published`), as shipped and with both sides flushing denormals.
+- ``probe``: linear probing's encoder work on cached embeddings against re-encoding every epoch.
+Timing inputs are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+
+
+from ecgnb.bench.pretrain import (bench_pretrain, bench_pretrain_before, bench_probe,
+                                  format_pretrain, format_probe)
+from ecgnb.bench.softdtw import bench_softdtw, format_softdtw
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ecgnb.bench",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sdtw = sub.add_parser("softdtw", help="pairwise soft-DTW: ours vs tslearn")
+    sdtw.add_argument("--batch", type=int, default=64)
+    sdtw.add_argument("--length", type=int, default=720)
+    sdtw.add_argument("--repeats", type=int, default=3)
+    sdtw.add_argument("--gamma", type=float, default=0.1)
+    sdtw.add_argument("--paths", default="numba,torch,tslearn",
+                      help="comma-separated subset of numba,torch,tslearn")
+    sdtw.add_argument("--torch-cpu-batch", type=int, default=16,
+                      help="series used to time the torch path on CPU (it is the CUDA path)")
+    pre = sub.add_parser("pretrain", help="training samples/s and peak memory per backbone")
+    pre.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
+    pre.add_argument("--batches", type=int, default=5)
+    pre.add_argument("--batch-size", type=int, default=64)
+    pre.add_argument("--length", type=int, default=720)
+    pre.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    pre.add_argument("--before", default=None,
+                     help="another ecgnb checkout (e.g. before a change): its rate and peak "
+                          "memory as extra columns")
+    probe = sub.add_parser("probe", help="linear probing: cached embeddings vs re-encoding "
+                                         "every epoch")
+    probe.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
+    probe.add_argument("--windows", type=int, default=1024)
+    probe.add_argument("--epochs", type=int, default=300, help="TrainConfig's default")
+    probe.add_argument("--length", type=int, default=720)
+    probe.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    pub = sub.add_parser("published", help="TS2Vec / TS-TCC training speed: ours vs the "
+                                            "published code (checkouts you point to)")
+    pub.add_argument("--ts2vec-code", default=None, help="checkout of yuezhihan/ts2vec")
+    pub.add_argument("--tstcc-code", default=None, help="checkout of emadeldeen24/TS-TCC")
+    pub.add_argument("--batches", type=int, default=10)
+    pub.add_argument("--repeats", type=int, default=3,
+                     help="seeds; each repeats the three measurements back to back")
+    pub.add_argument("--batch-size", type=int, default=64)
+    pub.add_argument("--length", type=int, default=720)
+    pub.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    args = parser.parse_args(argv)
+    if args.command == "published" and not (args.ts2vec_code or args.tstcc_code):
+        parser.error("published: give --ts2vec-code and/or --tstcc-code")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command == "softdtw":
+        paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+        rows = bench_softdtw(args.batch, args.length, args.gamma, args.repeats, paths,
+                             torch_cpu_series=args.torch_cpu_batch)
+        print(format_softdtw(rows, args.length, args.gamma))
+    elif args.command == "published":
+        from ecgnb.bench.published import bench_published, format_published
+
+        code_dirs = {name: path for name, path in (("ts2vec", args.ts2vec_code),
+                                                   ("tstcc", args.tstcc_code)) if path}
+        rows = bench_published(code_dirs, args.batches, args.batch_size, args.length, args.device,
+                               args.repeats)
+        print(format_published(rows, args.batches, args.batch_size, args.length))
+    elif args.command == "probe":
+        names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+        rows = bench_probe(names, args.windows, args.length, args.epochs, args.device)
+        print(format_probe(rows, args.windows, args.length, args.epochs))
+    else:
+        names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+        rows = bench_pretrain(names, args.batches, args.batch_size, args.length, args.device)
+        before = (bench_pretrain_before(args.before, names, args.batches, args.batch_size,
+                                        args.length, args.device) if args.before else None)
+        print(format_pretrain(rows, args.batch_size, args.length, before))
+
+
+if __name__ == "__main__":
+    main()
