@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ecgnb.config import git_commit, package_versions, pick_device, seed_everything, write_json
+from ecgnb.config import (git_commit, math_threads, package_versions, pick_device, seed_everything,
+                          write_json)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SUCCESS = "_SUCCESS.json"  # written last: its presence marks a complete run
@@ -109,6 +110,7 @@ def start_stage(config, stage: str, output_dir: str = "") -> Path:
         seed_everything(seed)
     record = {"stage": stage, "params": params, "seed": seed, "versions": package_versions(),
               "git_commit": git_commit(), "device": str(pick_device(params.get("device"))),
+              "torch_threads": math_threads(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / CONFIG, record)
     return out
