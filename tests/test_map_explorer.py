@@ -85,7 +85,7 @@ def no_network(text: str) -> bool:
 
 def test_static_export_is_offline_and_clickable(maps, tmp_path):
     scores = M.scores_table(maps, k=3)
-    path = X.write_static(maps, tmp_path / "maps.html", scores)
+    path = X.write_static(maps, tmp_path / "maps.html", scores, share_plotlyjs=False)
     text = path.read_text(encoding="utf-8")
     assert no_network(text) and '<script src="http' not in text
     assert text.count("Plotly.newPlot") == 3  # target encoder, target head, corpus encoder
@@ -93,6 +93,28 @@ def test_static_export_is_offline_and_clickable(maps, tmp_path):
     assert len(text) > 1_000_000  # plotly.js embedded, not fetched
     snapshot = X.Explorer(maps).to_html(tmp_path / "explorer.html").read_text(encoding="utf-8")
     assert no_network(snapshot) and snapshot.count("Plotly.newPlot") == 3
+
+
+def test_batch_pages_share_one_plotlyjs(maps, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
+    pages = [X.write_static(maps, tmp_path / "g" / "embeddings" / name / "maps.html")
+             for name in ("one", "two")]
+    bundles = list(tmp_path.glob("plotly-*.min.js"))
+    assert len(bundles) == 1 and bundles[0].stat().st_size > 1_000_000
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert len(text) < 200_000 and no_network(text)
+        assert f'src="../../../{bundles[0].name}"' in text
+    interactive = X.write_static(maps, tmp_path / "embeddings" / "interactive" / "maps.html")
+    assert interactive.stat().st_size > 1_000_000  # a run by hand embeds its copy
+
+
+def test_waveforms_are_stored_at_display_precision(maps):
+    y = maps[0].windows.x[3, 0]
+    packed = X.quantize(y)
+    assert np.abs(X.dequantize(packed) - y).max() < 1e-4 * np.ptp(y)
+    assert len(packed[2]) == 4 * ((2 * len(y) + 2) // 3)  # 2 bytes per sample, base64
+    assert X._waveforms(maps)["target"]["x"]["3"] == packed
 
 
 def test_thumbnails_are_pngs(maps, tmp_path):
