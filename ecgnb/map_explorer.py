@@ -26,16 +26,23 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ecgnb.maps import (COLOR_BY, EmbeddingMap, comparison_figure, label_colors, panel_traces,
-                        thumbnail)
+                        split_legend, thumbnail)
 from ecgnb.plots import plotlyjs_for
 
 ALL_POINTS = "all"  # split option: training and placed points together
-MAP_HEIGHT = 440
-PANEL_LAYOUT = dict(height=MAP_HEIGHT + 120, title=dict(font=dict(size=12)),
-                    margin=dict(l=10, r=10, t=70, b=10), xaxis=dict(showticklabels=False),
-                    yaxis=dict(showticklabels=False),
+# Every figure has a fixed size and the boxes wrap: plotly's widget sizes a figure once, before
+# JupyterLab attaches it (so "autosize" gives plotly's 700 px default, wider than a 34 % column),
+# and never again. 440 px: three side by side in a 1600-px window, two or one in a 1000-px one.
+PANEL_WIDTH = 440
+MAP_HEIGHT = 420
+PANEL_LAYOUT = dict(width=PANEL_WIDTH, height=MAP_HEIGHT + 150, autosize=False,
+                    title=dict(font=dict(size=12)), margin=dict(l=10, r=10, t=60, b=10),
+                    xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False),
                     legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
-                                entrywidth=0.4, entrywidthmode="fraction"))
+                                entrywidth=0.5, entrywidthmode="fraction"))
+WAVEFORM_LAYOUT = dict(width=PANEL_WIDTH, height=MAP_HEIGHT, autosize=False,
+                       title=dict(text="click a point to see its window", font=dict(size=12)),
+                       xaxis_title="s", margin=dict(l=40, r=10, t=60, b=40))
 
 
 def split_options(maps: Sequence[EmbeddingMap]) -> list[str]:
@@ -81,11 +88,8 @@ class Explorer:
             "color": widgets.Dropdown(options=COLOR_BY, value=color_by, description="colour"),
         }
         self.panels = [go.FigureWidget(layout=PANEL_LAYOUT) for _ in range(2)]
-        self.waveform = go.FigureWidget(
-            go.Scatter(x=[], y=[], mode="lines", line=dict(width=1)),
-            layout=dict(height=MAP_HEIGHT, title=dict(text="click a point to see its window",
-                                                      font=dict(size=12)),
-                        xaxis_title="s", margin=dict(l=40, r=10, t=70, b=40)))
+        self.waveform = go.FigureWidget(go.Scatter(x=[], y=[], mode="lines", line=dict(width=1)),
+                                        layout=WAVEFORM_LAYOUT)
         self.selected_: tuple[str, int] | None = None  # (view, window) of the last click
         for control in self.controls.values():
             control.observe(lambda _change: self.redraw(), names="value")
@@ -122,7 +126,9 @@ class Explorer:
                 fig.layout.title.text = (f"no {self.value('stage')} map for this run "
                                          f"({self.value('split')})")
                 continue
-            fig.add_traces(panel_traces(self._shown(m), color, colors) + [_marker_trace()])
+            shown = self._shown(m)
+            fig.add_traces(panel_traces(shown, color, colors) + split_legend([shown])
+                           + [_marker_trace()])
             fig.layout.title.text = f"{m.source}<br>{m.stage}"
             fig.layout.legend.title.text = color
             for index, trace in enumerate(fig.data[:-1]):
@@ -143,6 +149,7 @@ class Explorer:
         with self.waveform.batch_update():
             self.waveform.data[0].x = t
             self.waveform.data[0].y = m.windows.x[window, 0]
+            self.waveform.layout.xaxis.range = (0.0, m.windows.n_timesteps / m.windows.fs)
             self.waveform.layout.title.text = window_title(m, row)
         self._mark_selected()
         return window
@@ -157,13 +164,17 @@ class Explorer:
             fig.data[-1].x, fig.data[-1].y = hit["x"].to_numpy(), hit["y"].to_numpy()
 
     def widget(self):
-        """Controls on top; map A, map B and the waveform side by side."""
+        """Controls on top; map A, map B and the waveform side by side, wrapping onto the next
+        line where the window is narrower (no horizontal scrolling)."""
         import ipywidgets as widgets
 
-        boxes = [widgets.Box([f], layout=widgets.Layout(width="34%" if i < 2 else "32%"))
-                 for i, f in enumerate(self.panels + [self.waveform])]
-        return widgets.VBox([widgets.HBox(list(self.controls.values())[:3]),
-                             widgets.HBox(list(self.controls.values())[3:]), widgets.HBox(boxes)])
+        wrap = dict(display="flex", flex_flow="row wrap", width="100%")
+        boxes = [widgets.Box([f], layout=widgets.Layout(width=f"{PANEL_WIDTH + 4}px",
+                                                        overflow="hidden"))
+                 for f in self.panels + [self.waveform]]
+        controls = [widgets.Box(list(self.controls.values()), layout=widgets.Layout(**wrap))]
+        return widgets.VBox(controls + [widgets.Box(boxes, layout=widgets.Layout(**wrap))],
+                            layout=widgets.Layout(width="100%"))
 
     def to_html(self, path) -> Path:
         """The explorer's current state (choices, both maps, the waveform) as an offline page."""
