@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 EMBEDDINGS_NOTEBOOK = "05_embeddings.ipynb"
 
 
@@ -22,8 +24,6 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Notebook cells (nbval) are slow; ``gpu`` tests are skipped where CUDA is absent."""
-    import pytest
-
     has_cuda = None
     for item in items:
         if item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid:
@@ -36,9 +36,10 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs CUDA; none on this machine"))
 
 
-def pytest_runtest_setup(item):
-    if EMBEDDINGS_NOTEBOOK in item.nodeid:
-        demo_stand_ins()
+@pytest.fixture()
+def demo_runs() -> list[str]:
+    """The names of notebook 05's default runs, finished (stand-ins unless they exist)."""
+    return demo_stand_ins()
 
 
 def demo_stand_ins() -> list[str]:
@@ -88,3 +89,8 @@ def _finished(runs, cfg, stage: str, name: str, encoder):
     encoder.save(out / runs.ENCODER)
     runs.finish_stage(out, {"stand_in": "tests (conftest.demo_stand_ins)"})
     return out / runs.ENCODER
+
+
+def pytest_runtest_setup(item):
+    if EMBEDDINGS_NOTEBOOK in item.nodeid:
+        demo_stand_ins()
