@@ -39,7 +39,7 @@ PANEL_LAYOUT = dict(width=PANEL_WIDTH, height=MAP_HEIGHT + 150, autosize=False,
                     title=dict(font=dict(size=12)), margin=dict(l=10, r=10, t=60, b=10),
                     xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False),
                     legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
-                                entrywidth=0.5, entrywidthmode="fraction"))
+                                traceorder="normal"))  # "normal": entries flow, not one per row
 WAVEFORM_LAYOUT = dict(width=PANEL_WIDTH, height=MAP_HEIGHT, autosize=False,
                        title=dict(text="click a point to see its window", font=dict(size=12)),
                        xaxis_title="s", margin=dict(l=40, r=10, t=60, b=40))

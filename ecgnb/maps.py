@@ -249,11 +249,10 @@ def split_legend(maps: Sequence[EmbeddingMap]) -> list[go.Scatter]:
         return []
     style = dict(color="#bbbbbb", line=dict(color="black"))
     return [go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup="__shape",
-                       legendgrouptitle_text="marker" if i == 0 else None, hoverinfo="skip",
+                       hoverinfo="skip",
                        marker=dict(symbol=symbol, size=size, **style, line_width=width))
-            for i, (name, symbol, size, width) in enumerate(
-                (("train (fitted)", "circle", 6, 0),
-                 (f"{'/'.join(placed)} (placed)", "diamond", 9, 1)))]
+            for name, symbol, size, width in (("train (fitted)", "circle", 6, 0),
+                                              (f"{'/'.join(placed)} (placed)", "diamond", 9, 1))]
 
 
 def comparison_figure(maps: Sequence[EmbeddingMap], color_by: str | Sequence[str] = "class",
@@ -285,7 +284,7 @@ def comparison_figure(maps: Sequence[EmbeddingMap], color_by: str | Sequence[str
     fig.update_layout(title=dict(text=title or "UMAP (dots: train, diamonds: placed split)",
                                  x=0.5 if len(color_bys) > 1 else 0.05),
                       height=560, legend=dict(title_text=color_bys[0], orientation="h",
-                                              y=-0.02, yanchor="top"),
+                                              y=-0.02, yanchor="top", traceorder="normal"),
                       margin=dict(l=20, r=20, t=100, b=20))
     return fig
 
