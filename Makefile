@@ -5,12 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo figures test install clean-outputs bench
+.PHONY: demo figures test install clean-outputs bench lab strip
 
+# The git filter (nbstripout, set up in this clone's .git/config) strips outputs from notebooks
+# as they are staged, so executed notebooks never reach a commit.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	! git rev-parse --git-dir >/dev/null 2>&1 || { git config filter.nbstripout.clean \
+	  '.venv/bin/nbstripout --keep-id' && git config filter.nbstripout.smudge cat; }
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +28,14 @@ figures: $(STAMP)
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q tests --nbval-lax notebooks
+
+# JupyterLab on the notebooks (--allow-root: JupyterLab refuses root without it, e.g. in a container)
+lab: $(STAMP)
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+
+# Remove outputs and execution counts from the notebooks in the work tree
+strip: $(STAMP)
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
 
 # Optional side-by-side with the published code: make bench TS2VEC_CODE=dir TSTCC_CODE=dir
 # and with an earlier ecgnb checkout: BEFORE=dir

@@ -118,6 +118,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def math_threads() -> int:
+    """torch's CPU threads in this process: part of a run's record, since the thread count
+    changes the last digits of CPU results (see :mod:`ecgnb.workflow.sweep`)."""
+    return torch.get_num_threads()
+
+
 def reject_unknown(values: dict, known: Iterable[str], where: str) -> None:
     """Unknown keys are an error that lists them and the known ones."""
     unknown = sorted(set(values) - set(known))

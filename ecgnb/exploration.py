@@ -30,7 +30,10 @@ class ExploreConfig:
 
 
 def browse(windows: Windows, by: str = "class"):
-    """ipywidgets browser: pick a class/domain, then a group (record/subject), then a window."""
+    """ipywidgets browser: pick a class/domain, then a group (record/subject), then a window.
+
+    A class/domain change selects its first group and shows that group's first window.
+    """
     import ipywidgets as widgets
     import plotly.graph_objects as go
 
@@ -40,8 +43,14 @@ def browse(windows: Windows, by: str = "class"):
     index = widgets.IntSlider(description="window", min=0)
     fig = go.FigureWidget(waveform(windows, 0))
 
-    def on_kind(_=None):
-        group.options = sorted(set(windows.groups[names == kind.value]))
+    def on_kind(_=None):  # a class change shows its first group at once
+        options = sorted(set(windows.groups[names == kind.value]))
+        with group.hold_trait_notifications():
+            group.options = options
+        if options and group.value != options[0]:
+            group.value = options[0]  # fires on_group
+        else:
+            on_group()
 
     def on_group(_=None):
         hits = np.flatnonzero((names == kind.value) & (windows.groups == group.value))

@@ -6,12 +6,13 @@ record, correct/incorrect prediction, split); clicking a point shows that window
 third figure and marks the same window on both maps. The callback logic is the plain method
 :meth:`Explorer.select`, so it can be called (and tested) without a browser.
 
-:func:`write_static` writes the same views into one self-contained HTML file (plotly.js embedded
-once, no network): per stage, the runs side by side with a colouring menu, and a waveform panel
-that follows clicks. :func:`write_thumbnails` writes matplotlib PNGs of the same coordinates.
+:func:`write_static` writes the same views into one offline HTML file (no network; plotly.js
+embedded, or one copy shared by a batch run's pages): per stage, the runs side by side with a
+colouring menu, and a waveform panel that follows clicks (waveforms stored at display precision). :func:`write_thumbnails` writes matplotlib PNGs of the same coordinates.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import html
@@ -25,15 +26,23 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ecgnb.maps import (COLOR_BY, EmbeddingMap, comparison_figure, label_colors, panel_traces,
-                        thumbnail)
+                        split_legend, thumbnail)
+from ecgnb.plots import plotlyjs_for
 
 ALL_POINTS = "all"  # split option: training and placed points together
-MAP_HEIGHT = 440
-PANEL_LAYOUT = dict(height=MAP_HEIGHT + 120, title=dict(font=dict(size=12)),
-                    margin=dict(l=10, r=10, t=70, b=10), xaxis=dict(showticklabels=False),
-                    yaxis=dict(showticklabels=False),
+# Every figure has a fixed size and the boxes wrap: plotly's widget sizes a figure once, before
+# JupyterLab attaches it (so "autosize" gives plotly's 700 px default, wider than a 34 % column),
+# and never again. 440 px: three side by side in a 1600-px window, two or one in a 1000-px one.
+PANEL_WIDTH = 440
+MAP_HEIGHT = 420
+PANEL_LAYOUT = dict(width=PANEL_WIDTH, height=MAP_HEIGHT + 150, autosize=False,
+                    title=dict(font=dict(size=12)), margin=dict(l=10, r=10, t=60, b=10),
+                    xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False),
                     legend=dict(orientation="h", y=-0.02, yanchor="top", font=dict(size=10),
-                                entrywidth=0.4, entrywidthmode="fraction"))
+                                traceorder="normal"))  # "normal": entries flow, not one per row
+WAVEFORM_LAYOUT = dict(width=PANEL_WIDTH, height=MAP_HEIGHT, autosize=False,
+                       title=dict(text="click a point to see its window", font=dict(size=12)),
+                       xaxis_title="s", margin=dict(l=40, r=10, t=60, b=40))
 
 
 def split_options(maps: Sequence[EmbeddingMap]) -> list[str]:
@@ -79,11 +88,8 @@ class Explorer:
             "color": widgets.Dropdown(options=COLOR_BY, value=color_by, description="colour"),
         }
         self.panels = [go.FigureWidget(layout=PANEL_LAYOUT) for _ in range(2)]
-        self.waveform = go.FigureWidget(
-            go.Scatter(x=[], y=[], mode="lines", line=dict(width=1)),
-            layout=dict(height=MAP_HEIGHT, title=dict(text="click a point to see its window",
-                                                      font=dict(size=12)),
-                        xaxis_title="s", margin=dict(l=40, r=10, t=70, b=40)))
+        self.waveform = go.FigureWidget(go.Scatter(x=[], y=[], mode="lines", line=dict(width=1)),
+                                        layout=WAVEFORM_LAYOUT)
         self.selected_: tuple[str, int] | None = None  # (view, window) of the last click
         for control in self.controls.values():
             control.observe(lambda _change: self.redraw(), names="value")
@@ -120,7 +126,9 @@ class Explorer:
                 fig.layout.title.text = (f"no {self.value('stage')} map for this run "
                                          f"({self.value('split')})")
                 continue
-            fig.add_traces(panel_traces(self._shown(m), color, colors) + [_marker_trace()])
+            shown = self._shown(m)
+            fig.add_traces(panel_traces(shown, color, colors) + split_legend([shown])
+                           + [_marker_trace()])
             fig.layout.title.text = f"{m.source}<br>{m.stage}"
             fig.layout.legend.title.text = color
             for index, trace in enumerate(fig.data[:-1]):
@@ -141,6 +149,7 @@ class Explorer:
         with self.waveform.batch_update():
             self.waveform.data[0].x = t
             self.waveform.data[0].y = m.windows.x[window, 0]
+            self.waveform.layout.xaxis.range = (0.0, m.windows.n_timesteps / m.windows.fs)
             self.waveform.layout.title.text = window_title(m, row)
         self._mark_selected()
         return window
@@ -155,13 +164,17 @@ class Explorer:
             fig.data[-1].x, fig.data[-1].y = hit["x"].to_numpy(), hit["y"].to_numpy()
 
     def widget(self):
-        """Controls on top; map A, map B and the waveform side by side."""
+        """Controls on top; map A, map B and the waveform side by side, wrapping onto the next
+        line where the window is narrower (no horizontal scrolling)."""
         import ipywidgets as widgets
 
-        boxes = [widgets.Box([f], layout=widgets.Layout(width="34%" if i < 2 else "32%"))
-                 for i, f in enumerate(self.panels + [self.waveform])]
-        return widgets.VBox([widgets.HBox(list(self.controls.values())[:3]),
-                             widgets.HBox(list(self.controls.values())[3:]), widgets.HBox(boxes)])
+        wrap = dict(display="flex", flex_flow="row wrap", width="100%")
+        boxes = [widgets.Box([f], layout=widgets.Layout(width=f"{PANEL_WIDTH + 4}px",
+                                                        overflow="hidden"))
+                 for f in self.panels + [self.waveform]]
+        controls = [widgets.Box(list(self.controls.values()), layout=widgets.Layout(**wrap))]
+        return widgets.VBox(controls + [widgets.Box(boxes, layout=widgets.Layout(**wrap))],
+                            layout=widgets.Layout(width="100%"))
 
     def to_html(self, path) -> Path:
         """The explorer's current state (choices, both maps, the waveform) as an offline page."""
@@ -169,7 +182,9 @@ class Explorer:
                            f"{html.escape(str(c.value))}</option></select></label>"
                            for c in self.controls.values())
         figures = [go.Figure(f) for f in self.panels + [self.waveform]]
-        body = "".join(f"<div>{_figure_div(f, i == 0)}</div>" for i, f in enumerate(figures))
+        plotlyjs = plotlyjs_for(path)
+        body = "".join(f"<div>{_figure_div(f, plotlyjs if i == 0 else False)}</div>"
+                       for i, f in enumerate(figures))
         page = (f"<p><b>Embedding explorer</b> (snapshot)</p><div class='controls'>{controls}"
                 f"</div><div class='snapshot'>{body}</div>")
         return _write_page(path, "ecgnb embedding explorer", page)
@@ -196,12 +211,15 @@ def comparison_figures(maps: Sequence[EmbeddingMap],
 
 
 def write_static(maps: Sequence[EmbeddingMap], path, scores: pd.DataFrame | None = None,
-                 color_bys: Sequence[str] = COLOR_BY, title: str = "Embedding maps") -> Path:
+                 color_bys: Sequence[str] = COLOR_BY, title: str = "Embedding maps",
+                 share_plotlyjs: bool | None = None) -> Path:
     """One offline HTML page: per view and stage, the runs side by side (colouring menu), the
     scores table, and a waveform panel that shows any clicked window (or the one linked as
-    ``maps.html#<view>:<window>``)."""
+    ``maps.html#<view>:<window>``). plotly.js embedded or shared as in
+    :func:`ecgnb.plots.plotlyjs_for`; waveforms at display precision (:func:`quantize`)."""
+    plotlyjs = plotlyjs_for(path, share_plotlyjs)
     sections = [f"<section class='ecgnb-map' data-view='{name.split(' · ')[0]}'>"
-                f"{_figure_div(fig, include_plotlyjs=i == 0)}</section>"
+                f"{_figure_div(fig, plotlyjs if i == 0 else False)}</section>"
                 for i, (name, fig) in enumerate(comparison_figures(maps, color_bys).items())]
     table = "" if scores is None else scores.round(3).to_html(index=False, border=0)
     page = (f"<h1>{html.escape(title)}</h1><div class='layout'><div class='maps'>"
@@ -212,21 +230,44 @@ def write_static(maps: Sequence[EmbeddingMap], path, scores: pd.DataFrame | None
 
 
 def _waveforms(maps: Sequence[EmbeddingMap]) -> dict:
-    """Per view: ``fs`` and, per window shown, its samples (3 decimals) and title."""
+    """Per view: ``fs`` and, per window shown, its samples at display precision
+    (:func:`quantize`) and its title."""
     out: dict[str, dict] = {}
     for m in maps:
         view = out.setdefault(m.view, {"fs": m.windows.fs, "x": {}, "title": {}})
         for row, window in zip(m.points.index, m.points["window"]):
             if str(window) not in view["x"]:
-                view["x"][str(window)] = np.round(m.windows.x[window, 0], 3).tolist()
+                view["x"][str(window)] = quantize(m.windows.x[window, 0])
                 view["title"][str(window)] = window_title(m, row, with_prediction=False)
     return out
 
 
+def quantize(y: np.ndarray) -> list:
+    """``[offset, step, base64 of int16 little-endian]``: ``y ~ offset + step * q``, 65,535
+    levels over the window's range (far below a pixel; a quarter of the size of 3-decimal
+    JSON numbers). :func:`dequantize` and the page's script read it back."""
+    y = np.asarray(y, dtype=np.float64)
+    low, high = float(y.min()), float(y.max())
+    step = (high - low) / 65534 or 1.0
+    q = np.round((y - low) / step - 32767).astype("<i2")
+    return [low + 32767 * step, step, base64.b64encode(q.tobytes()).decode("ascii")]
+
+
+def dequantize(packed: list) -> np.ndarray:
+    offset, step, data = packed
+    return offset + step * np.frombuffer(base64.b64decode(data), dtype="<i2").astype(np.float64)
+
+
 _CLICK_JS = r"""
 window.addEventListener('load', function () {
+  function samples(packed) {  // [offset, step, base64 int16 little-endian], see quantize()
+    const bytes = Uint8Array.from(atob(packed[2]), c => c.charCodeAt(0));
+    const q = new DataView(bytes.buffer), y = new Array(bytes.length / 2);
+    for (let i = 0; i < y.length; i++) y[i] = packed[0] + packed[1] * q.getInt16(2 * i, true);
+    return y;
+  }
   function show(view, w) {
-    const d = WINDOWS[view], y = d.x[w];
+    const d = WINDOWS[view], y = samples(d.x[w]);
     Plotly.react('waveform', [{x: y.map((_, i) => i / d.fs), y: y, mode: 'lines',
       line: {width: 1}}], {title: {text: d.title[w], font: {size: 12}}, height: 320,
       margin: {l: 40, r: 10, t: 50, b: 40}, xaxis: {title: {text: 's'}}},
@@ -251,7 +292,7 @@ _STYLE = ("body{font-family:sans-serif;margin:12px}"
           "table{border-collapse:collapse;font-size:12px} td,th{padding:2px 6px}")
 
 
-def _figure_div(fig: go.Figure, include_plotlyjs: bool) -> str:
+def _figure_div(fig: go.Figure, include_plotlyjs: bool | str) -> str:
     return pio.to_html(fig, full_html=False, include_plotlyjs=include_plotlyjs,
                        config={"displaylogo": False})
 

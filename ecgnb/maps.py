@@ -241,6 +241,20 @@ def panel_traces(m: EmbeddingMap, color_by: str, colors: dict[str, str],
     return traces
 
 
+def split_legend(maps: Sequence[EmbeddingMap]) -> list[go.Scatter]:
+    """Legend-only entries for the marker shapes: dots (fitted: train or corpus) and diamonds
+    (placed with ``transform``), when a map has placed points."""
+    placed = sorted({s for m in maps for s in m.points["split"].unique()} - {"train", "corpus"})
+    if not placed:
+        return []
+    style = dict(color="#bbbbbb", line=dict(color="black"))
+    return [go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup="__shape",
+                       hoverinfo="skip",
+                       marker=dict(symbol=symbol, size=size, **style, line_width=width))
+            for name, symbol, size, width in (("train (fitted)", "circle", 6, 0),
+                                              (f"{'/'.join(placed)} (placed)", "diamond", 9, 1))]
+
+
 def comparison_figure(maps: Sequence[EmbeddingMap], color_by: str | Sequence[str] = "class",
                       title: str = "") -> go.Figure:
     """The maps side by side (e.g. one run per column), coloured by ``color_by``; several
@@ -255,8 +269,12 @@ def comparison_figure(maps: Sequence[EmbeddingMap], color_by: str | Sequence[str
             for trace in panel_traces(m, c, colors, shown):
                 fig.add_trace(trace.update(visible=c == color_bys[0]), row=1, col=col)
                 owner.append(c)
+    for trace in split_legend(maps):
+        fig.add_trace(trace, row=1, col=1)
+        owner.append(None)  # shown under every colouring
     if len(color_bys) > 1:
-        buttons = [dict(label=c, method="update", args=[{"visible": [o == c for o in owner]},
+        buttons = [dict(label=c, method="update", args=[{"visible": [o in (c, None)
+                                                                     for o in owner]},
                                                         {"legend.title.text": c}])
                    for c in color_bys]
         fig.update_layout(updatemenus=[dict(buttons=buttons, x=0, xanchor="left", y=1.16,
@@ -265,7 +283,8 @@ def comparison_figure(maps: Sequence[EmbeddingMap], color_by: str | Sequence[str
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(title=dict(text=title or "UMAP (dots: train, diamonds: placed split)",
                                  x=0.5 if len(color_bys) > 1 else 0.05),
-                      height=480, legend_title_text=color_bys[0],
+                      height=560, legend=dict(title_text=color_bys[0], orientation="h",
+                                              y=-0.02, yanchor="top", traceorder="normal"),
                       margin=dict(l=20, r=20, t=100, b=20))
     return fig
 

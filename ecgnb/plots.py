@@ -1,11 +1,14 @@
 """Plotly figures of windows, spectra, training curves and of one downstream run (confusion matrix,
 per-class recall / F1, classifier training curves). Functions take data, return a figure.
 
-``write_html`` is the one place that writes figures: one self-contained, offline HTML file (the
-plotly.js bundle is embedded once, no CDN) for a batch run's figures.
+``write_html`` is the one place that writes figures: one offline HTML file (no CDN) for a run's
+figures. An interactive run's file embeds plotly.js (4.6 MB); a batch run's file links one shared
+copy at the outputs root (:func:`plotlyjs_for`), so a grid's dozens of pages do not repeat it and
+still open offline as long as the outputs folder travels whole.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -13,8 +16,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from plotly.subplots import make_subplots
 
+from ecgnb import runs
 from ecgnb.data import Windows
 from ecgnb.data.signals import power_spectrum
 
@@ -182,13 +187,36 @@ def training_curves_figure(history: pd.DataFrame, best_epochs: Sequence[int] | N
 
 
 # --------------------------------------------------------------------------- writing
-def write_html(figures: dict[str, go.Figure], path) -> Path:
-    """All ``figures`` in one offline HTML file (plotly.js embedded once, no network access)."""
+def plotlyjs_for(path, share: bool | None = None) -> str | bool:
+    """``include_plotlyjs`` for a page written at ``path``: ``True`` (embed the bundle) or the
+    relative address of one shared ``plotly-<version>.min.js``, written once at the outputs root
+    (or next to ``path`` when it lies outside). ``share=None``: shared for batch runs, embedded
+    for interactive ones (a run folder named ``interactive``)."""
+    path = Path(path).resolve()
+    if share is None:
+        share = path.parent.name != runs.INTERACTIVE
+    if not share:
+        return True
+    root = runs.outputs_root().resolve()
+    folder = root if path.is_relative_to(root) else path.parent
+    bundle = folder / f"plotly-{get_plotlyjs_version()}.min.js"
+    if not bundle.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = bundle.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(get_plotlyjs(), encoding="utf-8")
+        tmp.replace(bundle)
+    return Path(os.path.relpath(bundle, path.parent)).as_posix()
+
+
+def write_html(figures: dict[str, go.Figure], path, share_plotlyjs: bool | None = None) -> Path:
+    """All ``figures`` in one offline HTML file; plotly.js embedded once or shared
+    (:func:`plotlyjs_for`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    plotlyjs = plotlyjs_for(path, share_plotlyjs)
     parts = []
     for i, (name, fig) in enumerate(figures.items()):
-        body = pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0))
+        body = pio.to_html(fig, full_html=False, include_plotlyjs=plotlyjs if i == 0 else False)
         parts.append(f"<section><h2>{name}</h2>{body}</section>")
     html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ecgnb figures</title></head>"
             "<body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>")

@@ -37,8 +37,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ecgnb.config import (DataWarning, code_identity, fsync_file, git_commit, package_versions,
-                          pick_device, seed_everything, write_json)
+from ecgnb.config import (DataWarning, code_identity, fsync_file, git_commit, math_threads,
+                          package_versions, pick_device, seed_everything, write_json)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SUCCESS = "_SUCCESS.json"  # the completion record, written last (see the module docstring)
@@ -152,6 +152,7 @@ def start_stage(config, stage: str, output_dir: str = "") -> Path:
     record = {"stage": stage, "params": params, "seed": seed, "versions": package_versions(),
               "code": code_identity(), "git_commit": git_commit(),
               "device": str(pick_device(params.get("device"))), "by_runner": bool(output_dir),
+              "torch_threads": math_threads(),
               "warnings": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / CONFIG, record)
     _record_data_warnings(out)

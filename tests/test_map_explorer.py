@@ -39,7 +39,7 @@ def maps():
 def test_click_callback_updates_the_waveform(maps):
     ex = X.Explorer(maps)
     assert ex.value("run_a") == "A" and ex.value("run_b") == "B"
-    assert [len(f.data) for f in ex.panels] == [4, 4]  # 3 classes + the selection marker
+    assert [len(f.data) for f in ex.panels] == [6, 6]  # 3 classes, 2 shapes, the selection
     trace = ex.panels[1].data[2]
     window = ex.select(1, 2, 1)
     assert window == int(trace.customdata[1][1])
@@ -66,9 +66,10 @@ def test_plotly_click_event_reaches_select(maps):
 def test_dropdowns_redraw_the_panels(maps):
     ex = X.Explorer(maps)
     ex.controls["split"].value = "test"
-    assert sum(len(t.x) for t in ex.panels[0].data[:-1]) == 4
+    assert sum(len(t.x) for t in ex.panels[0].data[:-1] if t.legendgroup != "__shape") == 4
     ex.controls["color"].value = "correct"
-    assert {t.name for t in ex.panels[0].data[:-1]} <= {"correct", "incorrect"}
+    assert {t.name for t in ex.panels[0].data[:-1]} <= {"correct", "incorrect", "train (fitted)",
+                                                         "test (placed)"}
     ex.controls["split"].value = "corpus"
     assert ex.panel_map(0).view == "corpus" and len(ex.panels[0].data) > 1
     ex.controls["stage"].value = "head"  # no corpus map for the head stage
@@ -85,7 +86,7 @@ def no_network(text: str) -> bool:
 
 def test_static_export_is_offline_and_clickable(maps, tmp_path):
     scores = M.scores_table(maps, k=3)
-    path = X.write_static(maps, tmp_path / "maps.html", scores)
+    path = X.write_static(maps, tmp_path / "maps.html", scores, share_plotlyjs=False)
     text = path.read_text(encoding="utf-8")
     assert no_network(text) and '<script src="http' not in text
     assert text.count("Plotly.newPlot") == 3  # target encoder, target head, corpus encoder
@@ -93,6 +94,28 @@ def test_static_export_is_offline_and_clickable(maps, tmp_path):
     assert len(text) > 1_000_000  # plotly.js embedded, not fetched
     snapshot = X.Explorer(maps).to_html(tmp_path / "explorer.html").read_text(encoding="utf-8")
     assert no_network(snapshot) and snapshot.count("Plotly.newPlot") == 3
+
+
+def test_batch_pages_share_one_plotlyjs(maps, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
+    pages = [X.write_static(maps, tmp_path / "g" / "embeddings" / name / "maps.html")
+             for name in ("one", "two")]
+    bundles = list(tmp_path.glob("plotly-*.min.js"))
+    assert len(bundles) == 1 and bundles[0].stat().st_size > 1_000_000
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert len(text) < 200_000 and no_network(text)
+        assert f'src="../../../{bundles[0].name}"' in text
+    interactive = X.write_static(maps, tmp_path / "embeddings" / "interactive" / "maps.html")
+    assert interactive.stat().st_size > 1_000_000  # a run by hand embeds its copy
+
+
+def test_waveforms_are_stored_at_display_precision(maps):
+    y = maps[0].windows.x[3, 0]
+    packed = X.quantize(y)
+    assert np.abs(X.dequantize(packed) - y).max() < 1e-4 * np.ptp(y)
+    assert len(packed[2]) == 4 * ((2 * len(y) + 2) // 3)  # 2 bytes per sample, base64
+    assert X._waveforms(maps)["target"]["x"]["3"] == packed
 
 
 def test_thumbnails_are_pngs(maps, tmp_path):
@@ -104,7 +127,9 @@ def test_thumbnails_are_pngs(maps, tmp_path):
 def test_comparison_figure_menu_switches_colourings(maps):
     fig = M.comparison_figure(maps[:2], ["class", "correct"])
     visible = [t.visible for t in fig.data]
-    assert visible.count(True) == 6 and visible.count(False) == 4  # 3 classes x 2, 2 x 2
+    shapes = [t.name for t in fig.data if t.legendgroup == "__shape"]
+    assert shapes == ["train (fitted)", "test (placed)"]  # dots vs diamonds, in the legend
+    assert visible.count(False) == 4 and visible[:10].count(True) == 6  # 3 classes x 2, 2 x 2
     buttons = fig.layout.updatemenus[0].buttons
     assert [b.label for b in buttons] == ["class", "correct"]
-    assert buttons[1].args[0]["visible"] == [not v for v in visible]
+    assert buttons[1].args[0]["visible"] == [not v for v in visible[:10]] + [True, True]

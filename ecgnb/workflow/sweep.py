@@ -21,8 +21,11 @@ resumes its finished cells). A sweep killed at any moment leaves nothing that lo
 atomically after each change; runs a killed sweep left "running" are marked "interrupted" when
 the next sweep starts. One sweep per grid folder runs at a time (``.sweep.lock``).
 
-Kernels running side by side share the cores: each gets ``cores // jobs`` math threads
-(:func:`thread_budget`). With ``devices`` (e.g. ``("cuda:0", "cuda:1")``) each run executes in a child process whose
+Every kernel gets :data:`RUN_THREADS` math threads whatever ``jobs`` is (:func:`thread_budget`):
+torch's CPU kernels split their sums by thread, so the thread count changes the last digits of
+the weights and, through training, the scores; one count for every run keeps a grid's numbers
+the same under ``--jobs 1`` and ``--jobs 2`` (a user's ``OMP_NUM_THREADS`` wins, and each run
+records its count in ``config.json``). With ``devices`` (e.g. ``("cuda:0", "cuda:1")``) each run executes in a child process whose
 kernel sees only its device (``CUDA_VISIBLE_DEVICES``), so ``device: auto`` picks it and the
 run's hash does not depend on where it ran.
 """
@@ -55,6 +58,7 @@ ATTEMPT = "_ATTEMPT.json"  # the hash of the latest attempt in a run folder
 STATUS_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+RUN_THREADS = 1  # math threads per kernel, independent of --jobs (reproducible numbers)
 
 
 class SweepBusy(FileExistsError):
@@ -227,7 +231,7 @@ def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str 
         device_index(d)
     if devices:
         _check_auto_device(grid)
-    with sweep_lock(grid), thread_budget(jobs):
+    with sweep_lock(grid), thread_budget():
         left = mark_interrupted(grid)
         statuses = plan(grid, only, retry_failed, accept_old_code)
         for name in left:
@@ -266,10 +270,12 @@ def sweep_lock(grid: Grid):
 
 
 @contextlib.contextmanager
-def thread_budget(jobs: int, names: Sequence[str] = THREAD_VARIABLES):
-    """Give each of ``jobs`` parallel kernels ``cores // jobs`` math threads (``OMP_NUM_THREADS``
-    and friends, read by torch at import), unless the user set them; restored afterwards."""
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+def thread_budget(threads: int = RUN_THREADS, names: Sequence[str] = THREAD_VARIABLES):
+    """Give every kernel ``threads`` math threads (``OMP_NUM_THREADS`` and friends, read by torch
+    at import) whatever the number of parallel jobs, unless the user set them; restored
+    afterwards. The same count for every run is what makes a grid's numbers independent of
+    ``--jobs``."""
+    threads = str(max(1, int(threads)))
     unset = [name for name in names if name not in os.environ]
     os.environ.update({name: threads for name in unset})
     try:

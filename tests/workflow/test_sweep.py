@@ -266,12 +266,22 @@ def test_one_sweep_per_grid_at_a_time(tmp_path, outputs, fake_nb):
                                              execute=fake_execute([])).values()} == {"done"}
 
 
-def test_parallel_kernels_share_the_cores(monkeypatch):
+def test_every_kernel_gets_the_same_threads_whatever_the_jobs(tmp_path, outputs, fake_nb,
+                                                               monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "7")  # the user's choice is kept
-    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
-    with sweep.thread_budget(jobs=4):
-        assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["MKL_NUM_THREADS"] == "7"
+    seen = {}
+    for jobs in (1, 2):
+        grid = load_grid(write_grid(tmp_path / f"g{jobs}.yaml", fake_nb, name=f"g{jobs}"))
+        mark = fake_execute([])
+
+        def execute(grid, name, parent_hashes, device, jobs=jobs):
+            seen.setdefault(jobs, set()).add((os.environ["OMP_NUM_THREADS"],
+                                              os.environ["MKL_NUM_THREADS"]))
+            mark(grid, name, parent_hashes, device)
+
+        sweep.run_sweep(grid, jobs=jobs, progress=False, execute=execute)
+    assert seen == {1: {(str(sweep.RUN_THREADS), "7")}, 2: {(str(sweep.RUN_THREADS), "7")}}
     assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"
 
 
