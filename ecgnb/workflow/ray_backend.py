@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecgnb.runs import data_root, outputs_root
+from ecgnb.runs import FAILED, data_root, outputs_root
 
 if TYPE_CHECKING:
     from ecgnb.workflow.grid import Grid
@@ -163,8 +163,12 @@ def run_task(spec: dict) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ATTEMPTS, "a") as log:
             log.write(json.dumps(placed) + "\n")
-        runner.execute(spec["notebook"], spec["params"], run_name=spec["run_name"],
-                       overwrite=True, parents_hash=tuple(spec["parents_hash"]))
+        try:
+            runner.execute(spec["notebook"], spec["params"], run_name=spec["run_name"],
+                           overwrite=True, parents_hash=tuple(spec["parents_hash"]))
+        except (KeyboardInterrupt, SystemExit):  # Ray ended the task (its driver died): the
+            (folder / FAILED).unlink(missing_ok=True)  # attempt was interrupted, not failed
+            raise
     return {**placed, "end": time.time()}
 
 
