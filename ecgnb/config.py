@@ -17,6 +17,18 @@ VERSIONED_PACKAGES = ("ecgnb", "torch", "numpy", "scipy", "pandas", "scikit-lear
                       "neurokit2", "umap-learn", "plotly", "papermill")
 
 
+# Training recipes: "study" = the study's published settings (its defects fixed, nothing else
+# changed), "ecgnb" = ours. Each stage resolves its None parameters from the recipe
+# (docs/deviations.md lists every difference and its switch).
+RECIPES = ("ecgnb", "study")
+
+
+def check_recipe(recipe: str) -> str:
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got '{recipe}'")
+    return recipe
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """CUDA when present, CPU otherwise; ``device`` overrides ("cpu", "cuda", "cuda:1")."""
     if device in (None, "", "auto"):  # "auto" is spelled only here: everything else passes it on
