@@ -12,7 +12,7 @@
 
 Layout of ``results.csv``: :data:`KEYS`, test metrics :data:`METRICS`, ``val_<metric>``,
 ``<metric>_ci_low/_high`` (grouped bootstrap over source records, per cell), ``n_test``,
-``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``wall_s``, ``run_wall_s``.
+``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``recipe`` (study | ecgnb), ``params_hash``, ``wall_s``, ``run_wall_s``.
 """
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     row.update({"n_test": metrics.get("n_test"),
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
+                "recipe": info.get("recipe", "ecgnb"),  # cells before recipes ran ours
                 "params_hash": run_record.get("params_hash"), "wall_s": info.get("wall_s"),
                 "run_wall_s": run_record.get("wall_s")})
     return row
