@@ -72,7 +72,9 @@ class RegularizationConfig(DataConfig):
 def continue_training(encoder: Encoder, train: Windows, val: Windows | None, step: scenarios.Step,
                       parent_path: Path | str, scenario: str, cfg: RegularizationConfig,
                       verbose: bool = True) -> Encoder:
-    """Continue SSL in place for ``step.n_epochs``; select the checkpoint; append lineage."""
+    """Continue SSL in place for ``step.n_epochs``; select the checkpoint; append lineage.
+    A parent trained with another target normalisation than ``cfg``'s is refused."""
+    corpora.check_encoder_data(encoder.lineage, cfg, what=f"parent {parent_path}")
     parent_hash = encoder.weights_hash()
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     use_val = cfg.selection_ == "val" and val is not None and len(val) > 1
