@@ -391,10 +391,11 @@ class TS2Vec(Encoder):
         continuation then moves the averaged weights by about steps / ``n_averaged``.
         """
         if check_continuation(mode) == "study" and self.config.use_swa:
-            torch.manual_seed(self.seed)
-            fresh = TSEncoder(self.config.input_dims, self.config.output_dims,
-                              self.config.hidden_dims, self.config.depth,
-                              self.config.kernel_size, self.config.dropout)
+            with torch.random.fork_rng(devices=[]):  # fresh weights from the seed, RNG untouched
+                torch.manual_seed(self.seed)
+                fresh = TSEncoder(self.config.input_dims, self.config.output_dims,
+                                  self.config.hidden_dims, self.config.depth,
+                                  self.config.kernel_size, self.config.dropout)
             self.network_.load_state_dict(fresh.state_dict())
             return (f"the study's: parent in the averaged network only (n_averaged "
                     f"{int(self.averaged_.n_averaged)} carried over), training network fresh")
