@@ -97,6 +97,18 @@ def check_ranges(config) -> None:
             raise ValueError(f"{type(config).__name__}: {problem}")
 
 
+# Training recipes: "study" = the study's published settings (its defects fixed, nothing else
+# changed), "ecgnb" = ours. Each stage resolves its None parameters from the recipe
+# (docs/deviations.md lists every difference and its switch).
+RECIPES = ("ecgnb", "study")
+
+
+def check_recipe(recipe: str) -> str:
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got '{recipe}'")
+    return recipe
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """CUDA when present, CPU otherwise; ``device`` overrides ("cpu", "cuda", "cuda:1")."""
     if device in (None, "", "auto"):  # "auto" is spelled only here: everything else passes it on

@@ -31,6 +31,7 @@ from torch import nn
 from ecgnb import models, runs
 from ecgnb.config import check_ranges
 from ecgnb.data import DataConfig, Windows, load_corpus
+from ecgnb.data.corpora import check_encoder_data
 from ecgnb.finetuning import SUPERVISED, load_classifier
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import HInceptionTime
@@ -57,7 +58,7 @@ class EmbeddingConfig(DataConfig):
     device: str = "auto"
 
     def __post_init__(self):
-        check_ranges(self)
+        super().__post_init__()
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown or not self.stages:
             raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages}")
@@ -104,7 +105,8 @@ def load_source(run: str, cell_name: str, windows: Windows, device: str | None =
                 data: DataConfig | None = None) -> RunSource:
     """The cell ``cell_name`` (empty: the first complete one) of the finished 04 run ``run``.
 
-    With ``data``, warns when the run read other data (roots, size, seeds) than ``data``.
+    With ``data``, warns when the run read other data (roots, size, seeds) than ``data``, and
+    refuses an encoder trained with another target normalisation than ``data.normalization``.
     """
     folder = runs.find_run(run)
     if data is not None:
@@ -121,6 +123,8 @@ def load_source(run: str, cell_name: str, windows: Windows, device: str | None =
     if cell["mode"] != SUPERVISED:
         encoder = models.load(runs.find_encoder(cell["encoder_run"]), device=device)
         _check_encoder_hash(encoder, cell, run)
+        if data is not None:  # the normalisation the encoder was trained with
+            check_encoder_data(encoder.lineage, data, what=f"encoder of run '{run}'")
     classifier = load_classifier(cell_dir, len(windows.classes), windows.n_timesteps, encoder,
                                  device)
     return RunSource(run, cell_name, cell, encoder, classifier)

@@ -17,8 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ecgnb import models, runs
-from ecgnb.config import pick_device, write_json
+from ecgnb.config import check_recipe, pick_device, write_json
 from ecgnb.data import DataConfig, Windows
+from ecgnb.data.corpora import check_encoder_data
 from ecgnb.evaluation import metrics
 from ecgnb.evaluation.train import TrainConfig, run_cell
 from ecgnb.models.base import CheckpointError, Encoder
@@ -39,15 +40,20 @@ class FinetuneConfig(DataConfig):
     modes: tuple[str, ...] = ("lp", "ft")
     seeds: tuple[int, ...] = (0,)
     label_fraction: float = 1.0
-    n_epochs: int = 300
-    lr: float = 1e-3
+    recipe: str = "ecgnb"  # "study" or "ecgnb" (evaluation.train.RECIPES): the None values below
+    n_epochs: int | None = None
+    lr: float | None = None
     encoder_lr_ratio: float = 0.1
     batch_size: int = 64
-    patience: int = 30
-    imbalance: str = "weights"
+    patience: int | None = None  # 0: no early stopping
+    imbalance: str | None = None
     select_on: str = "macro_f1"
     n_members: int = 5  # H-InceptionTime's ensemble size
     device: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_recipe(self.recipe)
 
     @property
     def is_supervised(self) -> bool:
@@ -65,21 +71,31 @@ def cells(cfg: FinetuneConfig) -> Iterator[Cell]:
             yield Cell(head, mode, int(seed), cfg.label_fraction)
 
 
-def load_encoder(cfg: FinetuneConfig):
-    """(encoder or None, record of where it came from: backbone, scenario, pretraining seed
-    (the seed of the root of its lineage; ``None`` for the baselines), run, weights hash)."""
+def load_encoder(cfg: FinetuneConfig, fragments: Windows | None = None,
+                 splits: dict | None = None):
+    """(encoder or None, record of where it came from: backbone, scenario, recipe, pretraining
+    seed (the seed of the root of its lineage; ``None`` for the baselines), run, weights hash).
+
+    An encoder trained with another target normalisation, or on target records that ``splits``
+    puts in validation or test, is refused (:class:`~ecgnb.data.DataError`)."""
     if cfg.is_supervised:
-        return None, {"backbone": "supervised", "scenario": NO_ENCODER, "encoder_run": NO_ENCODER,
-                      "pretrain_seed": None}
+        return None, {"backbone": "supervised", "scenario": NO_ENCODER,
+                      "encoder_run": NO_ENCODER, "recipe": cfg.recipe, "pretrain_seed": None}
     encoder = models.load(runs.find_encoder(cfg.encoder_run), device=cfg.device)
+    check_encoder_data(encoder.lineage, cfg, fragments, splits,
+                       what=f"encoder of run '{cfg.encoder_run}'")
     scenario = encoder.lineage[-1]["scenario"] if encoder.lineage else "unknown"
     pretrain_seed = encoder.lineage[0].get("seed") if encoder.lineage else None
     return encoder, {"backbone": encoder.name, "scenario": scenario, "pretrain_seed": pretrain_seed,
-                     "encoder_run": cfg.encoder_run, "encoder_hash": encoder.weights_hash()}
+                     "encoder_run": cfg.encoder_run, "encoder_hash": encoder.weights_hash(),
+                     "recipe": cfg.recipe,
+                     "pretraining_recipe": encoder.lineage[0].get("recipe") if encoder.lineage
+                     else None}
 
 
 def train_config(cfg: FinetuneConfig, cell: Cell, verbose: bool = False) -> TrainConfig:
-    return TrainConfig(head=cell.head, mode=cell.mode, n_epochs=cfg.n_epochs, lr=cfg.lr,
+    return TrainConfig(head=cell.head, mode=cell.mode, recipe=cfg.recipe,
+                       n_epochs=cfg.n_epochs, lr=cfg.lr,
                        encoder_lr_ratio=cfg.encoder_lr_ratio, batch_size=cfg.batch_size,
                        patience=cfg.patience, imbalance=cfg.imbalance, select_on=cfg.select_on,
                        label_fraction=cell.label_fraction, n_members=cfg.n_members,

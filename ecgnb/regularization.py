@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgnb.config import check_ranges
+from ecgnb.config import check_recipe
 from ecgnb.data import DataConfig, Windows, corpora, scenarios
-from ecgnb.data.corpora import corpus_record
-from ecgnb.models.base import Encoder
+from ecgnb.data.corpora import corpus_record, target_exposure
+from ecgnb.models.base import CONTINUATIONS, Encoder
 
 SELECTIONS = ("last", "val")
+# The study chose continuation checkpoints by SSL loss on the held-out subject (S17).
+RECIPE_SELECTION = {"study": "val", "ecgnb": "last"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +35,20 @@ class RegularizationConfig(DataConfig):
     channels: tuple[str, ...] = ()  # perturbing domains; empty: the step's whole corpus
     corpus_fraction: float | None = None  # share of each subject's windows; None: the study's
     n_windows: int = 0  # cap on continuation windows; 0: all
-    selection: str = "last"  # "last" epoch, or lowest loss on the continuation corpus's "val"
+    selection: str | None = None  # "last" epoch, or lowest loss on the continuation corpus's
+    # "val" (held-out subject / records); None: the recipe's (study: val, ecgnb: last)
+    continuation: str = "genuine"  # TS2Vec: "genuine" (ours) or "study" (averaged network only)
+    recipe: str = "ecgnb"
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self):
-        check_ranges(self)
-        if self.selection not in SELECTIONS:
+        super().__post_init__()
+        check_recipe(self.recipe)
+        if self.continuation not in CONTINUATIONS:
+            raise ValueError(f"continuation must be one of {CONTINUATIONS}, "
+                             f"got '{self.continuation}'")
+        if self.selection is not None and self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
         if not scenarios.get(self.scenario).steps:
             raise ValueError(f"scenario '{self.scenario}' has no continuation step; "
@@ -50,6 +59,11 @@ class RegularizationConfig(DataConfig):
                              f"a '{self.step.corpus}' step; choose from {list(allowed)}")
 
     @property
+    def selection_(self) -> str:
+        """The checkpoint selection in force (explicit, else the recipe's)."""
+        return self.selection or RECIPE_SELECTION[self.recipe]
+
+    @property
     def step(self) -> scenarios.Step:
         step = scenarios.get(self.scenario).last_step
         return step if self.n_epochs is None else dataclasses.replace(step, n_epochs=self.n_epochs)
@@ -58,10 +72,12 @@ class RegularizationConfig(DataConfig):
 def continue_training(encoder: Encoder, train: Windows, val: Windows | None, step: scenarios.Step,
                       parent_path: Path | str, scenario: str, cfg: RegularizationConfig,
                       verbose: bool = True) -> Encoder:
-    """Continue SSL in place for ``step.n_epochs``; select the checkpoint; append lineage."""
+    """Continue SSL in place for ``step.n_epochs``; select the checkpoint; append lineage.
+    A parent trained with another target normalisation than ``cfg``'s is refused."""
+    corpora.check_encoder_data(encoder.lineage, cfg, what=f"parent {parent_path}")
     parent_hash = encoder.weights_hash()
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    use_val = cfg.selection == "val" and val is not None and len(val) > 1
+    use_val = cfg.selection_ == "val" and val is not None and len(val) > 1
     best = {"loss": np.inf, "epoch": None, "state": None}
     n_before = len(encoder.history_)
 
@@ -70,7 +86,7 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
             best.update(loss=record["val_loss"], epoch=record["epoch"] - n_before,
                         state=enc.snapshot())
 
-    start_from = encoder.begin_continuation()
+    start_from = encoder.begin_continuation(cfg.continuation)
     encoder.fit(train.x, n_epochs=step.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=val.x if use_val else None,
                 seed=cfg.seed, verbose=verbose, callback=keep_best)
@@ -85,7 +101,9 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
         "stage": step.name, "scenario": scenario, "corpus": corpus_record(step.corpus, train),
         "epochs": step.n_epochs, "history_from_epoch": n_before + 1, "seed": cfg.seed,
         "lr": cfg.lr or encoder.config.lr, "parent": str(parent_path),
-        "parent_hash": parent_hash, "start_from": start_from, "selection": selection, "started": started,
+        "parent_hash": parent_hash, "start_from": start_from, "continuation": cfg.continuation,
+        "recipe": cfg.recipe, "selection": selection, **target_exposure(cfg, train, val),
+        "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
     return encoder
 

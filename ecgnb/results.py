@@ -19,7 +19,7 @@
 - Plots take a table and return a plotly figure.
 
 Layout of ``results.csv``: a row's key is :data:`KEYS` plus ``pretrain_seed`` (the encoder's
-pretraining seed; empty for the baselines) and ``recipe`` where recorded; test metrics
+pretraining seed; empty for the baselines) and ``recipe`` (study | ecgnb); test metrics
 :data:`METRICS`, ``val_<metric>``, ``<metric>_ci_low/_high`` (grouped bootstrap over source
 records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the mean over the seeds
 of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
@@ -102,6 +102,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     row.update({"n_test": metrics.get("n_test"),
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
+                "recipe": info.get("recipe", "ecgnb"),  # cells before recipes ran ours
                 "params_hash": run_record.get("params_hash"),
                 "code_hash": (run_record.get("code") or {}).get("source_hash"),
                 "warnings": "; ".join(run_record.get("warnings") or []),

@@ -103,3 +103,23 @@ def test_initial_twin_is_the_network_before_training(backbone, overrides, fragme
     assert twin is not before and twin.config == before.config
     np.testing.assert_array_equal(twin.encode(x), fresh)
     assert not np.array_equal(initial_twin(before, seed=4).encode(x), fresh)
+
+
+def test_parent_of_another_normalisation_is_refused(parent, tmp_path):
+    parent_path = parent.save(tmp_path / "parent.pt")
+    assert parent.lineage[-1]["normalization"] == "zscore"
+    child = models.load(parent_path)
+    cfg = RegularizationConfig(scenario="ECG continued1", normalization="none")
+    with pytest.raises(corpora.DataError, match="normalisation 'zscore'"):
+        regularization.continue_training(child, None, None, cfg.step, parent_path, cfg.scenario,
+                                         cfg, verbose=False)
+
+
+def test_study_recipe_defaults_of_stage_03():
+    ours = RegularizationConfig(scenario="ECG continued1")
+    study = RegularizationConfig(scenario="ECG continued1", recipe="study")
+    assert (ours.selection_, ours.continuation) == ("last", "genuine")
+    assert (study.selection_, study.continuation) == ("val", "genuine")
+    assert RegularizationConfig(recipe="study", selection="last").selection_ == "last"
+    with pytest.raises(ValueError, match="continuation"):
+        RegularizationConfig(continuation="averaged")

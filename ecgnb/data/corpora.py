@@ -20,6 +20,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from ecgnb.data.formats import (WESAD_CHANNELS, DataError, Windows, load_fragment, load_wesad,
                                 split_grouped)
 from ecgnb.config import DataWarning, check_ranges
+from ecgnb.data.signals import zscore
 from ecgnb.runs import data_root
 
 CORPUS_CHANNELS: dict[str, tuple[str, ...]] = {
@@ -28,9 +29,12 @@ CORPUS_CHANNELS: dict[str, tuple[str, ...]] = {
     "no-ECG": tuple(c for c in WESAD_CHANNELS if c != "ECG"),
     "target": (),
 }
-# The study subsampled the multi-domain "All" corpus to 20 % of each subject's windows.
-DEFAULT_FRACTION = {"ECG": 1.0, "All": 0.2, "no-ECG": 1.0, "target": 1.0}
+# The study's corpora: "All" and "no-ECG" are 20 % of each subject's windows, stratified by label
+# (no-ECG: 83,876 windows = 20,969 x 4 channels); "ECG" keeps every window.
+DEFAULT_FRACTION = {"ECG": 1.0, "All": 0.2, "no-ECG": 0.2, "target": 1.0}
 TARGET_DOMAIN = "target"
+# How target fragments are normalised; pretraining windows are always z-scored per window.
+NORMALIZATIONS = ("zscore", "none")
 
 
 def parse_corpus(name: str) -> tuple[str, bool]:
@@ -104,9 +108,13 @@ class DataConfig:
     use_small_data: bool = True
     fs: float = 360.0
     split_seed: int = 0
+    normalization: str = "zscore"  # target fragments: per-window z-score (as pretraining) or none
 
     def __post_init__(self):
         check_ranges(self)  # every stage config inherits this: ranges of ecgnb.config
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, "
+                             f"got '{self.normalization}'")
 
 
 def data_roots(fragment_root: str = "", wesad_root: str = "", data_seed: int = 0,
@@ -141,11 +149,21 @@ def resolve_root(root: str) -> Path | None:
 
 
 def target_task(data: DataConfig) -> tuple[Windows, dict[str, np.ndarray]]:
-    """The target fragments and their grouped train/val/test split (same split everywhere)."""
+    """The target fragments, normalised per ``data.normalization`` (per-window z-score, as every
+    pretraining window), and their grouped train/val/test split (same split everywhere)."""
     roots = data_roots(data.fragment_root, data.wesad_root, data.data_seed,
                                data.use_small_data)
-    fragments = load_fragment(roots["fragment"], fs=data.fs)
+    fragments = normalize(load_fragment(roots["fragment"], fs=data.fs), data.normalization)
     return fragments, split_grouped(fragments, seed=data.split_seed)
+
+
+def normalize(windows: Windows, normalization: str) -> Windows:
+    """``windows`` z-scored per window and channel (``"zscore"``) or unchanged (``"none"``)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got '{normalization}'")
+    if normalization == "none":
+        return windows
+    return dataclasses.replace(windows, x=zscore(windows.x).astype(np.float32))
 
 
 def load_corpus(name: str, data: DataConfig, fraction: float | None = None, n_windows: int = 0,
@@ -189,3 +207,54 @@ def corpus_record(name: str, windows: Windows) -> dict:
     return {"name": name, "n_windows": len(windows), "domains": dict(zip(domains.tolist(),
                                                                         counts.tolist())),
             "n_groups": len(set(windows.groups))}
+
+
+# --------------------------------------------------------------------------- encoder vs data
+def target_exposure(data: DataConfig, *parts: Windows) -> dict:
+    """What a checkpoint trained on ``parts`` knows of the target task: the normalisation of
+    its target windows and, when target fragments were among them, the split seed and the
+    source records it saw (for :func:`check_encoder_data`)."""
+    seen = sorted({str(g) for p in parts if p is not None
+                   for g in p.groups[p.domains == TARGET_DOMAIN]})
+    record = {"normalization": data.normalization}
+    if seen:
+        record["target_split"] = {"split_seed": data.split_seed, "records": seen}
+    return record
+
+
+def check_encoder_data(lineage: list[dict], data: DataConfig, fragments: Windows | None = None,
+                       splits: dict[str, np.ndarray] | None = None, what: str = "encoder") -> None:
+    """Refuse (:class:`DataError`) an encoder whose recorded normalisation differs from
+    ``data.normalization``, or one pretrained on target records that ``splits`` puts in
+    validation or test. Lineage records without these keys (older checkpoints) are not checked."""
+    for record in lineage:
+        norm = record.get("normalization")
+        if norm is not None and norm != data.normalization:
+            raise DataError(f"{what} was trained with target normalisation '{norm}' "
+                            f"({record.get('stage')} [{record.get('scenario')}]) but the data "
+                            f"are normalised '{data.normalization}': set normalization: {norm} "
+                            "or use an encoder trained with the same normalisation")
+        seen = (record.get("target_split") or {}).get("records")
+        if not seen or fragments is None or splits is None:
+            continue
+        for name in ("val", "test"):
+            leaked = sorted(set(seen) & {str(g) for g in fragments.groups[splits[name]]})
+            if leaked:
+                raise DataError(
+                    f"{what} saw target records {leaked[:5]}{' ...' if len(leaked) > 5 else ''} "
+                    f"during {record.get('stage')} [{record.get('scenario')}] (split seed "
+                    f"{record['target_split']['split_seed']}), and they are in the '{name}' split "
+                    f"here (split seed {data.split_seed}): evaluate it on the split it was "
+                    "pretrained with")
+
+
+def check_classes(windows: Windows, splits: dict[str, np.ndarray],
+                  names: Sequence[str] = ("train", "val", "test")) -> None:
+    """Every split scored must hold every class of the task (macro-F1 is over all of them)."""
+    for name in names:
+        present = set(np.unique(windows.y[splits[name]]).tolist())
+        missing = [c for k, c in enumerate(windows.classes) if k not in present]
+        if missing:
+            raise DataError(f"split '{name}' has no window of class(es) {missing}: its macro-F1 "
+                            "would not be comparable; use more records, another split_seed or "
+                            "smaller validation/test shares")

@@ -209,8 +209,8 @@ def load_wesad(root, channels: Sequence[str] = ("ECG",), fs: float = 360.0,
     windows whose modal label is 1..4 -> z-score each window -> resample to ``fs``. Each channel
     of a window becomes its own univariate row: ``x`` ``[N, 1, window_s*fs]``, ``domains`` =
     channel, ``groups`` = subject, ``y`` = condition (0 baseline .. 3 meditation).
-    ``fraction`` < 1 keeps a seeded random share of each subject's windows (the study used 0.2
-    for the "All" corpus).
+    ``fraction`` < 1 keeps a seeded share of each subject's windows, stratified by label (the
+    study's 20 % subsets of "All" and "no-ECG"); every channel keeps the same windows.
     """
     root = _existing_dir(root, "WESAD root")
     unknown = sorted(set(channels) - set(WESAD_CHANNELS))
@@ -280,7 +280,7 @@ def _wesad_subject(path, channels, fs, window_s, stride, fraction, rng) -> Windo
                       stacklevel=3)
         fraction = 1.0
     if fraction < 1.0:
-        chosen = np.sort(rng.choice(len(keep), size=max(1, round(fraction * len(keep))), replace=False))
+        chosen = stratified_share(y, fraction, rng)
         keep, y = keep[chosen], y[chosen]
     xs = [_wesad_channel(path, chest, name, len(labels), keep, window, fs, window_s)
           for name in channels]
@@ -306,6 +306,17 @@ def _check_chest_rate(path: Path, wrist, n_labels: int) -> None:
                         f"{WESAD_FS:g} Hz but wrist {name} lasts {wrist_s:.0f} s at "
                         f"{WRIST_FS[name]:g} Hz: the chest signals are probably at "
                         f"{WESAD_FS * chest_s / wrist_s:.0f} Hz; use the original 700 Hz pickle")
+
+
+def stratified_share(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a seeded ``fraction`` of ``y``'s rows, drawn class by class
+    (``round(fraction * count)`` of each label, at least one of every label present)."""
+    chosen = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        n_keep = max(1, round(fraction * len(rows)))
+        chosen.append(rng.choice(rows, size=n_keep, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
 def _wesad_channel(path, chest, name, n_labels, starts, window, fs, window_s) -> np.ndarray:

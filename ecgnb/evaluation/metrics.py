@@ -3,8 +3,8 @@
 One definition of every metric, used by SSL and supervised runs alike (the original reported
 different F1 definitions per row and shifted its CSV columns by one):
 
-- :func:`compute_metrics`: accuracy, balanced accuracy, macro / weighted F1 (sklearn, labels
-  present in ``y_true`` or ``y_pred``), macro one-vs-rest AUROC over the classes present in
+- :func:`compute_metrics`: accuracy, balanced accuracy, macro / weighted F1 (sklearn, over the
+  task's fixed class list ``0..K-1``, so cells stay comparable), macro one-vs-rest AUROC over the classes present in
   ``y_true``, per-class recall and F1, the confusion matrix (labels fixed ``0..K-1``), ``n_test``.
 - :func:`bootstrap_ci`: percentile interval from resampling *source records* (groups), not
   fragments, since fragments of one record are correlated.
@@ -53,8 +53,10 @@ def compute_metrics(y_true, y_pred, proba, classes: Sequence[str]) -> dict:
     return {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": balanced,
-        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "weighted_f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro",
+                                       zero_division=0)),
+        "weighted_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="weighted",
+                                          zero_division=0)),
         "macro_auroc": auroc,
         "auroc_classes": [classes[k] for k in auroc_classes],
         "classes_absent": [classes[k] for k in labels[~present]],
@@ -111,7 +113,7 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
         return {
             "accuracy": tp.sum(-1) / total,
             "balanced_accuracy": np.nanmean(recall, axis=-1),
-            "macro_f1": f1.sum(-1) / (labelled > 0).sum(-1),
+            "macro_f1": f1.mean(-1),  # over all K classes, as compute_metrics
             "weighted_f1": (f1 * support).sum(-1) / total,
         }
 

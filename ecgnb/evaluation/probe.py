@@ -21,4 +21,5 @@ def probe(encoder: Encoder, fragments: Windows, splits: dict[str, np.ndarray],
     model.fit(encoder.encode(train.x), train.y)
     pred = model.predict(encoder.encode(val.x))
     return {"val_balanced_accuracy": float(balanced_accuracy_score(val.y, pred)),
-            "val_macro_f1": float(f1_score(val.y, pred, average="macro"))}
+            "val_macro_f1": float(f1_score(val.y, pred, labels=np.arange(len(fragments.classes)),
+                                           average="macro", zero_division=0))}

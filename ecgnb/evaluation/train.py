@@ -10,10 +10,14 @@
   (``head`` = ``hinception`` | ``mlp`` | ``fcn``); ``hinception`` trains ``n_members`` networks,
   each fresh and seeded independently, and averages their probabilities (H-InceptionTime).
 
-Every run: AdamW, linear warm-up, then ReduceLROnPlateau on the validation loss, gradient
-clipping, class imbalance handled explicitly, early stopping; the best epoch is chosen on the
-*validation* split only (macro-F1, ties -> lower loss; or the loss), its state deep-copied and
-restored; the test split is scored once, afterwards. Mixed precision only on CUDA.
+Two recipes (``recipe``; :data:`RECIPES`, every value overridable): ``"ecgnb"`` = AdamW (head lr
+1e-3, weight decay 1e-4), 5-epoch linear warm-up, then ReduceLROnPlateau on the validation loss,
+gradient clipping, class-weighted cross-entropy, early stopping (patience 30); ``"study"`` = the
+study's Adam at lr 1e-4, no weight decay, no schedule, plain cross-entropy, 300 epochs, and for
+the supervised baselines H-InceptionTime's published recipe (Adam lr 1e-3, ReduceLROnPlateau on the
+*training* loss, 1,500 epochs). In both, the best epoch is chosen on the *validation* split only
+(macro-F1, ties -> lower loss; or the loss), its state deep-copied and restored; the test split is
+scored once, afterwards. Mixed precision only on CUDA.
 
 Layouts: windows ``x [N, 1, T]``; labels ``y [N]`` in ``0..K-1``; logits ``[B, K]``.
 """
@@ -35,6 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from ecgnb.config import pick_device, torch_generator
+from ecgnb.data.corpora import check_classes
 from ecgnb.models.heads import HEADS, Classifier, build_head
 from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
@@ -45,31 +50,60 @@ from ecgnb.models.precision import flush_denormal
 MODES = ("lp", "ft", "supervised")
 IMBALANCE = ("weights", "sampler", "none")
 SELECT_ON = ("macro_f1", "val_loss")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("plateau_val", "plateau_train", "none")
+# Each recipe's values of the TrainConfig fields left None (docs/deviations.md).
+# patience 0 = no early stopping; grad_clip 0 = no clipping.
+RECIPES: dict[str, dict] = {
+    "ecgnb": {"n_epochs": 300, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
+              "warmup_epochs": 5, "schedule": "plateau_val", "lr_patience": 10, "lr_factor": 0.5,
+              "min_lr": 0.0, "grad_clip": 1.0, "patience": 30, "imbalance": "weights"},
+    "study": {"n_epochs": 300, "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0,
+              "warmup_epochs": 0, "schedule": "none", "lr_patience": 10, "lr_factor": 0.5,
+              "min_lr": 0.0, "grad_clip": 0.0, "patience": 0, "imbalance": "none"},
+    # H-InceptionTime's published recipe, for every supervised baseline under "study"
+    "study-supervised": {"n_epochs": 1500, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
+                         "warmup_epochs": 0, "schedule": "plateau_train", "lr_patience": 50,
+                         "lr_factor": 0.5, "min_lr": 1e-4, "grad_clip": 0.0, "patience": 0,
+                         "imbalance": "none"},
+}
+
+
+def recipe_values(recipe: str, mode: str) -> dict:
+    """The defaults of ``recipe`` for a cell of ``mode`` (supervised baselines differ in "study")."""
+    _one_of("recipe", recipe, ("ecgnb", "study"))
+    return RECIPES["study-supervised" if recipe == "study" and mode == "supervised" else recipe]
 AfterEpoch = Callable[[int, nn.Module], None]
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """One downstream run. ``head``: linear | mlp | fcn (lp, ft) or hinception | mlp | fcn
-    (supervised). ``patience``: epochs without a better validation score before stopping
-    (``None``: never). ``lr_patience``/``lr_factor``: ReduceLROnPlateau on the validation loss.
+    (supervised). Fields left ``None`` take the ``recipe``'s value (:data:`RECIPES`).
+    ``patience``: epochs without a better validation score before stopping (0: never).
+    ``schedule``: ReduceLROnPlateau (``lr_patience``, ``lr_factor``, ``min_lr``) on the
+    validation or the training loss, or none. ``grad_clip``: max gradient norm (0: none).
     ``flush_denormal``: training and prediction flush subnormal floats (``ecgnb.models.precision``).
     ``label_fraction`` < 1 trains on :func:`label_subset` of the training split.
     ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
 
     head: str = "mlp"
     mode: str = "ft"
-    n_epochs: int = 300
-    lr: float = 1e-3
+    recipe: str = "ecgnb"
+    n_epochs: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
     encoder_lr_ratio: float = 0.1
     batch_size: int = 64
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 5
-    patience: int | None = 30
-    lr_patience: int = 10
-    lr_factor: float = 0.5
-    grad_clip: float | None = 1.0
-    imbalance: str = "weights"
+    weight_decay: float | None = None
+    warmup_epochs: int | None = None
+    schedule: str | None = None
+    patience: int | None = None
+    lr_patience: int | None = None
+    lr_factor: float | None = None
+    min_lr: float | None = None
+    grad_clip: float | None = None
+    imbalance: str | None = None
     select_on: str = "macro_f1"
     label_fraction: float = 1.0
     n_members: int = 5
@@ -81,6 +115,11 @@ class TrainConfig:
 
     def __post_init__(self):
         _one_of("mode", self.mode, MODES)
+        for name, value in recipe_values(self.recipe, self.mode).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("imbalance", self.imbalance, IMBALANCE)
         _one_of("select_on", self.select_on, SELECT_ON)
         _one_of(f"head (mode={self.mode})", self.head,
@@ -230,7 +269,8 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the loop
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; in fine-tuning two groups: encoder at ``lr * encoder_lr_ratio``, head at ``lr``."""
+    """AdamW or Adam; in fine-tuning two groups: encoder at ``lr * encoder_lr_ratio``, head at
+    ``lr``."""
     if config.mode == "ft" and isinstance(model, Classifier):
         groups = [{"params": list(model.network.parameters()), "name": "encoder",
                    "lr": config.lr * config.encoder_lr_ratio},
@@ -238,7 +278,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad],
                    "name": "model", "lr": config.lr}]
-    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, weight_decay=config.weight_decay)
 
 
 class BestState:
@@ -289,7 +330,8 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     optimizer = make_optimizer(model, config)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.lr_factor,
-                                                         patience=config.lr_patience)
+                                                         patience=config.lr_patience,
+                                                         min_lr=config.min_lr)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.use_amp)
     loader, history, best = _train_loader(*train, config), [], BestState(config.select_on)
     bar = tqdm(range(1, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
@@ -306,10 +348,10 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                             "val_macro_f1": val_f1, "lr": optimizer.param_groups[-1]["lr"],
                             "seconds": time.perf_counter() - start})
             best.update(epoch, model, val_loss, val_f1)
-            if epoch >= config.warmup_epochs:
-                plateau.step(val_loss)
+            if epoch >= config.warmup_epochs and config.schedule != "none":
+                plateau.step(val_loss if config.schedule == "plateau_val" else train_loss)
             bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
-            if config.patience is not None and best.epochs_since >= config.patience:
+            if config.patience and best.epochs_since >= config.patience:
                 break
     return FitResult(model=best.restore(model), history=history, best_epoch=best.epoch)
 
@@ -383,7 +425,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
 def _validate(model, val, criterion, config, device) -> tuple[float, float]:
     logits = predict_logits(model, val[0], max(256, config.batch_size), device, config.use_amp)
     loss = criterion(logits.to(device), val[1].to(device)).item()
-    f1 = f1_score(val[1].numpy(), logits.argmax(1).numpy(), average="macro", zero_division=0)
+    f1 = f1_score(val[1].numpy(), logits.argmax(1).numpy(), labels=np.arange(logits.shape[1]),
+                  average="macro", zero_division=0)
     return float(loss), float(f1)
 
 
@@ -405,6 +448,7 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
     for name in ("train", "val", "test"):
         if np.any(windows.y[splits[name]] < 0):
             raise ValueError(f"split '{name}' holds unlabelled windows (y = -1)")
+    check_classes(windows, splits)
     train_idx = label_subset(windows, config.label_fraction, config.seed, within=splits["train"])
     inputs = _cell_inputs(encoder, windows, {"train": train_idx, "val": splits["val"],
                                              "test": splits["test"]}, config)

@@ -220,8 +220,10 @@ class Encoder:
         net.train(was_training)
         return torch.cat(out).numpy()
 
-    def begin_continuation(self) -> str:
-        """Prepare a continuation (brief 3); returns what the continuation starts from."""
+    def begin_continuation(self, mode: str = "genuine") -> str:
+        """Prepare a continuation (brief 3); returns what the continuation starts from.
+        ``mode="study"`` reproduces the study's loading where it differs (TS2Vec only)."""
+        check_continuation(mode)
         return "training weights"
 
     def trainable_network(self) -> Network:
@@ -266,6 +268,15 @@ class Encoder:
                 h.update(f"{name}.{key}".encode())
                 h.update(value.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+CONTINUATIONS = ("genuine", "study")
+
+
+def check_continuation(mode: str) -> str:
+    if mode not in CONTINUATIONS:
+        raise ValueError(f"continuation must be one of {CONTINUATIONS}, got '{mode}'")
+    return mode
 
 
 def check_windows(x) -> np.ndarray:

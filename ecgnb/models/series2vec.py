@@ -35,6 +35,10 @@ Where this follows the official code (github.com/Navidfoumani/Series2Vec) and wh
   data's ``fs``: the spectrum of the filtered signal. ``spectrum_filter="random"`` keeps the
   per-batch low/high-pass draw (from the run's generator); "lowpass", "highpass" and
   "bandpass" fix it.
+Switches for the published behaviour (docs/deviations.md): ``time_target="squared_euclidean"``
+(what the official "soft-DTW" computed on univariate windows) and ``mix_batch=False`` (each
+sample attends only to itself, as the official length-1 sequences). The real-part spectrum
+filtered along the FFT bins at 128 Hz has no switch.
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ from ecgnb.models.softdtw import pairwise_soft_dtw
 from ecgnb.models.precision import check_precision
 
 SPECTRUM_FILTERS = ("random", "lowpass", "highpass", "bandpass")
+TIME_TARGETS = ("softdtw", "squared_euclidean")
 TIME_KERNEL, REP_KERNEL = 8, 3  # official DisjoinEncoder kernels
 MIN_TIMESTEPS = 2 * (TIME_KERNEL + REP_KERNEL - 1)  # the spectrum must outlast both kernels
 
@@ -81,6 +86,8 @@ class Series2VecConfig:
     softdtw_decimate: int = 1
     fs: float = 360.0
     spectrum_filter: str = "random"
+    time_target: str = "softdtw"  # "squared_euclidean": the published code's effective target
+    mix_batch: bool = True  # False: the published attention (sequences of length 1, no mixing)
     lowpass_hz: float = 40.0
     highpass_hz: float = 0.5
     filter_order: int = 6
@@ -102,6 +109,8 @@ class Series2VecConfig:
         if not 0 < self.highpass_hz < self.lowpass_hz < self.fs / 2:
             raise ValueError(f"need 0 < highpass_hz < lowpass_hz < fs/2, got {self.highpass_hz}, "
                              f"{self.lowpass_hz}, fs={self.fs}")
+        if self.time_target not in TIME_TARGETS:
+            raise ValueError(f"time_target must be one of {TIME_TARGETS}, got {self.time_target!r}")
         if self.gamma <= 0 or self.softdtw_decimate < 1:
             raise ValueError("gamma must be > 0 and softdtw_decimate >= 1")
 
@@ -217,9 +226,10 @@ class OrderInvariantAttention(nn.Module):
     masks from the generator passed to ``forward``.
     """
 
-    def __init__(self, dim: int, n_heads: int, dim_ff: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dim_ff: int, dropout: float,
+                 mix_batch: bool = True):
         super().__init__()
-        self.n_heads, self.p = n_heads, dropout
+        self.n_heads, self.p, self.mix_batch = n_heads, dropout, mix_batch
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.norm_attention = nn.LayerNorm(dim, eps=1e-5)
@@ -230,7 +240,10 @@ class OrderInvariantAttention(nn.Module):
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n_batch, dim = z.shape
         q, k, v = self.qkv(z).reshape(n_batch, 3, self.n_heads, -1).permute(1, 2, 0, 3)
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        if self.mix_batch:
+            weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        else:  # every sample its own length-1 sequence: it attends to itself only
+            weights = torch.eye(n_batch, device=z.device, dtype=q.dtype).expand(q.shape[0], -1, -1)
         mixed = self._dropout(weights, generator) @ v  # [H, B, D/H]
         h = self.norm_attention(z + self.out(mixed.transpose(0, 1).reshape(n_batch, dim)))
         ff = self._dropout(torch.relu(self.ff_in(h)), generator)
@@ -264,7 +277,8 @@ class Series2Vec(Encoder):
         self.network_ = Series2VecNetwork(cfg.emb_size, cfg.rep_size)
         self.modules_["network"] = self.network_
         self.modules_["attention"] = OrderInvariantAttention(cfg.rep_size, cfg.n_heads,
-                                                             cfg.dim_ff, cfg.dropout)
+                                                             cfg.dim_ff, cfg.dropout,
+                                                             cfg.mix_batch)
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
         return torch.optim.RAdam(params, lr=self.config.lr)
@@ -283,7 +297,10 @@ class Series2Vec(Encoder):
         cfg = self.config
         x = xb[:, 0, :].float()
         with torch.autocast(x.device.type, enabled=False):  # full precision, AMP or not
-            soft_dtw = pairwise_soft_dtw(x, gamma=cfg.gamma, decimate=cfg.softdtw_decimate)
+            if cfg.time_target == "softdtw":
+                soft_dtw = pairwise_soft_dtw(x, gamma=cfg.gamma, decimate=cfg.softdtw_decimate)
+            else:  # the official code on [B, 1, T]: one T-dim point per series
+                soft_dtw = torch.cdist(x, x) ** 2
             spectra = filtered_spectra(x, self.filter_gain(x.shape[-1], generator))
             return (upper_triangle(soft_dtw).to(x.device, torch.float32), torch.pdist(spectra))
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ecgnb.models.base import Encoder, Network, check_windows
+from ecgnb.models.base import Encoder, Network, check_continuation, check_windows
 from ecgnb.models.precision import check_precision
 
 MASK_MODES = ("binomial", "continuous", "all_true", "all_false", "mask_last")
@@ -567,9 +567,24 @@ class TS2Vec(Encoder):
         """An independent, fully trainable copy of the averaged network (for fine-tuning)."""
         return super().trainable_network().requires_grad_(True)
 
-    def begin_continuation(self) -> str:
-        """A continuation starts from the encoder used downstream: the averaged weights are
-        copied into the training network and the average restarts from there."""
+    def begin_continuation(self, mode: str = "genuine") -> str:
+        """Prepare a continuation; returns what it starts from.
+
+        ``"genuine"`` (ours): the averaged weights (the encoder used downstream) are copied into
+        the training network and the average restarts from there. ``"study"``: as the study's
+        code, the parent lives only in the averaged network, whose step count ``n_averaged``
+        carries over, while the training network starts from fresh weights; a short
+        continuation then moves the averaged weights by about steps / ``n_averaged``.
+        """
+        if check_continuation(mode) == "study" and self.config.use_swa:
+            with torch.random.fork_rng(devices=[]):  # fresh weights from the seed, RNG untouched
+                torch.manual_seed(self.seed)
+                fresh = TSEncoder(self.config.input_dims, self.config.output_dims,
+                                  self.config.hidden_dims, self.config.depth,
+                                  self.config.kernel_size, self.config.dropout)
+            self.network_.load_state_dict(fresh.state_dict())
+            return (f"the study's: parent in the averaged network only (n_averaged "
+                    f"{int(self.averaged_.n_averaged)} carried over), training network fresh")
         if not self.config.use_swa:
             return "training weights"
         self.network_.load_state_dict(self.averaged_.module.state_dict())

@@ -92,3 +92,78 @@ def test_one_root_alone_warns_and_the_warning_lands_in_the_run(embedded_small, t
     assert len(recorded) == 1 and "['wesad'] data are the embedded synthetic data" in recorded[0]
     with pytest.warns(DataWarning, match="embedded synthetic"):
         corpora.data_roots(str(embedded_small["fragment"]), "", small=True)
+
+
+# ------------------------------------------------------------ the study's corpora and the target
+def test_no_ecg_corpus_of_continued1_is_the_studys_20_percent_stratified(embedded_small):
+    """Under the study recipe, continued1 perturbs on 20 % of each subject's windows, drawn per
+    label, the same windows for every channel (the study: 83,876 = 20,969 x 4 channels)."""
+    from ecgnb.regularization import RegularizationConfig
+    cfg = RegularizationConfig(scenario="ECG continued1", recipe="study")
+    full = corpora.build_corpus(cfg.step.corpus, embedded_small["wesad"], fraction=1.0)
+    sub = corpora.build_corpus(cfg.step.corpus, embedded_small["wesad"],
+                               fraction=cfg.corpus_fraction)
+    assert set(sub.domains) == {"EMG", "EDA", "Temp", "Resp"}
+    for subject in np.unique(full.groups):
+        for label in np.unique(full.y):
+            n_full = np.sum((full.groups == subject) & (full.y == label) & (full.domains == "EDA"))
+            n_sub = np.sum((sub.groups == subject) & (sub.y == label) & (sub.domains == "EDA"))
+            assert n_sub == max(1, round(0.2 * n_full)) if n_full else n_sub == 0
+        per_channel = [sub.y[(sub.groups == subject) & (sub.domains == c)] for c in
+                       ("EMG", "EDA", "Temp", "Resp")]
+        assert all(np.array_equal(per_channel[0], other) for other in per_channel[1:])
+    assert len(sub) % 4 == 0 and abs(len(sub) / len(full) - 0.2) < 0.02
+
+
+def test_stratified_share_keeps_label_proportions():
+    from ecgnb.data.formats import stratified_share
+    y = np.repeat([0, 1, 2, 3], [500, 100, 250, 150])
+    idx = stratified_share(y, 0.2, np.random.default_rng(0))
+    assert np.array_equal(np.bincount(y[idx]), [100, 20, 50, 30])
+    assert len(set(idx)) == len(idx) and np.all(np.diff(idx) > 0)
+
+
+def small_data(embedded_small, **kw) -> corpora.DataConfig:
+    return corpora.DataConfig(fragment_root=str(embedded_small["fragment"]),
+                              wesad_root=str(embedded_small["wesad"]), **kw)
+
+
+def test_target_windows_reach_the_encoder_zscored_like_pretraining(embedded_small, fragment_small):
+    fragments, _ = corpora.target_task(small_data(embedded_small))
+    assert np.allclose(fragments.x.mean(-1), 0, atol=1e-4)
+    assert np.allclose(fragments.x.std(-1), 1, atol=1e-3)
+    raw, _ = corpora.target_task(small_data(embedded_small, normalization="none"))
+    assert np.array_equal(raw.x, fragment_small.x)
+    # the "+target" corpora carry the same normalised fragments as the downstream task
+    train, _ = corpora.load_corpus("ECG+target", small_data(embedded_small))
+    tgt = train.x[train.domains == corpora.TARGET_DOMAIN]
+    assert np.allclose(tgt.std(-1), 1, atol=1e-3)
+    with pytest.raises(ValueError, match="normalization"):
+        corpora.DataConfig(normalization="minmax")
+
+
+def test_mismatched_normalisation_and_leaked_split_are_refused(embedded_small):
+    data = small_data(embedded_small)
+    fragments, splits = corpora.target_task(data)
+    train, val = corpora.load_corpus("ECG+target", data)
+    exposure = corpora.target_exposure(data, train, val)
+    assert exposure["normalization"] == "zscore"
+    assert set(exposure["target_split"]["records"]) == set(fragments.groups[splits["train"]])
+    lineage = [{"stage": "pretrain", "scenario": "ECG+target", **exposure}]
+    corpora.check_encoder_data(lineage, data, fragments, splits)  # same split: fine
+    with pytest.raises(DataError, match="normalisation 'zscore'"):
+        corpora.check_encoder_data(lineage, small_data(embedded_small, normalization="none"))
+    # another split whose validation holds records the encoder was pretrained on
+    leaked = {"train": splits["val"], "val": splits["train"], "test": splits["test"]}
+    with pytest.raises(DataError, match="saw target records .* in the 'val' split"):
+        corpora.check_encoder_data(lineage, data, fragments, leaked)
+    # an encoder that never saw the target can be evaluated on any split
+    corpora.check_encoder_data([{"normalization": "zscore"}], data, fragments, leaked)
+
+
+def test_every_scored_split_must_hold_every_class(target):
+    fragments, splits = target
+    corpora.check_classes(fragments, splits)
+    no_vf = {**splits, "test": splits["test"][fragments.y[splits["test"]] != 0]}
+    with pytest.raises(DataError, match="split 'test' has no window of class"):
+        corpora.check_classes(fragments, no_vf)

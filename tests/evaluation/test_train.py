@@ -232,3 +232,39 @@ def test_a_cell_on_the_embedded_fragments(fragment_small, tmp_path):
     assert record["n_train_available"] == len(splits["train"])
     assert record["label_fraction_realised"] == len(result.train_indices) / len(splits["train"])
     assert record["best_epoch"] == result.best_epoch and record["select_on"] == "macro_f1"
+
+
+# --------------------------------------------------------------------------- recipes
+def test_recipe_switch_changes_optimiser_loss_and_schedule():
+    from ecgnb.evaluation.train import _criterion
+    ours = TrainConfig(head="mlp", mode="ft", verbose=False)
+    study = TrainConfig(head="mlp", mode="ft", recipe="study", verbose=False)
+    assert (ours.optimizer, ours.lr, ours.weight_decay, ours.warmup_epochs, ours.schedule,
+            ours.grad_clip, ours.patience, ours.imbalance, ours.n_epochs) == \
+        ("adamw", 1e-3, 1e-4, 5, "plateau_val", 1.0, 30, "weights", 300)
+    assert (study.optimizer, study.lr, study.weight_decay, study.warmup_epochs, study.schedule,
+            study.grad_clip, study.patience, study.imbalance, study.n_epochs) == \
+        ("adam", 1e-4, 0.0, 0, "none", 0.0, 0, "none", 300)
+    baseline = TrainConfig(head="hinception", mode="supervised", recipe="study", verbose=False)
+    assert (baseline.optimizer, baseline.lr, baseline.schedule, baseline.n_epochs) == \
+        ("adam", 1e-3, "plateau_train", 1500)
+    # explicit values win over the recipe's
+    assert TrainConfig(head="mlp", recipe="study", lr=3e-3, patience=7, verbose=False).lr == 3e-3
+    model = Classifier(torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
+    opt_ours, opt_study = make_optimizer(model, ours), make_optimizer(model, study)
+    assert type(opt_ours) is torch.optim.AdamW and type(opt_study) is torch.optim.Adam
+    assert [g["lr"] for g in opt_study.param_groups] == [1e-5, 1e-4]  # encoder at a tenth
+    y = torch.tensor([0, 0, 0, 0, 1, 2])
+    assert _criterion(y, 3, ours).weight is not None and _criterion(y, 3, study).weight is None
+    with pytest.raises(ValueError, match="recipe"):
+        TrainConfig(recipe="paper")
+
+
+def test_study_recipe_runs_without_early_stop_or_schedule(task):
+    """Plain Adam at a fixed rate for every epoch; the best epoch is still chosen on validation."""
+    windows, splits = task
+    config = TrainConfig(head="linear", mode="lp", recipe="study",
+                         **{**QUICK, "warmup_epochs": None, "n_epochs": 6})
+    result = run_cell(tiny_encoder(), windows, splits, config)
+    assert len(result.history) == 6 and (result.history["lr"] == 1e-4).all()
+    assert 1 <= result.best_epoch <= 6

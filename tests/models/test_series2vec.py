@@ -107,6 +107,26 @@ def test_attention_mixes_the_batch_without_order():
         torch.testing.assert_close(attention(z[order]), out[order])
 
 
+def test_published_behaviour_switches():
+    """mix_batch=False: no sample sees another (the official length-1 sequences);
+    time_target="squared_euclidean": what the official soft-DTW computed on [B, 1, T]."""
+    attention = OrderInvariantAttention(8, 2, 16, dropout=0.0, mix_batch=False)
+    z = torch.randn(5, 8, generator=torch_generator(0))
+    with torch.no_grad():
+        changed = z.clone()
+        changed[4] += 1.0
+        torch.testing.assert_close(attention(changed)[:4], attention(z)[:4])
+    enc = small(time_target="squared_euclidean", mix_batch=False).build(180)
+    x = waves(4)
+    time_target, _ = enc.targets(torch.from_numpy(x), torch_generator(0))
+    flat = x[:, 0].astype(np.float64)
+    expected = [np.sum((flat[i] - flat[j]) ** 2) for i in range(4) for j in range(i + 1, 4)]
+    np.testing.assert_allclose(time_target.numpy(), expected, rtol=1e-4)
+    assert np.isfinite(enc.fit(waves(8), n_epochs=1, batch_size=4).history_[-1]["loss"])
+    with pytest.raises(ValueError, match="time_target"):
+        small(time_target="dtw")
+
+
 def test_encode_ignores_the_batch_and_the_attention(fitted):
     x = waves(10, seed=1)
     everything = fitted.encode(x)

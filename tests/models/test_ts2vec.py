@@ -297,3 +297,30 @@ def test_pretraining_beats_a_random_encoder_on_a_grouped_probe(fragment_small):
     random_score = grouped_probe_balanced_accuracy(random_enc.encode(frag.x), frag.y, frag.groups)
     score = grouped_probe_balanced_accuracy(pretrained.encode(frag.x), frag.y, frag.groups)
     assert score > random_score + 0.02, (score, random_score)
+
+
+def relative_change(before: dict, after: dict) -> float:
+    num = sum(float((after[k] - before[k]).float().norm() ** 2) for k in before
+              if before[k].is_floating_point())
+    den = sum(float(before[k].float().norm() ** 2) for k in before if before[k].is_floating_point())
+    return (num / den) ** 0.5
+
+
+def test_study_continuation_barely_moves_the_averaged_weights():
+    """The study loaded the parent only into the averaged network (its step count carried
+    over): one more epoch moves the averaged weights by about steps / n_averaged; a genuine
+    continuation moves them as far as the training network goes."""
+    moved = {}
+    for mode in ("genuine", "study"):
+        enc = fitted(n_epochs=3)
+        enc.averaged_.n_averaged.fill_(3000)  # as after a long pretraining (the study: ~5e5)
+        before = {k: v.clone() for k, v in enc.averaged_.module.state_dict().items()}
+        n_averaged = int(enc.averaged_.n_averaged)
+        started = enc.begin_continuation(mode)
+        enc.fit(toy_windows(), n_epochs=1, batch_size=8, lr=1e-2)
+        moved[mode] = relative_change(before, enc.averaged_.module.state_dict())
+        if mode == "study":
+            assert "n_averaged" in started and int(enc.averaged_.n_averaged) == n_averaged + 3
+    assert moved["study"] < 0.01 < moved["genuine"], moved  # 3 steps / 3003: ~0.1 %
+    with pytest.raises(ValueError, match="continuation"):
+        fitted(n_epochs=1).begin_continuation("paper")
