@@ -57,7 +57,8 @@ def _run(args) -> int:
 
     if args.outputs:  # before anything reads the outputs root (kernels inherit it)
         os.environ["ECGNB_OUTPUTS"] = str(Path(args.outputs).expanduser().resolve())
-    grid = load_grid(args.grid)  # every run validated against its notebook before anything runs
+    # every run validated against its notebook before anything runs (a cluster's GPUs: by Ray)
+    grid = load_grid(args.grid, local_devices=args.ray is None)
     if args.dry_run:
         statuses = plan(grid, args.only, args.retry_failed, args.accept_old_code)
         print(format_plan(grid, statuses, args.accept_old_code))

@@ -147,15 +147,16 @@ class Grid:
 
 
 # --------------------------------------------------------------------------- loading
-def load_grid(path, validate: bool = True) -> Grid:
-    """Read, expand and (by default) validate every run against its notebook's parameters."""
+def load_grid(path, validate: bool = True, local_devices: bool = True) -> Grid:
+    """Read, expand and (by default) validate every run against its notebook's parameters;
+    ``local_devices``: a ``cuda`` device must exist on this machine (not so for a cluster)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no grid file at {path}")
     spec = read_yaml(path) or {}
     grid = expand(spec, path, use_declared=validate)
     if validate:
-        validate_grid(grid)
+        validate_grid(grid, local_devices)
     return grid
 
 
@@ -188,12 +189,13 @@ def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
     return Grid(spec["name"], Path(source), {r.name: r for r in runs}, _resources(spec, where))
 
 
-def validate_grid(grid: Grid) -> None:
-    """Every run's parameters against its notebook's declared parameters (keys and types)."""
+def validate_grid(grid: Grid, local_devices: bool = True) -> None:
+    """Every run's parameters against its notebook's declared parameters (keys, types, ranges;
+    devices on this machine when ``local_devices``)."""
     for run in grid.runs.values():
         validate_parameters(run.notebook, run.params,
                             where=f"{grid.source}: run '{run.name}' ({run.stage})",
-                            stage=STAGE_OF_SECTION[run.stage])
+                            stage=STAGE_OF_SECTION[run.stage], local_devices=local_devices)
 
 
 def _check_spec(spec: dict, where: str) -> None:

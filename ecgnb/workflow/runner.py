@@ -62,7 +62,7 @@ def declared_parameters(notebook) -> dict[str, dict]:
 
 
 def validate_parameters(notebook, params: dict, where: str = "params",
-                        stage: str | None = None) -> dict:
+                        stage: str | None = None, local_devices: bool = True) -> dict:
     """Reject unknown keys, values of the wrong type and out of the range of ``stage`` (default:
     the notebook's); returns the params."""
     declared = declared_parameters(notebook)
@@ -81,7 +81,7 @@ def validate_parameters(notebook, params: dict, where: str = "params",
         if kind.startswith("list") and not isinstance(value, list):
             raise ParameterError(f"{where}: parameter '{name}' must be a list, got {value!r}")
         problem = (range_problem(name, value, stage or _stage(notebook))
-                   or _device_problem(name, value))
+                   or (_device_problem(name, value) if local_devices else None))
         if problem:
             raise ParameterError(f"{where}: {problem}")
     return params

@@ -118,7 +118,7 @@ def test_front_door_types_layouts_and_errors():
 
 
 def test_softdtw_benchmark_smoke():
-    from ecgnb.bench import bench_softdtw, format_softdtw, max_relative_difference
+    from ecgnb.bench.softdtw import bench_softdtw, format_softdtw, max_relative_difference
     rows = bench_softdtw(3, 12, 0.1, 1, ["numba", "torch", "tslearn"], torch_cpu_series=2)
     assert [len(r["values"]) for r in rows] == [3, 2, 3]
     assert max_relative_difference(rows[0]["values"], rows[-1]["values"]) < 1e-10

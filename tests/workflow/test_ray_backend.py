@@ -307,7 +307,7 @@ def test_resources_no_node_has_and_pinned_gpus_fail_before_the_sweep(tmp_path, f
     ray_backend.check_devices(load_grid(fits))
     pinned = write_grid(tmp_path / "c.yaml", fake_nb, common={"device": "cuda:1"})
     with pytest.raises(ValueError, match="set device: auto"):
-        ray_backend.check_devices(load_grid(pinned))
+        ray_backend.check_devices(load_grid(pinned, local_devices=False))
 
 
 def test_cli_ray_flags(tmp_path, fake_nb, monkeypatch, capsys):
