@@ -44,7 +44,7 @@ def demo_runs() -> list[str]:
 
 def demo_stand_ins() -> list[str]:
     """Tiny finished runs under the names notebook 05 reads by default (the demo's TS2Vec runs:
-    ECG and ECG continued1, cell ``mlp-ft-f0.2-s0``), on the data those runs read; existing
+    ECG and ECG continued1, cell ``mlp-lp-f1-s0``), on the data those runs read; existing
     finished runs are kept. Returns the finetuning run names."""
     from ecgnb import finetuning, models, pretraining, regularization, runs
     from ecgnb.data import DataConfig, load_corpus, scenarios, target_task
@@ -73,10 +73,10 @@ def demo_stand_ins() -> list[str]:
                                                        scenario, reg, verbose=False)
             encoder_run = "demo/regularization/ts2vec-" + scenarios.slug(scenario)
             encoder = models.load(_finished(runs, reg, "regularization", encoder_run, encoder))
-        ft = finetuning.FinetuneConfig(encoder_run=encoder_run, heads=("mlp",), modes=("ft",),
-                                       label_fraction=0.2, n_epochs=1, batch_size=16, patience=1,
+        ft = finetuning.FinetuneConfig(encoder_run=encoder_run, heads=("mlp",), modes=("lp",),
+                                       label_fraction=1.0, n_epochs=1, batch_size=16, patience=1,
                                        device="cpu", use_small_data=data.use_small_data)
-        out = runs.start_stage(ft, "finetuning", str(runs.run_folder(name)))
+        out = runs.start_stage(ft, "finetuning", str(runs.run_folder(name)), by_runner=False)
         source = {"backbone": "ts2vec", "scenario": scenario, "encoder_run": encoder_run,
                   "encoder_hash": encoder.weights_hash()}
         finetuning.run_cells(ft, encoder, source, fragments, splits, out)
@@ -85,7 +85,7 @@ def demo_stand_ins() -> list[str]:
 
 
 def _finished(runs, cfg, stage: str, name: str, encoder):
-    out = runs.start_stage(cfg, stage, str(runs.run_folder(name)))
+    out = runs.start_stage(cfg, stage, str(runs.run_folder(name)), by_runner=False)
     encoder.save(out / runs.ENCODER)
     runs.finish_stage(out, {"stand_in": "tests (conftest.demo_stand_ins)"})
     return out / runs.ENCODER

@@ -43,9 +43,9 @@ STAGES = ("encoder", "finetuned", "head", "logits")
 class EmbeddingConfig(DataConfig):
     """Parameters of notebooks/05_embeddings.ipynb (same names as its parameters cell)."""
 
-    runs: tuple[str, ...] = ("demo/finetuning/ts2vec-ecg-f0.2",
-                             "demo/finetuning/ts2vec-ecg-continued1-f0.2")  # `make demo`
-    cells: tuple[str, ...] = ("mlp-ft-f0.2-s0",)  # one per run, one for all, or empty: the first
+    runs: tuple[str, ...] = ("demo/finetuning/ts2vec-ecg-f1.0",
+                             "demo/finetuning/ts2vec-ecg-continued1-f1.0")  # `make demo`
+    cells: tuple[str, ...] = ("mlp-lp-f1-s0",)  # one per run, one for all, or empty: the first
     stages: tuple[str, ...] = ("encoder", "finetuned", "head")
     split: str = "test"  # target split placed on the map fitted on the training split
     corpus: str = "All+target"  # pretraining corpus mapped by domain; empty: none

@@ -133,13 +133,15 @@ def find_encoder(name: str) -> Path:
 
 
 # --------------------------------------------------------------------------- start and finish
-def start_stage(config, stage: str, output_dir: str = "") -> Path:
+def start_stage(config, stage: str, output_dir: str = "",
+                by_runner: bool | None = None) -> Path:
     """First cell of every notebook: resolve the run folder, seed, write ``config.json``.
 
     ``config`` is the stage's typed dataclass (or a dict of parameters). Records of an earlier
     execution are removed first, so a re-run is complete only once it finishes again. From here
     on, every :class:`~ecgnb.config.DataWarning` the kernel raises is added to ``config.json``.
-    ``output_dir`` is set only by the runner, which then writes the completion record itself.
+    ``output_dir`` is set only by the runner, which then writes the completion record itself
+    (``by_runner=False``: a run made by code in a given folder completes in :func:`finish_stage`).
     """
     out = run_output_dir(output_dir, stage)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,8 @@ def start_stage(config, stage: str, output_dir: str = "") -> Path:
         seed_everything(seed)
     record = {"stage": stage, "params": params, "seed": seed, "versions": package_versions(),
               "code": code_identity(), "git_commit": git_commit(),
-              "device": str(pick_device(params.get("device"))), "by_runner": bool(output_dir),
+              "device": str(pick_device(params.get("device"))),
+              "by_runner": bool(output_dir) if by_runner is None else by_runner,
               "torch_threads": math_threads(),
               "warnings": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / CONFIG, record)

@@ -422,7 +422,9 @@ class _Expander:
             if missing:
                 raise GridError(f"{self.where}: embeddings compare {names} for {backbone}, but the "
                                 f"grid has no run {missing}: add the scenarios to 'scenarios'")
-            params = {**self.common["embeddings"], **self._section("embeddings"),
+            # cells: each run's first complete cell unless the section names them (the
+            # notebook's own default names the demo's cell)
+            params = {**self.common["embeddings"], "cells": [], **self._section("embeddings"),
                       "runs": [self.full(p) for p in parents]}
             name = f"embeddings/{backbone}-" + "-vs-".join(slug(s) for s in names) + _tag(seed)
             runs.append(Run(name, "embeddings", self.notebooks["embeddings"], params, parents))
