@@ -27,7 +27,7 @@ RECIPE_SELECTION = {"study": "val", "ecgnb": "last"}
 class RegularizationConfig(DataConfig):
     """Parameters of notebooks/03_regularization.ipynb (same names as its parameters cell)."""
 
-    parent_run: str = "02_pretraining/interactive"
+    parent_run: str = "pretraining/interactive"
     scenario: str = "ECG continued1"
     n_epochs: int | None = None  # None: the scenario step's epochs (1, 30 or 60)
     lr: float | None = None  # None: the backbone's pretraining learning rate
