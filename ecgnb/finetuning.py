@@ -14,6 +14,7 @@ from typing import Iterator
 
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ecgnb import models, runs
