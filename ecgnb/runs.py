@@ -115,8 +115,21 @@ def completion_record(folder: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def code_change(record: dict | None) -> str | None:
+    """How the code that recorded a run differs from this code (None when it is the same)."""
+    recorded, current = (record or {}).get("code") or {}, code_identity()
+    changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items() if recorded.get(k) != v]
+    return f"recorded by other code ({', '.join(changed)})" if changed else None
+
+
+class OldCodeWarning(UserWarning):
+    """A finished run read by code other than the code that computed it."""
+
+
 def find_run(name: str) -> Path:
-    """The folder of a *complete* run, by run name; a clear error otherwise."""
+    """The folder of a *complete* run, by run name; a clear error otherwise. A run recorded by
+    other code (source hash or numerical library versions) is returned with an
+    :class:`OldCodeWarning` that says what differs: its numbers are not this code's."""
     folder = run_folder(name)
     problem = completion_problem(folder)
     if problem is not None:
@@ -124,6 +137,10 @@ def find_run(name: str) -> Path:
         if folder.is_dir():
             status += f" ({problem})"
         raise FileNotFoundError(f"run '{name}' is {status} (looked in {folder}); run it first")
+    change = code_change(completion_record(folder))
+    if change:
+        warnings.warn(f"run '{name}' was {change}: run it again for this code's numbers",
+                      OldCodeWarning, stacklevel=2)
     return folder
 
 

@@ -309,7 +309,7 @@ def test_collect_records_labels_pretraining_seed_and_the_seed_mean_interval(tmp_
     for seed in (0, 1):
         write_cell(run, f"mlp-lp-f1-s{seed}", with_metrics=False, seed=seed)
         folder = run / "cells" / f"mlp-lp-f1-s{seed}"
-        record = results.runs.read_json(folder / "cell.json")
+        record = runs.read_json(folder / "cell.json")
         labels = {"n_train": 80, "n_train_available": 383, "label_fraction_realised": 80 / 383}
         write_json(folder / "cell.json", {**record, "pretrain_seed": 0, **labels})
         y = np.tile([0, 1], 20)

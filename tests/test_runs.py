@@ -54,6 +54,18 @@ def test_start_then_finish_makes_a_run_complete(outputs):
     assert not runs.is_complete(out)
 
 
+def test_a_run_recorded_by_other_code_is_read_with_a_warning(outputs, monkeypatch):
+    out = runs.start_stage(_Config(), "pretraining")
+    (out / "encoder.pt").write_bytes(b"weights")
+    runs.finish_stage(out, {"x": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the code that recorded it: no warning
+        assert runs.find_run("pretraining/interactive") == out
+    monkeypatch.setattr(runs, "code_identity", lambda: {**code_identity(), "source_hash": "0" * 16})
+    with pytest.warns(runs.OldCodeWarning, match="recorded by other code .*source_hash"):
+        assert runs.find_run("pretraining/interactive") == out
+
+
 def test_failed_run_says_so(outputs):
     folder = outputs / "g" / "finetuning" / "x"
     folder.mkdir(parents=True)

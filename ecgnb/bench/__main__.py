@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-
-
 from ecgnb.bench.pretrain import (bench_pretrain, bench_pretrain_before, bench_probe,
                                   format_pretrain, format_probe)
 from ecgnb.bench.softdtw import bench_softdtw, format_softdtw
+from ecgnb.bench.timing import machine_line
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -74,6 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    print(machine_line())
     if args.command == "softdtw":
         paths = [p.strip() for p in args.paths.split(",") if p.strip()]
         rows = bench_softdtw(args.batch, args.length, args.gamma, args.repeats, paths,

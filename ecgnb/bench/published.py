@@ -224,14 +224,14 @@ def format_published(rows: list[dict], n_batches: int, batch_size: int, length: 
     lines = [f"training samples/s, {n_batches} batches of {batch_size} x [1, {length}] after a "
              f"warm-up batch, study hyper-parameters, {torch.get_num_threads()} torch threads; "
              f"median [min, max] of {n_repeats} repeats",
-             f"{'backbone':<10}{'ours':>22}{'published':>22}{'published+flush':>22}"
+             f"{'backbone':<10}{'ours':>26}{'published':>26}{'published+flush':>26}"
              f"{'shipped/published':>26}{'both flushing':>24}"]
     for name in dict.fromkeys(r["backbone"] for r in rows):
         mine = [r for r in rows if r["backbone"] == name]
         cols = [_spread([r[k] for r in mine]) for k in ("ours", "published", "published_flush")]
         ratios = [_spread([r["ours"] / r[k] for r in mine], "x")
                   for k in ("published", "published_flush")]
-        lines.append(f"{name:<10}{cols[0]:>22}{cols[1]:>22}{cols[2]:>22}{ratios[0]:>26}"
+        lines.append(f"{name:<10}{cols[0]:>26}{cols[1]:>26}{cols[2]:>26}{ratios[0]:>26}"
                      f"{ratios[1]:>24}")
     setups = [r["setup"] for r in rows if r["setup"] is not None]
     if setups:

@@ -5,12 +5,39 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import platform
 import resource
 import time
 from typing import Callable
 
 import numpy as np
 import torch
+
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides CPU speed here
+
+
+def machine_line() -> str:
+    """One line naming what a benchmark ran on: CPU model, cores, the flags of :data:`CPU_FLAGS`
+    it has, torch and its threads, and the GPU if there is one."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    has = [f for f in CPU_FLAGS if f in flags] if flags else ["flags unknown"]
+    listed = " ".join(has) or "none of " + " ".join(CPU_FLAGS)
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return (f"machine: {model}, {os.cpu_count()} cores, {listed}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; {gpu}")
 
 
 def synthetic_batch(n_series: int, length: int, seed: int = 0) -> np.ndarray:

@@ -116,7 +116,7 @@ def temporal_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tenso
     return _ContrastWithGradient.apply(z1, z2, terms)
 
 
-CHUNK_ELEMENTS = 2 ** 22  # similarities held at once by the chunked loss (16 MB in float32)
+CHUNK_ELEMENTS = 2 ** 22  # similarities per block of the loss (16 MB in float32; two such buffers at once)
 _LOG_TINY = -87.33  # log of float32's smallest normal number: softmax weights below are zeroed
 
 
@@ -209,14 +209,18 @@ def _paired_term(z1, z2, grads, weight: float, group_dim: int) -> torch.Tensor:
     pair); ``weight`` times the term's gradient is added to ``grads = (dz1, dz2)`` when given.
     """
     n_groups, n_pairs = z1.shape[group_dim], z1.shape[1 - group_dim]
-    n_anchors = n_groups * 2 * n_pairs
-    block = max(1, CHUNK_ELEMENTS // (2 * n_pairs * z1.shape[-1]))
+    n_items = 2 * n_pairs
+    n_anchors = n_groups * n_items
+    # whole [g, 2N, 2N] similarity matrices when one fits in CHUNK_ELEMENTS, else rows of them
+    is_whole = n_items * n_items <= CHUNK_ELEMENTS
+    log_normaliser = _log_normaliser_whole if is_whole else _log_normaliser_chunks
+    block = max(1, CHUNK_ELEMENTS // (n_items * max(n_items if is_whole else 1, z1.shape[-1])))
     total = z1.new_zeros(())
     for start in range(0, n_groups, block):
         part1, part2 = (z.narrow(group_dim, start, min(block, n_groups - start)) for z in (z1, z2))
         z = torch.cat([part1, part2], dim=1 - group_dim)
         z = (z.transpose(0, 1) if group_dim == 1 else z).contiguous()  # [g, 2N, C]
-        block_total, grad = _log_normaliser_chunks(z, with_grad=grads is not None)
+        block_total, grad = log_normaliser(z, with_grad=grads is not None)
         total = total + block_total
         if grads is not None:
             if group_dim == 1:
@@ -230,6 +234,20 @@ def _paired_term(z1, z2, grads, weight: float, group_dim: int) -> torch.Tensor:
                 grad2.sub_(part1, alpha=2.0), alpha=scale)
     positive = (z1 * z2).sum(dim=-1).mean()
     return total / n_anchors - positive
+
+
+def _log_normaliser_whole(z: torch.Tensor, with_grad: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_log_normaliser_chunks` with each group's whole similarity matrix at hand: the
+    gradient ``(P + P^T) z`` is one matrix product instead of two (same values)."""
+    sim = torch.matmul(z, z.transpose(1, 2))  # [G, M, M]
+    sim.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # self-similarity out of every softmax
+    log_normaliser = torch.logsumexp(sim, dim=-1, keepdim=True)  # [G, M, 1]
+    if not with_grad:
+        return log_normaliser.sum(), None
+    weights = sim.sub_(log_normaliser)
+    weights.masked_fill_(weights < _LOG_TINY, float("-inf")).exp_()  # row softmax P
+    return log_normaliser.sum(), torch.bmm(weights + weights.transpose(1, 2), z)
 
 
 def _log_normaliser_chunks(z: torch.Tensor, with_grad: bool
@@ -350,7 +368,8 @@ def split_long_series(x: np.ndarray, max_train_length: int | None) -> np.ndarray
 
 # --------------------------------------------------------------------------- the network
 class SamePadConv(nn.Module):
-    """Dilated 1-d convolution whose output has the input's length: ``[B, Ci, T] -> [B, Co, T]``."""
+    """Dilated 1-d convolution whose output has the input's length: ``[B, Ci, 1, T] -> [B, Co, 1, T]``
+    (the layout of :class:`DilatedConvEncoder`; the weights are a ``Conv1d``'s)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
         super().__init__()
@@ -360,8 +379,8 @@ class SamePadConv(nn.Module):
         self.n_trim = 1 if receptive_field % 2 == 0 else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
-        return out[..., :-self.n_trim] if self.n_trim else out
+        c = self.conv
+        return _conv(x, c.weight, c.bias, c.padding[0], c.dilation[0], self.n_trim)
 
 
 class ConvBlock(nn.Module):
@@ -382,7 +401,8 @@ class ConvBlock(nn.Module):
         self.recompute = recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.projector is None else self.projector(x)
+        p = self.projector
+        residual = x if p is None else _conv(x, p.weight, p.bias, 0, 1, 0)
         if self.recompute and torch.is_grad_enabled():
             c1, c2 = self.conv1, self.conv2
             x = _RecomputedBody.apply(x, c1.conv.weight, c1.conv.bias, c2.conv.weight,
@@ -430,21 +450,30 @@ class _RecomputedBody(torch.autograd.Function):
 
 
 def _conv(x, weight, bias, padding: int, dilation: int, n_trim: int) -> torch.Tensor:
-    out = F.conv1d(x, weight, bias, padding=padding, dilation=dilation)
+    """``Conv1d`` weights ``[Co, Ci, K]`` over ``x [B, Ci, 1, T]`` as a 2-d convolution, which
+    keeps ``x``'s channels-last layout (faster on CPU than the 1-d layout)."""
+    out = F.conv2d(x, weight.unsqueeze(2), bias, padding=(0, padding), dilation=(1, dilation))
     return out[..., :-n_trim] if n_trim else out
 
 
 def _conv_backward(grad_out, x, weight, bias, padding: int, dilation: int, n_trim: int):
-    """Gradients ``(input, weight, bias)`` of :func:`_conv` for ``grad_out``."""
+    """Gradients ``(input, weight [Co, Ci, K], bias)`` of :func:`_conv` for ``grad_out``."""
     if n_trim:
         grad_out = F.pad(grad_out, (0, n_trim))
-    return torch.ops.aten.convolution_backward(
-        grad_out, x, weight, None if bias is None else [bias.shape[0]], [1], [padding],
-        [dilation], False, [0], 1, [True, True, bias is not None])
+    grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+        grad_out.contiguous(memory_format=torch.channels_last), x, weight.unsqueeze(2),
+        None if bias is None else [bias.shape[0]], [1, 1], [0, padding], [1, dilation], False,
+        [0, 0], 1, [True, True, bias is not None])
+    return grad_x, grad_w.squeeze(2), grad_b
 
 
 class DilatedConvEncoder(nn.Module):
-    """Residual blocks with dilation ``2**i``: ``[B, in_channels, T] -> [B, channels[-1], T]``."""
+    """Residual blocks with dilation ``2**i``: ``[B, in_channels, T] -> [B, channels[-1], T]``.
+
+    Inside, features are ``[B, C, 1, T]`` tensors in channels-last memory (each timestep's
+    channels side by side), which the CPU's convolutions run fastest on; the output keeps that
+    memory order (``[B, D, T]`` with strides ``(T D, 1, D)``: its ``[B, T, D]`` view is contiguous).
+    """
 
     def __init__(self, in_channels: int, channels: list[int], kernel_size: int,
                  recompute: bool = False):
@@ -456,7 +485,7 @@ class DilatedConvEncoder(nn.Module):
             for i in range(len(channels))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.unsqueeze(2).contiguous(memory_format=torch.channels_last)).squeeze(2)
 
 
 class TSEncoder(Network):

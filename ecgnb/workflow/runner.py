@@ -72,9 +72,11 @@ def validate_parameters(notebook, params: dict, where: str = "params",
                              f"declared: {sorted(k for k in declared if k not in RUNNER_KEYS)}")
     for name, value in params.items():
         kind = declared.get(name, {}).get("inferred_type_name", "None")
+        is_optional = kind.startswith("Optional[")  # declared as "Optional[int]" and so on
+        kind = kind[len("Optional["):-1] if is_optional else kind
         ok = _TYPES.get(kind)
-        if value is None and declared.get(name, {}).get("default") == "None":
-            continue  # a parameter whose default is None ("use the default") may be set to None
+        if value is None and (is_optional or declared.get(name, {}).get("default") == "None"):
+            continue  # an optional parameter, or one whose default is None, may be set to None
         if ok and (not isinstance(value, ok) or (kind != "bool" and isinstance(value, bool))):
             raise ParameterError(f"{where}: parameter '{name}' must be {kind}, got "
                                  f"{type(value).__name__} {value!r}")

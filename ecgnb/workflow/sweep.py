@@ -116,11 +116,7 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
     return out
 
 
-def code_change(record: dict | None) -> str | None:
-    """How the code that recorded a run differs from this code (None when it is the same)."""
-    recorded, current = (record or {}).get("code") or {}, code_identity()
-    changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items() if recorded.get(k) != v]
-    return f"recorded by other code ({', '.join(changed)})" if changed else None
+code_change = runs.code_change  # re-exported: the sweep's word for it
 
 
 def code_note(statuses: dict[str, RunStatus], accept_old_code: bool) -> str | None:

@@ -88,10 +88,10 @@ def test_failed_run_is_recorded(outputs, tmp_path):
 
 
 # --------------------------------------------------------------------------- ranges, devices, parents
-NUMERIC = [(nb, name, info["inferred_type_name"])
+NUMERIC = [(nb, name, info["inferred_type_name"].removeprefix("Optional[").removesuffix("]"))
            for nb in sorted(NOTEBOOKS.values())
            for name, info in runner.declared_parameters(PROJECT_ROOT / nb).items()
-           if info["inferred_type_name"] in ("int", "float")]
+           if info["inferred_type_name"] in ("int", "float", "Optional[int]", "Optional[float]")]
 
 
 def test_every_numeric_parameter_has_a_range():
@@ -130,6 +130,14 @@ def test_none_means_the_default_and_is_not_range_checked():
     runner.validate_parameters(nb03, {"n_epochs": None, "lr": None})
     with pytest.raises(runner.ParameterError, match="'n_epochs' must be >= 1, got -5"):
         runner.validate_parameters(nb03, {"n_epochs": -5})
+
+
+def test_an_optional_parameter_takes_none_and_its_type():
+    nb04 = PROJECT_ROOT / NOTEBOOKS["finetuning"]  # n_epochs: "Optional[int]" = 8
+    runner.validate_parameters(nb04, {"n_epochs": None})
+    runner.validate_parameters(nb04, {"n_epochs": 300})
+    with pytest.raises(runner.ParameterError, match="'n_epochs' must be int"):
+        runner.validate_parameters(nb04, {"n_epochs": "300"})
 
 
 def test_cuda_without_cuda_is_caught_before_the_kernel(monkeypatch):

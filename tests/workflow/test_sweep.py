@@ -327,6 +327,7 @@ def test_runs_of_other_code_run_again_unless_accepted(tmp_path, outputs, fake_nb
     assert {s.state for s in sweep.plan(grid).values()} == {"cached"}
     other = {**code_identity(), "source_hash": "0123456789abcdef"}
     monkeypatch.setattr(sweep, "code_identity", lambda: other)
+    monkeypatch.setattr(runs, "code_identity", lambda: other)
     statuses = sweep.plan(grid)
     assert {s.state for s in statuses.values()} == {"pending"}
     assert "recorded by other code (source_hash" in statuses["pretraining/ts2vec-ecg"].note

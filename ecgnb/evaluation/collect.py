@@ -1,0 +1,192 @@
+"""The tidy table of downstream cells, rebuilt from the run folders (``results.csv``).
+
+- :func:`collect_results`: one row per *complete* cell (``cells/<cell>/metrics.json`` matching its
+  files) of every *complete* run (:func:`ecgnb.runs.is_complete`) under a folder, rebuilt from
+  the files each time; ``code_hash`` says which code produced each row (:func:`code_note` when
+  rows mix codes) and :func:`collect_warnings` the data warnings runs recorded.
+- :func:`collect_summaries`: the JSON summaries of notebooks 02 and 03, one row per run.
+- :func:`synthetic_results`: a table with a planted structure, for smoke runs and tests.
+
+The columns are listed in :mod:`ecgnb.results`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecgnb import runs
+from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
+from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
+from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, KEYS, LABELS, METRICS,
+                                     SSL_MODES, SUPERVISED)
+
+
+SEED_MEAN_N_BOOT = 2000  # resamples of the interval of a cell's mean over seeds
+
+
+def collect_results(folder, root=None) -> pd.DataFrame:
+    """One row per complete cell of every complete run under ``folder`` (see module docstring).
+
+    Run names are paths relative to ``root`` (default: ``folder``'s parent, the outputs root).
+    """
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder.parent
+    rows = []
+    for run in runs.finished_runs(folder):
+        record = runs.completion_record(run)
+        for cell in runs.complete_cells(run):
+            rows.append(_cell_row(runs.cell_folder(run, cell), run.relative_to(root).as_posix(),
+                                  record))
+    frame = pd.DataFrame(rows)
+    return _tidy(_with_seed_mean_ci(frame, root) if len(frame) else frame)
+
+
+def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
+    metrics = runs.read_json(cell / runs.CELL_METRICS)
+    info = runs.read_json(cell / runs.CELL_RECORD) if (cell / runs.CELL_RECORD).is_file() \
+        else metrics.get("cell", {})
+    val = metrics.get("val") or metrics.get("val_metrics") or {}
+    row = {k: info.get(k) for k in KEYS}
+    row.update({m: metrics.get(m) for m in METRICS})
+    row.update({f"val_{m}": val.get(m) for m in METRICS})
+    for m, (low, high) in (metrics.get("ci") or {}).items():
+        row[f"{m}_ci_low"], row[f"{m}_ci_high"] = low, high
+    row.update({k: metrics.get(k, info.get(k)) for k in LABELS})
+    row["pretrain_seed"] = info.get("pretrain_seed")
+    if "recipe" in info or "recipe" in metrics:
+        row["recipe"] = info.get("recipe", metrics.get("recipe"))
+    best = metrics.get("best_epoch")
+    row.update({"n_test": metrics.get("n_test"),
+                "best_epoch": best if not isinstance(best, list) else json.dumps(best),
+                "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
+                "recipe": info.get("recipe", "ecgnb"),  # cells before recipes ran ours
+                "params_hash": run_record.get("params_hash"),
+                "code_hash": (run_record.get("code") or {}).get("source_hash"),
+                "warnings": "; ".join(run_record.get("warnings") or []),
+                "wall_s": info.get("wall_s"),
+                "run_wall_s": run_record.get("wall_s")})
+    return row
+
+
+def _with_seed_mean_ci(frame: pd.DataFrame, root: Path,
+                       n_boot: int = SEED_MEAN_N_BOOT) -> pd.DataFrame:
+    """``<metric>_seed_mean_ci_low/_high`` per (run, head, mode, label fraction): the interval of
+    the mean over the group's seeds, from their ``predictions.csv`` (NaN where one is missing)."""
+    frame = frame.copy()
+    for key, part in frame.groupby(["run", "head", "mode", "label_fraction"], sort=False):
+        paths = [root / run / runs.CELLS / cell / runs.CELL_PREDICTIONS
+                 for run, cell in zip(part["run"], part["cell"])]
+        if not all(p.is_file() for p in paths):
+            continue
+        predictions = [pd.read_csv(p, dtype={"group": str}) for p in paths]
+        for metric in CI_METRICS:
+            low, high = bootstrap_seed_mean_ci(predictions, metric, n_boot)
+            frame.loc[part.index, f"{metric}_seed_mean_ci_low"] = low
+            frame.loc[part.index, f"{metric}_seed_mean_ci_high"] = high
+    return frame
+
+
+def code_note(results: pd.DataFrame) -> str | None:
+    """A line when the rows were produced by more than one version of the code (else None)."""
+    if "code_hash" not in results or results["code_hash"].nunique(dropna=False) <= 1:
+        return None
+    counts = results.groupby("code_hash", dropna=False)["run"].nunique()
+    parts = ", ".join(f"{code}: {n} run(s)" for code, n in counts.items())
+    return f"rows come from {len(counts)} versions of the code ({parts}); see column code_hash"
+
+
+def collect_warnings(folder, root=None) -> list[tuple[str, str]]:
+    """``(run, warning)`` for every data warning a complete run under ``folder`` recorded."""
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder.parent
+    return [(run.relative_to(root).as_posix(), message)
+            for run in runs.finished_runs(folder)
+            for message in (runs.completion_record(run) or {}).get("warnings", [])]
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return pd.DataFrame(columns=list(KEYS) + list(METRICS) + ["val_macro_f1", "run", "cell"])
+    frame = frame.sort_values(["run", "cell"], kind="stable").reset_index(drop=True)
+    frame["label_fraction"] = frame["label_fraction"].astype(float)
+    frame["seed"] = frame["seed"].astype(int)
+    for column in ("pretrain_seed",) + LABELS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame \
+            else np.nan
+    return frame
+
+
+def write_csv(frame: pd.DataFrame, *paths) -> list[Path]:
+    """Write ``frame`` to each path atomically (temp file + rename); never appends."""
+    written = []
+    for path in map(Path, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        frame.to_csv(tmp, index=False)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def read_results(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results table at {path}; run `ecgnb report` first")
+    return _tidy(pd.read_csv(path))
+
+
+def synthetic_results(seed: int = 0, n_seeds: int = 5, fractions=(1.0,)) -> pd.DataFrame:
+    """A results table in the ``results.csv`` layout with a planted structure (for smoke runs
+    and tests): the i-th pretraining scenario of :data:`SCENARIOS` scores i points above "ECG",
+    ``untrained`` 10 points below it, fine-tuning 1 point above linear probing, each backbone
+    3 points below the previous one; noise sd 3."""
+    rng = np.random.default_rng(seed)
+    effect = {s: 0.01 * i for i, s in enumerate(s for s in SCENARIOS if s != UNTRAINED)}
+    effect[UNTRAINED] = -0.1
+    rows = []
+    for fraction in fractions:
+        for s in SCENARIOS:
+            for b_i, backbone in enumerate(BACKBONE_ORDER):
+                for head in ("mlp", "fcn"):
+                    for mode in SSL_MODES:
+                        base = 0.5 + effect[s] - 0.03 * b_i + 0.01 * (mode == "ft") + 0.1 * fraction
+                        rows += _synthetic_cells(rng, (s, backbone, head, mode, fraction), base, n_seeds)
+        for head in BASELINE_NAMES:
+            rows += _synthetic_cells(rng, ("none", SUPERVISED, head, SUPERVISED, fraction),
+                                     0.5 + 0.1 * fraction, n_seeds)
+    return _tidy(pd.DataFrame(rows))
+
+
+def _synthetic_cells(rng: np.random.Generator, key: tuple, base: float, n_seeds: int) -> list[dict]:
+    rows = []
+    for seed in range(n_seeds):
+        score = float(np.clip(base + rng.normal(0, 0.03), 0, 1))
+        row = dict(zip(KEYS, (*key, seed)))
+        row.update({m: float(np.clip(score + rng.normal(0, 0.01), 0, 1)) for m in METRICS})
+        row.update({f"val_{m}": float(np.clip(score + rng.normal(0, 0.02), 0, 1)) for m in METRICS})
+        row.update({"run": f"synthetic/{key[1]}-{key[0]}", "cell": f"{key[2]}-{key[3]}-s{seed}"})
+        rows.append(row)
+    return rows
+
+
+def collect_summaries(folder, filename: str, root=None) -> pd.DataFrame:
+    """One row per complete run under ``folder`` that wrote ``filename`` (a JSON summary);
+    nested keys are joined with ``_`` (``drift_wesad_ecg_linear_cka``)."""
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder.parent
+    rows = [{"run": run.relative_to(root).as_posix(), **_flatten(runs.read_json(run / filename))}
+            for run in runs.finished_runs(folder) if (run / filename).is_file()]
+    return pd.DataFrame(rows)
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}_"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
