@@ -61,9 +61,13 @@ def bench_pretrain_before(code_dir: str, names: Sequence[str], n_batches: int, b
     command = [sys.executable, "-m", "ecgnb.bench", "pretrain", "--backbones", ",".join(names),
                "--batches", str(n_batches), "--batch-size", str(batch_size),
                "--length", str(length)] + (["--device", device] if device else [])
+    code_dir = Path(code_dir).resolve()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(code_dir).resolve())] + os.environ.get("PYTHONPATH", "").split(os.pathsep))}
-    printed = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+        [str(code_dir)] + os.environ.get("PYTHONPATH", "").split(os.pathsep))}
+    # run from code_dir: ``python -m`` puts the working directory first on sys.path, so from a
+    # checkout of this ecgnb it would import this one, whatever PYTHONPATH says
+    printed = subprocess.run(command, env=env, cwd=code_dir, capture_output=True, text=True,
+                             check=True).stdout
     rows = {}
     for line in printed.splitlines():
         fields = line.split()
