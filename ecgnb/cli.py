@@ -178,9 +178,8 @@ def build_report(target: str, use_notebook: bool = True) -> Path:
 def _report_notebook(csv: Path, out: Path) -> Path:
     """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
     from ecgnb.results import STAGE_SUMMARIES
-    from ecgnb.runs import completion_record
+    from ecgnb.runs import code_change, completion_record
     from ecgnb.workflow.runner import execute, params_hash
-    from ecgnb.workflow.sweep import code_change
 
     params = {"results_csv": str(csv.resolve())}
     tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES]

@@ -41,6 +41,7 @@ from ecgnb.plots import label_efficiency, scenario_boxes, table_heatmap
 # Stage -> the summary its runs write (``<stage>.json`` per run, ``<stage>.csv`` per grid).
 STAGE_SUMMARIES = ("pretraining", "regularization")
 
+
 @dataclasses.dataclass(frozen=True)
 class ResultsConfig:
     """Parameters of notebooks/06_results.ipynb (same names as its parameters cell)."""

@@ -214,7 +214,8 @@ def _paired_term(z1, z2, grads, weight: float, group_dim: int) -> torch.Tensor:
     # whole [g, 2N, 2N] similarity matrices when one fits in CHUNK_ELEMENTS, else rows of them
     is_whole = n_items * n_items <= CHUNK_ELEMENTS
     log_normaliser = _log_normaliser_whole if is_whole else _log_normaliser_chunks
-    block = max(1, CHUNK_ELEMENTS // (n_items * max(n_items if is_whole else 1, z1.shape[-1])))
+    per_group = n_items * max(n_items, z1.shape[-1]) if is_whole else n_items * z1.shape[-1]
+    block = max(1, CHUNK_ELEMENTS // per_group)  # groups per block: its similarities and its z
     total = z1.new_zeros(())
     for start in range(0, n_groups, block):
         part1, part2 = (z.narrow(group_dim, start, min(block, n_groups - start)) for z in (z1, z2))

@@ -101,7 +101,7 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
         status = RunStatus(name, run.stage, hashes[name], run.parents, folder=str(folder))
         failed_parents = [p for p in run.parents if out[p].state in ("failed", "skipped")]
         complete = runs.is_complete(folder, hashes[name])
-        status.note = code_change(runs.completion_record(folder)) if complete else None
+        status.note = runs.code_change(runs.completion_record(folder)) if complete else None
         if complete and (status.note is None or accept_old_code):
             status.state = "cached"
             status.wall_s = runs.completion_record(folder).get("wall_s")
@@ -114,9 +114,6 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
             status.error = "(previous attempt) " + str(_read(folder / FAILED).get("error"))
         out[name] = status
     return out
-
-
-code_change = runs.code_change  # re-exported: the sweep's word for it
 
 
 def code_note(statuses: dict[str, RunStatus], accept_old_code: bool) -> str | None:
