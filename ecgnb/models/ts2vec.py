@@ -360,8 +360,8 @@ class TS2Vec(Encoder):
         return super().fit(x, n_epochs=n_epochs, batch_size=batch_size, lr=lr, x_val=x_val,
                            seed=seed, verbose=verbose, callback=callback)
 
-    def _optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)
 
     def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Hierarchical contrastive loss of two overlapping crops of ``xb [B, 1, T]``."""
