@@ -271,4 +271,3 @@ def _log_normaliser_chunks(z: torch.Tensor, with_grad: bool
             grad[:, start:stop].baddbmm_(weights, z)  # P z
             grad.baddbmm_(weights.transpose(1, 2), rows)  # P^T z
     return total, grad
-
