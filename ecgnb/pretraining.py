@@ -88,6 +88,8 @@ def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
     overrides = model_config(cfg.backbone, cfg.model_size, cfg.model_overrides, cfg.recipe)
     if cfg.backbone == "series2vec":
         overrides.setdefault("fs", cfg.fs)
+    if cfg.lr is not None:  # the checkpoint's config records the rate it was trained at
+        overrides["lr"] = cfg.lr
     encoder = models.build(cfg.backbone, device=cfg.device, seed=cfg.seed, verbose=verbose,
                            **overrides)
     use_holdout = cfg.selection_ == "holdout" and cfg.n_epochs > 0

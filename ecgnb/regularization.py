@@ -87,6 +87,8 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
                         state=enc.snapshot())
 
     start_from = encoder.begin_continuation(cfg.continuation)
+    if cfg.lr is not None:  # the child's config records the rate it was trained at
+        encoder.set_params(lr=cfg.lr)
     encoder.fit(train.x, n_epochs=step.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=val.x if use_val else None,
                 seed=cfg.seed, verbose=verbose, callback=keep_best)

@@ -42,6 +42,13 @@ def test_holdout_selection_keeps_the_best_holdout_epoch(corpus):
         PretrainConfig(selection="best")
 
 
+def test_the_checkpoint_records_the_learning_rate_it_was_trained_at(corpus):
+    train, _ = corpus
+    cfg = PretrainConfig(backbone="ts2vec", corpus="ECG", n_epochs=1, batch_size=32, lr=3e-2,
+                         model_overrides=TINY, seed=0)
+    assert pretrain(cfg, train, verbose=False).state()["config"]["lr"] == 3e-2
+
+
 def test_recipe_defaults_of_stage_02():
     assert PretrainConfig().selection_ == "last"
     assert model_config("tstcc", "study", {}, "study") == {"betas": (0.9, 0.999),

@@ -53,6 +53,16 @@ def test_continuation_changes_weights_keeps_architecture(parent, embedded_small,
     assert "continued1 [ECG continued1] on no-ECG" in regularization.lineage_tree(loaded.lineage)
 
 
+def test_the_child_records_the_learning_rate_it_continued_at(parent, wesad_ecg_small, tmp_path):
+    parent_path = parent.save(tmp_path / "parent.pt")
+    cfg = RegularizationConfig(scenario="ECG continued1", batch_size=32, lr=5e-3, seed=1)
+    child = regularization.continue_training(models.load(parent_path),
+                                             wesad_ecg_small.subset(np.arange(64)), None, cfg.step,
+                                             parent_path, cfg.scenario, cfg, verbose=False)
+    assert child.state()["config"]["lr"] == child.lineage[-1]["lr"] == 5e-3
+    assert models.load(parent_path).config.lr == parent.config.lr != 5e-3
+
+
 @pytest.mark.slow
 def test_selection_on_continuation_validation(parent, embedded_small, tmp_path):
     parent_path = parent.save(tmp_path / "parent.pt")

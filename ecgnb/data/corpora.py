@@ -17,8 +17,9 @@ import numpy as np
 
 from sklearn.model_selection import GroupShuffleSplit
 
-from ecgnb.data.formats import (WESAD_CHANNELS, DataError, Windows, load_fragment, load_wesad,
-                                split_grouped)
+from ecgnb.data.formats import WESAD_CHANNELS, load_fragment, load_wesad
+from ecgnb.data.splits import split_grouped
+from ecgnb.data.windows import DataError, Windows
 from ecgnb.config import DataWarning, check_ranges
 from ecgnb.data.signals import zscore
 from ecgnb.runs import data_root

@@ -1,15 +1,14 @@
-"""Real-format loaders and the one currency of the package: :class:`Windows`.
+"""Real-format readers: each returns :class:`~ecgnb.data.windows.Windows`.
 
 - ``load_fragment``: the PhysioNet ECG Fragment DB (six class folders, WFDB records in ``frag/``).
 - ``load_wesad``: the WESAD subject pickles (Python-2 pickles, chest signals at 700 Hz).
-- ``split_grouped``: train/val/test split that never puts one group in two splits.
-Every bad input raises :class:`DataError` naming the file and the problem (an empty class folder,
-a flat-line channel, a non-ASCII record name, chest signals whose duration disagrees with the
-wrist's); data that load but deserve a look raise a :class:`~ecgnb.config.DataWarning`.
+Every bad input raises :class:`~ecgnb.data.windows.DataError` naming the file and the problem (an
+empty class folder, a flat-line channel, a non-ASCII record name, chest signals whose duration
+disagrees with the wrist's); data that load but deserve a look raise a
+:class:`~ecgnb.config.DataWarning`.
 """
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import re
 import warnings
@@ -17,12 +16,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import wfdb
-from sklearn.model_selection import StratifiedGroupKFold
 
 from ecgnb.config import DataWarning
 from ecgnb.data import signals
+from ecgnb.data.splits import stratified_share
+from ecgnb.data.windows import DataError, Windows
 
 FRAGMENT_CLASSES = ("1_Dangerous_VFL_VF", "2_Special_Form_VTTdP", "3_Threatening_VT",
                     "4_Potential_Dangerous", "5_Supraventricular", "6_Sinus_rhythm")
@@ -33,72 +32,6 @@ WRIST_FS = {"ACC": 32.0, "BVP": 64.0, "EDA": 4.0, "TEMP": 4.0}  # Empatica E4 ra
 DURATION_TOLERANCE = 0.1  # chest vs wrist recording length, relative
 FRAGMENT_SECONDS = 2.0
 RECORD_NAME = re.compile(r"^(?P<source>\d+)_")
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file and the problem."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Windows:
-    """Labelled or unlabelled univariate windows.
-
-    ``x`` float32 ``[N, C, T]``; ``y`` int64 ``[N]`` (-1 = unlabelled); ``groups`` str ``[N]``
-    (subject or source record); ``domains`` str ``[N]`` (signal type, e.g. ``ECG``); ``fs`` in Hz;
-    ``classes`` the names of labels ``0..K-1``.
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray
-    domains: np.ndarray
-    fs: float
-    classes: tuple[str, ...]
-
-    def __post_init__(self):
-        n = len(self.x)
-        if self.x.ndim != 3:
-            raise ValueError(f"Windows.x must be [N, C, T], got shape {self.x.shape}")
-        for name in ("y", "groups", "domains"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"Windows.{name} has {len(getattr(self, name))} rows, x has {n}")
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    @property
-    def n_timesteps(self) -> int:
-        return self.x.shape[-1]
-
-    def subset(self, idx) -> "Windows":
-        idx = np.asarray(idx)
-        return dataclasses.replace(self, x=self.x[idx], y=self.y[idx], groups=self.groups[idx],
-                                   domains=self.domains[idx])
-
-    def unlabelled(self) -> "Windows":
-        return dataclasses.replace(self, y=np.full(len(self), -1, dtype=np.int64))
-
-    def card(self) -> pd.DataFrame:
-        """Counts per (domain, class) with the number of distinct groups."""
-        names = np.array([self.classes[v] if v >= 0 else "unlabelled" for v in self.y])
-        df = pd.DataFrame({"domain": self.domains, "class": names, "group": self.groups})
-        return (df.groupby(["domain", "class"]).agg(windows=("group", "size"),
-                                                    groups=("group", "nunique")).reset_index())
-
-    @staticmethod
-    def concat(parts: Sequence["Windows"]) -> "Windows":
-        """Stack windows of equal ``fs`` and length; classes of the first part are kept."""
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            raise DataError("nothing to concatenate: every part is empty")
-        if len({(p.fs, p.n_timesteps) for p in parts}) > 1:
-            raise DataError("cannot concatenate windows with different fs or lengths: "
-                            f"{[(p.fs, p.n_timesteps) for p in parts]}")
-        return Windows(x=np.concatenate([p.x for p in parts]),
-                       y=np.concatenate([p.y for p in parts]),
-                       groups=np.concatenate([p.groups for p in parts]),
-                       domains=np.concatenate([p.domains for p in parts]),
-                       fs=parts[0].fs, classes=parts[0].classes)
 
 
 # --------------------------------------------------------------------------- Fragment DB
@@ -308,17 +241,6 @@ def _check_chest_rate(path: Path, wrist, n_labels: int) -> None:
                         f"{WESAD_FS * chest_s / wrist_s:.0f} Hz; use the original 700 Hz pickle")
 
 
-def stratified_share(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of a seeded ``fraction`` of ``y``'s rows, drawn class by class
-    (``round(fraction * count)`` of each label, at least one of every label present)."""
-    chosen = []
-    for label in np.unique(y):
-        rows = np.flatnonzero(y == label)
-        n_keep = max(1, round(fraction * len(rows)))
-        chosen.append(rng.choice(rows, size=n_keep, replace=False))
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
 def _wesad_channel(path, chest, name, n_labels, starts, window, fs, window_s) -> np.ndarray:
     if name not in chest:
         raise DataError(f"{path}: chest channel '{name}' missing; present: {sorted(chest)}")
@@ -351,49 +273,3 @@ def _existing_dir(root, what: str) -> Path:
     if not root.is_dir():
         raise DataError(f"{root}: {what} does not exist or is not a folder")
     return root
-
-
-# --------------------------------------------------------------------------- splits
-def split_grouped(windows: Windows, val: float = 0.15, test: float = 0.2,
-                  seed: int = 0) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices with every group in exactly one split."""
-    idx = np.arange(len(windows))
-    test_idx, rest = _take_fold(windows, idx, test, seed)
-    val_idx, train_idx = _take_fold(windows, rest, val / (1.0 - test), seed + 1)
-    splits = {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
-    check_disjoint(windows, splits)
-    return splits
-
-
-def _take_fold(windows: Windows, idx: np.ndarray, share: float, seed: int):
-    """One stratified group fold of about ``share`` of ``idx``: (fold, rest)."""
-    n_splits = max(2, round(1.0 / share))
-    n_groups = len(np.unique(windows.groups[idx]))
-    if n_groups < n_splits:
-        raise DataError(f"only {n_groups} groups: too few for a grouped split of {share:.0%} "
-                        f"(needs {n_splits}); use more records/subjects or smaller shares")
-    kfold = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class" is expected here
-        rest, fold = next(kfold.split(idx, windows.y[idx], windows.groups[idx]))
-    return idx[fold], idx[rest]
-
-
-def check_disjoint(windows: Windows, splits: dict[str, np.ndarray]) -> None:
-    """Raise if any group appears in two splits."""
-    seen: dict[str, str] = {}
-    for name, idx in splits.items():
-        for group in np.unique(windows.groups[idx]):
-            if seen.setdefault(group, name) != name:
-                raise DataError(f"group {group} is in both '{seen[group]}' and '{name}' splits")
-
-
-def split_card(windows: Windows, splits: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Windows and groups per split and class."""
-    rows = []
-    for name, idx in splits.items():
-        y = windows.y[idx]
-        for k, cls in enumerate(windows.classes):
-            rows.append({"split": name, "class": cls, "windows": int((y == k).sum()),
-                         "groups": len(np.unique(windows.groups[idx][y == k]))})
-    return pd.DataFrame(rows)

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ecgnb.config import pick_device, torch_generator
 from ecgnb.data.corpora import check_classes
+from ecgnb.data.splits import label_subset
 from ecgnb.models.heads import HEADS, Classifier, build_head
 from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
@@ -84,7 +85,7 @@ class TrainConfig:
     ``schedule``: ReduceLROnPlateau (``lr_patience``, ``lr_factor``, ``min_lr``) on the
     validation or the training loss, or none. ``grad_clip``: max gradient norm (0: none).
     ``flush_denormal``: training and prediction flush subnormal floats (``ecgnb.models.precision``).
-    ``label_fraction`` < 1 trains on :func:`label_subset` of the training split.
+    ``label_fraction`` < 1 trains on :func:`~ecgnb.data.splits.label_subset` of the training split.
     ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
 
     head: str = "mlp"
@@ -183,80 +184,6 @@ class CellResult:
         n_train, n_available = int(len(self.train_indices)), int(self.n_train_available)
         return {"n_train": n_train, "n_train_available": n_available,
                 "label_fraction_realised": n_train / n_available if n_available else None}
-
-
-# --------------------------------------------------------------------------- label efficiency
-def label_subset(data, fraction: float, seed: int, within=None) -> np.ndarray:
-    """Sorted indices of a grouped, stratified ``fraction`` of the labelled windows in ``within``.
-
-    ``data``: a :class:`~ecgnb.data.Windows` or a tuple ``(y, groups)``; ``within``: the indices
-    to draw from (the training split; default all). Whole groups (source records) are kept or
-    dropped, so the realised fraction can only approach the request: :func:`choose_records` picks
-    the groups whose class counts come closest to ``fraction`` of every class's windows (every
-    class keeps at least one group). Seeded, and the same for every model at one seed; subsets of
-    two fractions are not nested. The realised share is ``len(result) / labelled windows``.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    y, groups = (data.y, data.groups) if hasattr(data, "groups") else data
-    y, groups = np.asarray(y), np.asarray(groups).astype(str)
-    within = np.arange(len(y)) if within is None else np.asarray(within)
-    within = within[y[within] >= 0]
-    if fraction >= 1.0:
-        return np.sort(within)
-    _, record = np.unique(groups[within], return_inverse=True)
-    _, label = np.unique(y[within], return_inverse=True)
-    counts = np.zeros((record.max() + 1, label.max() + 1))
-    np.add.at(counts, (record, label), 1)
-    keep = choose_records(counts, fraction, np.random.default_rng(seed))
-    return np.sort(within[keep[record]])
-
-
-def choose_records(counts: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Which records ``[R]`` (bool) to keep so that the kept windows of each class come closest
-    to ``fraction`` of that class's windows; ``counts`` ``[R, K]`` windows per record and class.
-
-    The cost is the sum over classes of |kept - target| / class size. Start: for each class,
-    rarest first, the first record of one seeded random order that holds it (if none kept does
-    yet); then, in that order, add, drop or swap single records while the cost falls and every
-    class stays covered (a local search: close to the best that whole records allow, and the seed
-    decides among near-equal subsets).
-    """
-    totals = counts.sum(0)
-    target = fraction * totals
-
-    def cost(kept: np.ndarray) -> float:
-        return float((np.abs(counts[kept].sum(0) - target) / totals).sum())
-
-    def covers(kept: np.ndarray) -> bool:
-        return bool((counts[kept].sum(0) > 0).all())
-
-    order = rng.permutation(len(counts))
-    keep = np.zeros(len(counts), dtype=bool)
-    for k in np.argsort((counts > 0).sum(0), kind="stable"):
-        if counts[keep, k].sum() == 0:
-            keep[next(r for r in order if counts[r, k] > 0)] = True
-    best, improved = cost(keep), True
-    while improved:
-        improved = False
-        for trial in _neighbours(keep, order):
-            if covers(trial) and cost(trial) < best - 1e-12:
-                keep, best, improved = trial, cost(trial), True
-                break
-    return keep
-
-
-def _neighbours(keep: np.ndarray, order: np.ndarray):
-    """Every subset one record away (added or dropped), then one swap away, in ``order``."""
-    for r in order:
-        trial = keep.copy()
-        trial[r] = not trial[r]
-        yield trial
-    for r_in in order[keep[order]]:
-        for r_out in order[~keep[order]]:
-            trial = keep.copy()
-            trial[[r_in, r_out]] = [False, True]
-            yield trial
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:

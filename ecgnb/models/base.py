@@ -8,7 +8,7 @@ A backbone subclasses :class:`Encoder` and provides
 - ``_build(n_timesteps)``: create ``self.network_`` (a :class:`Network`) and any training-only
   modules, registered in ``self.modules_`` (name -> nn.Module) so that they are saved,
 - ``_loss(xb, generator)``: the SSL loss of one batch (``xb`` on the device, ``[B, 1, T]``),
-- optionally ``_optimizer(params)``, ``_after_step()`` (e.g. weight averaging),
+- optionally ``_optimizer(params, lr)``, ``_after_step()`` (e.g. weight averaging),
   ``_after_epoch(x_t, batch_size)`` (e.g. TS-TCC's clean batch-norm statistics) and
   ``_inference_network()`` (the network used by ``encode``; TS2Vec returns its averaged copy).
 
@@ -74,8 +74,8 @@ class Encoder:
     def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def _optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.config.lr)
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr)
 
     def _after_step(self) -> None:
         """Called after every optimiser step (weight averaging lives here)."""
@@ -87,6 +87,12 @@ class Encoder:
         return self.network_
 
     # ----------------------------------------------------------------- public API
+    def set_params(self, **params) -> "Encoder":
+        """Replace fields of ``config`` (scikit-learn's ``set_params``), e.g. the learning rate a
+        continuation trains with, so that a saved checkpoint records it; unknown names raise."""
+        self.config = dataclasses.replace(self.config, **params)
+        return self
+
     @property
     def device_(self) -> torch.device:
         return pick_device(self.device)
@@ -115,19 +121,20 @@ class Encoder:
         """Self-supervised training on ``x`` ``[N, 1, T]``; a fresh optimiser on every call.
 
         Calling ``fit`` again continues from the current weights (a continuation, brief 3).
-        Per-epoch losses are appended to ``history_``; ``callback(self, record)`` runs after
-        every epoch (checkpoint selection uses it).
+        ``n_epochs``, ``batch_size`` and ``lr`` default to the config's and apply to this call
+        only: ``fit`` never changes ``config`` (:meth:`set_params` does). Per-epoch losses are
+        appended to ``history_``; ``callback(self, record)`` runs after every epoch (checkpoint
+        selection uses it).
         """
         x = check_windows(x)
         self.build(x.shape[-1])
         n_epochs = self.config.n_epochs if n_epochs is None else n_epochs
         batch_size = self.config.batch_size if batch_size is None else batch_size
-        if lr is not None:
-            self.config = dataclasses.replace(self.config, lr=lr)
+        lr = self.config.lr if lr is None else lr
         seed = self.seed if seed is None else seed
         gen = torch_generator(seed)
         params = [p for m in self.modules_.values() for p in m.parameters() if p.requires_grad]
-        optimizer = self._optimizer(params)
+        optimizer = self._optimizer(params, lr)
         precision = getattr(self.config, "precision", "fp32")
         use_amp = (self.device_.type == "cuda" and getattr(self.config, "use_amp", True)
                    and precision == "fp32")  # float16 needs the scaler; bfloat16 does not

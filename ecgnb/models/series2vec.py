@@ -280,8 +280,8 @@ class Series2Vec(Encoder):
                                                              cfg.dim_ff, cfg.dropout,
                                                              cfg.mix_batch)
 
-    def _optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.RAdam(params, lr=self.config.lr)
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.RAdam(params, lr=lr)
 
     def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         z_time, z_frequency = self.network_.representations(xb)

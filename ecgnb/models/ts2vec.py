@@ -3,9 +3,10 @@
 A :class:`TSEncoder` maps every timestamp of a window to a 320-d representation: a linear input
 projection, a binomial *timestamp mask* (training only), a stack of residual blocks of dilated
 convolutions and a dropout. Training draws two *overlapping random crops* of each window, encodes
-both (each with its own mask) and applies the :func:`hierarchical_contrastive_loss` to the
-representations of their overlap: instance-wise and temporal contrast at every level of a max-pool
-pyramid over time. Inference uses a weight-averaged copy of the network (SWA), as published.
+both (each with its own mask) and applies the hierarchical contrastive loss
+(:mod:`ecgnb.models.ts2vec_loss`) to the representations of their overlap: instance-wise and
+temporal contrast at every level of a max-pool pyramid over time. Inference uses a weight-averaged
+copy of the network (SWA), as published.
 
 Every random draw (crop extents, per-instance offsets, masks, dropout, long-series windows) comes
 from the generator that ``fit`` passes to :meth:`TS2Vec._loss`.
@@ -16,7 +17,6 @@ timestamp masks ``[B, T]`` (True = keep).
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ecgnb.models.base import Encoder, Network, check_continuation, check_windows
 from ecgnb.models.precision import check_precision
+from ecgnb.models.ts2vec_loss import LOSS_IMPLS, hierarchical_contrastive_loss
 
 MASK_MODES = ("binomial", "continuous", "all_true", "all_false", "mask_last")
 
@@ -43,6 +44,8 @@ class TS2VecConfig:
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
     see :mod:`ecgnb.models.precision`. ``recompute_blocks``: the residual blocks keep only their inputs
     for the backward pass (see :class:`ConvBlock`); same results, less memory, a little compute.
+    ``loss_impl``: ``"fast"`` (a hand-derived gradient) or ``"autograd"`` (the readable form to
+    change), see :mod:`ecgnb.models.ts2vec_loss`; the same values.
     """
 
     input_dims: int = 1
@@ -66,9 +69,13 @@ class TS2VecConfig:
     precision: str = "fp32"
     flush_denormal: bool = True
     recompute_blocks: bool = True
+    loss_impl: str = "fast"
 
     def __post_init__(self):
         check_precision(self.precision)
+        if self.loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"loss_impl '{self.loss_impl}' not in {LOSS_IMPLS}: 'fast' (the "
+                             "hand-derived gradient) or 'autograd' (the readable form)")
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode '{self.mask_mode}' not in {MASK_MODES}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -78,211 +85,6 @@ class TS2VecConfig:
         if self.max_train_length is not None and self.max_train_length < 2 ** (self.temporal_unit + 1):
             raise ValueError(f"max_train_length must be >= 2**(temporal_unit + 1), "
                              f"got {self.max_train_length}")
-
-
-# --------------------------------------------------------------------------- the loss
-def hierarchical_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 0.5,
-                                  temporal_unit: int = 0) -> torch.Tensor:
-    """TS2Vec's loss between the representations ``z1, z2 [B, T, C]`` of the two crops' overlap.
-
-    At every level (while ``T > 1``): ``alpha * instance + (1 - alpha) * temporal`` contrast (the
-    temporal term only from level ``temporal_unit`` on), then max-pool by 2 along time (an odd last
-    step is dropped). When the pyramid ends at ``T == 1`` the instance term is added once more. The
-    sum is divided by the number of levels. Similarities are raw dot products (no temperature).
-    """
-    if z1.ndim != 3 or z1.shape != z2.shape:
-        raise ValueError(f"expected two [B, T, C] tensors of one shape, got {z1.shape}, {z2.shape}")
-    if z1.shape[1] == 0:
-        raise ValueError("the representations have no timesteps")
-    terms = functools.partial(_pyramid_mean, alpha=alpha, temporal_unit=temporal_unit)
-    return _ContrastWithGradient.apply(z1, z2, terms)
-
-
-def instance_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """At every timestep, each instance's other view against the 2B - 2 other series' views.
-
-    ``z1, z2 [B, T, C]``; zero when ``B == 1`` (no negatives).
-    """
-    terms = functools.partial(_level_terms, w_instance=1.0, w_temporal=0.0)
-    return _ContrastWithGradient.apply(z1, z2, terms)
-
-
-def temporal_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """Within each series, each timestamp's other view against the 2T - 2 other timestamps.
-
-    ``z1, z2 [B, T, C]``; zero when ``T == 1`` (no negatives).
-    """
-    terms = functools.partial(_level_terms, w_instance=0.0, w_temporal=1.0)
-    return _ContrastWithGradient.apply(z1, z2, terms)
-
-
-CHUNK_ELEMENTS = 2 ** 22  # similarities per block of the loss (16 MB in float32; two such buffers at once)
-_LOG_TINY = -87.33  # log of float32's smallest normal number: softmax weights below are zeroed
-
-
-class _ContrastWithGradient(torch.autograd.Function):
-    """``terms(z1, z2, with_grad) -> (loss, (dloss/dz1, dloss/dz2) | None)`` as an autograd op.
-
-    The contrastive terms compute their gradient in the forward pass, while each chunk of
-    similarities is at hand (:func:`_log_normaliser_chunks`); the backward pass only scales the
-    saved gradients, so no similarity matrix, pooling index or pyramid level outlives the
-    forward pass: the saved state is two tensors of ``z1``'s size.
-    """
-
-    @staticmethod
-    def forward(ctx, z1, z2, terms):
-        value, grads = terms(z1.detach(), z2.detach(), with_grad=any(ctx.needs_input_grad[:2]))
-        if grads is not None:
-            ctx.save_for_backward(*grads)
-        return value
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
-        if getattr(ctx, "is_spent", False):  # the saved gradients were scaled in place
-            raise RuntimeError("the TS2Vec loss supports one backward pass per forward pass")
-        ctx.is_spent = True
-        grad1, grad2 = ctx.saved_tensors
-        return grad1.mul_(grad_output), grad2.mul_(grad_output), None
-
-
-def _pyramid_mean(z1, z2, alpha: float, temporal_unit: int, with_grad: bool):
-    """The hierarchical loss and its gradient (see :func:`hierarchical_contrastive_loss`)."""
-    value, n_levels, grads = _pyramid_terms(z1, z2, alpha, temporal_unit, with_grad, level=0)
-    if grads is not None:
-        grads = tuple(g.div_(n_levels) for g in grads)
-    return value / n_levels, grads
-
-
-def _pyramid_terms(z1, z2, alpha: float, temporal_unit: int, with_grad: bool, level: int):
-    """``(sum of the level losses from ``level`` on, their count, gradient)``: the coarser
-    levels first, their gradient routed back through the max-pooling to this level's steps."""
-    if z1.shape[1] == 1:  # the top of the pyramid: the instance term once more
-        value, grads = _level_terms(z1, z2, alpha, 0.0, with_grad)
-        return value, 1, grads
-    coarse_value, n_coarse, coarse_grads = _pyramid_terms(
-        _halve_time(z1), _halve_time(z2), alpha, temporal_unit, with_grad, level + 1)
-    w_temporal = 1 - alpha if level >= temporal_unit else 0.0
-    value, grads = _level_terms(z1, z2, alpha, w_temporal, with_grad)
-    if grads is not None:
-        for grad, z, coarse in zip(grads, (z1, z2), coarse_grads):
-            _add_unpooled(grad, z, coarse)
-    return value + coarse_value, n_coarse + 1, grads
-
-
-def _add_unpooled(grad: torch.Tensor, z: torch.Tensor, coarse: torch.Tensor) -> None:
-    """Add ``coarse [B, T // 2, C]``, the gradient at ``_halve_time(z)``, to ``grad [B, T, C]``
-    at the step of each pair that won the max (the first one on a tie, as ``max_pool1d``)."""
-    n_pairs = coarse.shape[1]
-    first, second = z[:, 0:2 * n_pairs:2], z[:, 1:2 * n_pairs:2]
-    first_wins = (first >= second) | torch.isnan(first)
-    grad[:, 0:2 * n_pairs:2].add_(torch.where(first_wins, coarse, 0.0))
-    grad[:, 1:2 * n_pairs:2].add_(torch.where(first_wins, 0.0, coarse))
-
-
-def _level_terms(z1, z2, w_instance: float, w_temporal: float, with_grad: bool):
-    """``w_instance * instance + w_temporal * temporal`` contrast of ``z1, z2 [B, T, C]`` and
-    its gradient ``(dz1, dz2)`` when ``with_grad`` (else ``None``).
-
-    Instance contrast groups the ``2B`` views of one timestep, temporal contrast the ``2T``
-    timesteps of one series. Each anchor is scored by a softmax over the other items of its
-    group (self excluded) of raw dot products; a term is the mean row log-sum-exp minus the mean
-    positive similarity ``<z1[b, t], z2[b, t]>`` (the same for both anchors of a pair). The
-    published code takes the full log-softmax of the whole ``[G, 2N, 2N]`` similarity matrix and
-    averages the two views' anchors separately (equal counts, so the same mean).
-    """
-    n_batch, n_timesteps, _ = z1.shape
-    grads = (torch.zeros_like(z1), torch.zeros_like(z2)) if with_grad else None
-    value = z1.new_zeros(())
-    if w_instance and n_batch > 1:
-        value = value + w_instance * _paired_term(z1, z2, grads, w_instance, group_dim=1)
-    if w_temporal and n_timesteps > 1:
-        value = value + w_temporal * _paired_term(z1, z2, grads, w_temporal, group_dim=0)
-    return value, grads
-
-
-def _paired_term(z1, z2, grads, weight: float, group_dim: int) -> torch.Tensor:
-    """One contrast term of ``z1, z2 [B, T, C]``, groups along ``group_dim`` (1: timesteps,
-    instance contrast; 0: series, temporal contrast), taken a block of groups at a time.
-
-    Each block's two views are stacked into ``[g, 2N, C]`` (items ``i`` and ``N + i`` are a
-    pair); ``weight`` times the term's gradient is added to ``grads = (dz1, dz2)`` when given.
-    """
-    n_groups, n_pairs = z1.shape[group_dim], z1.shape[1 - group_dim]
-    n_items = 2 * n_pairs
-    n_anchors = n_groups * n_items
-    # whole [g, 2N, 2N] similarity matrices when one fits in CHUNK_ELEMENTS, else rows of them
-    is_whole = n_items * n_items <= CHUNK_ELEMENTS
-    log_normaliser = _log_normaliser_whole if is_whole else _log_normaliser_chunks
-    per_group = n_items * max(n_items, z1.shape[-1]) if is_whole else n_items * z1.shape[-1]
-    block = max(1, CHUNK_ELEMENTS // per_group)  # groups per block: its similarities and its z
-    total = z1.new_zeros(())
-    for start in range(0, n_groups, block):
-        part1, part2 = (z.narrow(group_dim, start, min(block, n_groups - start)) for z in (z1, z2))
-        z = torch.cat([part1, part2], dim=1 - group_dim)
-        z = (z.transpose(0, 1) if group_dim == 1 else z).contiguous()  # [g, 2N, C]
-        block_total, grad = log_normaliser(z, with_grad=grads is not None)
-        total = total + block_total
-        if grads is not None:
-            if group_dim == 1:
-                grad = grad.transpose(0, 1)  # [2N, g, C]
-            grad1, grad2 = grad.split(n_pairs, dim=1 - group_dim)
-            scale = weight / n_anchors
-            # d(mean positive)/dz1 = z2 / (B T): both anchors of a pair share the positive
-            grads[0].narrow(group_dim, start, part1.shape[group_dim]).add_(
-                grad1.sub_(part2, alpha=2.0), alpha=scale)
-            grads[1].narrow(group_dim, start, part2.shape[group_dim]).add_(
-                grad2.sub_(part1, alpha=2.0), alpha=scale)
-    positive = (z1 * z2).sum(dim=-1).mean()
-    return total / n_anchors - positive
-
-
-def _log_normaliser_whole(z: torch.Tensor, with_grad: bool
-                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`_log_normaliser_chunks` with each group's whole similarity matrix at hand: the
-    gradient ``(P + P^T) z`` is one matrix product instead of two (same values)."""
-    sim = torch.matmul(z, z.transpose(1, 2))  # [G, M, M]
-    sim.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # self-similarity out of every softmax
-    log_normaliser = torch.logsumexp(sim, dim=-1, keepdim=True)  # [G, M, 1]
-    if not with_grad:
-        return log_normaliser.sum(), None
-    weights = sim.sub_(log_normaliser)
-    weights.masked_fill_(weights < _LOG_TINY, float("-inf")).exp_()  # row softmax P
-    return log_normaliser.sum(), torch.bmm(weights + weights.transpose(1, 2), z)
-
-
-def _log_normaliser_chunks(z: torch.Tensor, with_grad: bool
-                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sum of the row log-sum-exps of ``z z^T`` (diagonal excluded) over ``z [G, M, C]``, and
-    its gradient ``(P + P^T) z`` when ``with_grad`` (``P``: the row softmax; ``z z^T`` is
-    symmetric); ``CHUNK_ELEMENTS`` similarities at a time. Softmax weights below float32's
-    smallest normal number (1.2e-38) are set to zero instead of passing subnormal operands to
-    the matrix products: the result of flushing denormals, at full speed whether or not the CPU
-    flushes them.
-    """
-    n_groups, n_items, _ = z.shape
-    n_rows = max(1, CHUNK_ELEMENTS // (n_groups * n_items))
-    total = z.new_zeros(())
-    grad = torch.zeros_like(z) if with_grad else None
-    for start in range(0, n_items, n_rows):
-        stop = min(start + n_rows, n_items)
-        rows = z[:, start:stop]  # [G, c, C]
-        sim = torch.matmul(rows, z.transpose(1, 2))  # [G, c, M]
-        own = torch.arange(start, stop, device=z.device)
-        sim[:, own - start, own] = float("-inf")  # self-similarity out of every softmax
-        log_normaliser = torch.logsumexp(sim, dim=-1, keepdim=True)  # [G, c, 1]
-        total = total + log_normaliser.sum()
-        if with_grad:
-            weights = sim.sub_(log_normaliser)
-            weights.masked_fill_(weights < _LOG_TINY, float("-inf")).exp_()  # row softmax P
-            grad[:, start:stop].baddbmm_(weights, z)  # P z
-            grad.baddbmm_(weights.transpose(1, 2), rows)  # P^T z
-    return total, grad
-
-
-def _halve_time(z: torch.Tensor) -> torch.Tensor:
-    """Max-pool ``z [B, T, C]`` by 2 along time -> ``[B, T // 2, C]``."""
-    return F.max_pool1d(z.transpose(1, 2), kernel_size=2).transpose(1, 2)
 
 
 # --------------------------------------------------------------------------- random views
@@ -558,8 +360,8 @@ class TS2Vec(Encoder):
         return super().fit(x, n_epochs=n_epochs, batch_size=batch_size, lr=lr, x_val=x_val,
                            seed=seed, verbose=verbose, callback=callback)
 
-    def _optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)
 
     def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Hierarchical contrastive loss of two overlapping crops of ``xb [B, 1, T]``."""
@@ -571,7 +373,8 @@ class TS2Vec(Encoder):
         z2 = self._encode_view(view2, generator, dropout_gen)[..., :crop_l]
         with torch.autocast(xb.device.type, enabled=False):  # raw dot products: keep float32
             return hierarchical_contrastive_loss(z1.float().transpose(1, 2),
-                                                 z2.float().transpose(1, 2), c.alpha, c.temporal_unit)
+                                                 z2.float().transpose(1, 2), c.alpha,
+                                                 c.temporal_unit, c.loss_impl)
 
     def _encode_view(self, view: torch.Tensor, generator: torch.Generator,
                      dropout_gen: torch.Generator) -> torch.Tensor:

@@ -384,8 +384,8 @@ class TSTCC(Encoder):
             norm.momentum = momentum
         net.train(was_training)
 
-    def _optimizer(self, params) -> torch.optim.Optimizer:
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         """Adam as published (one optimiser for all modules; same state as the original two)."""
         cfg = self.config
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas),
+        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas),
                                 weight_decay=cfg.weight_decay)

@@ -115,14 +115,6 @@ def test_no_ecg_corpus_of_continued1_is_the_studys_20_percent_stratified(embedde
     assert len(sub) % 4 == 0 and abs(len(sub) / len(full) - 0.2) < 0.02
 
 
-def test_stratified_share_keeps_label_proportions():
-    from ecgnb.data.formats import stratified_share
-    y = np.repeat([0, 1, 2, 3], [500, 100, 250, 150])
-    idx = stratified_share(y, 0.2, np.random.default_rng(0))
-    assert np.array_equal(np.bincount(y[idx]), [100, 20, 50, 30])
-    assert len(set(idx)) == len(idx) and np.all(np.diff(idx) > 0)
-
-
 def small_data(embedded_small, **kw) -> corpora.DataConfig:
     return corpora.DataConfig(fragment_root=str(embedded_small["fragment"]),
                               wesad_root=str(embedded_small["wesad"]), **kw)

@@ -1,12 +1,11 @@
-"""Loaders on tiny fixtures written in the real formats, every bad-input case, grouped splits."""
+"""Loaders on tiny fixtures written in the real formats, every bad-input case."""
 import pickle
 
 import numpy as np
 import pytest
 import wfdb
 
-from ecgnb.data import (FRAGMENT_CLASSES, DataError, Windows, check_disjoint, load_fragment,
-                        load_wesad, split_grouped)
+from ecgnb.data import FRAGMENT_CLASSES, DataError, load_fragment, load_wesad
 from ecgnb.data.simulate import write_py2_pickle
 
 
@@ -188,44 +187,6 @@ def test_load_wesad_bad_input(wesad_root, case, message):
         load_wesad(wesad_root, **kwargs)
     if case not in ("unknown_channel",):
         assert "S2" in str(info.value) or "S99" in str(info.value)
-
-
-def _toy_windows(n_groups=30, per_group=5, seed=0):
-    rng = np.random.default_rng(seed)
-    groups = np.repeat([f"r{i}" for i in range(n_groups)], per_group)
-    y = np.repeat(rng.integers(0, 3, n_groups), per_group)
-    return Windows(x=np.zeros((len(y), 1, 8), np.float32), y=y, groups=groups,
-                   domains=np.full(len(y), "ECG"), fs=4.0, classes=("a", "b", "c"))
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_split_grouped_disjoint_and_complete(seed):
-    w = _toy_windows(seed=seed)
-    splits = split_grouped(w, val=0.15, test=0.2, seed=seed)
-    all_idx = np.concatenate(list(splits.values()))
-    assert sorted(all_idx) == list(range(len(w)))
-    sets = [set(w.groups[v]) for v in splits.values()]
-    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
-    assert 0.1 < len(splits["test"]) / len(w) < 0.3
-    assert split_grouped(w, seed=seed)["test"].tolist() == splits["test"].tolist()
-
-
-def test_check_disjoint_raises():
-    w = _toy_windows()
-    with pytest.raises(DataError, match="in both"):
-        check_disjoint(w, {"train": np.arange(0, 10), "test": np.arange(8, 20)})
-
-
-def test_split_needs_enough_groups():
-    with pytest.raises(DataError, match="too few"):
-        split_grouped(_toy_windows(n_groups=3))
-
-
-def test_windows_concat_and_subset():
-    w = _toy_windows()
-    both = Windows.concat([w.subset([0, 1]), w.subset([5])])
-    assert len(both) == 3 and both.groups.tolist() == ["r0", "r0", "r1"]
-    assert (w.unlabelled().y == -1).all()
 
 
 # ------------------------------------------------------------------ data that passed silently

@@ -1,5 +1,5 @@
 """Downstream loop: frozen probing, fine-tuning, best-state restore, validation-only selection,
-label subsets, ensembles, and every backbone fine-tuned above chance on an easy task."""
+ensembles, and every backbone fine-tuned above chance on an easy task."""
 import copy
 import dataclasses
 import json
@@ -9,12 +9,11 @@ import pytest
 import torch
 
 import ecgnb.models
-from ecgnb.data import FRAGMENT_CLASSES, Windows, split_grouped
-from ecgnb.data.rhythms import fragment_name, plan_episodes
+from ecgnb.data import Windows, split_grouped
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.evaluation.metrics import metrics_from_predictions, write_run
 from ecgnb.models.hinception import HInceptionTime
-from ecgnb.evaluation.train import TrainConfig, class_weights, label_subset, make_optimizer, run_cell
+from ecgnb.evaluation.train import TrainConfig, class_weights, make_optimizer, run_cell
 
 T = 64
 TINY = {"ts2vec": {"depth": 2, "hidden_dims": 8, "output_dims": 16},
@@ -53,57 +52,6 @@ def tiny_encoder(name="ts2vec", seed=0):
 
 def weights(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-# --------------------------------------------------------------------------- label subsets
-def test_label_subset_is_grouped_stratified_close_and_seeded():
-    rng = np.random.default_rng(0)
-    groups = np.repeat([f"r{g}" for g in range(40)], rng.integers(3, 30, 40))
-    y = rng.integers(0, 6, len(groups))
-    y[rng.random(len(y)) < 0.05] = -1  # unlabelled windows are never drawn
-    within = np.flatnonzero(np.isin(groups, [f"r{g}" for g in range(30)]))
-    labelled = within[y[within] >= 0]
-    subsets = {f: label_subset((y, groups), f, seed=1, within=within) for f in (0.1, 0.25, 0.5)}
-    for f, idx in subsets.items():
-        assert set(idx) <= set(labelled)
-        for g in np.unique(groups[idx]):  # whole records in, or out
-            assert set(labelled[groups[labelled] == g]) <= set(idx)
-        assert set(y[idx]) == set(y[labelled])  # every class kept
-        assert abs(len(idx) / len(labelled) - f) < 0.05
-    np.testing.assert_array_equal(label_subset((y, groups), 0.25, 1, within), subsets[0.25])
-    assert not np.array_equal(label_subset((y, groups), 0.25, 2, within), subsets[0.25])
-    np.testing.assert_array_equal(label_subset((y, groups), 1.0, 1, within), labelled)
-
-
-def demo_fragment_labels(seed: int = 0) -> Windows:
-    """Labels and source records of the demo-sized embedded Fragment DB (600 fragments, 40
-    records; ``embedded_data(small=False)``), from its plan alone: no signal is simulated."""
-    episodes = plan_episodes(40, 600, np.random.default_rng(seed), min_records=3, min_per_class=8)
-    rows = sorted((e.label, fragment_name(e.patient.source_id, e.code, e.start_s + offset),
-                   f"{e.patient.source_id:03d}") for e in episodes for offset in e.fragment_s)
-    label, _, group = map(np.asarray, zip(*rows))
-    return Windows(x=np.zeros((len(rows), 1, 1), np.float32), y=label.astype(np.int64),
-                   groups=group, domains=np.full(len(rows), "ECG"), fs=360.0,
-                   classes=FRAGMENT_CLASSES)
-
-
-@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
-def test_label_subset_realises_the_requested_fraction_on_the_demo_data(fraction):
-    """Demo data, training split (383 fragments in 27 records): the realised share of the
-    training fragments is within 0.03 of the request (the old prefix rule: 0.1 -> 0.16-0.32)."""
-    windows = demo_fragment_labels()
-    train = split_grouped(windows, seed=0)["train"]
-    for seed in range(5):
-        idx = label_subset(windows, fraction, seed, within=train)
-        assert abs(len(idx) / len(train) - fraction) <= 0.03
-        assert set(windows.y[idx]) == set(windows.y[train])
-
-
-def test_label_subset_reads_windows(task):
-    windows, splits = task
-    idx = label_subset(windows, 0.3, seed=0, within=splits["train"])
-    assert set(idx) < set(splits["train"])
-    assert set(windows.y[idx]) == set(windows.y[splits["train"]])
 
 
 # --------------------------------------------------------------------------- lp / ft

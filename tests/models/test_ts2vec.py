@@ -1,5 +1,4 @@
-"""TS2Vec: shapes, the hierarchical loss against a slow reference, training, persistence, SWA, probe."""
-import math
+"""TS2Vec: shapes, the network, training, persistence, SWA, probe (its loss: test_ts2vec_loss.py)."""
 
 import numpy as np
 import pytest
@@ -7,7 +6,7 @@ import torch
 
 from ecgnb.models import CheckpointError, build, load
 from ecgnb.models.ts2vec import (TS2Vec, TSEncoder, draw_overlapping_crops, draw_timestamp_mask,
-                                 hierarchical_contrastive_loss, split_long_series)
+                                 split_long_series)
 
 TINY = dict(depth=2, hidden_dims=8, output_dims=16)  # fast settings for the training tests
 
@@ -39,118 +38,7 @@ def test_encode_and_features_shapes(n_timesteps):
     assert len(enc.network_.feature_extractor.net) == 11  # depth 10 + the final block
 
 
-# --------------------------------------------------------------------------- the loss
-def slow_nll(views: list, anchor: int, positive: int) -> float:
-    """-log softmax of the positive among every view but the anchor (raw dot products)."""
-    logits = [float(views[anchor] @ views[j]) for j in range(len(views)) if j != anchor]
-    top = max(logits)
-    log_normaliser = top + math.log(sum(math.exp(v - top) for v in logits))
-    return log_normaliser - float(views[anchor] @ views[positive])
-
-
-def slow_instance(z1, z2) -> float:
-    n_batch, n_timesteps, _ = z1.shape
-    if n_batch == 1:
-        return 0.0
-    terms = []
-    for t in range(n_timesteps):
-        views = [z1[b, t] for b in range(n_batch)] + [z2[b, t] for b in range(n_batch)]
-        terms += [slow_nll(views, a, (a + n_batch) % (2 * n_batch)) for a in range(2 * n_batch)]
-    return sum(terms) / len(terms)
-
-
-def slow_temporal(z1, z2) -> float:
-    n_batch, n_timesteps, _ = z1.shape
-    if n_timesteps == 1:
-        return 0.0
-    terms = []
-    for b in range(n_batch):
-        views = [z1[b, t] for t in range(n_timesteps)] + [z2[b, t] for t in range(n_timesteps)]
-        terms += [slow_nll(views, a, (a + n_timesteps) % (2 * n_timesteps))
-                  for a in range(2 * n_timesteps)]
-    return sum(terms) / len(terms)
-
-
-def slow_halve(z):
-    pairs = [torch.stack([torch.maximum(z[b, 2 * k], z[b, 2 * k + 1])
-                          for k in range(z.shape[1] // 2)]) for b in range(z.shape[0])]
-    return torch.stack(pairs)
-
-
-def slow_hierarchical(z1, z2, alpha, temporal_unit) -> float:
-    total, level = 0.0, 0
-    while z1.shape[1] > 1:
-        total += alpha * slow_instance(z1, z2)
-        if level >= temporal_unit:
-            total += (1 - alpha) * slow_temporal(z1, z2)
-        level += 1
-        z1, z2 = slow_halve(z1), slow_halve(z2)
-    total += alpha * slow_instance(z1, z2)
-    return total / (level + 1)
-
-
-@pytest.mark.parametrize("n_batch,n_timesteps,alpha,temporal_unit", [
-    (3, 5, 0.5, 0), (1, 1, 0.5, 0), (3, 1, 0.5, 0), (1, 6, 0.5, 0), (2, 7, 0.3, 1), (4, 4, 1.0, 0)])
-def test_hierarchical_loss_matches_slow_reference(n_batch, n_timesteps, alpha, temporal_unit):
-    gen = torch.Generator().manual_seed(n_batch * 10 + n_timesteps)
-    z1, z2 = (torch.randn(n_batch, n_timesteps, 4, generator=gen, dtype=torch.float64)
-              for _ in range(2))
-    fast = float(hierarchical_contrastive_loss(z1, z2, alpha, temporal_unit))
-    assert fast == pytest.approx(slow_hierarchical(z1, z2, alpha, temporal_unit), rel=1e-6, abs=1e-12)
-
-
-def test_hierarchical_loss_gradient_flows():
-    gen = torch.Generator().manual_seed(0)
-    z1, z2 = (torch.randn(3, 8, 4, generator=gen, requires_grad=True) for _ in range(2))
-    hierarchical_contrastive_loss(z1, z2).backward()
-    for z in (z1, z2):
-        assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
-
-
-def autograd_hierarchical(z1, z2, alpha=0.5, temporal_unit=0):
-    """The loss by plain autograd over whole similarity matrices (the published layout)."""
-    def paired(z):  # [G, 2N, C], items i and N + i are positives
-        n = z.shape[1] // 2
-        sim = z @ z.transpose(1, 2)
-        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-        log_prob = sim - torch.logsumexp(sim, dim=-1, keepdim=True)
-        pairs = torch.arange(2 * n)
-        return -log_prob[:, pairs, (pairs + n) % (2 * n)].mean()
-
-    total, level = 0.0, 0
-    while True:
-        if z1.shape[0] > 1:
-            total = total + alpha * paired(torch.cat([z1, z2]).transpose(0, 1))
-        if z1.shape[1] == 1:
-            return total / (level + 1)
-        if level >= temporal_unit:
-            total = total + (1 - alpha) * paired(torch.cat([z1, z2], dim=1))
-        level += 1
-        z1, z2 = (torch.nn.functional.max_pool1d(z.transpose(1, 2), 2).transpose(1, 2)
-                  for z in (z1, z2))
-
-
-@pytest.mark.parametrize("chunk_elements", [2 ** 22, 40, 1])
-@pytest.mark.parametrize("scale", [0.5, 8.0])  # 8: most softmax weights underflow
-def test_chunked_loss_and_gradient_equal_the_autograd_reference(monkeypatch, chunk_elements,
-                                                                 scale):
-    import ecgnb.models.ts2vec as ts2vec
-    monkeypatch.setattr(ts2vec, "CHUNK_ELEMENTS", chunk_elements)
-    gen = torch.Generator().manual_seed(chunk_elements)
-    z1, z2 = (scale * torch.randn(3, 13, 5, generator=gen) for _ in range(2))
-    leaves = [z.clone().requires_grad_() for z in (z1, z2, z1, z2)]
-    fast = hierarchical_contrastive_loss(leaves[0], leaves[1], 0.4, 1)
-    slow = autograd_hierarchical(leaves[2], leaves[3], 0.4, 1)
-    fast.backward()
-    slow.backward()
-    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
-    for mine, reference in ((leaves[0], leaves[2]), (leaves[1], leaves[3])):
-        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=1e-6)
-    with torch.no_grad():  # the value-only path
-        assert float(hierarchical_contrastive_loss(z1, z2, 0.4, 1)) == pytest.approx(slow.item(),
-                                                                                     rel=1e-5)
-
-
+# --------------------------------------------------------------------------- the network
 @pytest.mark.parametrize("kernel_size", [3, 4])  # 4: an even receptive field, trimmed
 def test_recomputed_blocks_give_the_same_values_and_gradients(kernel_size):
     torch.manual_seed(0)
