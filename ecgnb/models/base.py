@@ -31,6 +31,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ecgnb.config import pick_device, reject_unknown, torch_generator
+from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_checksum,
+                                    modules_checksum, rng_state, set_rng_state)
 from ecgnb.models.precision import autocast, numerics
 
 
@@ -117,14 +119,22 @@ class Encoder:
 
     def fit(self, x: np.ndarray, n_epochs: int | None = None, batch_size: int | None = None,
             lr: float | None = None, x_val: np.ndarray | None = None, seed: int | None = None,
-            verbose: bool | None = None, callback=None) -> "Encoder":
+            verbose: bool | None = None, callback=None, checkpoint=None,
+            checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> "Encoder":
         """Self-supervised training on ``x`` ``[N, 1, T]``; a fresh optimiser on every call.
 
-        Calling ``fit`` again continues from the current weights (a continuation, brief 3).
+        Calling ``fit`` again continues from the current weights (a continuation).
         ``n_epochs``, ``batch_size`` and ``lr`` default to the config's and apply to this call
         only: ``fit`` never changes ``config`` (:meth:`set_params` does). Per-epoch losses are
         appended to ``history_``; ``callback(self, record)`` runs after every epoch (checkpoint
         selection uses it).
+
+        ``checkpoint``: a file (``.pt``) that holds the whole training state
+        (:mod:`ecgnb.models.checkpoint`), written every ``checkpoint_every_s`` seconds of
+        training at the next batch or epoch end. When it holds a checkpoint of this same fit, the
+        fit resumes from it and ends with the weights an uninterrupted fit would have;
+        ``checkpoint_`` then says where it resumed (``resumed_from``) and what writing cost.
+        A callback whose owner has ``state_dict``/``load_state_dict`` is checkpointed with it.
         """
         x = check_windows(x)
         self.build(x.shape[-1])
@@ -140,12 +150,22 @@ class Encoder:
                    and precision == "fp32")  # float16 needs the scaler; bfloat16 does not
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         x_t = torch.from_numpy(x)
+        loop = _Loop(self, optimizer, scaler, gen, callback)
+        self.checkpoint_ = None
+        first_epoch, position = 0, None
+        if checkpoint is not None:
+            self.checkpoint_ = Checkpointer(checkpoint, self._fingerprint(
+                x, x_val, n_epochs, batch_size, lr, seed), checkpoint_every_s)
+            first_epoch, position = loop.resume(self.checkpoint_)
         verbose = self.verbose if verbose is None else verbose
-        bar = tqdm(range(n_epochs), desc=f"{self.name} fit", disable=not verbose, leave=False)
+        bar = tqdm(range(first_epoch, n_epochs), desc=f"{self.name} fit", disable=not verbose,
+                   leave=False, initial=first_epoch, total=n_epochs)
         with numerics(self.device_, self.config):
-            for _ in bar:
+            for epoch in bar:
                 start = time.perf_counter()
-                losses = self._train_epoch(x_t, batch_size, optimizer, scaler, use_amp, gen)
+                losses = self._train_epoch(x_t, batch_size, optimizer, scaler, use_amp, gen,
+                                           position, loop.batch_hook(epoch))
+                position = None
                 self._after_epoch(x_t, batch_size)
                 record = {"epoch": len(self.history_) + 1, "loss": float(np.mean(losses)),
                           "seconds": time.perf_counter() - start}
@@ -156,14 +176,27 @@ class Encoder:
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if callback is not None:
                     callback(self, record)
+                loop.epoch_end(epoch + 1)
         return self
 
-    def _train_epoch(self, x_t, batch_size, optimizer, scaler, use_amp, gen) -> list[float]:
+    def _fingerprint(self, x, x_val, n_epochs, batch_size, lr, seed) -> dict:
+        """What makes two fits the same fit (a checkpoint resumes only its own fit)."""
+        return {"backbone": self.name, "config": dataclasses.asdict(self.config),
+                "n_epochs": n_epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "x": array_checksum(x), "x_val": None if x_val is None else array_checksum(
+                    check_windows(x_val)), "start": modules_checksum(self.modules_),
+                "n_history": len(self.history_)}
+
+    def _train_epoch(self, x_t, batch_size, optimizer, scaler, use_amp, gen, position=None,
+                     after_batch=None) -> list[float]:
+        """One epoch; ``position`` (``order``, ``next``, ``losses``) resumes one part-way."""
         for module in self.modules_.values():
             module.train()
-        order = torch.randperm(len(x_t), generator=gen)
-        losses = []
-        for start in range(0, len(order), batch_size):
+        if position is None:
+            order, begin, losses = torch.randperm(len(x_t), generator=gen), 0, []
+        else:
+            order, begin, losses = position["order"], position["next"], list(position["losses"])
+        for start in range(begin, len(order), batch_size):
             idx = order[start:start + batch_size]
             if len(idx) < 2:  # contrastive losses need a pair
                 continue
@@ -177,6 +210,8 @@ class Encoder:
             scaler.update()
             self._after_step()
             losses.append(loss.item())
+            if after_batch is not None:
+                after_batch({"order": order, "next": start + batch_size, "losses": losses})
         return losses
 
     def _autocast(self, training: bool = True):
@@ -313,3 +348,56 @@ def restore(cls: type[Encoder], state: dict, device: str | None = None, path="<m
     enc.history_ = list(state["history"])
     enc.lineage = list(state["lineage"])
     return enc
+
+
+class _Loop:
+    """The training state of one :meth:`Encoder.fit` call, for its checkpoints."""
+
+    def __init__(self, encoder: Encoder, optimizer, scaler, generator, callback):
+        self.encoder, self.optimizer, self.scaler = encoder, optimizer, scaler
+        self.generator = generator
+        owner = getattr(callback, "__self__", callback)
+        self.stateful = owner if hasattr(owner, "state_dict") else None
+
+    def state(self, n_epochs_done: int, position: dict | None) -> dict:
+        enc = self.encoder
+        return {"epochs_done": n_epochs_done, "position": position,
+                "modules": {k: m.state_dict() for k, m in enc.modules_.items()},
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_state([self.generator]), "history": enc.history_,
+                "callback": self.stateful.state_dict() if self.stateful else None}
+
+    def resume(self, checkpoint: Checkpointer) -> tuple[int, dict | None]:
+        """Load ``checkpoint`` into the fit when it is this fit's; ``(first epoch, position)``."""
+        saved = checkpoint.load()
+        if saved is None:
+            return 0, None
+        enc = self.encoder
+        for name, module in enc.modules_.items():
+            module.load_state_dict(saved["modules"][name], strict=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"], [self.generator])
+        enc.history_ = list(saved["history"])
+        if self.stateful is not None and saved["callback"] is not None:
+            self.stateful.load_state_dict(saved["callback"])
+        position = saved["position"]
+        checkpoint.resumed_from = {"epoch": saved["epochs_done"] + (position is not None),
+                                   "batch": None if position is None else int(position["next"]),
+                                   "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return saved["epochs_done"], position
+
+    def batch_hook(self, epoch: int):
+        checkpoint = self.encoder.checkpoint_
+        if checkpoint is None or checkpoint.every_s == 0:
+            return None
+
+        def after_batch(position: dict) -> None:
+            if checkpoint.due(end_of_epoch=False):
+                checkpoint.save(self.state(epoch, position))
+        return after_batch
+
+    def epoch_end(self, n_epochs_done: int) -> None:
+        checkpoint = self.encoder.checkpoint_
+        if checkpoint is not None and checkpoint.due(end_of_epoch=True):
+            checkpoint.save(self.state(n_epochs_done, None))

@@ -352,13 +352,10 @@ class TS2Vec(Encoder):
             self.averaged_.update_parameters(self.network_)
             self.modules_["averaged"] = self.averaged_
 
-    def fit(self, x: np.ndarray, n_epochs: int | None = None, batch_size: int | None = None,
-            lr: float | None = None, x_val: np.ndarray | None = None, seed: int | None = None,
-            verbose: bool | None = None, callback=None) -> "TS2Vec":
+    def fit(self, x: np.ndarray, **kwargs) -> "TS2Vec":
         """:meth:`Encoder.fit` on ``x [N, 1, T]``, long series split by ``max_train_length``."""
-        x = split_long_series(check_windows(x), self.config.max_train_length)
-        return super().fit(x, n_epochs=n_epochs, batch_size=batch_size, lr=lr, x_val=x_val,
-                           seed=seed, verbose=verbose, callback=callback)
+        return super().fit(split_long_series(check_windows(x), self.config.max_train_length),
+                           **kwargs)
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)

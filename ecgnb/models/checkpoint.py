@@ -1,0 +1,151 @@
+"""Training checkpoints: the whole state of a fit on disk, so that a killed run resumes exactly.
+
+A :class:`Checkpointer` owns one file (``<run>/checkpoints/<name>.pt``). The training loop asks
+:meth:`Checkpointer.due` at its safe points (after a batch, after an epoch) and hands it the
+complete state when it is; :meth:`Checkpointer.load` gives that state back to the same fit.
+
+- **Atomic.** A checkpoint is written to a temporary file in the same folder, flushed to the
+  disk (``fsync``), renamed over the previous one, and the folder is flushed: a kill at any moment
+  leaves either the previous checkpoint or the new one, never half a file.
+- **Time-based.** One is due when ``every_s`` seconds of training have passed since the last
+  write (or since the fit started), checked at every safe point; ``every_s=0`` writes at every
+  epoch end. The time spent writing is kept in :attr:`Checkpointer.seconds_writing`.
+- **Same run only.** A checkpoint carries the *fingerprint* of the fit that wrote it (the
+  settings, the data's shape and checksum, the starting weights). A checkpoint of another fit is
+  set aside (renamed ``*.stale.pt``) with a warning, never resumed from.
+- **Every generator.** :func:`rng_state` captures torch's global generators (CPU and CUDA),
+  NumPy's and Python's, and any ``torch.Generator`` the loop uses; :func:`set_rng_state` puts
+  them back, so that the draws after a resume are those an uninterrupted run would make.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ecgnb.config import fsync_folder
+
+CHECKPOINT_EVERY_S = 600.0  # default interval: 10 minutes of training
+FORMAT = "ecgnb-checkpoint-1"
+
+
+class Checkpointer:
+    """The checkpoint file of one fit (see the module docstring)."""
+
+    def __init__(self, path, fingerprint: dict, every_s: float = CHECKPOINT_EVERY_S):
+        if every_s < 0:
+            raise ValueError(f"every_s must be >= 0, got {every_s}")
+        self.path = Path(path)
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        self.every_s = float(every_s)
+        self.n_writes = 0
+        self.seconds_writing = 0.0
+        self.resumed_from: dict | None = None  # where the fit resumed (epoch, batch), if it did
+        self._last = time.monotonic()
+
+    def due(self, end_of_epoch: bool) -> bool:
+        """Whether the loop should write now: ``every_s`` passed (``every_s=0``: every epoch)."""
+        if self.every_s == 0:
+            return end_of_epoch
+        return time.monotonic() - self._last >= self.every_s
+
+    def save(self, state: dict[str, Any]) -> Path:
+        """Write ``state`` atomically, with this fit's fingerprint."""
+        start = time.monotonic()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save({"format": FORMAT, "fingerprint": self.fingerprint, "state": state},
+                           handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.replace(self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk: keep the first error
+                tmp.unlink(missing_ok=True)
+            raise
+        fsync_folder(self.path.parent)
+        self.n_writes += 1
+        self._last = time.monotonic()
+        self.seconds_writing += self._last - start
+        return self.path
+
+    def load(self) -> dict[str, Any] | None:
+        """The state of this fit's checkpoint, or None (no file, or another fit's: set aside)."""
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+            fingerprint = saved["fingerprint"]
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is set aside like a stale one
+            self._set_aside(f"it cannot be read ({type(exc).__name__}: {exc})")
+            return None
+        if saved.get("format") != FORMAT or fingerprint != self.fingerprint:
+            self._set_aside("it was written by another fit: "
+                            + fingerprint_difference(fingerprint, self.fingerprint))
+            return None
+        return saved["state"]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _set_aside(self, why: str) -> None:
+        stale = self.path.with_name(f"{self.path.stem}.stale.pt")
+        warnings.warn(f"{self.path}: not resumed, {why}; kept as {stale.name}", stacklevel=3)
+        self.path.replace(stale)
+
+
+def fingerprint_difference(old: dict, new: dict) -> str:
+    """The first keys whose values differ between two fingerprints, for messages."""
+    keys = sorted(set(old) | set(new))
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(changed[:3]) or "format changed"
+
+
+def array_checksum(x: np.ndarray) -> str:
+    """A short sha256 of an array's bytes, shape and dtype (the data part of a fingerprint)."""
+    h = hashlib.sha256(f"{x.shape}{x.dtype}".encode())
+    h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()[:16]
+
+
+def modules_checksum(modules: dict[str, torch.nn.Module]) -> str:
+    """A short sha256 of the weights a fit starts from (the model part of a fingerprint)."""
+    h = hashlib.sha256()
+    for name, module in sorted(modules.items()):
+        for key, value in sorted(module.state_dict().items()):
+            h.update(f"{name}.{key}".encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, Any]:
+    """Every random state a training loop may draw from (see the module docstring)."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(), "python": random.getstate(),
+            "generators": [g.get_state() for g in generators]}
+
+
+def set_rng_state(state: dict[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
+    """Put back what :func:`rng_state` captured (the same generators, in the same order)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if len(state["generators"]) != len(generators):
+        raise ValueError(f"checkpoint has {len(state['generators'])} generators, "
+                         f"the loop {len(generators)}")
+    for generator, saved in zip(generators, state["generators"]):
+        generator.set_state(saved)
