@@ -1,4 +1,5 @@
-"""Benchmarks (a script, not a test): ``python -m ecgnb.bench softdtw|pretrain|published|probe``.
+"""Benchmarks (a script, not a test): ``python -m ecgnb.bench COMMAND``, one of softdtw, pretrain,
+published, probe, checkpoint.
 
 - ``softdtw``: pairwise soft-DTW of one batch ``[B, T]`` with our numba kernel (CPU, all cores),
   our torch anti-diagonal path (CPU, and CUDA when present) and tslearn's ``cdist_soft_dtw``;
@@ -13,6 +14,8 @@
 - ``published``: our TS2Vec and TS-TCC against checkouts of the published code, side by side
   (:mod:`ecgnb.bench.published`), as shipped and with both sides flushing denormals.
 - ``probe``: linear probing's encoder work on cached embeddings against re-encoding every epoch.
+- ``checkpoint``: the size and write time of a training checkpoint, and the share of training
+  time it costs at the default interval (:mod:`ecgnb.bench.checkpoint`).
 Timing inputs are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
 """
 from __future__ import annotations
@@ -55,6 +58,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     probe.add_argument("--epochs", type=int, default=300, help="TrainConfig's default")
     probe.add_argument("--length", type=int, default=720)
     probe.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    ckpt = sub.add_parser("checkpoint", help="training checkpoints: size, write time, overhead")
+    ckpt.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
+    ckpt.add_argument("--batches", type=int, default=3)
+    ckpt.add_argument("--batch-size", type=int, default=64)
+    ckpt.add_argument("--length", type=int, default=720)
+    ckpt.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     pub = sub.add_parser("published", help="TS2Vec / TS-TCC training speed: ours vs the "
                                             "published code (checkouts you point to)")
     pub.add_argument("--ts2vec-code", default=None, help="checkout of yuezhihan/ts2vec")
@@ -87,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = bench_published(code_dirs, args.batches, args.batch_size, args.length, args.device,
                                args.repeats)
         print(format_published(rows, args.batches, args.batch_size, args.length))
+    elif args.command == "checkpoint":
+        from ecgnb.bench.checkpoint import bench_checkpoint, format_checkpoint
+
+        names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+        rows = bench_checkpoint(names, args.batches, args.batch_size, args.length, args.device)
+        print(format_checkpoint(rows, args.batch_size, args.length))
     elif args.command == "probe":
         names = [n.strip() for n in args.backbones.split(",") if n.strip()]
         rows = bench_probe(names, args.windows, args.length, args.epochs, args.device)
