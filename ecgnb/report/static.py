@@ -6,9 +6,9 @@
   line per scenario (``untrained`` dashed grey), the supervised baselines dotted, 95 % intervals;
 - ``pretrained_vs_untrained.png``: per backbone and mode (LP, FT), each scenario's score beside the
   same network at its initial weights, 95 % intervals, chance (1/6) marked;
-- ``study_table.png``: the study table (:func:`ecgnb.results.study_table`) as a heat map.
+- ``study_table.png``: the study table (:func:`ecgnb.report.comparisons.study_table`) as a heat map.
 
-Intervals are those of :func:`ecgnb.results.interval_summary` (per-seed bootstrap over source
+Intervals are those of :func:`ecgnb.report.comparisons.interval_summary` (per-seed bootstrap over source
 records, averaged over seeds, where the cells have them). Static images need no browser.
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no display, no global figure state
 
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
-from ecgnb.evaluation.tables import BACKBONE_ORDER, BASELINE_NAMES, SSL_MODES, SUPERVISED
-from ecgnb.results import StudyTable, interval_summary, pick_fraction, study_table
+from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.report.comparisons import StudyTable, interval_summary, pick_fraction, study_table
+from ecgnb.report.tables import BACKBONE_ORDER, BASELINE_NAMES, SSL_MODES
 
 N_CLASSES = 6
 FIGURES = ("label_efficiency.png", "pretrained_vs_untrained.png", "study_table.png")
