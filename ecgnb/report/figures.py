@@ -1,27 +1,27 @@
 """The report's interactive figures (plotly): the study table as a heat map, the per-seed scores
 per scenario, label efficiency; :func:`figures` gathers those of one recipe (for ``figures.html``).
-Functions take data and return a figure.
+
+The heat map and the label-efficiency curves draw the points of :mod:`ecgnb.report.figure_data`,
+as their PNG twins in :mod:`ecgnb.report.static` do. Functions take data and return a figure.
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from ecgnb.data.scenarios import SCENARIOS
 from ecgnb.evaluation.train import SUPERVISED
-from ecgnb.report.comparisons import (StudyTable, choose_mode, interval_summary, pick_fraction,
-                                      summarize)
-from ecgnb.report.tables import BASELINE_NAMES, SSL_MODES, label_line, recipe_of
+from ecgnb.report.comparisons import StudyTable, choose_mode, pick_fraction, summarize
+from ecgnb.report.figure_data import (as_grid, label_axis, label_efficiency_points,
+                                      study_table_cells)
+from ecgnb.report.tables import BASELINE_NAMES, label_line, recipe_of
 
 
 def table_heatmap(table: StudyTable) -> go.Figure:
     """The study table as a heatmap of means (text: mean ± std and the chosen mode)."""
-    z = pd.DataFrame(np.nan, index=table.rows, columns=table.columns)
-    for e in table.entries.itertuples():
-        z.loc[e.row, e.column] = 100 * e.mean
-    text = table.text("plain")
-    fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=table.columns, y=table.rows, text=text.to_numpy(),
+    cells = study_table_cells(table)
+    fig = go.Figure(go.Heatmap(z=as_grid(cells, "value").to_numpy(dtype=float), x=table.columns,
+                               y=table.rows, text=as_grid(cells, "text").to_numpy(),
                                texttemplate="%{text}", colorscale="Viridis",
                                colorbar=dict(title=f"{table.metric} %")))
     fig.update_layout(title=f"recipe: {table.recipe} · {table.metric} per scenario and backbone / "
@@ -31,33 +31,29 @@ def table_heatmap(table: StudyTable) -> go.Figure:
 
 
 def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figure | None:
-    """Mean ``metric`` against the *realised* share of labelled training fragments per scenario x
-    backbone (head and mode chosen on validation per fraction); ``None`` for a single fraction."""
-    if results["label_fraction"].nunique() < 2:
+    """Mean ``metric`` against the labelled share of training fragments (realised where
+    recorded) per scenario x backbone, head and mode chosen on validation per fraction, and the
+    supervised baselines dashed (:func:`ecgnb.report.figure_data.label_efficiency_points`);
+    ``None`` for a single fraction."""
+    points = label_efficiency_points(results, metric)
+    if points is None:
         return None
-    summary = interval_summary(results, metric, n_boot=200)
-    realised = summary["label_fraction_realised"].notna().all()
-    summary["x"] = 100 * summary["label_fraction_realised" if realised else "label_fraction"]
-    ssl = summary[summary["mode"].isin(SSL_MODES)]
-    best = ssl.loc[ssl.groupby(["scenario", "backbone", "label_fraction"])["val_mean"].idxmax()]
     fig = go.Figure()
-    for (scenario, backbone), part in best.groupby(["scenario", "backbone"], sort=False):
+    ssl = points[~points["is_baseline"]]
+    for (scenario, backbone), part in ssl.groupby(["scenario", "backbone"], sort=False):
         part = part.sort_values("x")
-        fig.add_trace(go.Scatter(x=part["x"], y=100 * part["mean"],
+        fig.add_trace(go.Scatter(x=part["x"], y=part["y"],
                                  error_y=dict(type="data", symmetric=False,
-                                              array=100 * (part["ci_high"] - part["mean"]),
-                                              arrayminus=100 * (part["mean"] - part["ci_low"])),
+                                              array=part["y_high"] - part["y"],
+                                              arrayminus=part["y"] - part["y_low"]),
                                  mode="lines+markers", name=f"{scenario} · {backbone}"))
-    for head, part in summary[summary["mode"] == SUPERVISED].groupby("head"):
+    for name, part in points[points["is_baseline"]].groupby("series", sort=False):
         part = part.sort_values("x")
-        fig.add_trace(go.Scatter(x=part["x"], y=100 * part["mean"], mode="lines",
-                                 line=dict(dash="dash"), name=BASELINE_NAMES.get(head, head)))
-    axis = "labelled training fragments (% realised)" if realised else \
-        "labelled training fragments (% requested; realised not recorded)"
+        fig.add_trace(go.Scatter(x=part["x"], y=part["y"], mode="lines",
+                                 line=dict(dash="dash"), name=name))
     fig.update_layout(title=f"recipe: {recipe_of(results)} · label efficiency: {metric} vs "
                       "labelled training fragments (95 % intervals of the mean over seeds)",
-                      height=450, xaxis_title=axis,
-                      yaxis_title=f"{metric} %")
+                      height=450, xaxis_title=label_axis(points), yaxis_title=f"{metric} %")
     return fig
 
 
