@@ -5,8 +5,9 @@
   on this machine or, with ``--ray [ADDRESS]``, on a Ray cluster
   (``ecgnb.workflow.ray_backend``);
 - ``ecgnb report GRID_OR_FOLDER``: ``results.csv`` rebuilt from the cell folders, then
-  notebooks/06_results.ipynb renders the study table, statistics and figures; ``--figures DIR``
-  also writes the key figures as PNG images (``ecgnb.static_figures``; ``make figures``: docs/);
+  notebooks/06_results.ipynb renders the study table, statistics and figures
+  (``ecgnb.report.build``); ``--figures DIR`` also writes the key figures as PNG images
+  (``ecgnb.report.static``; ``make figures``: docs/);
 - ``ecgnb demo``: embedded data, notebook 01, ``params/grids/demo.yaml``, the report.
 
 An error prints one line first (the file, the problem, what to do); ``--verbose`` adds the
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
 import os
 import sys
 import time
@@ -27,8 +27,6 @@ from ecgnb.runs import NOTEBOOKS, PROJECT_ROOT, is_complete, outputs_root, stage
 
 DEMO_STEPS = ((NOTEBOOKS["exploration"], "params/exploration/embedded.yaml"),)
 DEMO_GRID = PROJECT_ROOT / "params" / "grids" / "demo.yaml"
-REPORT_NOTEBOOK = PROJECT_ROOT / NOTEBOOKS["results"]
-REPORT_RUN = "report"  # the report's run folder inside a grid folder
 LOCAL_RAY = "local"  # ``--ray`` without an address: start a local Ray instance
 
 
@@ -116,94 +114,18 @@ def _sweep(grid, jobs: int | None, devices=(), only=None, retry_failed: bool = F
 
 
 # --------------------------------------------------------------------------- report
-def grid_folder(target: str) -> Path:
-    """The results folder of a grid file, a folder path, or a name under the outputs root."""
-    path = Path(target).expanduser()
-    if path.suffix in (".yaml", ".yml"):
-        from ecgnb.workflow.grid import load_grid
-        return outputs_root() / load_grid(path, validate=False).name
-    for candidate in (path, outputs_root() / target):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no results folder '{target}' (nor {outputs_root() / target})")
-
-
-def grid_runs(target: str) -> set[str] | None:
-    """The run names (``<grid>/<run>``) of a grid file; None when ``target`` is a folder."""
-    if Path(target).suffix not in (".yaml", ".yml"):
-        return None
-    from ecgnb.workflow.grid import load_grid
-
-    grid = load_grid(Path(target).expanduser(), validate=False)
-    return {grid.run_id(name) for name in grid.runs}
-
-
-def build_report(target: str, use_notebook: bool = True) -> Path:
-    """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder.
-
-    Given a grid file, only the runs of that grid are reported (runs left in its folder by an
-    earlier version of the grid are not)."""
-    from ecgnb import results as R
-
-    folder = grid_folder(target)
-    table = R.collect_results(folder, root=outputs_root())
-    in_grid = grid_runs(target)
-    if in_grid is not None and not table.empty:
-        dropped = sorted(set(table["run"]) - in_grid)
-        table = table[table["run"].isin(in_grid)].reset_index(drop=True)
-        if dropped:
-            print(f"note: {len(dropped)} run(s) in {folder} are not in {target} and are left out, "
-                  f"e.g. {dropped[0]}")
-    if table.empty:
-        raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
-    warned = [f"{run}: {message}" for run, message in R.collect_warnings(folder, outputs_root())
-              if in_grid is None or run in in_grid]
-    for line in [R.code_note(table)] + warned:
-        if line:
-            print(f"note: {line}")
-    csv, _ = R.write_csv(table, folder / "results.csv", outputs_root() / "results.csv")
-    for stage in R.STAGE_SUMMARIES:  # probes and drift of notebooks 02 and 03
-        summaries = R.collect_summaries(folder, f"{stage}.json", root=outputs_root())
-        if in_grid is not None and not summaries.empty:
-            summaries = summaries[summaries["run"].isin(in_grid)]
-        if not summaries.empty:
-            R.write_csv(summaries, folder / f"{stage}.csv")
-    out = folder / REPORT_RUN
-    if not use_notebook:
-        R.write_report(table, out, encoder_tables=R.encoder_tables(csv))
-        return out
-    return _report_notebook(csv, out)
-
-
-def _report_notebook(csv: Path, out: Path) -> Path:
-    """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
-    from ecgnb.results import STAGE_SUMMARIES
-    from ecgnb.runs import code_change, completion_record
-    from ecgnb.workflow.runner import execute, params_hash
-
-    params = {"results_csv": str(csv.resolve())}
-    tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES]
-    content = tuple(hashlib.sha256(t.read_bytes()).hexdigest()[:16] for t in tables if t.is_file())
-    digest = params_hash(params, content)
-    if is_complete(out, digest) and code_change(completion_record(out)) is None:
-        return out
-    run_name = out.relative_to(outputs_root()).as_posix()
-    return execute(REPORT_NOTEBOOK, params, run_name=run_name, overwrite=True,
-                   parents_hash=content)
-
-
 def _report(args) -> int:
+    from ecgnb.report.build import STAGE_SUMMARIES, build_report
+
     out = build_report(args.target, use_notebook=not args.no_notebook)
     print(f"results table: {out.parent / 'results.csv'} (copy: {outputs_root() / 'results.csv'})")
     print(f"report: {out / 'report.md'}\nfigures: {out / 'figures.html'}")
     if args.figures:
-        from ecgnb.results import read_results
-        from ecgnb.static_figures import write_figures
+        from ecgnb.report.collect import read_results
+        from ecgnb.report.static import write_figures
 
         for path in write_figures(read_results(out.parent / "results.csv"), args.figures):
             print(f"figure: {path}")
-    from ecgnb.results import STAGE_SUMMARIES
-
     for stage in STAGE_SUMMARIES:  # probes (02), drift and probes (03)
         if (out.parent / f"{stage}.csv").is_file():
             print(f"{stage} summaries: {out.parent / f'{stage}.csv'}")
@@ -213,6 +135,7 @@ def _report(args) -> int:
 # --------------------------------------------------------------------------- demo
 def _demo(args) -> int:
     from ecgnb.data.simulate import embedded_data
+    from ecgnb.report.build import build_report
     from ecgnb.runs import data_root
     from ecgnb.workflow.grid import load_grid
 

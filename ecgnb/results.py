@@ -1,21 +1,10 @@
 """Notebook 06, the study's results: ``results.csv``, the report of each recipe and its figures.
 
-The work is done below this module: :mod:`ecgnb.evaluation.collect` rebuilds the tidy table from
-the run folders, :mod:`ecgnb.evaluation.comparisons` makes the study table and the exact tests,
-:mod:`ecgnb.plots` draws them. This module puts them together per recipe (:func:`recipe_reports`,
-:func:`write_report`) and re-exports what notebook 06 and the CLI call, so that they read
-``ecgnb.results.<name>``.
-
-Every table is of one recipe (``recipe`` column, when cells record it): :func:`by_recipe`.
-
-Layout of ``results.csv``: a row's key is :data:`KEYS` plus ``pretrain_seed`` (the encoder's
-pretraining seed; empty for the baselines) and ``recipe`` (study | ecgnb); test metrics
-:data:`METRICS`, ``val_<metric>``, ``<metric>_ci_low/_high`` (grouped bootstrap over source
-records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the mean over the seeds
-of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
-``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
-``n_test``, ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
-``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
+The work is done in :mod:`ecgnb.report`: :mod:`~ecgnb.report.collect` rebuilds the tidy table
+(its layout is described there) from the run folders, :mod:`~ecgnb.report.comparisons` makes the
+study table and the exact tests, :mod:`~ecgnb.report.build` puts them together per recipe and
+:mod:`~ecgnb.report.figures` draws them. This module holds the notebook's parameters
+(:class:`ResultsConfig`) and the table it reads (:func:`load_results`).
 """
 from __future__ import annotations
 
@@ -25,21 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ecgnb.config import check_ranges
-from ecgnb.data.scenarios import UNTRAINED
-# Re-exported: notebook 06, the CLI and the static figures call them as ecgnb.results.<name>.
-from ecgnb.evaluation.collect import (SEED_MEAN_N_BOOT, code_note, collect_results,  # noqa: F401
-                                      collect_summaries, collect_warnings, read_results,
-                                      synthetic_results, write_csv)
-from ecgnb.evaluation.comparisons import (StudyTable, best_vs_baseline, choose_mode,  # noqa: F401
-                                          compare_to_reference, comparison_markdown,
-                                          interval_summary, main_baseline, markdown_table,
-                                          pick_fraction, study_table, summarize, unit_of)
-from ecgnb.evaluation.tables import (BASELINE_NAMES, KEYS, METRICS, REFERENCE,  # noqa: F401
-                                     by_recipe, cell_table, drift_table, probe_table, recipe_of)
-from ecgnb.plots import label_efficiency, scenario_boxes, table_heatmap
-
-# Stage -> the summary its runs write (``<stage>.json`` per run, ``<stage>.csv`` per grid).
-STAGE_SUMMARIES = ("pretraining", "regularization")
+from ecgnb.report.collect import read_results, synthetic_results, write_csv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,172 +39,3 @@ def load_results(results_csv: str, out_dir, seed: int = 0) -> tuple[pd.DataFrame
     path = Path(out_dir) / "synthetic_results.csv"
     write_csv(synthetic_results(seed), path)
     return read_results(path), f"{path} (synthetic: planted effects, not a result)"
-
-
-# --------------------------------------------------------------------------- the report
-@dataclasses.dataclass
-class RecipeReport:
-    """The study table and the comparisons of one recipe."""
-
-    recipe: str
-    table: StudyTable
-    versus_ref: pd.DataFrame
-    versus_base: pd.DataFrame
-    versus_untrained: pd.DataFrame  # each scenario vs the untrained network (empty: not run)
-
-
-def recipe_reports(results: pd.DataFrame, metric: str = "macro_f1",
-                   label_fraction: float | None = None, n_boot: int = 10000,
-                   seed: int = 0) -> list[RecipeReport]:
-    """One :class:`RecipeReport` per recipe of ``results`` (one ``not recorded`` when cells do
-    not record their recipe)."""
-    reports = []
-    for recipe, part in by_recipe(results):
-        rows = pick_fraction(part, label_fraction)
-        reports.append(RecipeReport(
-            recipe, study_table(part, metric, label_fraction, n_boot, seed),
-            compare_to_reference(rows, metric=metric, n_boot=n_boot, seed=seed),
-            best_vs_baseline(rows, baseline=main_baseline(rows), n_boot=n_boot, seed=seed),
-            compare_to_reference(rows, reference=UNTRAINED, metric=metric, n_boot=n_boot,
-                                 seed=seed)))
-    return reports
-
-
-def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
-                 label_fraction: float | None = None, n_boot: int = 10000, seed: int = 0,
-                 encoder_tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
-    """Tables (Markdown, CSV, LaTeX), statistics and ``figures.html`` into ``out_dir``, one
-    study table per recipe; ``encoder_tables`` (title -> table, from :func:`encoder_tables`) are
-    appended to ``report.md``."""
-    from ecgnb.plots import write_html
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    reports = recipe_reports(results, metric, label_fraction, n_boot, seed)
-    (out / "study_table.md").write_text("\n".join(r.table.to_markdown() for r in reports))
-    (out / "study_table.tex").write_text("\n".join(r.table.to_latex() for r in reports))
-    write_csv(_stack(r.table.text("plain").rename_axis("scenario").reset_index() for r in reports),
-              out / "study_table.csv")
-    write_csv(_stack(summarize(part, metric, n_boot, seed).assign(recipe=recipe)
-                     for recipe, part in by_recipe(results)), out / "summary.csv")
-    write_csv(_stack(r.versus_ref.assign(recipe=r.recipe) for r in reports),
-              out / "vs_reference.csv")
-    write_csv(_stack(r.versus_base.assign(recipe=r.recipe) for r in reports),
-              out / "vs_baseline.csv")
-    untrained = _stack(r.versus_untrained.assign(recipe=r.recipe) for r in reports)
-    if not untrained.empty:
-        write_csv(untrained, out / "vs_untrained.csv")
-    cells = cell_table(results, metric)
-    write_csv(cells.reset_index(), out / "cells.csv")
-    extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
-             **(encoder_tables or {})}
-    (out / "report.md").write_text(report_markdown(reports, results)
-                                   + "".join(f"\n## {title}\n\n{markdown_table(frame)}"
-                                             for title, frame in extra.items()))
-    write_html(all_figures(results, reports, metric), out / "figures.html")
-    names = ("report.md", "study_table.md", "study_table.tex", "study_table.csv", "summary.csv",
-             "cells.csv", "vs_reference.csv", "vs_baseline.csv", "figures.html")
-    return {name: out / name for name in names}
-
-
-def _stack(frames) -> pd.DataFrame:
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def figures(results: pd.DataFrame, table: StudyTable, metric: str = "macro_f1") -> dict:
-    """The figures of one recipe's ``results`` and its study table."""
-    figs = {"study table": table_heatmap(table), "per-scenario scores": scenario_boxes(results, metric)}
-    curve = label_efficiency(results, metric)
-    if curve is not None:
-        figs["label efficiency"] = curve
-    return figs
-
-
-def report_notes(results: pd.DataFrame) -> list[str]:
-    """What a reader must know before the numbers: mixed code versions, data warnings."""
-    notes = [code_note(results)]
-    if "warnings" in results:
-        for run, text in results.drop_duplicates("run")[["run", "warnings"]].to_numpy():
-            notes += [f"{run}: {w}" for w in str(text).split("; ") if text == text and text]
-    return [n for n in notes if n]
-
-
-def all_figures(results: pd.DataFrame, reports: list[RecipeReport],
-                metric: str = "macro_f1") -> dict:
-    """:func:`figures` per recipe, titled by it when there are several."""
-    parts = dict(by_recipe(results))
-    if len(reports) == 1:
-        return figures(parts[reports[0].recipe], reports[0].table, metric)
-    return {f"{name} (recipe: {r.recipe})": fig for r in reports
-            for name, fig in figures(parts[r.recipe], r.table, metric).items()}
-
-
-def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
-    n_seeds = results.groupby(list(KEYS[:-1]))["seed"].nunique()
-    n_pretrain = results["pretrain_seed"].nunique() if "pretrain_seed" in results else 0
-    lines = ["# Results", "",
-             f"{len(results)} downstream cells from {results['run'].nunique()} runs; recipe: "
-             f"{recipe_of(results)}; downstream seeds per cell: "
-             f"{sorted(n_seeds.unique().tolist())}; pretraining seeds: "
-             f"{n_pretrain or 'not recorded'}.", "",
-             _design_note(n_pretrain), "",
-             *[f"**Note:** {line}\n" for line in report_notes(results)]]
-    for r in reports:
-        unit = r.table.unit
-        untrained = [] if r.versus_untrained.empty else [
-            f"### Pretrained vs the same network {UNTRAINED} (initial weights; recipe: "
-            f"{r.recipe}; exact sign-flip test, paired by {unit})", "",
-            comparison_markdown(r.versus_untrained)]
-        lines += [f"## The study table (recipe: {r.recipe})", "", r.table.to_markdown(),
-                  *untrained,
-                  f"### Each scenario vs {REFERENCE} in the same mode (recipe: {r.recipe}; exact "
-                  f"sign-flip test, paired by {unit})", "", comparison_markdown(r.versus_ref),
-                  f"### Best SSL cell (chosen on validation) vs {_baseline_name(r.versus_base)} "
-                  f"(recipe: {r.recipe}; exact permutation test, unpaired)", "",
-                  comparison_markdown(r.versus_base)]
-    lines.append(
-        "Tests: exact two-sided permutation tests (they assume only that, with no true "
-        "difference, the signs of the paired differences, or the group labels, are exchangeable). "
-        "Against ECG, the sign-flip test of the paired mean difference (pairs: the same seed, so "
-        "the same label subset and head initialisation, and the same test split); with n pairs "
-        "its smallest possible p is 2/2^n (0.5 at 2 seeds, 0.25 at 3, 0.0625 at 5), so no p "
-        "below 0.05 exists under 6 seeds, and none is printed: `p_min` stands beside every p. "
-        "Against H-InceptionTime the seeds are unrelated, so the test is unpaired (the "
-        "difference of means over every split of the pooled seeds; 5 + 5 seeds: smallest p "
-        "0.0079). Intervals: the bootstrap interval of a mean (or of a paired difference) over "
-        "seeds is shown from 5 seeds on (–: fewer); the cell table's interval is that of the "
-        "mean over seeds, the test records and the seeds resampled together.")
-    return "\n".join(lines) + "\n"
-
-
-def _design_note(n_pretrain: int) -> str:
-    if n_pretrain > 1:
-        return (f"Design: {n_pretrain} pretraining seeds, one data split; every test and spread "
-                "takes the pretraining seed as its unit (the mean over its downstream seeds), so "
-                "the comparisons are of pretraining strategies.")
-    return ("Design: the seeds vary the downstream training only (label subset, head "
-            "initialisation, batches): one pretraining run per scenario and backbone, one data "
-            "split. The tests compare these pretrained checkpoints, not the strategies; "
-            "`pretrain_seeds` in a grid repeats the pretraining to compare strategies.")
-
-
-def _baseline_name(versus_base: pd.DataFrame) -> str:
-    return versus_base["baseline"].iloc[0] if not versus_base.empty else BASELINE_NAMES["hinception"]
-
-
-# --------------------------------------------------------------------------- notebooks 02, 03 summaries
-def encoder_tables(results_csv) -> dict[str, pd.DataFrame]:
-    """The probe and drift tables from ``pretraining.csv`` / ``regularization.csv`` beside
-    ``results_csv`` (written by ``ecgnb report``), titled; empty when there are none."""
-    folder = Path(results_csv).parent if results_csv else None
-    tables = {}
-    for name, make, title in (
-            ("pretraining", probe_table,
-             "Did pretraining help? Probe on the target's validation split (notebook 02)"),
-            ("regularization", drift_table,
-             "What the continuations did: drift and probes (notebook 03)")):
-        path = folder / f"{name}.csv" if folder is not None else None
-        if path is not None and path.is_file():
-            tables[title] = make(pd.read_csv(path))
-    return tables

@@ -11,10 +11,9 @@ LAYERS = (
     ("ecgnb.data",),
     ("ecgnb.models",),
     ("ecgnb.evaluation",),
-    ("ecgnb.plots", "ecgnb.workflow"),
+    ("ecgnb.plots", "ecgnb.report", "ecgnb.workflow"),
     ("ecgnb.exploration", "ecgnb.pretraining", "ecgnb.regularization", "ecgnb.finetuning",
      "ecgnb.embeddings", "ecgnb.results", "ecgnb.maps", "ecgnb.map_explorer"),
-    ("ecgnb.static_figures",),
     ("ecgnb.cli", "ecgnb.bench"),
 )
 

@@ -48,7 +48,8 @@ from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTi
                                      build_baseline, member_seeds)
 from ecgnb.models.precision import flush_denormal
 
-MODES = ("lp", "ft", "supervised")
+SUPERVISED = "supervised"  # the mode of the supervised baselines (no encoder)
+MODES = ("lp", "ft", SUPERVISED)
 IMBALANCE = ("weights", "sampler", "none")
 SELECT_ON = ("macro_f1", "val_loss")
 OPTIMIZERS = ("adamw", "adam")

@@ -7,8 +7,9 @@ import plotly.graph_objects as go
 import pytest
 from sklearn import metrics as skm
 
-from ecgnb.evaluation.metrics import (bootstrap_ci, compute_metrics, metrics_from_predictions,
-                           predictions_frame, read_predictions, scores_from_confusion, write_run)
+from ecgnb.evaluation.metrics import (bootstrap_ci, bootstrap_seed_mean_ci, compute_metrics,
+                                     metrics_from_predictions, predictions_frame, read_predictions,
+                                     scores_from_confusion, write_run)
 from ecgnb.plots import confusion_figure, per_class_figure, training_curves_figure
 
 CLASSES = ("VF", "VT", "sinus")
@@ -115,3 +116,48 @@ def test_plots_return_figures():
     figures = [confusion_figure(m["confusion_matrix"], CLASSES), per_class_figure(m),
                training_curves_figure(history, best_epochs=[2])]
     assert all(isinstance(f, go.Figure) and f.data for f in figures)
+
+
+# --------------------------------------------------------------------------- seed-mean interval
+def seed_predictions(rng, n_seeds=5, n_records=30, per_record=4, seed_sd=0.8) -> list[pd.DataFrame]:
+    """Binary predictions of ``n_seeds`` models on one test split: records differ in difficulty
+    (shared by every seed), seeds in skill (logit scale)."""
+    difficulty = np.repeat(rng.normal(0, 1, n_records), per_record)
+    groups = np.repeat([f"r{g}" for g in range(n_records)], per_record)
+    frames = []
+    for skill in rng.normal(1.0, seed_sd, n_seeds):
+        y = rng.integers(0, 2, len(groups))
+        correct = rng.random(len(groups)) < 1 / (1 + np.exp(difficulty - skill))
+        frames.append(pd.DataFrame({"group": groups, "y_true": y,
+                                    "y_pred": np.where(correct, y, 1 - y)}))
+    return frames
+
+
+def test_seed_mean_interval_is_not_the_average_of_per_seed_endpoints():
+    """One seed always right, one always wrong: each per-seed interval is a point (1 or 0), their
+    average [0.5, 0.5]; the mean over two seeds is anything from 0 to 1."""
+    y = np.tile([0, 1], 20)
+    groups = np.repeat([f"r{g}" for g in range(10)], 4)
+    right = pd.DataFrame({"group": groups, "y_true": y, "y_pred": y})
+    wrong = right.assign(y_pred=1 - y)
+    ends = np.mean([bootstrap_ci(f, "accuracy", n_boot=200) for f in (right, wrong)], axis=0)
+    assert tuple(ends) == (0.5, 0.5)
+    assert bootstrap_seed_mean_ci([right, wrong], "accuracy", n_boot=500) == (0.0, 1.0)
+    assert bootstrap_seed_mean_ci([right, right], "accuracy", n_boot=200) == (1.0, 1.0)
+
+
+def test_seed_mean_interval_covers_the_expected_score():
+    """Over simulated test splits and seeds, the 95 % interval covers the expected accuracy (over
+    seeds and records) about 95 % of the time; averaged per-seed endpoints cover less."""
+    rng = np.random.default_rng(3)
+    truth = np.mean([(f["y_true"] == f["y_pred"]).mean()
+                     for f in seed_predictions(rng, n_seeds=400, n_records=400)])
+    hits = {"seed mean": 0, "averaged endpoints": 0}
+    for i in range(80):
+        frames = seed_predictions(rng)
+        low, high = bootstrap_seed_mean_ci(frames, "accuracy", n_boot=300, seed=i)
+        ends = np.mean([bootstrap_ci(f, "accuracy", n_boot=300, seed=i) for f in frames], axis=0)
+        hits["seed mean"] += low <= truth <= high
+        hits["averaged endpoints"] += ends[0] <= truth <= ends[1]
+    assert hits["seed mean"] / 80 >= 0.85
+    assert hits["averaged endpoints"] < hits["seed mean"]

@@ -27,7 +27,8 @@ from test_sweep import executions, fake_notebook, states, write_grid
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from ecgnb import cli, results  # noqa: E402
+from ecgnb import cli  # noqa: E402
+from ecgnb.report.collect import collect_results  # noqa: E402
 from ecgnb.workflow import ray_backend, sweep  # noqa: E402
 from ecgnb.workflow.grid import load_grid  # noqa: E402
 from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS  # noqa: E402
@@ -139,9 +140,9 @@ def test_every_run_once_and_results_equal_the_local_backend(tmp_path, cluster, f
     assert all(len(ray_backend.attempts(sweep.run_folder(grid, n))) == 1 for n in grid.runs)
     assert {n: success(on_ray, n)["params_hash"] for n in grid.runs} == grid.hashes()
     assert {n: success(local, n)["params_hash"] for n in grid.runs} == grid.hashes()
-    rows = results.collect_results(on_ray / "t", root=on_ray)
+    rows = collect_results(on_ray / "t", root=on_ray)
     assert len(rows) == 2 * 2 * 2 + 2 and not rows.duplicated(["run", "cell"]).any()
-    assert comparable(rows).equals(comparable(results.collect_results(local / "t", root=local)))
+    assert comparable(rows).equals(comparable(collect_results(local / "t", root=local)))
     record = json.loads((on_ray / "t" / sweep.STATUS_FILE).read_text())
     assert record["counts"] == {"done": len(grid.runs)}
     assert record["runs"]["pretraining/ts2vec-ecg"]["device"].startswith("ray node")
@@ -183,9 +184,9 @@ def test_real_notebooks_on_ray_equal_the_local_backend(tmp_path, cluster, embedd
     statuses, _ = ray_backend.run_sweep_on_ray(grid, cluster.address, progress=False)
     FIGURES["real_ray_s"] = round(time.time() - start, 1)
     assert set(states(statuses).values()) == {"done"}
-    rows = results.collect_results(on_ray / "real", root=on_ray)
+    rows = collect_results(on_ray / "real", root=on_ray)
     assert len(rows) == 1
-    assert comparable(rows).equals(comparable(results.collect_results(local / "real", root=local)))
+    assert comparable(rows).equals(comparable(collect_results(local / "real", root=local)))
 
 
 @pytest.mark.slow
@@ -250,7 +251,7 @@ def test_a_node_removed_in_flight_is_survived(tmp_path, cluster, fake_nb, monkey
     assert len(tries) == 2 and tries[1]["node"] != node_id  # retried, on the other node
     FIGURES.update(nodes_removed=1, retries=sum(
         len(ray_backend.attempts(sweep.run_folder(grid, n))) - 1 for n in grid.runs))
-    rows = results.collect_results(outputs / "t", root=outputs)
+    rows = collect_results(outputs / "t", root=outputs)
     assert len(rows) == 2 * 2 * 2 and not rows.duplicated(["run", "cell"]).any()
     assert success(outputs, "pretraining/ts2vec-ecg")["params_hash"] == grid.hashes()[
         "pretraining/ts2vec-ecg"]
@@ -279,12 +280,12 @@ def test_driver_killed_hard_then_started_again_resumes(tmp_path, cluster, fake_n
     use_outputs(monkeypatch, outputs)
     grid = load_grid(path)
     assert sweep.plan(grid)["finetuning/ts2vec-ecg-f1.0"].state == "pending"  # nothing complete
-    assert results.collect_results(outputs / "t", root=outputs).empty
+    assert collect_results(outputs / "t", root=outputs).empty
 
     statuses, _ = ray_backend.run_sweep_on_ray(grid, cluster.address, progress=False)
     assert states(statuses) == {"pretraining/ts2vec-ecg": "cached", "finetuning/ts2vec-ecg-f1.0": "done"}
     assert len(ray_backend.attempts(running)) == 2
-    rows = results.collect_results(outputs / "t", root=outputs)
+    rows = collect_results(outputs / "t", root=outputs)
     assert len(rows) == 2 * 2 and not rows.duplicated(["run", "cell"]).any()
 
 

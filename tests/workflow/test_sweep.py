@@ -12,9 +12,10 @@ import nbformat
 import pytest
 import yaml
 
-from ecgnb import cli, results, runs
+from ecgnb import cli, runs
 from ecgnb.workflow import sweep
 from ecgnb.config import code_identity, write_json
+from ecgnb.report.collect import collect_results
 from ecgnb.workflow.grid import load_grid
 from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS
 from ecgnb.workflow.runner import params_hash
@@ -154,7 +155,7 @@ def test_changed_parameter_reruns_the_run_and_its_dependants(tmp_path, outputs, 
     assert sorted(executions(outputs)[4:]) == ["t/finetuning/ts2vec-ecg-continued1-f1.0",
                                                "t/regularization/ts2vec-ecg-continued1"]
     assert sorted(result.values()) == ["cached"] * 2 + ["done"] * 2
-    rows = results.collect_results(outputs / "t", root=outputs)
+    rows = collect_results(outputs / "t", root=outputs)
     assert len(rows) == 2 * 2 * 2 and not rows.duplicated(["run", "cell"]).any()
 
 
@@ -177,14 +178,14 @@ def test_hard_kill_then_resume(tmp_path, outputs, fake_nb):
     assert not sweep.plan(load_grid(path))["finetuning/ts2vec-ecg-f1.0"].state == "cached"
     before = executions(outputs)
     assert before[0] == "t/pretraining/ts2vec-ecg"
-    assert results.collect_results(outputs / "t", root=outputs).empty  # nothing looks complete
+    assert collect_results(outputs / "t", root=outputs).empty  # nothing looks complete
 
     result = states(sweep.run_sweep(load_grid(path), jobs=2, progress=False))
     assert result["pretraining/ts2vec-ecg"] == "cached"
     assert set(result.values()) <= {"cached", "done"}
     rerun = executions(outputs)[len(before):]
     assert "t/pretraining/ts2vec-ecg" not in rerun and "t/finetuning/ts2vec-ecg-f1.0" in rerun
-    rows = results.collect_results(outputs / "t", root=outputs)
+    rows = collect_results(outputs / "t", root=outputs)
     assert len(rows) == 2 * 2 and not rows.duplicated(["run", "cell"]).any()
 
 

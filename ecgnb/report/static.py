@@ -2,14 +2,16 @@
 
 ``ecgnb report demo --figures docs/`` (``make figures``) writes, from ``results.csv``:
 
-- ``label_efficiency.png``: macro-F1 against the labelled fraction, one panel per backbone, one
-  line per scenario (``untrained`` dashed grey), the supervised baselines dotted, 95 % intervals;
+- ``label_efficiency.png``: macro-F1 against the labelled share of training fragments (realised
+  where the cells record it), one panel per backbone, one line per scenario (``untrained``
+  dashed grey), the supervised baselines dotted, 95 % intervals;
 - ``pretrained_vs_untrained.png``: per backbone and mode (LP, FT), each scenario's score beside the
   same network at its initial weights, 95 % intervals, chance (1/6) marked;
-- ``study_table.png``: the study table (:func:`ecgnb.results.study_table`) as a heat map.
+- ``study_table.png``: the study table (:func:`ecgnb.report.comparisons.study_table`) as a heat map.
 
-Intervals are those of :func:`ecgnb.results.interval_summary` (per-seed bootstrap over source
-records, averaged over seeds, where the cells have them). Static images need no browser.
+Each draws the points of :mod:`ecgnb.report.figure_data`, as the interactive twins of
+:mod:`ecgnb.report.figures` do; intervals are those of
+:func:`ecgnb.report.comparisons.interval_summary`. Static images need no browser.
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no display, no global figure state
 
-from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
-from ecgnb.evaluation.tables import BACKBONE_ORDER, BASELINE_NAMES, SSL_MODES, SUPERVISED
-from ecgnb.results import StudyTable, interval_summary, pick_fraction, study_table
+from ecgnb.data.scenarios import UNTRAINED
+from ecgnb.report.comparisons import StudyTable, study_table
+from ecgnb.report.figure_data import (as_grid, backbones_of, label_axis, label_efficiency_points,
+                                      pretrained_vs_untrained_points, study_table_cells)
+from ecgnb.report.tables import SSL_MODES
 
 N_CLASSES = 6
 FIGURES = ("label_efficiency.png", "pretrained_vs_untrained.png", "study_table.png")
@@ -48,16 +52,6 @@ def write_figures(results: pd.DataFrame, out_dir, metric: str = "macro_f1") -> l
     return written
 
 
-def _scenarios(frame: pd.DataFrame) -> list[str]:
-    present = set(frame["scenario"])
-    return [s for s in SCENARIOS if s in present]
-
-
-def _backbones(frame: pd.DataFrame) -> list[str]:
-    present = set(frame.loc[frame["mode"].isin(SSL_MODES), "backbone"])
-    return [b for b in BACKBONE_ORDER if b in present] + sorted(present - set(BACKBONE_ORDER))
-
-
 def _style(scenario: str, index: int) -> dict:
     if scenario == UNTRAINED:
         return {"color": GREY, "linestyle": "--", "marker": "s"}
@@ -71,36 +65,35 @@ def _chance(ax) -> None:
 
 
 def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1"):
-    """One panel per backbone: ``metric`` vs label fraction per scenario (head and mode chosen on
-    validation per fraction), baselines dotted; ``None`` with a single fraction."""
-    if results["label_fraction"].nunique() < 2:
+    """One panel per backbone: ``metric`` vs the labelled share per scenario (head and mode chosen
+    on validation per fraction), baselines dotted
+    (:func:`ecgnb.report.figure_data.label_efficiency_points`); ``None`` with a single fraction."""
+    points = label_efficiency_points(results, metric)
+    if points is None:
         return None
-    summary = interval_summary(results, metric)
-    ssl = summary[summary["mode"].isin(SSL_MODES)]
-    best = ssl.loc[ssl.groupby(["scenario", "backbone", "label_fraction"])["val_mean"].idxmax()]
-    supervised = summary[summary["mode"] == SUPERVISED]
-    backbones, scenarios = _backbones(results), _scenarios(ssl)
+    ssl, baselines = points[~points["is_baseline"]], points[points["is_baseline"]]
+    backbones, scenarios = backbones_of(points), list(dict.fromkeys(ssl["scenario"]))
     fig = Figure(figsize=(4.2 * len(backbones), 3.6))
     axes = fig.subplots(1, len(backbones), sharey=True, squeeze=False)
+    shares = points.groupby("label_fraction")["x"].mean().sort_values()
     for ax, backbone in zip(axes[0], backbones):
         for i, scenario in enumerate(scenarios):
-            part = best[(best["backbone"] == backbone) & (best["scenario"] == scenario)]
-            _curve(ax, part.sort_values("label_fraction"), scenario, _style(scenario, i))
-        for j, (head, part) in enumerate(supervised.groupby("head", sort=False)):
-            _curve(ax, part.sort_values("label_fraction"), BASELINE_NAMES.get(head, head),
+            part = ssl[(ssl["backbone"] == backbone) & (ssl["scenario"] == scenario)]
+            _curve(ax, part.sort_values("x"), scenario, _style(scenario, i))
+        for j, (name, part) in enumerate(baselines.groupby("series", sort=False)):
+            _curve(ax, part.sort_values("x"), name,
                    {"color": "black", "linestyle": ":", "marker": "^v<>"[j % 4], "alpha": 0.6})
         _chance(ax)
         ax.set_xscale("log")
-        fractions = sorted(results["label_fraction"].unique())
-        ax.set_xticks(fractions, [f"{100 * f:g} %" for f in fractions])
+        ax.set_xticks(shares.to_numpy(), [f"{x:.3g} %" for x in shares])
         ax.minorticks_off()
         ax.set_title(backbone)
-        ax.set_xlabel("labelled training records")
+        ax.set_xlabel(label_axis(points))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test {metric} % (95 % interval)")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle(f"Label efficiency: {metric} vs labelled fraction (head and mode chosen on "
-                 "validation)", fontsize=10)
+    fig.suptitle(f"Label efficiency: {metric} vs labelled training fragments (head and mode "
+                 "chosen on validation)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -108,8 +101,8 @@ def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1"):
 def _curve(ax, part: pd.DataFrame, label: str, style: dict) -> None:
     if part.empty:
         return
-    x, y = part["label_fraction"].to_numpy(), 100 * part["mean"].to_numpy()
-    err = 100 * np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]])
+    x, y = part["x"].to_numpy(), part["y"].to_numpy()
+    err = np.vstack([part["y"] - part["y_low"], part["y_high"] - part["y"]])
     ax.errorbar(x, y, yerr=np.clip(np.nan_to_num(err), 0, None), label=label, capsize=3,
                 linewidth=1.4, markersize=4, **style)
 
@@ -117,35 +110,34 @@ def _curve(ax, part: pd.DataFrame, label: str, style: dict) -> None:
 def pretrained_vs_untrained(results: pd.DataFrame, metric: str = "macro_f1",
                             label_fraction: float | None = None):
     """Per backbone (groups) and mode (panels): each scenario's bar beside ``untrained``, at the
-    largest label fraction (head: the best on validation, per cell); ``None`` without SSL rows."""
-    rows = pick_fraction(results, label_fraction)
-    summary = interval_summary(rows[rows["mode"].isin(SSL_MODES)], metric)
-    if summary.empty:
+    largest label fraction (head: the best on validation, per cell;
+    :func:`ecgnb.report.figure_data.pretrained_vs_untrained_points`); ``None`` without SSL rows."""
+    points = pretrained_vs_untrained_points(results, metric, label_fraction)
+    if points is None:
         return None
-    best = summary.loc[summary.groupby(["scenario", "backbone", "mode"])["val_mean"].idxmax()]
-    backbones, scenarios = _backbones(rows), _scenarios(best)
-    modes = [m for m in SSL_MODES if m in set(best["mode"])]
+    backbones, scenarios = backbones_of(points), list(dict.fromkeys(points["scenario"]))
+    modes = [m for m in SSL_MODES if m in set(points["mode"])]
     width = 0.8 / len(scenarios)
     fig = Figure(figsize=(5.2 * len(modes), 3.6))
     axes = fig.subplots(1, len(modes), sharey=True, squeeze=False)
     for ax, mode in zip(axes[0], modes):
         for i, scenario in enumerate(scenarios):
-            part = best[(best["mode"] == mode) & (best["scenario"] == scenario)].set_index("backbone")
-            part = part.reindex(backbones)
+            part = points[(points["mode"] == mode) & (points["scenario"] == scenario)]
+            part = part.set_index("backbone").reindex(backbones)
             x = np.arange(len(backbones)) - 0.4 + width * (i + 0.5)
-            err = 100 * np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]])
-            ax.bar(x, 100 * part["mean"], width, yerr=np.clip(np.nan_to_num(err), 0, None),
+            err = np.vstack([part["y"] - part["y_low"], part["y_high"] - part["y"]])
+            ax.bar(x, part["y"], width, yerr=np.clip(np.nan_to_num(err), 0, None),
                    capsize=2, label=scenario, color=_style(scenario, i)["color"],
                    hatch="//" if scenario == UNTRAINED else None, edgecolor="white")
         _chance(ax)
         ax.set_xticks(np.arange(len(backbones)), backbones)
-        heads = "/".join(sorted(set(best.loc[best["mode"] == mode, "head"])))
+        heads = "/".join(sorted(set(points.loc[points["mode"] == mode, "head"])))
         ax.set_title({"lp": "linear probing (encoder frozen)",
                       "ft": "fine-tuning"}.get(mode, mode) + f", {heads} head")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(f"test {metric} % (95 % interval)")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fraction = float(rows["label_fraction"].iloc[0])
+    fraction = float(points["label_fraction"].iloc[0])
     fig.suptitle(f"Pretrained vs the same network untrained (initial weights), "
                  f"{100 * fraction:g} % of the labels", fontsize=10)
     fig.tight_layout()
@@ -154,10 +146,8 @@ def pretrained_vs_untrained(results: pd.DataFrame, metric: str = "macro_f1",
 
 def table_heatmap(table: StudyTable):
     """The study table as a heat map: colour = mean, text = mean ± std and the chosen mode."""
-    z = pd.DataFrame(np.nan, index=table.rows, columns=table.columns)
-    for e in table.entries.itertuples():
-        z.loc[e.row, e.column] = 100 * e.mean
-    text = table.text("plain")
+    cells = study_table_cells(table)
+    z, text = as_grid(cells, "value"), as_grid(cells, "text")
     fig = Figure(figsize=(1.9 * len(table.columns) + 2.2, 0.55 * len(table.rows) + 1.4))
     ax = fig.subplots()
     image = ax.imshow(z.to_numpy(dtype=float), cmap="viridis", aspect="auto")

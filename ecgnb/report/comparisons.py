@@ -1,11 +1,11 @@
-"""The study's comparisons of a results table (the ``results.csv`` layout of :mod:`ecgnb.results`).
+"""The study's comparisons of a results table (the ``results.csv`` layout of :mod:`ecgnb.report.collect`).
 
 - :func:`study_table`: macro-F1 mean +/- std over seeds per scenario x (backbone, head); linear
   probing vs fine-tuning chosen per cell on mean *validation* macro-F1 (never test) and marked;
   best per column in bold; the supervised baselines in their own column.
 - :func:`compare_to_reference`: each scenario vs "ECG" (and each vs ``untrained``, the same
   network at its initial weights) in the *same* mode, paired by seed, exact sign-flip test
-  (:mod:`ecgnb.evaluation.stats`: with n seeds no p below 2/2^n exists, and none is shown);
+  (:mod:`ecgnb.report.stats`: with n seeds no p below 2/2^n exists, and none is shown);
   :func:`best_vs_baseline`: the best SSL cell vs a supervised baseline, whose seeds are unrelated
   to the SSL seeds: exact *unpaired* permutation test.
 - The unit of every test and spread: the downstream seed when one pretraining seed was run (the
@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
-from ecgnb.evaluation.stats import bootstrap_mean_ci, paired_test, unpaired_test
-from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS,
-                                     NO_RECIPE, REFERENCE, SSL_MODES, SUPERVISED, by_recipe,
-                                     in_study_order, label_line, recipe_of)
+from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.report.stats import bootstrap_mean_ci, paired_test, unpaired_test
+from ecgnb.report.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, NO_RECIPE,
+                                 REFERENCE, SSL_MODES, by_recipe, in_study_order, label_line,
+                                 recipe_of)
 
 
 def pick_fraction(results: pd.DataFrame, label_fraction: float | None = None) -> pd.DataFrame:
@@ -101,7 +102,7 @@ def interval_summary(results: pd.DataFrame, metric: str = "macro_f1", n_boot: in
 def _one_recipe(results: pd.DataFrame) -> None:
     if len(by_recipe(results)) > 1:
         raise ValueError(f"results of several recipes ({recipe_of(results)}): one table per "
-                         "recipe (ecgnb.results.by_recipe)")
+                         "recipe (ecgnb.report.tables.by_recipe)")
 
 
 def choose_mode(summary: pd.DataFrame) -> pd.DataFrame:

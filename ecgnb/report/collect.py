@@ -7,7 +7,14 @@
 - :func:`collect_summaries`: the JSON summaries of notebooks 02 and 03, one row per run.
 - :func:`synthetic_results`: a table with a planted structure, for smoke runs and tests.
 
-The columns are listed in :mod:`ecgnb.results`.
+Layout of ``results.csv``: a row's key is :data:`KEYS` plus ``pretrain_seed`` (the encoder's
+pretraining seed; empty for the baselines) and ``recipe`` (study | ecgnb); test metrics
+:data:`METRICS`, ``val_<metric>``, ``<metric>_ci_low/_high`` (grouped bootstrap over source
+records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the mean over the seeds
+of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
+``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
+``n_test``, ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
+``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
 """
 from __future__ import annotations
 
@@ -20,8 +27,8 @@ import pandas as pd
 from ecgnb import runs
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
 from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
-from ecgnb.evaluation.tables import (BACKBONE_ORDER, BASELINE_NAMES, KEYS, LABELS, METRICS,
-                                     SSL_MODES, SUPERVISED)
+from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.report.tables import BACKBONE_ORDER, BASELINE_NAMES, KEYS, LABELS, METRICS, SSL_MODES
 
 
 SEED_MEAN_N_BOOT = 2000  # resamples of the interval of a cell's mean over seeds

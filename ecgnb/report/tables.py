@@ -11,18 +11,21 @@ notebooks 02 and 03 measured about their encoders.
 - :func:`probe_table` and :func:`drift_table`: the summaries that notebook 02 (``pretraining.json``:
   linear probe of the pretrained encoder vs the same network at its initial weights) and notebook
   03 (``regularization.json``: drift between parent and child, probes of both) write, readable.
-- :func:`in_study_order`: rows in the order of the study (scenarios as brief 3 lists them).
+- :func:`encoder_tables`: those two tables read from the CSV files beside ``results.csv``.
+- :func:`in_study_order`: rows in the order of the study (scenarios as :data:`SCENARIOS` lists them).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED, slug
+from ecgnb.evaluation.train import SUPERVISED
 
 KEYS = ("scenario", "backbone", "head", "mode", "label_fraction", "seed")
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc")
 SSL_MODES = ("lp", "ft")
-SUPERVISED = "supervised"
 BACKBONE_ORDER = ("ts2vec", "tstcc", "series2vec")
 HEAD_ORDER = ("mlp", "fcn", "linear")
 BASELINE_NAMES = {"hinception": "H-InceptionTime", "mlp": "MLP (from scratch)",
@@ -74,7 +77,6 @@ def in_study_order(frame: pd.DataFrame) -> pd.DataFrame:
         columns=[f"_{k}" for k in keys]).reset_index(drop=True)
 
 
-
 def cell_table(results: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
     """``mean [interval of the mean] (n)`` in %, rows = cells (with the pretraining seed when
     several were run, with the recipe when several were), columns = label fractions."""
@@ -85,7 +87,7 @@ def cell_table(results: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
     many = {"pretrain_seed": _has_many(results, "pretrain_seed"),
             "recipe": len(by_recipe(results)) > 1}
     for recipe, part in by_recipe(results):
-        ordered = in_study_order(part)  # scenarios as brief 3 lists them, the baselines last
+        ordered = in_study_order(part)  # scenarios in study order, the baselines last
         for key, cell_rows in ordered.groupby(keys, sort=False, dropna=False):
             cell = dict(zip(keys, key))
             name = _row_name(cell, many["pretrain_seed"]) + (f" ({recipe})" if many["recipe"]
@@ -106,7 +108,7 @@ def _has_many(results: pd.DataFrame, column: str) -> bool:
 
 
 def _row_name(cell: dict, with_pretrain_seed: bool = False) -> str:
-    if cell["mode"] == "supervised":
+    if cell["mode"] == SUPERVISED:
         return f"supervised {cell['head']}"
     name = f"{cell['scenario']} / {cell['backbone']} / {cell['head']} / {cell['mode'].upper()}"
     seed = cell.get("pretrain_seed")
@@ -145,6 +147,22 @@ def drift_table(regularization: pd.DataFrame) -> pd.DataFrame:
                "probe_parent_val_macro_f1": "parent macro-F1 %",
                "probe_child_val_macro_f1": "child macro-F1 %"}
     return _readable(regularization, ["backbone", "scenario"], columns)
+
+
+def encoder_tables(results_csv) -> dict[str, pd.DataFrame]:
+    """The probe and drift tables from ``pretraining.csv`` / ``regularization.csv`` beside
+    ``results_csv`` (written by ``ecgnb report``), titled; empty when there are none."""
+    folder = Path(results_csv).parent if results_csv else None
+    tables = {}
+    for name, make, title in (
+            ("pretraining", probe_table,
+             "Did pretraining help? Probe on the target's validation split (notebook 02)"),
+            ("regularization", drift_table,
+             "What the continuations did: drift and probes (notebook 03)")):
+        path = folder / f"{name}.csv" if folder is not None else None
+        if path is not None and path.is_file():
+            tables[title] = make(pd.read_csv(path))
+    return tables
 
 
 def _readable(frame: pd.DataFrame, keys: list[str], columns: dict) -> pd.DataFrame:

@@ -1,0 +1,246 @@
+"""The report of a grid: ``results.csv`` rebuilt from its run folders, then per recipe the study
+table, the exact tests, the tables beside them and ``figures.html``.
+
+- :func:`build_report` (``ecgnb report``): collects ``results.csv`` (:mod:`ecgnb.report.collect`)
+  and the summaries of notebooks 02 and 03 into the grid folder, then renders the report by
+  executing notebooks/06_results.ipynb into ``<grid folder>/report`` (or, without the notebook,
+  by :func:`write_report`);
+- :func:`recipe_reports`: one :class:`RecipeReport` per recipe (study table and comparisons,
+  :mod:`ecgnb.report.comparisons`); :func:`write_report` writes them, :func:`report_markdown`
+  is ``report.md``, :func:`all_figures` the figures (:mod:`ecgnb.report.figures`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from ecgnb.data.scenarios import UNTRAINED
+from ecgnb.plots import write_html
+from ecgnb.report.collect import (code_note, collect_results, collect_summaries, collect_warnings,
+                                  write_csv)
+from ecgnb.report.comparisons import (StudyTable, best_vs_baseline, compare_to_reference,
+                                      comparison_markdown, main_baseline, markdown_table,
+                                      pick_fraction, study_table, summarize)
+from ecgnb.report.figures import figures
+from ecgnb.report.tables import (BASELINE_NAMES, KEYS, REFERENCE, by_recipe, cell_table,
+                                 encoder_tables, recipe_of)
+from ecgnb.runs import (NOTEBOOKS, PROJECT_ROOT, code_change, completion_record, is_complete,
+                        outputs_root)
+from ecgnb.workflow.grid import load_grid
+from ecgnb.workflow.runner import execute, params_hash
+
+# Stage -> the summary its runs write (``<stage>.json`` per run, ``<stage>.csv`` per grid).
+STAGE_SUMMARIES = ("pretraining", "regularization")
+REPORT_NOTEBOOK = PROJECT_ROOT / NOTEBOOKS["results"]
+REPORT_RUN = "report"  # the report's run folder inside a grid folder
+
+
+@dataclasses.dataclass
+class RecipeReport:
+    """The study table and the comparisons of one recipe."""
+
+    recipe: str
+    table: StudyTable
+    versus_ref: pd.DataFrame
+    versus_base: pd.DataFrame
+    versus_untrained: pd.DataFrame  # each scenario vs the untrained network (empty: not run)
+
+
+def recipe_reports(results: pd.DataFrame, metric: str = "macro_f1",
+                   label_fraction: float | None = None, n_boot: int = 10000,
+                   seed: int = 0) -> list[RecipeReport]:
+    """One :class:`RecipeReport` per recipe of ``results`` (one ``not recorded`` when cells do
+    not record their recipe)."""
+    reports = []
+    for recipe, part in by_recipe(results):
+        rows = pick_fraction(part, label_fraction)
+        reports.append(RecipeReport(
+            recipe, study_table(part, metric, label_fraction, n_boot, seed),
+            compare_to_reference(rows, metric=metric, n_boot=n_boot, seed=seed),
+            best_vs_baseline(rows, baseline=main_baseline(rows), n_boot=n_boot, seed=seed),
+            compare_to_reference(rows, reference=UNTRAINED, metric=metric, n_boot=n_boot,
+                                 seed=seed)))
+    return reports
+
+
+def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
+                 label_fraction: float | None = None, n_boot: int = 10000, seed: int = 0,
+                 encoder_tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
+    """Tables (Markdown, CSV, LaTeX), statistics and ``figures.html`` into ``out_dir``, one
+    study table per recipe; ``encoder_tables`` (title -> table, from :func:`ecgnb.report.tables.encoder_tables`) are
+    appended to ``report.md``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = recipe_reports(results, metric, label_fraction, n_boot, seed)
+    (out / "study_table.md").write_text("\n".join(r.table.to_markdown() for r in reports))
+    (out / "study_table.tex").write_text("\n".join(r.table.to_latex() for r in reports))
+    write_csv(_stack(r.table.text("plain").rename_axis("scenario").reset_index() for r in reports),
+              out / "study_table.csv")
+    write_csv(_stack(summarize(part, metric, n_boot, seed).assign(recipe=recipe)
+                     for recipe, part in by_recipe(results)), out / "summary.csv")
+    write_csv(_stack(r.versus_ref.assign(recipe=r.recipe) for r in reports),
+              out / "vs_reference.csv")
+    write_csv(_stack(r.versus_base.assign(recipe=r.recipe) for r in reports),
+              out / "vs_baseline.csv")
+    untrained = _stack(r.versus_untrained.assign(recipe=r.recipe) for r in reports)
+    if not untrained.empty:
+        write_csv(untrained, out / "vs_untrained.csv")
+    cells = cell_table(results, metric)
+    write_csv(cells.reset_index(), out / "cells.csv")
+    extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
+             **(encoder_tables or {})}
+    (out / "report.md").write_text(report_markdown(reports, results)
+                                   + "".join(f"\n## {title}\n\n{markdown_table(frame)}"
+                                             for title, frame in extra.items()))
+    write_html(all_figures(results, reports, metric), out / "figures.html")
+    names = ("report.md", "study_table.md", "study_table.tex", "study_table.csv", "summary.csv",
+             "cells.csv", "vs_reference.csv", "vs_baseline.csv", "figures.html")
+    return {name: out / name for name in names}
+
+
+def _stack(frames) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def report_notes(results: pd.DataFrame) -> list[str]:
+    """What a reader must know before the numbers: mixed code versions, data warnings."""
+    notes = [code_note(results)]
+    if "warnings" in results:
+        for run, text in results.drop_duplicates("run")[["run", "warnings"]].to_numpy():
+            notes += [f"{run}: {w}" for w in str(text).split("; ") if text == text and text]
+    return [n for n in notes if n]
+
+
+def all_figures(results: pd.DataFrame, reports: list[RecipeReport],
+                metric: str = "macro_f1") -> dict:
+    """:func:`figures` per recipe, titled by it when there are several."""
+    parts = dict(by_recipe(results))
+    if len(reports) == 1:
+        return figures(parts[reports[0].recipe], reports[0].table, metric)
+    return {f"{name} (recipe: {r.recipe})": fig for r in reports
+            for name, fig in figures(parts[r.recipe], r.table, metric).items()}
+
+
+def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
+    n_seeds = results.groupby(list(KEYS[:-1]))["seed"].nunique()
+    n_pretrain = results["pretrain_seed"].nunique() if "pretrain_seed" in results else 0
+    lines = ["# Results", "",
+             f"{len(results)} downstream cells from {results['run'].nunique()} runs; recipe: "
+             f"{recipe_of(results)}; downstream seeds per cell: "
+             f"{sorted(n_seeds.unique().tolist())}; pretraining seeds: "
+             f"{n_pretrain or 'not recorded'}.", "",
+             _design_note(n_pretrain), "",
+             *[f"**Note:** {line}\n" for line in report_notes(results)]]
+    for r in reports:
+        unit = r.table.unit
+        untrained = [] if r.versus_untrained.empty else [
+            f"### Pretrained vs the same network {UNTRAINED} (initial weights; recipe: "
+            f"{r.recipe}; exact sign-flip test, paired by {unit})", "",
+            comparison_markdown(r.versus_untrained)]
+        lines += [f"## The study table (recipe: {r.recipe})", "", r.table.to_markdown(),
+                  *untrained,
+                  f"### Each scenario vs {REFERENCE} in the same mode (recipe: {r.recipe}; exact "
+                  f"sign-flip test, paired by {unit})", "", comparison_markdown(r.versus_ref),
+                  f"### Best SSL cell (chosen on validation) vs {_baseline_name(r.versus_base)} "
+                  f"(recipe: {r.recipe}; exact permutation test, unpaired)", "",
+                  comparison_markdown(r.versus_base)]
+    lines.append(
+        "Tests: exact two-sided permutation tests (they assume only that, with no true "
+        "difference, the signs of the paired differences, or the group labels, are exchangeable). "
+        "Against ECG, the sign-flip test of the paired mean difference (pairs: the same seed, so "
+        "the same label subset and head initialisation, and the same test split); with n pairs "
+        "its smallest possible p is 2/2^n (0.5 at 2 seeds, 0.25 at 3, 0.0625 at 5), so no p "
+        "below 0.05 exists under 6 seeds, and none is printed: `p_min` stands beside every p. "
+        "Against H-InceptionTime the seeds are unrelated, so the test is unpaired (the "
+        "difference of means over every split of the pooled seeds; 5 + 5 seeds: smallest p "
+        "0.0079). Intervals: the bootstrap interval of a mean (or of a paired difference) over "
+        "seeds is shown from 5 seeds on (–: fewer); the cell table's interval is that of the "
+        "mean over seeds, the test records and the seeds resampled together.")
+    return "\n".join(lines) + "\n"
+
+
+def _design_note(n_pretrain: int) -> str:
+    if n_pretrain > 1:
+        return (f"Design: {n_pretrain} pretraining seeds, one data split; every test and spread "
+                "takes the pretraining seed as its unit (the mean over its downstream seeds), so "
+                "the comparisons are of pretraining strategies.")
+    return ("Design: the seeds vary the downstream training only (label subset, head "
+            "initialisation, batches): one pretraining run per scenario and backbone, one data "
+            "split. The tests compare these pretrained checkpoints, not the strategies; "
+            "`pretrain_seeds` in a grid repeats the pretraining to compare strategies.")
+
+
+def _baseline_name(versus_base: pd.DataFrame) -> str:
+    return versus_base["baseline"].iloc[0] if not versus_base.empty else BASELINE_NAMES["hinception"]
+
+
+# --------------------------------------------------------------------------- ecgnb report
+def grid_folder(target: str) -> Path:
+    """The results folder of a grid file, a folder path, or a name under the outputs root."""
+    path = Path(target).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        return outputs_root() / load_grid(path, validate=False).name
+    for candidate in (path, outputs_root() / target):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no results folder '{target}' (nor {outputs_root() / target})")
+
+
+def grid_runs(target: str) -> set[str] | None:
+    """The run names (``<grid>/<run>``) of a grid file; None when ``target`` is a folder."""
+    if Path(target).suffix not in (".yaml", ".yml"):
+        return None
+    grid = load_grid(Path(target).expanduser(), validate=False)
+    return {grid.run_id(name) for name in grid.runs}
+
+
+def build_report(target: str, use_notebook: bool = True) -> Path:
+    """Rebuild ``results.csv`` (grid folder and outputs root), then the report; returns its folder.
+
+    Given a grid file, only the runs of that grid are reported (runs left in its folder by an
+    earlier version of the grid are not)."""
+    folder = grid_folder(target)
+    table = collect_results(folder, root=outputs_root())
+    in_grid = grid_runs(target)
+    if in_grid is not None and not table.empty:
+        dropped = sorted(set(table["run"]) - in_grid)
+        table = table[table["run"].isin(in_grid)].reset_index(drop=True)
+        if dropped:
+            print(f"note: {len(dropped)} run(s) in {folder} are not in {target} and are left out, "
+                  f"e.g. {dropped[0]}")
+    if table.empty:
+        raise FileNotFoundError(f"no complete downstream cell under {folder}; run the grid first")
+    warned = [f"{run}: {message}" for run, message in collect_warnings(folder, outputs_root())
+              if in_grid is None or run in in_grid]
+    for line in [code_note(table)] + warned:
+        if line:
+            print(f"note: {line}")
+    csv, _ = write_csv(table, folder / "results.csv", outputs_root() / "results.csv")
+    for stage in STAGE_SUMMARIES:  # probes and drift of notebooks 02 and 03
+        summaries = collect_summaries(folder, f"{stage}.json", root=outputs_root())
+        if in_grid is not None and not summaries.empty:
+            summaries = summaries[summaries["run"].isin(in_grid)]
+        if not summaries.empty:
+            write_csv(summaries, folder / f"{stage}.csv")
+    out = folder / REPORT_RUN
+    if not use_notebook:
+        write_report(table, out, encoder_tables=encoder_tables(csv))
+        return out
+    return _report_notebook(csv, out)
+
+
+def _report_notebook(csv: Path, out: Path) -> Path:
+    """Execute notebook 06 on ``csv`` unless it already rendered exactly this table."""
+    params = {"results_csv": str(csv.resolve())}
+    tables = [csv] + [csv.parent / f"{stage}.csv" for stage in STAGE_SUMMARIES]
+    content = tuple(hashlib.sha256(t.read_bytes()).hexdigest()[:16] for t in tables if t.is_file())
+    digest = params_hash(params, content)
+    if is_complete(out, digest) and code_change(completion_record(out)) is None:
+        return out
+    run_name = out.relative_to(outputs_root()).as_posix()
+    return execute(REPORT_NOTEBOOK, params, run_name=run_name, overwrite=True,
+                   parents_hash=content)
