@@ -23,7 +23,6 @@ Layouts: windows ``x [N, 1, T]``; labels ``y [N]`` in ``0..K-1``; logits ``[B, K
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 import warnings
@@ -43,6 +42,7 @@ from ecgnb.data.corpora import check_classes
 from ecgnb.models.heads import HEADS, Classifier, build_head
 from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
+from ecgnb.models.best import BestState
 from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
                                      build_baseline, member_seeds)
 from ecgnb.models.precision import flush_denormal
@@ -282,35 +282,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return optimizer(groups, weight_decay=config.weight_decay)
 
 
-class BestState:
-    """The best validation epoch so far and a deep copy of its weights (never a reference:
-    the original kept the "best" model by reference, so every result was the last epoch's).
-
-    Smaller key is better: ``(-macro-F1, loss)`` (ties -> lower loss) or ``(loss,)``; a
-    non-finite loss ranks last.
-    """
-
-    def __init__(self, select_on: str):
-        self.select_on = select_on
-        self.key: tuple | None = None
-        self.epoch = 0
-        self.state: dict | None = None
-        self.epochs_since = 0
-
-    def update(self, epoch: int, model: nn.Module, val_loss: float, val_f1: float) -> None:
-        loss = val_loss if np.isfinite(val_loss) else np.inf
-        key = (-val_f1, loss) if self.select_on == "macro_f1" else (loss,)
-        if self.key is None or key < self.key:
-            self.key, self.epoch, self.epochs_since = key, epoch, 0
-            self.state = copy.deepcopy(model.state_dict())
-        else:
-            self.epochs_since += 1
-
-    def restore(self, model: nn.Module) -> nn.Module:
-        model.load_state_dict(self.state)
-        return model
-
-
 def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                    val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, n_classes: int,
                    after_epoch: AfterEpoch | None = None) -> FitResult:
@@ -333,7 +304,7 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                                                          patience=config.lr_patience,
                                                          min_lr=config.min_lr)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.use_amp)
-    loader, history, best = _train_loader(*train, config), [], BestState(config.select_on)
+    loader, history, best = _train_loader(*train, config), [], BestState("min")
     bar = tqdm(range(1, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
                disable=not config.verbose, leave=False)
     with flush_denormal(config.flush_denormal):
@@ -347,13 +318,18 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "val_macro_f1": val_f1, "lr": optimizer.param_groups[-1]["lr"],
                             "seconds": time.perf_counter() - start})
-            best.update(epoch, model, val_loss, val_f1)
+            best.update(epoch, _selection_score(val_loss, val_f1, config.select_on), model)
             if epoch >= config.warmup_epochs and config.schedule != "none":
                 plateau.step(val_loss if config.schedule == "plateau_val" else train_loss)
             bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
             if config.patience and best.epochs_since >= config.patience:
                 break
     return FitResult(model=best.restore(model), history=history, best_epoch=best.epoch)
+
+
+def _selection_score(val_loss: float, val_f1: float, select_on: str) -> tuple:
+    """Lower is better: ``(-macro-F1, loss)`` (ties -> lower loss) or ``(loss,)``."""
+    return (-val_f1, val_loss) if select_on == "macro_f1" else (val_loss,)
 
 
 def _criterion(y: torch.Tensor, n_classes: int, config: TrainConfig) -> nn.CrossEntropyLoss:
