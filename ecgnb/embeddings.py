@@ -32,7 +32,8 @@ from ecgnb import models, runs
 from ecgnb.config import check_ranges
 from ecgnb.data import DataConfig, Windows, load_corpus
 from ecgnb.data.corpora import check_encoder_data
-from ecgnb.finetuning import SUPERVISED, load_classifier
+from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.finetuning import load_classifier
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import HInceptionTime
 

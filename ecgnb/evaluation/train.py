@@ -47,7 +47,8 @@ from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTi
                                      build_baseline, member_seeds)
 from ecgnb.models.precision import flush_denormal
 
-MODES = ("lp", "ft", "supervised")
+SUPERVISED = "supervised"  # the baselines' mode: a raw-signal model trained from scratch
+MODES = ("lp", "ft", SUPERVISED)
 IMBALANCE = ("weights", "sampler", "none")
 SELECT_ON = ("macro_f1", "val_loss")
 OPTIMIZERS = ("adamw", "adam")
@@ -72,7 +73,7 @@ RECIPES: dict[str, dict] = {
 def recipe_values(recipe: str, mode: str) -> dict:
     """The defaults of ``recipe`` for a cell of ``mode`` (supervised baselines differ in "study")."""
     _one_of("recipe", recipe, ("ecgnb", "study"))
-    return RECIPES["study-supervised" if recipe == "study" and mode == "supervised" else recipe]
+    return RECIPES["study-supervised" if recipe == "study" and mode == SUPERVISED else recipe]
 AfterEpoch = Callable[[int, nn.Module], None]
 
 
@@ -123,7 +124,7 @@ class TrainConfig:
         _one_of("imbalance", self.imbalance, IMBALANCE)
         _one_of("select_on", self.select_on, SELECT_ON)
         _one_of(f"head (mode={self.mode})", self.head,
-                tuple(BASELINES) if self.mode == "supervised" else tuple(HEADS))
+                tuple(BASELINES) if self.mode == SUPERVISED else tuple(HEADS))
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if self.encoder_lr_ratio <= 0:
@@ -415,9 +416,9 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
     ``windows`` is a labelled :class:`~ecgnb.data.Windows` (``x [N, 1, T]``); the test split is
     predicted once, with the best validation state restored.
     """
-    if config.mode == "supervised" and encoder is not None:
+    if config.mode == SUPERVISED and encoder is not None:
         raise ValueError("mode 'supervised' trains a baseline from scratch: pass encoder=None")
-    if config.mode != "supervised" and encoder is None:
+    if config.mode != SUPERVISED and encoder is None:
         raise ValueError(f"mode '{config.mode}' needs a pretrained encoder, got None")
     if encoder is not None:
         encoder.build(windows.x.shape[-1])  # no-op for a pretrained encoder
@@ -456,7 +457,7 @@ def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Ten
 def _train_models(encoder, windows, inputs, config, after_epoch):
     """Fit one model (or each ensemble member); returns the evaluation model and the fits."""
     n_classes, n_timesteps = len(windows.classes), windows.x.shape[-1]
-    is_ensemble = config.mode == "supervised" and config.head in ENSEMBLE_BASELINES
+    is_ensemble = config.mode == SUPERVISED and config.head in ENSEMBLE_BASELINES
     seeds = member_seeds(config.seed, config.n_members) if is_ensemble else [config.seed]
     fits = []
     for seed in seeds:
@@ -471,7 +472,7 @@ def _train_models(encoder, windows, inputs, config, after_epoch):
 
 
 def _fresh_model(encoder, config, n_classes, n_timesteps, seed) -> Classifier:
-    if config.mode == "supervised":
+    if config.mode == SUPERVISED:
         return build_baseline(config.head, n_classes, n_timesteps, seed)
     network = encoder.trainable_network()
     torch.manual_seed(seed)  # head initial weights
