@@ -103,9 +103,9 @@ def test_demo_grid_answers_the_study_questions():
     assert sum(r.section == "embeddings" for r in grid.runs.values()) == 1
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "demo.yaml", "embedded.yaml"])
-def test_grid_files_fit_the_notebooks(name):
-    grids.load_grid(GRIDS / name)  # every run's parameters checked, as `ecgnb run` does
+@pytest.mark.parametrize("path", sorted(GRIDS.glob("*.yaml")), ids=lambda p: p.name)
+def test_grid_files_fit_the_notebooks(path):
+    grids.load_grid(path)  # every run's parameters checked, as `ecgnb run` does
 
 
 def test_hash_follows_params_and_parents(tmp_path, fake_nb):
