@@ -160,7 +160,6 @@ class CellResult:
     val_metrics: dict
     test_metrics: dict
     predictions: pd.DataFrame
-    val_predictions: pd.DataFrame
     train_indices: np.ndarray
     config: TrainConfig
     n_train_available: int = 0  # labelled windows of the training split (before the label subset)
@@ -436,8 +435,7 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
                         ignore_index=True)
     return CellResult(model=model, history=history, best_epochs=[f.best_epoch for f in fits],
                       val_metrics=scored["val"][0], test_metrics=scored["test"][0],
-                      predictions=scored["test"][1], val_predictions=scored["val"][1],
-                      train_indices=train_idx, config=config,
+                      predictions=scored["test"][1], train_indices=train_idx, config=config,
                       n_train_available=int(len(splits["train"])))
 
 
