@@ -1,9 +1,9 @@
-"""Stage 05: embeddings of downstream runs, per stage, and the scores that go with their maps.
+"""Stage 05: embeddings of downstream runs, per layer, and the scores that go with their maps.
 
 A :class:`RunSource` is one cell of a notebook-04 run: the encoder *before* fine-tuning (from the
 cell's ``encoder_run``; ``None`` for the supervised baselines) and the trained classifier
 (``model.pt``). :func:`embed` gives, for windows ``x [N, 1, T]``, vectors ``[N, D]`` at one of
-:data:`STAGES`:
+the layers :data:`LAYERS` (notebook 05's parameter ``stages`` and the maps' ``stage`` name them):
 
 - ``encoder``: ``encoder.encode(x)``, the pretrained (or continued) representation;
 - ``finetuned``: the classifier's own network, ``network.embed(x)`` (equal to ``encoder`` after
@@ -32,11 +32,12 @@ from ecgnb import models, runs
 from ecgnb.config import check_ranges
 from ecgnb.data import DataConfig, Windows, load_corpus
 from ecgnb.data.corpora import check_encoder_data
-from ecgnb.finetuning import SUPERVISED, load_classifier
+from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.finetuning import load_classifier
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import HInceptionTime
 
-STAGES = ("encoder", "finetuned", "head", "logits")
+LAYERS = ("encoder", "finetuned", "head", "logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,7 @@ class EmbeddingConfig(DataConfig):
     runs: tuple[str, ...] = ("demo/finetuning/ts2vec-ecg-f1.0",
                              "demo/finetuning/ts2vec-ecg-continued1-f1.0")  # `make demo`
     cells: tuple[str, ...] = ("mlp-lp-f1-s0",)  # one per run, one for all, or empty: the first
-    stages: tuple[str, ...] = ("encoder", "finetuned", "head")
+    stages: tuple[str, ...] = ("encoder", "finetuned", "head")  # layers of LAYERS
     split: str = "test"  # target split placed on the map fitted on the training split
     corpus: str = "All+target"  # pretraining corpus mapped by domain; empty: none
     n_corpus_windows: int = 600  # seeded subsample of the corpus (0: all)
@@ -59,9 +60,9 @@ class EmbeddingConfig(DataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        unknown = sorted(set(self.stages) - set(STAGES))
+        unknown = sorted(set(self.stages) - set(LAYERS))
         if unknown or not self.stages:
-            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages}")
+            raise ValueError(f"stages must be a non-empty subset of {LAYERS}, got {self.stages}")
         if self.split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got '{self.split}'")
         if not self.runs:
@@ -98,7 +99,7 @@ class RunSource:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return STAGES if self.encoder is not None else STAGES[1:]
+        return LAYERS if self.encoder is not None else LAYERS[1:]
 
 
 def load_source(run: str, cell_name: str, windows: Windows, device: str | None = None,

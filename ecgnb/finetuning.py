@@ -22,13 +22,11 @@ from ecgnb.config import check_recipe, pick_device, write_json
 from ecgnb.data import DataConfig, Windows
 from ecgnb.data.corpora import check_encoder_data
 from ecgnb.evaluation import metrics
-from ecgnb.evaluation.train import TrainConfig, run_cell
+from ecgnb.evaluation.train import SUPERVISED, TrainConfig, run_cell
 from ecgnb.models.base import CheckpointError, Encoder
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.models.hinception import ENSEMBLE_BASELINES, HInceptionTime, build_baseline
 from ecgnb.runs import NO_ENCODER, Cell
-
-SUPERVISED = "supervised"  # the mode of the baselines' cells
 
 
 @dataclasses.dataclass(frozen=True)

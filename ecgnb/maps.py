@@ -32,7 +32,7 @@ from ecgnb.plots import PALETTE
 
 COLOR_BY = ("class", "domain", "group", "correct", "split")
 CORRECT_COLORS = {"correct": "#2ca02c", "incorrect": "#d62728", "n/a": "#7f7f7f"}
-CORPUS_STAGES = ("encoder", "finetuned")  # head outputs are class scores: not mapped on corpora
+CORPUS_LAYERS = ("encoder", "finetuned")  # head outputs are class scores: not mapped on corpora
 UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.utils", "umap.spectral",
                 "umap.sparse")
 
@@ -153,12 +153,12 @@ def _points(windows: Windows, idx: np.ndarray, split: np.ndarray, coords: np.nda
 
 def build_maps(sources: Sequence[RunSource], cfg: EmbeddingConfig, fragments: Windows,
                splits: dict[str, np.ndarray], corpus: Windows | None = None) -> list[EmbeddingMap]:
-    """Target maps for every source x stage; corpus maps for the stages of :data:`CORPUS_STAGES`."""
+    """Target maps for every source x stage; corpus maps for the stages of :data:`CORPUS_LAYERS`."""
     settings = UMAPSettings(cfg.n_neighbors, cfg.min_dist, cfg.metric)
     jobs = [(s, stage, "target") for s in sources for stage in cfg.stages if stage in s.stages]
     if corpus is not None:
         jobs += [(s, stage, "corpus") for s in sources for stage in cfg.stages
-                 if stage in s.stages and stage in CORPUS_STAGES]
+                 if stage in s.stages and stage in CORPUS_LAYERS]
     maps = []
     for source, stage, view in tqdm(jobs, desc="UMAP maps", leave=False):
         if view == "target":

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import ClassVar
-
-import numpy as np
 
 from ecgnb import models
 from ecgnb.config import check_recipe
 from ecgnb.data import DataConfig, Windows
-from ecgnb.data.corpora import corpus_record, target_exposure
 from ecgnb.data.scenarios import UNTRAINED
 from ecgnb.models.base import Encoder
+from ecgnb.models.best import BestState, val_loss_callback
+from ecgnb.models.lineage import lineage_record, timestamp
 
 
 # Smoke-sized networks for tests and the demo; "study" uses each backbone's published defaults.
@@ -95,44 +93,27 @@ def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
     use_holdout = cfg.selection_ == "holdout" and cfg.n_epochs > 0
     if use_holdout and (val is None or len(val) < 2):
         raise ValueError("selection 'holdout' needs the held-out subject's windows (val)")
-    best = BestHoldout()
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    best = BestState("min")
+    started = timestamp()
     encoder.fit(train.x, n_epochs=cfg.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=None if val is None else val.x,
-                seed=cfg.seed, callback=best.update if use_holdout else None)
+                seed=cfg.seed, callback=val_loss_callback(best) if use_holdout else None)
     trained = cfg.n_epochs > 0
     if not trained:  # the "untrained" reference: say so, and keep its losses as epoch 0
         encoder.history_.append(_initial_losses(encoder, cfg, train, val))
         selection = f"initial weights (seed {cfg.seed}), no training"
     elif use_holdout:
-        encoder.load_snapshot(best.state)
+        best.restore(encoder)
         selection = (f"lowest held-out-subject SSL loss: epoch {best.epoch} of {cfg.n_epochs} "
-                     f"(val_loss {best.loss:.4g})")
+                     f"(val_loss {best.score:.4g})")
     else:
         selection = "last epoch"
-    encoder.lineage.append({
-        "stage": "pretrain" if trained else "untrained", "scenario": cfg.corpus if trained else
-        UNTRAINED, "corpus": corpus_record(cfg.corpus, train) if trained else None,
-        "epochs": cfg.n_epochs, "seed": cfg.seed, "parent": None, "parent_hash": None,
-        "recipe": cfg.recipe, "selection": selection, "selected_epoch": best.epoch or cfg.n_epochs,
-        **target_exposure(cfg, train, val), "started": started,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
+    encoder.lineage.append(lineage_record(
+        encoder, cfg, train, val, stage="pretrain" if trained else "untrained",
+        scenario=cfg.corpus if trained else UNTRAINED, corpus=cfg.corpus if trained else None,
+        epochs=cfg.n_epochs, seed=cfg.seed, recipe=cfg.recipe, selection=selection,
+        started=started, selected_epoch=best.epoch or cfg.n_epochs))
     return encoder
-
-
-class BestHoldout:
-    """Epoch callback keeping a deep copy of the weights at the lowest ``val_loss`` so far."""
-
-    def __init__(self, first_epoch: int = 1):
-        self.first_epoch = first_epoch  # history epoch numbered 1 here (continuations)
-        self.loss, self.epoch, self.state = np.inf, None, None
-
-    def update(self, encoder: Encoder, record: dict) -> None:
-        loss = record.get("val_loss", np.nan)
-        if self.state is None or (np.isfinite(loss) and loss < self.loss):
-            self.loss = loss if np.isfinite(loss) else np.inf
-            self.state = encoder.snapshot()
-            self.epoch = record["epoch"] - self.first_epoch + 1
 
 
 def _initial_losses(encoder: Encoder, cfg: PretrainConfig, train: Windows,

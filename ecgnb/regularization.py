@@ -8,15 +8,16 @@ are never seen. Every choice is written into the child's lineage.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ecgnb.config import check_recipe
 from ecgnb.data import DataConfig, Windows, corpora, scenarios
-from ecgnb.data.corpora import corpus_record, target_exposure
+from ecgnb.data.corpora import corpus_record
 from ecgnb.models.base import CONTINUATIONS, Encoder
+from ecgnb.models.best import BestState, val_loss_callback
+from ecgnb.models.lineage import lineage_record, timestamp
 
 SELECTIONS = ("last", "val")
 # The study chose continuation checkpoints by SSL loss on the held-out subject (S17).
@@ -76,37 +77,28 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
     A parent trained with another target normalisation than ``cfg``'s is refused."""
     corpora.check_encoder_data(encoder.lineage, cfg, what=f"parent {parent_path}")
     parent_hash = encoder.weights_hash()
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    started = timestamp()
     use_val = cfg.selection_ == "val" and val is not None and len(val) > 1
-    best = {"loss": np.inf, "epoch": None, "state": None}
-    n_before = len(encoder.history_)
-
-    def keep_best(enc: Encoder, record: dict) -> None:
-        if use_val and record["val_loss"] < best["loss"]:
-            best.update(loss=record["val_loss"], epoch=record["epoch"] - n_before,
-                        state=enc.snapshot())
-
+    best, n_before = BestState("min"), len(encoder.history_)
     start_from = encoder.begin_continuation(cfg.continuation)
     if cfg.lr is not None:  # the child's config records the rate it was trained at
         encoder.set_params(lr=cfg.lr)
     encoder.fit(train.x, n_epochs=step.n_epochs, batch_size=cfg.batch_size,
-                lr=cfg.lr, x_val=val.x if use_val else None,
-                seed=cfg.seed, verbose=verbose, callback=keep_best)
-    if use_val and best["state"] is not None:
-        encoder.load_snapshot(best["state"])
-        selection = (f"lowest continuation-corpus validation loss: epoch {best['epoch']} of "
+                lr=cfg.lr, x_val=val.x if use_val else None, seed=cfg.seed, verbose=verbose,
+                callback=val_loss_callback(best, n_before) if use_val else None)
+    if use_val and best.is_finite:
+        best.restore(encoder)
+        selection = (f"lowest continuation-corpus validation loss: epoch {best.epoch} of "
                      f"{step.n_epochs} (val = {corpus_record('val', val)['n_groups']} held-out "
                      "groups of the continuation corpus)")
     else:
         selection = f"last epoch ({step.n_epochs})"
-    encoder.lineage.append({
-        "stage": step.name, "scenario": scenario, "corpus": corpus_record(step.corpus, train),
-        "epochs": step.n_epochs, "history_from_epoch": n_before + 1, "seed": cfg.seed,
-        "lr": cfg.lr or encoder.config.lr, "parent": str(parent_path),
-        "parent_hash": parent_hash, "start_from": start_from, "continuation": cfg.continuation,
-        "recipe": cfg.recipe, "selection": selection, **target_exposure(cfg, train, val),
-        "started": started,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
+    encoder.lineage.append(lineage_record(
+        encoder, cfg, train, val, stage=step.name, scenario=scenario, corpus=step.corpus,
+        epochs=step.n_epochs, seed=cfg.seed, recipe=cfg.recipe, selection=selection,
+        started=started, parent=str(parent_path), parent_hash=parent_hash,
+        history_from_epoch=n_before + 1, lr=cfg.lr or encoder.config.lr, start_from=start_from,
+        continuation=cfg.continuation))
     return encoder
 
 

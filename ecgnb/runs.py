@@ -156,7 +156,8 @@ def start_stage(config, stage: str, output_dir: str = "",
 
     ``config`` is the stage's typed dataclass (or a dict of parameters). Records of an earlier
     execution are removed first, so a re-run is complete only once it finishes again. From here
-    on, every :class:`~ecgnb.config.DataWarning` the kernel raises is added to ``config.json``.
+    to :func:`finish_stage`, every :class:`~ecgnb.config.DataWarning` the kernel raises is added
+    to ``config.json`` (:class:`DataWarningRecorder`).
     ``output_dir`` is set only by the runner, which then writes the completion record itself
     (``by_runner=False``: a run made by code in a given folder completes in :func:`finish_stage`).
     """
@@ -184,6 +185,7 @@ def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
     disk). Under the runner this is ``_PENDING.json``, completed by :func:`complete_pending`
     once the executed notebook is saved; otherwise the completion record itself."""
     out = Path(output_dir)
+    _stop_recording(out)
     config = read_json(out / CONFIG)
     record = {"stage": config.get("stage"), "started": config["started"],
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": config.get("code"),
@@ -265,18 +267,49 @@ def artefacts_problem(folder: Path, artefacts: dict) -> str | None:
 
 
 # --------------------------------------------------------------------------- data warnings
-_SHOW_WARNING = warnings.showwarning  # the display every captured warning still goes to
+class DataWarningRecorder:
+    """While open, every :class:`~ecgnb.config.DataWarning` this process raises is added to
+    ``out/config.json`` (and still shown, by the display that was in place); closing restores the
+    process's warning display and filters. :func:`start_stage` opens one for its run and
+    :func:`finish_stage` closes it; ``with DataWarningRecorder(out):`` scopes one in code."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self._scope = warnings.catch_warnings()  # saves and restores showwarning and filters
+        self._show = None
+
+    def __enter__(self) -> "DataWarningRecorder":
+        self._scope.__enter__()
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DataWarning):
+                add_warning(self.out, str(message))
+            shown(message, category, filename, lineno, file, line)
+
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = self._show = show
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if warnings.showwarning is self._show:  # else an enclosing scope has restored it already
+            self._scope.__exit__(*exc_info)
+        self._show = None
+
+
+_RECORDERS: list[DataWarningRecorder] = []  # the open run's, from start_stage to finish_stage
 
 
 def _record_data_warnings(out: Path) -> None:
-    """Route this kernel's data warnings to ``out/config.json`` (and still show them)."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DataWarning):
-            add_warning(out, str(message))
-        _SHOW_WARNING(message, category, filename, lineno, file, line)
+    """Open the recorder of run ``out``, closing the one an unfinished run left open."""
+    _stop_recording()
+    _RECORDERS.append(DataWarningRecorder(out).__enter__())
 
-    warnings.simplefilter("always", DataWarning)
-    warnings.showwarning = show
+
+def _stop_recording(out: Path | None = None) -> None:
+    """Close the open recorder (only if it records ``out``, when given)."""
+    if _RECORDERS and (out is None or _RECORDERS[-1].out.resolve() == Path(out).resolve()):
+        _RECORDERS.pop().__exit__(None, None, None)
 
 
 def add_warning(out: Path, message: str) -> None:

@@ -43,7 +43,7 @@ def source(encoder, model, mode: str = "ft") -> E.RunSource:
 @pytest.mark.parametrize("head, head_dim", [("mlp", 500), ("fcn", 128), ("linear", 16)])
 def test_every_stage_has_its_shape(encoder, x, head, head_dim):
     src = source(encoder, classifier(encoder, head))
-    shapes = {stage: E.embed(src, stage, x, batch_size=4).shape for stage in E.STAGES}
+    shapes = {stage: E.embed(src, stage, x, batch_size=4).shape for stage in E.LAYERS}
     assert shapes == {"encoder": (10, 16), "finetuned": (10, 16), "head": (10, head_dim),
                       "logits": (10, N_CLASSES)}
     with torch.no_grad():

@@ -215,3 +215,24 @@ def test_data_warnings_land_in_config_json(outputs):
     assert runs.read_json(out / runs.CONFIG)["warnings"] == ["subject S9 has no window labelled 1..4"]
     runs.finish_stage(out)
     assert runs.completion_record(out)["warnings"] == ["subject S9 has no window labelled 1..4"]
+
+
+def test_data_warnings_are_recorded_only_while_the_run_is_open(outputs, tmp_path):
+    shown, filters = warnings.showwarning, list(warnings.filters)
+    first = runs.start_stage(_Config(), "pretraining", str(outputs / "first"), by_runner=False)
+    assert warnings.showwarning is not shown
+    second = runs.start_stage(_Config(), "pretraining", str(outputs / "second"), by_runner=False)
+    warnings.warn("only the open run records this", DataWarning)  # the unfinished first run: not
+    runs.finish_stage(second)
+    assert warnings.showwarning is shown and warnings.filters == filters
+    warnings.warn("after the run", DataWarning)
+    assert runs.read_json(first / runs.CONFIG)["warnings"] == []
+    assert runs.completion_record(second)["warnings"] == ["only the open run records this"]
+
+    (tmp_path / "code").mkdir()
+    runs.write_json(tmp_path / "code" / runs.CONFIG, {"warnings": []})
+    with runs.DataWarningRecorder(tmp_path / "code"):
+        warnings.warn("inside the scope", DataWarning)
+    warnings.warn("outside the scope", DataWarning)
+    assert warnings.showwarning is shown and warnings.filters == filters
+    assert runs.read_json(tmp_path / "code" / runs.CONFIG)["warnings"] == ["inside the scope"]

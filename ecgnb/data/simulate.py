@@ -30,7 +30,6 @@ GENERATOR_VERSION = "1"  # bump when the generated data change
 
 ADC_GAIN = 200.0  # adu per mV, as in the MIT-BIH Malignant Ventricular Ectopy Database
 FS_CHEST = 700
-FS_WRIST = {"ACC": 32, "BVP": 64, "EDA": 4, "TEMP": 4}
 ECG_R_INDEX = 245  # R-peak sample of the 1-s ECG beat template
 COMPLETE_MARKER = ".complete"
 

@@ -23,7 +23,6 @@ Layouts: windows ``x [N, 1, T]``; labels ``y [N]`` in ``0..K-1``; logits ``[B, K
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 import warnings
@@ -44,11 +43,12 @@ from ecgnb.data.splits import label_subset
 from ecgnb.models.heads import HEADS, Classifier, build_head
 from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
+from ecgnb.models.best import BestState
 from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
                                      build_baseline, member_seeds)
 from ecgnb.models.precision import flush_denormal
 
-SUPERVISED = "supervised"  # the mode of the supervised baselines (no encoder)
+SUPERVISED = "supervised"  # the baselines' mode: a raw-signal model trained from scratch
 MODES = ("lp", "ft", SUPERVISED)
 IMBALANCE = ("weights", "sampler", "none")
 SELECT_ON = ("macro_f1", "val_loss")
@@ -74,7 +74,7 @@ RECIPES: dict[str, dict] = {
 def recipe_values(recipe: str, mode: str) -> dict:
     """The defaults of ``recipe`` for a cell of ``mode`` (supervised baselines differ in "study")."""
     _one_of("recipe", recipe, ("ecgnb", "study"))
-    return RECIPES["study-supervised" if recipe == "study" and mode == "supervised" else recipe]
+    return RECIPES["study-supervised" if recipe == "study" and mode == SUPERVISED else recipe]
 AfterEpoch = Callable[[int, nn.Module], None]
 
 
@@ -125,7 +125,7 @@ class TrainConfig:
         _one_of("imbalance", self.imbalance, IMBALANCE)
         _one_of("select_on", self.select_on, SELECT_ON)
         _one_of(f"head (mode={self.mode})", self.head,
-                tuple(BASELINES) if self.mode == "supervised" else tuple(HEADS))
+                tuple(BASELINES) if self.mode == SUPERVISED else tuple(HEADS))
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if self.encoder_lr_ratio <= 0:
@@ -161,7 +161,6 @@ class CellResult:
     val_metrics: dict
     test_metrics: dict
     predictions: pd.DataFrame
-    val_predictions: pd.DataFrame
     train_indices: np.ndarray
     config: TrainConfig
     n_train_available: int = 0  # labelled windows of the training split (before the label subset)
@@ -210,35 +209,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return optimizer(groups, weight_decay=config.weight_decay)
 
 
-class BestState:
-    """The best validation epoch so far and a deep copy of its weights (never a reference:
-    the original kept the "best" model by reference, so every result was the last epoch's).
-
-    Smaller key is better: ``(-macro-F1, loss)`` (ties -> lower loss) or ``(loss,)``; a
-    non-finite loss ranks last.
-    """
-
-    def __init__(self, select_on: str):
-        self.select_on = select_on
-        self.key: tuple | None = None
-        self.epoch = 0
-        self.state: dict | None = None
-        self.epochs_since = 0
-
-    def update(self, epoch: int, model: nn.Module, val_loss: float, val_f1: float) -> None:
-        loss = val_loss if np.isfinite(val_loss) else np.inf
-        key = (-val_f1, loss) if self.select_on == "macro_f1" else (loss,)
-        if self.key is None or key < self.key:
-            self.key, self.epoch, self.epochs_since = key, epoch, 0
-            self.state = copy.deepcopy(model.state_dict())
-        else:
-            self.epochs_since += 1
-
-    def restore(self, model: nn.Module) -> nn.Module:
-        model.load_state_dict(self.state)
-        return model
-
-
 def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                    val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, n_classes: int,
                    after_epoch: AfterEpoch | None = None) -> FitResult:
@@ -261,7 +231,7 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                                                          patience=config.lr_patience,
                                                          min_lr=config.min_lr)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.use_amp)
-    loader, history, best = _train_loader(*train, config), [], BestState(config.select_on)
+    loader, history, best = _train_loader(*train, config), [], BestState("min")
     bar = tqdm(range(1, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
                disable=not config.verbose, leave=False)
     with flush_denormal(config.flush_denormal):
@@ -275,13 +245,18 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "val_macro_f1": val_f1, "lr": optimizer.param_groups[-1]["lr"],
                             "seconds": time.perf_counter() - start})
-            best.update(epoch, model, val_loss, val_f1)
+            best.update(epoch, _selection_score(val_loss, val_f1, config.select_on), model)
             if epoch >= config.warmup_epochs and config.schedule != "none":
                 plateau.step(val_loss if config.schedule == "plateau_val" else train_loss)
             bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
             if config.patience and best.epochs_since >= config.patience:
                 break
     return FitResult(model=best.restore(model), history=history, best_epoch=best.epoch)
+
+
+def _selection_score(val_loss: float, val_f1: float, select_on: str) -> tuple:
+    """Lower is better: ``(-macro-F1, loss)`` (ties -> lower loss) or ``(loss,)``."""
+    return (-val_f1, val_loss) if select_on == "macro_f1" else (val_loss,)
 
 
 def _criterion(y: torch.Tensor, n_classes: int, config: TrainConfig) -> nn.CrossEntropyLoss:
@@ -367,9 +342,9 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
     ``windows`` is a labelled :class:`~ecgnb.data.Windows` (``x [N, 1, T]``); the test split is
     predicted once, with the best validation state restored.
     """
-    if config.mode == "supervised" and encoder is not None:
+    if config.mode == SUPERVISED and encoder is not None:
         raise ValueError("mode 'supervised' trains a baseline from scratch: pass encoder=None")
-    if config.mode != "supervised" and encoder is None:
+    if config.mode != SUPERVISED and encoder is None:
         raise ValueError(f"mode '{config.mode}' needs a pretrained encoder, got None")
     if encoder is not None:
         encoder.build(windows.x.shape[-1])  # no-op for a pretrained encoder
@@ -387,8 +362,7 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
                         ignore_index=True)
     return CellResult(model=model, history=history, best_epochs=[f.best_epoch for f in fits],
                       val_metrics=scored["val"][0], test_metrics=scored["test"][0],
-                      predictions=scored["test"][1], val_predictions=scored["val"][1],
-                      train_indices=train_idx, config=config,
+                      predictions=scored["test"][1], train_indices=train_idx, config=config,
                       n_train_available=int(len(splits["train"])))
 
 
@@ -408,7 +382,7 @@ def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Ten
 def _train_models(encoder, windows, inputs, config, after_epoch):
     """Fit one model (or each ensemble member); returns the evaluation model and the fits."""
     n_classes, n_timesteps = len(windows.classes), windows.x.shape[-1]
-    is_ensemble = config.mode == "supervised" and config.head in ENSEMBLE_BASELINES
+    is_ensemble = config.mode == SUPERVISED and config.head in ENSEMBLE_BASELINES
     seeds = member_seeds(config.seed, config.n_members) if is_ensemble else [config.seed]
     fits = []
     for seed in seeds:
@@ -423,7 +397,7 @@ def _train_models(encoder, windows, inputs, config, after_epoch):
 
 
 def _fresh_model(encoder, config, n_classes, n_timesteps, seed) -> Classifier:
-    if config.mode == "supervised":
+    if config.mode == SUPERVISED:
         return build_baseline(config.head, n_classes, n_timesteps, seed)
     network = encoder.trainable_network()
     torch.manual_seed(seed)  # head initial weights

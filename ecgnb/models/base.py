@@ -294,13 +294,15 @@ class Encoder:
         tmp.replace(path)
         return path
 
-    def snapshot(self) -> dict[str, dict]:
-        """A deep copy of every module's weights (not a reference: defect 2 of the brief)."""
-        return {k: copy.deepcopy(m.state_dict()) for k, m in self.modules_.items()}
+    def state_dict(self) -> dict[str, dict]:
+        """Every module's ``state_dict()`` by module name (references, as ``nn.Module``'s are:
+        :class:`~ecgnb.models.best.BestState` deep-copies what it keeps)."""
+        return {k: m.state_dict() for k, m in self.modules_.items()}
 
-    def load_snapshot(self, snapshot: dict[str, dict]) -> None:
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        """Load the weights of :meth:`state_dict` back (strict: every module, every key)."""
         for name, module in self.modules_.items():
-            module.load_state_dict(snapshot[name], strict=True)
+            module.load_state_dict(state[name], strict=True)
 
     def weights_hash(self) -> str:
         """sha256 of the saved weights (stable identity for lineage records)."""

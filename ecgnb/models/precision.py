@@ -28,18 +28,6 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX) per oneDNN."""
-    mkldnn = getattr(torch.backends, "mkldnn", None)
-    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
-    if mkldnn is None or not mkldnn.is_available() or check is None:
-        return False
-    try:
-        return bool(check())
-    except RuntimeError:
-        return False
-
-
 @contextlib.contextmanager
 def flush_denormal(enabled: bool = True) -> Iterator[bool]:
     """Flush subnormal floats to zero inside the block; yields whether flushing is active.

@@ -53,11 +53,11 @@ from ecgnb.workflow.runner import (ParameterError, declared_parameters, params_h
                                    validate_parameters)
 
 # Grid sections: a stage each, but the baselines, which run the finetuning notebook without encoder.
-STAGES = ("pretraining", "regularization", "finetuning", "baselines", "embeddings")
+SECTIONS = ("pretraining", "regularization", "finetuning", "baselines", "embeddings")
 STAGE_OF_SECTION = {section: "finetuning" if section == "baselines" else section
-                    for section in STAGES}
+                    for section in SECTIONS}
 NOTEBOOKS = {section: STAGE_NOTEBOOKS[stage] for section, stage in STAGE_OF_SECTION.items()}
-TOP_KEYS = ("name", "common", "backbones", "scenarios", "pretrain_seeds") + STAGES
+TOP_KEYS = ("name", "common", "backbones", "scenarios", "pretrain_seeds") + SECTIONS
 # Grid keys of a section that are not notebook parameters.
 SECTION_KEYS = {"pretraining": ("notebook", "resources", "by_backbone"),
                 "regularization": ("notebook", "resources", "by_backbone", "by_step"),
@@ -83,7 +83,7 @@ class Run:
     """One notebook execution. ``name`` is relative to the grid folder; ``parents`` are names."""
 
     name: str
-    stage: str
+    section: str  # of the grid file: a stage's, or "baselines"
     notebook: Path
     params: dict
     parents: tuple[str, ...] = ()
@@ -97,7 +97,7 @@ class Grid:
     name: str
     source: Path
     runs: dict[str, Run]
-    resources: dict[str, dict] = dataclasses.field(default_factory=dict)  # per stage (Ray)
+    resources: dict[str, dict] = dataclasses.field(default_factory=dict)  # per section (Ray)
 
     def run_id(self, name: str) -> str:
         """The run name given to the runner: ``<grid name>/<run name>``."""
@@ -138,11 +138,11 @@ class Grid:
         return [n for n in self.runs if n in keep]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per stage: number of runs and of downstream cells."""
-        out = {s: {"runs": 0, "cells": 0} for s in STAGES}
+        """Per section: number of runs and of downstream cells."""
+        out = {s: {"runs": 0, "cells": 0} for s in SECTIONS}
         for run in self.runs.values():
-            out[run.stage]["runs"] += 1
-            out[run.stage]["cells"] += run.n_cells
+            out[run.section]["runs"] += 1
+            out[run.section]["cells"] += run.n_cells
         return out
 
 
@@ -168,7 +168,7 @@ def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
     """
     where = str(source)
     _check_spec(spec, where)
-    notebooks = {s: _notebook(spec.get(s) or {}, s) for s in STAGES}
+    notebooks = {s: _notebook(spec.get(s) or {}, s) for s in SECTIONS}
     common = _common_for(spec, notebooks, use_declared, where)
     backbones, scenarios = list(spec["backbones"]), [SCENARIOS[s] for s in spec["scenarios"]]
     expander = _Expander(spec["name"], where, notebooks, common, spec)
@@ -194,8 +194,8 @@ def validate_grid(grid: Grid, local_devices: bool = True) -> None:
     devices on this machine when ``local_devices``)."""
     for run in grid.runs.values():
         validate_parameters(run.notebook, run.params,
-                            where=f"{grid.source}: run '{run.name}' ({run.stage})",
-                            stage=STAGE_OF_SECTION[run.stage], local_devices=local_devices)
+                            where=f"{grid.source}: run '{run.name}' ({run.section})",
+                            stage=STAGE_OF_SECTION[run.section], local_devices=local_devices)
 
 
 def _check_spec(spec: dict, where: str) -> None:
@@ -209,13 +209,13 @@ def _check_spec(spec: dict, where: str) -> None:
         raise GridError(f"{where}: 'name' must be a folder name, got {spec['name']!r}")
     _check_names(spec["backbones"], _known_backbones(), "backbone", where)
     _check_names(spec["scenarios"], list(SCENARIOS), "scenario", where)
-    for stage in STAGES:
-        section = spec.get(stage)
+    for key in SECTIONS:
+        section = spec.get(key)
         if section is not None and not isinstance(section, dict):
-            raise GridError(f"{where}: '{stage}' must be a mapping, got {section!r}")
-        clash = sorted(set(section or {}) & set(GRID_SET[stage]))
+            raise GridError(f"{where}: '{key}' must be a mapping, got {section!r}")
+        clash = sorted(set(section or {}) & set(GRID_SET[key]))
         if clash:
-            raise GridError(f"{where}: '{stage}' may not set {clash}: the grid sets them per run")
+            raise GridError(f"{where}: '{key}' may not set {clash}: the grid sets them per run")
     _check_subsections(spec, where)
     _check_pretrain_seeds(spec, where)
 
@@ -228,22 +228,22 @@ def _check_pretrain_seeds(spec: dict, where: str) -> None:
             or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in seeds)):
         raise GridError(f"{where}: pretrain_seeds must be a list of distinct integers >= 0, "
                         f"got {seeds!r}")
-    for stage in ("pretraining", "regularization"):
-        section = spec.get(stage) or {}
+    for key in ("pretraining", "regularization"):
+        section = spec.get(key) or {}
         overrides = [section] + list((section.get("by_backbone") or {}).values()) \
             + list((section.get("by_step") or {}).values())
         if any("seed" in o for o in overrides):
-            raise GridError(f"{where}: '{stage}' sets 'seed' while pretrain_seeds is given: the "
+            raise GridError(f"{where}: '{key}' sets 'seed' while pretrain_seeds is given: the "
                             "grid sets it per run from pretrain_seeds; remove it")
 
 
 def _resources(spec: dict, where: str) -> dict[str, dict]:
-    """Per stage: its section's ``resources`` (baselines fall back on finetuning's), checked."""
+    """Per section: its's ``resources`` (baselines fall back on finetuning's), checked."""
     out = {}
-    for stage in STAGES:
-        section = spec.get(stage) or {}
+    for key in SECTIONS:
+        section = spec.get(key) or {}
         if "resources" in section:
-            out[stage] = _check_resources(section["resources"], f"{where}: {stage}.resources")
+            out[key] = _check_resources(section["resources"], f"{where}: {key}.resources")
     if "baselines" not in out and "finetuning" in out:
         out["baselines"] = out["finetuning"]
     return out
@@ -264,14 +264,14 @@ def _check_resources(resources, where: str) -> dict:
 
 def _check_subsections(spec: dict, where: str) -> None:
     steps = sorted({step.name for s in SCENARIOS.values() for step in s.steps})
-    for stage, key, known in (("pretraining", "by_backbone", spec["backbones"]),
-                              ("regularization", "by_backbone", spec["backbones"]),
-                              ("finetuning", "by_backbone", spec["backbones"]),
-                              ("regularization", "by_step", steps)):
-        overrides = (spec.get(stage) or {}).get(key) or {}
+    for name, key, known in (("pretraining", "by_backbone", spec["backbones"]),
+                             ("regularization", "by_backbone", spec["backbones"]),
+                             ("finetuning", "by_backbone", spec["backbones"]),
+                             ("regularization", "by_step", steps)):
+        overrides = (spec.get(name) or {}).get(key) or {}
         if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-            raise GridError(f"{where}: {stage}.{key} maps names to parameter mappings")
-        _check_names(list(overrides), known, f"{stage}.{key} name", where)
+            raise GridError(f"{where}: {name}.{key} maps names to parameter mappings")
+        _check_names(list(overrides), known, f"{name}.{key} name", where)
 
 
 def _check_names(values, known, what: str, where: str) -> None:
@@ -293,26 +293,27 @@ def _known_backbones() -> list[str]:
     return sorted(REGISTRY)
 
 
-def _notebook(section: dict, stage: str) -> Path:
-    path = Path(section.get("notebook") or NOTEBOOKS[stage]).expanduser()
+def _notebook(section: dict, key: str) -> Path:
+    path = Path(section.get("notebook") or NOTEBOOKS[key]).expanduser()
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def _common_for(spec: dict, notebooks: dict, use_declared: bool, where: str) -> dict:
-    """Per stage: the common parameters its notebook declares (all of them if it is missing:
+    """Per section: the common parameters its notebook declares (all of them if it is missing:
     :func:`validate_grid` then reports the missing notebook)."""
     common = spec.get("common") or {}
     if not isinstance(common, dict):
         raise GridError(f"{where}: 'common' must be a mapping of parameters")
     if not use_declared:
-        return {stage: dict(common) for stage in STAGES}
-    used = [s for s in STAGES if s in ("pretraining", "regularization") or spec.get(s) is not None]
+        return {key: dict(common) for key in SECTIONS}
+    used = [s for s in SECTIONS
+            if s in ("pretraining", "regularization") or spec.get(s) is not None]
     declared = {s: set(declared_parameters(notebooks[s])) for s in used if notebooks[s].is_file()}
     unused = sorted(k for k in common if not any(k in d for d in declared.values()))
     if unused and len(declared) == len(used):
         raise ParameterError(f"{where}: common parameter(s) {unused} are declared by no notebook")
-    return {stage: {k: v for k, v in common.items() if k in declared.get(stage, common)}
-            for stage in STAGES}
+    return {key: {k: v for k, v in common.items() if k in declared.get(key, common)}
+            for key in SECTIONS}
 
 
 # --------------------------------------------------------------------------- expansion
@@ -328,13 +329,13 @@ class _Expander:
         self.name, self.where, self.notebooks, self.common = name, where, notebooks, common
         self.spec = spec
 
-    def _section(self, stage: str) -> dict:
-        section = dict(self.spec.get(stage) or {})
-        return {k: v for k, v in section.items() if k not in SECTION_KEYS[stage]}
+    def _section(self, key: str) -> dict:
+        section = dict(self.spec.get(key) or {})
+        return {k: v for k, v in section.items() if k not in SECTION_KEYS[key]}
 
-    def _params(self, stage: str, backbone: str | None, own: dict, step: str | None = None) -> dict:
-        section = self.spec.get(stage) or {}
-        params = {**self.common[stage], **self._section(stage)}
+    def _params(self, key: str, backbone: str | None, own: dict, step: str | None = None) -> dict:
+        section = self.spec.get(key) or {}
+        params = {**self.common[key], **self._section(key)}
         params.update((section.get("by_backbone") or {}).get(backbone, {}) or {})
         if step is not None:
             params.update((section.get("by_step") or {}).get(step, {}) or {})
@@ -375,12 +376,12 @@ class _Expander:
         return Run(encoder_run(backbone, s.name, seed), "regularization",
                    self.notebooks["regularization"], params, (parent,))
 
-    def _fractions(self, stage: str) -> list[float]:
-        section = self.spec.get(stage) or {}
+    def _fractions(self, key: str) -> list[float]:
+        section = self.spec.get(key) or {}
         fallback = (self.spec.get("finetuning") or {}).get("label_fractions", [1.0])
         fractions = section.get("label_fractions", fallback)
         if not isinstance(fractions, list) or not all(0 < float(f) <= 1 for f in fractions):
-            raise GridError(f"{self.where}: {stage}.label_fractions must be a list in (0, 1]")
+            raise GridError(f"{self.where}: {key}.label_fractions must be a list in (0, 1]")
         return [float(f) for f in fractions]
 
     def finetuning(self, backbone: str, scenarios: list[Scenario],

@@ -6,13 +6,13 @@ skip dependants, ``sweep.json``, progress bar, lock); only the executor changes:
 with papermill exactly as the local scheduler does (same run folder, hash and ``_SUCCESS.json``
 written last), so both backends read and resume each other's folders.
 
-- Placement: a run asks for its stage's ``resources`` in the grid (``num_cpus``, ``num_gpus``,
+- Placement: a run asks for its section's ``resources`` in the grid (``num_cpus``, ``num_gpus``,
   ``memory``; default one CPU). Ray picks the node and the GPU; the kernel sees only the GPUs Ray
   assigned (none for a run that asked for none), so ``device: auto`` picks the right one. Its math
   threads are its ``num_cpus`` (at least one), unless the user set ``OMP_NUM_THREADS`` and friends.
 - Shared outputs: every node must see the driver's outputs root (and ``ECGNB_DATA`` when set) at
   the same path (a shared filesystem). :func:`check_shared_outputs` proves it on every node before
-  the sweep starts; :func:`check_resources` that some node can hold each stage's runs.
+  the sweep starts; :func:`check_resources` that some node can hold each section's runs.
 - Faults: a run whose worker or node dies is retried by Ray on another node (``max_retries``); the
   attempt that died left no ``_SUCCESS.json`` with the run's hash, and a retry resumes the same
   folder (cells are folders named by head, mode and seed: never a second copy). A notebook that
@@ -124,14 +124,14 @@ RAY_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}  # grid k
 
 
 def check_resources(ray, grid: Grid) -> None:
-    """Fail before the sweep when a stage asks more of one node than any alive node has (Ray
-    would otherwise wait for such a node for ever)."""
+    """Fail before the sweep when a grid section asks more of one node than any alive node has
+    (Ray would otherwise wait for such a node for ever)."""
     nodes = [node.get("Resources", {}) for node in alive_nodes(ray)]
-    for stage in sorted({run.stage for run in grid.runs.values()}):
-        asked = {**DEFAULT_RESOURCES, **grid.resources.get(stage, {})}
+    for section in sorted({run.section for run in grid.runs.values()}):
+        asked = {**DEFAULT_RESOURCES, **grid.resources.get(section, {})}
         if not any(all(node.get(RAY_NAMES[k], 0) >= v for k, v in asked.items()) for node in nodes):
             largest = [{RAY_NAMES[k]: node.get(RAY_NAMES[k], 0) for k in asked} for node in nodes]
-            raise ValueError(f"{grid.source}: {stage}.resources {asked} fit no node of the Ray "
+            raise ValueError(f"{grid.source}: {section}.resources {asked} fit no node of the Ray "
                              f"cluster (per node: {largest}); lower them or add such a node")
 
 
@@ -215,7 +215,7 @@ class RayExecutor:
         self.lock = threading.Lock()
 
     def resources(self, name: str) -> dict:
-        return {**DEFAULT_RESOURCES, **self.grid.resources.get(self.grid.runs[name].stage, {})}
+        return {**DEFAULT_RESOURCES, **self.grid.resources.get(self.grid.runs[name].section, {})}
 
     def spec(self, name: str, parent_hashes: tuple[str, ...]) -> dict:
         run = self.grid.runs[name]

@@ -50,7 +50,7 @@ from ecgnb import runs
 from ecgnb.config import code_identity, write_json
 from ecgnb.runs import FAILED, outputs_root
 from ecgnb.workflow import runner
-from ecgnb.workflow.grid import STAGES, Grid
+from ecgnb.workflow.grid import SECTIONS, Grid
 
 STATES = ("cached", "done", "failed", "skipped", "pending", "running", "excluded", "interrupted")
 FINISHED_OK = ("cached", "done")
@@ -74,7 +74,7 @@ class RunStatus:
     """One run's state in a sweep (a row of ``sweep.json``)."""
 
     name: str
-    stage: str
+    section: str  # of the grid file
     hash: str
     parents: tuple[str, ...]
     state: str = "pending"
@@ -98,7 +98,7 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
     out: dict[str, RunStatus] = {}
     for name, run in grid.runs.items():
         folder = run_folder(grid, name)
-        status = RunStatus(name, run.stage, hashes[name], run.parents, folder=str(folder))
+        status = RunStatus(name, run.section, hashes[name], run.parents, folder=str(folder))
         failed_parents = [p for p in run.parents if out[p].state in ("failed", "skipped")]
         complete = runs.is_complete(folder, hashes[name])
         status.note = runs.code_change(runs.completion_record(folder)) if complete else None
@@ -146,15 +146,15 @@ def count_states(statuses: dict[str, RunStatus]) -> dict[str, int]:
 
 
 def format_plan(grid: Grid, statuses: dict[str, RunStatus], accept_old_code: bool = False) -> str:
-    """The DAG as text: runs grouped by stage with their state and parents, then counts."""
+    """The DAG as text: runs grouped by grid section with their state and parents, then counts."""
     lines = [f"grid '{grid.name}' ({grid.source}) -> {outputs_root() / grid.name}"]
     counts = grid.counts()
-    for stage in STAGES:
-        runs = [r for r in grid.runs.values() if r.stage == stage]
+    for section in SECTIONS:
+        runs = [r for r in grid.runs.values() if r.section == section]
         if not runs:
             continue
-        cells = f", {counts[stage]['cells']} cells" if counts[stage]["cells"] else ""
-        lines.append(f"\n{stage} ({len(runs)} runs{cells})")
+        cells = f", {counts[section]['cells']} cells" if counts[section]["cells"] else ""
+        lines.append(f"\n{section} ({len(runs)} runs{cells})")
         for run in runs:
             state = statuses[run.name].state
             after = f"  <- {', '.join(run.parents)}" if run.parents else ""

@@ -61,7 +61,7 @@ def test_paper_grid_expands_to_the_study():
     assert counts["regularization"]["runs"] == 3 * 5
     assert counts["finetuning"] == {"runs": 9 * 3, "cells": 9 * 3 * 2 * 2 * 5}
     assert counts["baselines"] == {"runs": 1, "cells": 3 * 5}
-    base = {r.params["corpus"] for r in grid.runs.values() if r.stage == "pretraining"}
+    base = {r.params["corpus"] for r in grid.runs.values() if r.section == "pretraining"}
     assert base == {"ECG", "All", "ECG+target", "All+target"}
     params = grid.runs["pretraining/series2vec-ecg"].params
     assert (params["n_epochs"], params["batch_size"], params["use_small_data"]) == (600, 64, False)
@@ -91,21 +91,21 @@ def test_demo_grid_answers_the_study_questions():
     assert {f"{s}/{b}-{e}" for b in backbones for s, e in (("pretraining", "ecg"),
             ("pretraining", "untrained"), ("regularization", "ecg-continued1"))} <= set(grid.runs)
     untrained = {r.params["backbone"] for r in grid.runs.values()
-                 if r.stage == "pretraining" and r.params["n_epochs"] == 0}
+                 if r.section == "pretraining" and r.params["n_epochs"] == 0}
     assert untrained == set(backbones)  # (a) every backbone beside its initial weights
-    down = [r for r in grid.runs.values() if r.stage == "finetuning"]
+    down = [r for r in grid.runs.values() if r.section == "finetuning"]
     fractions = {r.params["label_fraction"] for r in down}
     assert len(fractions) >= 2 and 1.0 in fractions  # (c) a label-efficiency curve
     assert {r.params["encoder_run"].split("-", 1)[1] for r in down} == {
         "untrained", "ecg", "ecg-continued1"}
     assert all(len(r.params["seeds"]) >= 2 for r in down)
-    assert sum(r.stage == "baselines" for r in grid.runs.values()) == len(fractions)
-    assert sum(r.stage == "embeddings" for r in grid.runs.values()) == 1
+    assert sum(r.section == "baselines" for r in grid.runs.values()) == len(fractions)
+    assert sum(r.section == "embeddings" for r in grid.runs.values()) == 1
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "demo.yaml", "embedded.yaml"])
-def test_grid_files_fit_the_notebooks(name):
-    grids.load_grid(GRIDS / name)  # every run's parameters checked, as `ecgnb run` does
+@pytest.mark.parametrize("path", sorted(GRIDS.glob("*.yaml")), ids=lambda p: p.name)
+def test_grid_files_fit_the_notebooks(path):
+    grids.load_grid(path)  # every run's parameters checked, as `ecgnb run` does
 
 
 def test_hash_follows_params_and_parents(tmp_path, fake_nb):
@@ -134,7 +134,7 @@ def test_untrained_is_notebook_02_with_0_epochs_downstream_like_the_others(tmp_p
     grid = grids.load_grid(write_grid(tmp_path / "g.yaml", fake_nb,
                                       scenarios=["untrained", "ECG", "ECG continued1"]))
     run = grid.runs["pretraining/ts2vec-untrained"]
-    assert run.stage == "pretraining" and run.parents == ()
+    assert run.section == "pretraining" and run.parents == ()
     assert (run.params["n_epochs"], run.params["corpus"]) == (0, "ECG")
     assert grid.runs["pretraining/ts2vec-ecg"].params["n_epochs"] == 2
     down = grid.runs["finetuning/ts2vec-untrained-f1.0"]

@@ -212,7 +212,7 @@ def test_failure_skips_dependants_and_gpu_runs_never_share_a_gpu(tmp_path, clust
     assert statuses["pretraining/tstcc-ecg"].error.endswith("planned failure")
 
     # a num_gpus: 1 run holds its node's only GPU: nothing else with a GPU runs there meanwhile
-    spans = [(p["node"], p["start"], p["end"], grid.runs[n].stage, n)
+    spans = [(p["node"], p["start"], p["end"], grid.runs[n].section, n)
              for n, p in executor.placements.items()]
     for node, start, end, stage, name in spans:
         if stage != "pretraining":

@@ -1,0 +1,78 @@
+"""The best state of a training run: checkpoint selection for pretraining, continuations and
+downstream training alike.
+
+:class:`BestState` keeps a deep copy of a model's ``state_dict()`` at the best score so far, with
+its epoch and score. Which way is better is stated once, at construction (``"min"`` or ``"max"``).
+A score is a number or a tuple of numbers (compared element by element: ``(-macro_f1, loss)``
+ranks ties of F1 by the loss). A non-finite number ranks last. Ties keep the earlier epoch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+MODES = ("min", "max")
+
+
+class BestState:
+    """The best epoch so far (1-based, as the caller numbers it), its score, a deep copy of the
+    state it was reached with, and how many updates since it (for early stopping).
+
+    ``update(epoch, score, model)`` reads ``model.state_dict()`` only when ``score`` is better;
+    ``restore(model)`` loads the kept state back. The first update is always kept (with a
+    non-finite score too), so after one update there is a state to restore.
+    """
+
+    def __init__(self, mode: str = "min"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+        self.mode = mode
+        self.score = None
+        self.epoch: int | None = None
+        self.state: dict | None = None
+        self.epochs_since = 0
+
+    def rank(self, score):
+        """``score`` as compared: non-finite numbers ranked last."""
+        if isinstance(score, tuple):
+            return tuple(self.rank(s) for s in score)
+        worst = math.inf if self.mode == "min" else -math.inf
+        return float(score) if math.isfinite(score) else worst
+
+    def is_better(self, score) -> bool:
+        """Whether ``score`` beats the best so far (strictly: a tie is not better)."""
+        if self.state is None:
+            return True
+        new, best = self.rank(score), self.rank(self.score)
+        return new < best if self.mode == "min" else new > best
+
+    def update(self, epoch: int, score, model) -> bool:
+        """Keep ``model``'s state if ``score`` is better than the best so far; returns whether
+        it was kept."""
+        if not self.is_better(score):
+            self.epochs_since += 1
+            return False
+        self.score, self.epoch, self.epochs_since = self.rank(score), epoch, 0
+        self.state = copy.deepcopy(model.state_dict())
+        return True
+
+    @property
+    def is_finite(self) -> bool:
+        """Whether a state with a finite score is kept."""
+        scores = self.score if isinstance(self.score, tuple) else (self.score,)
+        return self.state is not None and all(math.isfinite(s) for s in scores)
+
+    def restore(self, model):
+        """Load the kept state into ``model``; returns ``model``."""
+        if self.state is None:
+            raise RuntimeError("no state kept yet: update() was never called")
+        model.load_state_dict(self.state)
+        return model
+
+
+def val_loss_callback(best: BestState, n_before: int = 0):
+    """An ``Encoder.fit`` callback that updates ``best`` with each epoch's ``val_loss``, the
+    epochs numbered from the first of this ``fit`` (the encoder's history held ``n_before``)."""
+    def update(encoder, record: dict) -> None:
+        best.update(record["epoch"] - n_before, record["val_loss"], encoder)
+    return update
