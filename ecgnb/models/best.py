@@ -62,6 +62,17 @@ class BestState:
         scores = self.score if isinstance(self.score, tuple) else (self.score,)
         return self.state is not None and all(math.isfinite(s) for s in scores)
 
+    def state_dict(self) -> dict:
+        """Everything kept, for a training checkpoint (:mod:`ecgnb.models.checkpoint`)."""
+        return {"mode": self.mode, "score": self.score, "epoch": self.epoch, "state": self.state,
+                "epochs_since": self.epochs_since}
+
+    def load_state_dict(self, saved: dict) -> None:
+        if saved["mode"] != self.mode:
+            raise ValueError(f"a '{saved['mode']}' keeper cannot resume as '{self.mode}'")
+        self.score, self.epoch, self.state = saved["score"], saved["epoch"], saved["state"]
+        self.epochs_since = saved["epochs_since"]
+
     def restore(self, model):
         """Load the kept state into ``model``; returns ``model``."""
         if self.state is None:
@@ -70,9 +81,24 @@ class BestState:
         return model
 
 
-def val_loss_callback(best: BestState, n_before: int = 0):
+class ValLossCallback:
     """An ``Encoder.fit`` callback that updates ``best`` with each epoch's ``val_loss``, the
-    epochs numbered from the first of this ``fit`` (the encoder's history held ``n_before``)."""
-    def update(encoder, record: dict) -> None:
-        best.update(record["epoch"] - n_before, record["val_loss"], encoder)
-    return update
+    epochs numbered from the first of this ``fit`` (the encoder's history held ``n_before``).
+    Its state is ``best``'s, so a checkpointed fit resumes its selection too."""
+
+    def __init__(self, best: BestState, n_before: int = 0):
+        self.best, self.n_before = best, n_before
+
+    def __call__(self, encoder, record: dict) -> None:
+        self.best.update(record["epoch"] - self.n_before, record["val_loss"], encoder)
+
+    def state_dict(self) -> dict:
+        return self.best.state_dict()
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.best.load_state_dict(saved)
+
+
+def val_loss_callback(best: BestState, n_before: int = 0) -> ValLossCallback:
+    """The :class:`ValLossCallback` of ``best``."""
+    return ValLossCallback(best, n_before)

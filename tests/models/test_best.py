@@ -59,3 +59,16 @@ def test_val_loss_callback_numbers_epochs_from_the_first_of_this_fit():
     for epoch, loss in [(5, 2.0), (6, 1.0), (7, 1.5)]:
         update(model, {"epoch": epoch, "val_loss": loss})
     assert best.epoch == 2 and best.score == 1.0
+
+
+def test_state_dict_round_trip_resumes_the_selection():
+    net = torch.nn.Linear(2, 1)
+    best = BestState("min")
+    best.update(1, 0.5, net)
+    best.update(2, 0.7, net)
+    again = BestState("min")
+    val_loss_callback(again).load_state_dict(val_loss_callback(best).state_dict())
+    assert (again.epoch, again.score, again.epochs_since) == (1, 0.5, 1)
+    assert again.update(3, 0.6, net) is False and again.epochs_since == 2
+    with pytest.raises(ValueError, match="cannot resume"):
+        BestState("max").load_state_dict(best.state_dict())
