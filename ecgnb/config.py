@@ -164,7 +164,7 @@ def code_identity(notebook: str | Path | None = None) -> dict[str, str]:
     """What produced a result: ``source_hash``, a hash of the code a run executes
     (:func:`code_files` of ``notebook``; every ``ecgnb/**/*.py`` when None), and the versions of
     the numerical libraries (torch, numpy, scikit-learn)."""
-    files = code_files(notebook) if notebook is not None else _package_files()
+    files = code_files(notebook) if notebook is not None else package_files()
     return {"source_hash": source_hash(files), **library_versions()}
 
 
@@ -276,7 +276,8 @@ def shown_path(path: Path, project: Path = PACKAGE_ROOT.parent) -> str:
     return path.relative_to(project).as_posix() if path.is_relative_to(project) else str(path)
 
 
-def _package_files() -> dict[str, str]:
+def package_files() -> dict[str, str]:
+    """Every module of the package with its digest (the code of a run outside the stages)."""
     return {shown_path(p): file_digest(p) for p in sorted(PACKAGE_ROOT.rglob("*.py"))}
 
 

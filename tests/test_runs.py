@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecgnb import runs
-from ecgnb.config import DataWarning, code_identity
+from ecgnb.config import DataWarning, code_identity, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,15 @@ def test_a_run_recorded_by_other_code_is_read_with_a_warning(outputs, monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the code that recorded it: no warning
         assert runs.find_run("pretraining/interactive") == out
-    monkeypatch.setattr(runs, "code_identity", lambda: {**code_identity(), "source_hash": "0" * 16})
+    record = runs.completion_record(out)
+    assert "ecgnb/models/ts2vec.py" in record["code_files"]  # notebook 02 imports it
+    assert "ecgnb/cli.py" not in record["code_files"]
+    record["code_files"]["ecgnb/models/ts2vec.py"] = "0" * 16  # recorded by other code
+    write_json(out / runs.SUCCESS, record)
+    with pytest.warns(runs.OldCodeWarning, match="code changed: ecgnb/models/ts2vec.py; run it"):
+        assert runs.find_run("pretraining/interactive") == out
+    del record["code_files"]  # an older record: compared with the whole package
+    write_json(out / runs.SUCCESS, {**record, "code": {**record["code"], "source_hash": "0" * 16}})
     with pytest.warns(runs.OldCodeWarning, match="recorded by other code .*source_hash"):
         assert runs.find_run("pretraining/interactive") == out
 
@@ -183,7 +191,9 @@ def test_the_runner_completes_a_run_only_after_the_notebook_is_saved(outputs, mo
     record = runs.completion_record(folder)
     assert set(record["artefacts"]) == {"config.json", "encoder.pt", "cells/c/history.csv",
                                         "02_pretraining.ipynb"}
-    assert record["params_hash"] == "hash" and record["code"] == code_identity()
+    notebook = runs.PROJECT_ROOT / runs.NOTEBOOKS["pretraining"]  # the stage's, run by hand
+    assert record["params_hash"] == "hash" and record["code"] == code_identity(notebook)
+    assert runs.code_change(record) is None and runs.code_change(record, notebook) is None
     assert not (folder / runs.PENDING).exists() and runs.is_complete(folder, "hash")
     assert not runs.is_complete(folder, "other")
 

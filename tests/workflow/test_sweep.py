@@ -12,9 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from ecgnb import cli, results, runs
+from ecgnb import cli, config, results, runs
 from ecgnb.workflow import sweep
-from ecgnb.config import code_identity, write_json
+from ecgnb.config import code_files, code_identity, write_json
 from ecgnb.workflow.grid import load_grid
 from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS
 from ecgnb.workflow.runner import params_hash
@@ -213,7 +213,9 @@ def fake_execute(log: list):
         runs.start_stage({}, "pretraining", str(folder))
         runs.finish_stage(folder)
         (folder / "fake.ipynb").write_text("{}")
-        runs.complete_pending(folder, folder / "fake.ipynb", digest, 0.05)
+        run = grid.runs[name]
+        runs.complete_pending(folder, folder / "fake.ipynb", digest, 0.05,
+                              code_files(run.notebook), run.params)
     return execute
 
 
@@ -320,24 +322,69 @@ def test_a_torn_run_is_redone_by_the_next_sweep(tmp_path, outputs, fake_nb):
     assert ("pretraining/ts2vec-ecg", None) in log
 
 
-def test_runs_of_other_code_run_again_unless_accepted(tmp_path, outputs, fake_nb, monkeypatch,
-                                                      capsys):
-    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+def edited(monkeypatch, *paths: str) -> None:
+    """Make ``paths`` (as recorded: ``ecgnb/runs.py``) read as edited since the runs ran."""
+    real = config.file_digest
+    def digest(path):
+        return "0" * 16 if config.shown_path(path) in paths else real(path)
+    monkeypatch.setattr(config, "file_digest", digest)
+    monkeypatch.setattr(runs, "file_digest", digest)
+
+
+def test_an_edit_reruns_only_the_runs_whose_notebook_imports_it(tmp_path, outputs, fake_nb,
+                                                                  monkeypatch, capsys):
+    models_nb = tmp_path / "fake_models.ipynb"  # a finetuning notebook that also imports a model
+    nb = nbformat.read(fake_nb, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import ecgnb.models.ts2vec"))
+    nbformat.write(nb, models_nb)
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb,
+                                finetuning={"notebook": str(models_nb), "heads": ["mlp"],
+                                            "modes": ["lp"], "seeds": [0]}))
     sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    record = runs.completion_record(sweep.run_folder(grid, "finetuning/ts2vec-ecg-f1.0"))
+    assert {"ecgnb/models/ts2vec.py", "ecgnb/runs.py", "ecgnb/__init__.py",
+            str(models_nb)} <= set(record["code_files"])
+    assert record["code"]["source_hash"] == code_identity(models_nb)["source_hash"]
+
+    edited(monkeypatch, "ecgnb/cli.py", "ecgnb/bench/__init__.py")  # outside every notebook's code
     assert {s.state for s in sweep.plan(grid).values()} == {"cached"}
-    other = {**code_identity(), "source_hash": "0123456789abcdef"}
-    monkeypatch.setattr(sweep, "code_identity", lambda: other)
-    monkeypatch.setattr(runs, "code_identity", lambda: other)
+    edited(monkeypatch, "ecgnb/models/ts2vec.py")  # imported by the finetuning notebook only
     statuses = sweep.plan(grid)
-    assert {s.state for s in statuses.values()} == {"pending"}
-    assert "recorded by other code (source_hash" in statuses["pretraining/ts2vec-ecg"].note
-    assert "--accept-old-code" in sweep.code_note(statuses, False)
-    assert {s.state for s in sweep.plan(grid, accept_old_code=True).values()} == {"cached"}
+    assert {n: s.state for n, s in statuses.items()} == {
+        "pretraining/ts2vec-ecg": "cached", "regularization/ts2vec-ecg-continued1": "cached",
+        "finetuning/ts2vec-ecg-f1.0": "pending", "finetuning/ts2vec-ecg-continued1-f1.0": "pending"}
+    assert statuses["finetuning/ts2vec-ecg-f1.0"].note == "code changed: ecgnb/models/ts2vec.py"
     assert cli.main(["run", str(grid.source), "--dry-run"]) == 0
-    assert "4 run(s) were recorded by other code" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "finetuning/ts2vec-ecg-f1.0  <- pretraining/ts2vec-ecg  (code changed: " \
+           "ecgnb/models/ts2vec.py)" in out
+    assert "2 run(s) were recorded by other code" in out and "--accept-old-code" in out
+    assert {s.state for s in sweep.plan(grid, accept_old_code=True).values()} == {"cached"}
     log = []
     sweep.run_sweep(grid, progress=False, execute=fake_execute(log), accept_old_code=True)
     assert log == []
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log))
+    assert sorted(n for n, _ in log) == ["finetuning/ts2vec-ecg-continued1-f1.0",
+                                         "finetuning/ts2vec-ecg-f1.0"]
+
+
+def test_dry_run_says_why_a_run_runs_again(tmp_path, outputs, fake_nb, capsys):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"]))
+    sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    changed = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"],
+                                   pretraining={"n_epochs": 3}))
+    statuses = sweep.plan(changed)
+    assert statuses["pretraining/ts2vec-ecg"].note == "parameters changed: n_epochs 2 -> 3"
+    assert statuses["finetuning/ts2vec-ecg-f1.0"].note == "parent runs again: pretraining/ts2vec-ecg"
+    folder = sweep.run_folder(grid, "finetuning/ts2vec-ecg-f1.0")
+    (folder / runs.SUCCESS).unlink()
+    write_json(folder / FAILED, {"error": "RuntimeError: planned failure", "params_hash": "old"})
+    assert sweep.plan(grid)["finetuning/ts2vec-ecg-f1.0"].note == \
+        "failed before: RuntimeError: planned failure"
+    (folder / FAILED).unlink()
+    assert sweep.plan(grid)["finetuning/ts2vec-ecg-f1.0"].note == "incomplete"
+    assert cli.main(["run", str(changed.source), "--dry-run"]) == 0
+    assert "(parameters changed: n_epochs 2 -> 3)" in capsys.readouterr().out
 
 
 def test_other_code_removes_an_interrupted_attempt(tmp_path, monkeypatch):
