@@ -166,6 +166,9 @@ def find_run(name: str) -> Path:
     other code (source hash or numerical library versions) is returned with an
     :class:`OldCodeWarning` that says what differs: its numbers are not this code's."""
     folder = run_folder(name)
+    if SUPERSEDED in Path(name).parts:
+        raise FileNotFoundError(f"'{name}' is an earlier result set aside ({SUPERSEDED}/), "
+                                "not a run; name the run itself")
     problem = completion_problem(folder)
     if problem is not None:
         status = "failed" if (folder / FAILED).is_file() else "missing or unfinished"

@@ -225,3 +225,69 @@ def test_data_warnings_land_in_config_json(outputs):
     assert runs.read_json(out / runs.CONFIG)["warnings"] == ["subject S9 has no window labelled 1..4"]
     runs.finish_stage(out)
     assert runs.completion_record(out)["warnings"] == ["subject S9 has no window labelled 1..4"]
+
+
+# --------------------------------------------------------------------------- the code of a run
+def _package(root: Path) -> Path:
+    """A package ``ecgnb`` under ``root``: a -> b -> sub.c, and d and cli that nothing imports."""
+    files = {"__init__.py": "", "a.py": "from ecgnb import b\n",
+             "b.py": "def f():\n    import ecgnb.sub.c\n", "sub/__init__.py": "",
+             "sub/c.py": "from .. import config_like\n", "config_like.py": "X = 1\n",
+             "d.py": "Y = 2\n", "cli.py": "import ecgnb.d\n"}
+    for rel, text in files.items():
+        (root / "ecgnb" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "ecgnb" / rel).write_text(text)
+    return root / "ecgnb"
+
+
+def _notebook(path: Path, code: str, markdown: str = "# title") -> Path:
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_runs_code_is_its_notebook_and_the_modules_it_imports(tmp_path):
+    from ecgnb import config
+    package = _package(tmp_path)
+    notebook = _notebook(tmp_path / "n.ipynb", "%matplotlib inline\nimport ecgnb.a\n")
+    files = config.code_files(notebook, root=package)
+    assert list(files) == ["ecgnb/__init__.py", "ecgnb/a.py", "ecgnb/b.py",
+                           "ecgnb/config_like.py", "ecgnb/sub/__init__.py", "ecgnb/sub/c.py",
+                           "n.ipynb"]
+    (package / "d.py").write_text("Y = 3  # an edit outside the closure\n")
+    (package / "cli.py").write_text("import ecgnb.d  # the command line\n")
+    _notebook(notebook, "%matplotlib inline\nimport ecgnb.a\n", markdown="# another title")
+    assert config.code_files(notebook, root=package) == files
+    (package / "sub" / "c.py").write_text("from .. import config_like  # edited\n")
+    changed = config.code_files(notebook, root=package)
+    assert [k for k in files if files[k] != changed[k]] == ["ecgnb/sub/c.py"]
+    assert config.source_hash(changed) != config.source_hash(files)
+
+
+def test_the_stages_code_leaves_out_the_command_line_and_the_benchmarks():
+    from ecgnb import config
+    for stage, notebook in runs.NOTEBOOKS.items():
+        files = config.code_files(runs.PROJECT_ROOT / notebook)
+        assert notebook in files and "ecgnb/runs.py" in files, stage
+        assert not [f for f in files if f.startswith(("ecgnb/cli", "ecgnb/bench", "ecgnb/workflow",
+                                                      "tests", "docs"))], stage
+    assert "ecgnb/models/ts2vec.py" in config.code_files(runs.PROJECT_ROOT / runs.NOTEBOOKS[
+        "pretraining"])
+
+
+def test_a_shared_plotly_bundle_that_fails_to_write_leaves_no_temp_file(outputs, monkeypatch):
+    from ecgnb import plots
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if self.suffix == ".tmp":
+            real(self, text[:1000], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        plots.plotlyjs_for(outputs / "g" / "run" / "figures.html")
+    assert list(outputs.rglob("*.tmp")) == [] and list(outputs.glob("plotly-*")) == []

@@ -72,7 +72,7 @@ LOCK_FILE = ".sweep.lock"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RUN_THREADS = 1  # math threads per kernel, independent of --jobs (reproducible numbers)
 RETRIES = 3  # further attempts of a run whose kernel died (as Ray's for a lost node)
-KEEP_SUPERSEDED = 3  # complete results set aside per run, newest first (ecgnb run --keep-superseded)
+KEEP_SUPERSEDED = 3  # complete results set aside per run (ecgnb run --keep-superseded)
 KERNEL_DIED_STATUS = 75  # exit status of a run's child process whose kernel died
 CHECKPOINTS = "checkpoints"  # a notebook's resumable state, kept for the next attempt
 
