@@ -57,18 +57,22 @@ def _run(args) -> int:
         os.environ["ECGNB_OUTPUTS"] = str(Path(args.outputs).expanduser().resolve())
     # every run validated against its notebook before anything runs (a cluster's GPUs: by Ray)
     grid = load_grid(args.grid, local_devices=args.ray is None)
+    if args.keep_superseded is not None and args.keep_superseded < 0:
+        raise ValueError(f"--keep-superseded must be >= 0, got {args.keep_superseded}")
     if args.dry_run:
         statuses = plan(grid, args.only, args.retry_failed, args.accept_old_code)
-        print(format_plan(grid, statuses, args.accept_old_code))
+        print(format_plan(grid, statuses, args.accept_old_code, not args.no_disk_check))
         return 0
+    options = {"only": args.only, "retry_failed": args.retry_failed,
+               "accept_old_code": args.accept_old_code, "keep_superseded": args.keep_superseded,
+               "disk_check": not args.no_disk_check}
     if args.ray is not None:
         if args.devices:
             raise ValueError("--devices is for the local scheduler; with --ray, Ray assigns "
                              "the GPUs asked for by the grid's resources")
-        return _sweep(grid, args.jobs, only=args.only, retry_failed=args.retry_failed,
-                      accept_old_code=args.accept_old_code, ray_address=args.ray)
+        return _sweep(grid, args.jobs, ray_address=args.ray, **options)
     devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
-    return _sweep(grid, args.jobs or 1, devices, args.only, args.retry_failed, args.accept_old_code)
+    return _sweep(grid, args.jobs or 1, devices, **options)
 
 
 def _params(args) -> int:
@@ -87,19 +91,23 @@ def _params(args) -> int:
 
 
 def _sweep(grid, jobs: int | None, devices=(), only=None, retry_failed: bool = False,
-           accept_old_code: bool = False, ray_address: str | None = None) -> int:
-    from ecgnb.workflow.sweep import code_note, count_states, run_sweep
+           accept_old_code: bool = False, ray_address: str | None = None,
+           keep_superseded: int | None = None, disk_check: bool = True) -> int:
+    from ecgnb.workflow.sweep import KEEP_SUPERSEDED, code_note, count_states, run_sweep
 
     start = time.time()
+    keep = KEEP_SUPERSEDED if keep_superseded is None else keep_superseded
     if ray_address is None:
         statuses = run_sweep(grid, jobs=jobs, devices=devices, only=only,
-                             retry_failed=retry_failed, accept_old_code=accept_old_code)
+                             retry_failed=retry_failed, accept_old_code=accept_old_code,
+                             keep_superseded=keep, disk_check=disk_check)
     else:
         from ecgnb.workflow.ray_backend import run_sweep_on_ray
 
         statuses, _ = run_sweep_on_ray(grid, ray_address, jobs=jobs, only=only,
                                        retry_failed=retry_failed,
-                                       accept_old_code=accept_old_code)
+                                       accept_old_code=accept_old_code,
+                                       keep_superseded=keep, disk_check=disk_check)
     print(f"sweep '{grid.name}' in {time.time() - start:.1f} s: {count_states(statuses)}")
     note = code_note(statuses, accept_old_code)
     if note:
@@ -107,8 +115,10 @@ def _sweep(grid, jobs: int | None, devices=(), only=None, retry_failed: bool = F
     for status in statuses.values():
         if status.state in ("failed", "skipped"):
             print(f"  {status.state}: {status.name}: {status.error}")
-            if status.state == "failed":
+            if status.state == "failed" and (Path(status.folder) / "_FAILED.json").is_file():
                 print(f"    executed notebook and _FAILED.json in {status.folder}")
+            elif status.state == "failed":
+                print(f"    see {status.folder} (no _FAILED.json could be written)")
     print(f"status file: {outputs_root() / grid.name / 'sweep.json'}")
     return 1 if any(s.state == "failed" for s in statuses.values()) else 0
 
@@ -201,8 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs that failed with the same parameters")
     p.add_argument("--accept-old-code", action="store_true",
-                   help="keep finished runs recorded by another version of the code or of "
-                        "torch/numpy/scikit-learn (default: run them again)")
+                   help="keep finished runs recorded by another version of the code their "
+                        "notebook imports or of torch/numpy/scikit-learn (default: run them "
+                        "again; --dry-run names the files that changed)")
+    p.add_argument("--keep-superseded", type=int, default=None, metavar="N",
+                   help="a finished run that runs again is set aside in <run>/superseded/; "
+                        "keep the N newest per run, delete older ones (default 3; 0 keeps none)")
+    p.add_argument("--no-disk-check", action="store_true",
+                   help="start even if the runs to do seem not to fit the free disk space")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("params", help="print one grid run's parameters as a params file")

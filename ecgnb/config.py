@@ -2,6 +2,7 @@
 identity and atomic JSON writes."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import hashlib
@@ -159,16 +160,125 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-@lru_cache(maxsize=1)
-def code_identity() -> dict[str, str]:
-    """What produced a result: a hash of the package's source (every ``ecgnb/**/*.py``, path and
-    bytes) and the versions of the numerical libraries. Computed once per process."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes())
+def code_identity(notebook: str | Path | None = None) -> dict[str, str]:
+    """What produced a result: ``source_hash``, a hash of the code a run executes
+    (:func:`code_files` of ``notebook``; every ``ecgnb/**/*.py`` when None), and the versions of
+    the numerical libraries (torch, numpy, scikit-learn)."""
+    files = code_files(notebook) if notebook is not None else package_files()
+    return {"source_hash": source_hash(files), **library_versions()}
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries a result's numbers depend on (:data:`CODE_PACKAGES`)."""
     versions = package_versions()
-    return {"source_hash": digest.hexdigest()[:16], **{k: versions[k] for k in CODE_PACKAGES}}
+    return {k: versions[k] for k in CODE_PACKAGES}
+
+
+def source_hash(files: dict[str, str]) -> str:
+    """One short hash of a ``{path: digest}`` mapping (:func:`code_files`)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_files(notebook: str | Path, root: Path = PACKAGE_ROOT) -> dict[str, str]:
+    """The code a run of ``notebook`` executes: the notebook's code cells and every module of
+    the package at ``root`` that they import, directly or through other modules of it (package
+    ``__init__`` files included). Maps each file's path (relative to the project folder, absolute
+    for a notebook outside it) to :func:`file_digest`. An edit to a file outside this closure
+    (the command line, the benchmarks, docs, tests) leaves a run's identity as it was."""
+    notebook = Path(notebook).resolve()
+    modules = _imported_modules(ast.parse(notebook_code(notebook)), root.name)
+    files = {**{shown_path(p, root.parent): file_digest(p) for p in module_closure(modules, root)},
+             shown_path(notebook, root.parent): file_digest(notebook)}
+    return dict(sorted(files.items()))
+
+
+def module_closure(modules: Iterable[str], root: Path = PACKAGE_ROOT) -> list[Path]:
+    """The source files of ``modules`` (dotted names inside the package at ``root``) and of every
+    module of that package they import, transitively."""
+    todo, seen = list(modules), set()
+    while todo:
+        for path in _module_files(todo.pop(), root):
+            if path not in seen:
+                seen.add(path)
+                stat = path.stat()
+                todo.extend(_module_imports(str(path), stat.st_mtime_ns, stat.st_size, str(root)))
+    return sorted(seen)
+
+
+def _module_files(module: str, root: Path) -> list[Path]:
+    """``pkg.a.b`` -> ``pkg/__init__.py``, ``pkg/a/__init__.py`` and ``pkg/a/b.py`` (or
+    ``pkg/a/b/__init__.py``); a folder without ``__init__.py`` is a namespace package; a name
+    that is an attribute, not a module, maps to the files of its package."""
+    files, folder = [root / "__init__.py"], root
+    for part in module.split(".")[1:]:
+        if folder.joinpath(part + ".py").is_file():
+            files.append(folder / (part + ".py"))
+            break
+        folder = folder / part
+        if not folder.is_dir():
+            break
+        files.append(folder / "__init__.py")
+    return [f for f in files if f.is_file()]
+
+
+@lru_cache(maxsize=4096)
+def _module_imports(path: str, mtime_ns: int, size: int, root: str) -> tuple[str, ...]:
+    """The package modules the source file at ``path`` imports (cached per file version)."""
+    parts = Path(path).relative_to(Path(root).parent).with_suffix("").parts
+    return tuple(_imported_modules(ast.parse(Path(path).read_text()), parts[0], parts[:-1]))
+
+
+def _imported_modules(tree: ast.AST, package: str, here: tuple[str, ...] = ()) -> list[str]:
+    """Dotted names of the ``package`` modules a syntax tree imports, in any scope:
+    ``import pkg.x``, ``from pkg.x import y`` (``pkg.x`` and ``pkg.x.y``, which may be a module),
+    ``from pkg import x`` and relative imports (``here``: the importing module's package)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here[:len(here) - node.level + 1]
+                base = ".".join(anchor + ((base,) if base else ()))
+            found += [base] + [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return [name for name in found if name == package or name.startswith(package + ".")]
+
+
+def notebook_code(notebook: Path) -> str:
+    """The code cells of a notebook, joined (IPython magics and shell lines left out)."""
+    cells = json.loads(Path(notebook).read_text()).get("cells", [])
+    sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+               for c in cells if c.get("cell_type") == "code"]
+    lines = [line for source in sources for line in source.splitlines()
+             if not line.lstrip().startswith(("%", "!"))]
+    return "\n".join(lines)
+
+
+def file_digest(path: Path) -> str:
+    """Short SHA-256 of a source file; of a notebook, of its code cells only (outputs, execution
+    counts and markdown do not change what it computes)."""
+    path = Path(path)
+    stat = path.stat()
+    return _digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4096)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    data = notebook_code(Path(path)).encode() if path.endswith(".ipynb") \
+        else Path(path).read_bytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def shown_path(path: Path, project: Path = PACKAGE_ROOT.parent) -> str:
+    """``path`` relative to the project folder (absolute when outside it), as recorded."""
+    path = Path(path).resolve()
+    return path.relative_to(project).as_posix() if path.is_relative_to(project) else str(path)
+
+
+def package_files() -> dict[str, str]:
+    """Every module of the package with its digest (the code of a run outside the stages)."""
+    return {shown_path(p): file_digest(p) for p in sorted(PACKAGE_ROOT.rglob("*.py"))}
 
 
 def git_commit(cwd: Path | None = None) -> str:

@@ -9,6 +9,7 @@ still open offline as long as the outputs folder travels whole.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -204,8 +205,13 @@ def plotlyjs_for(path, share: bool | None = None) -> str | bool:
     if not bundle.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = bundle.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(get_plotlyjs(), encoding="utf-8")
-        tmp.replace(bundle)
+        try:
+            tmp.write_text(get_plotlyjs(), encoding="utf-8")
+            tmp.replace(bundle)
+        except BaseException:  # a full disk: no half-written temp file stays behind
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
     return Path(os.path.relpath(bundle, path.parent)).as_posix()
 
 

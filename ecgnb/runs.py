@@ -11,7 +11,12 @@ Every notebook execution is a *run*, named by its path relative to the outputs r
   its siblings with their sizes and checksums);
 - the executed notebook (runs made by the runner);
 - ``_SUCCESS.json``, the *completion record*: written last, atomically and flushed to the disk,
-  it names every artefact with its size and SHA-256, the parameter hash and the code's identity.
+  it names every artefact with its size and SHA-256, the parameters and their hash, and the code's
+  identity: ``code`` (a source hash and the torch/numpy/scikit-learn versions) and
+  ``code_files``, the digest of every file the run executed (:func:`ecgnb.config.code_files`:
+  the notebook and the modules it imports), from which :func:`code_change` names what changed;
+- ``superseded/<hash>-<time>/``: earlier complete results of the run, set aside when it ran again
+  under other parameters or code (:func:`set_aside`); no reader takes them for the run.
 
 **One rule**: a run is complete only when its completion record can be read and every artefact it
 names is on disk with that size and checksum (:func:`completion_problem`). Every reader asks this
@@ -31,14 +36,17 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ecgnb.config import (DataWarning, code_identity, fsync_file, git_commit, math_threads,
-                          package_versions, pick_device, seed_everything, write_json)
+from ecgnb.config import (DataWarning, code_files, code_identity, file_digest, fsync_file,
+                          git_commit, library_versions, math_threads, package_files,
+                          package_versions, pick_device, seed_everything, source_hash,
+                          write_json)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SUCCESS = "_SUCCESS.json"  # the completion record, written last (see the module docstring)
@@ -52,6 +60,7 @@ CELL_RECORD = "cell.json"
 CELL_MODEL = "model.pt"
 CELL_METRICS = "metrics.json"  # written last in a cell folder: marks a complete cell
 CELL_PREDICTIONS = "predictions.csv"  # the test predictions of a cell (every metric recomputable)
+SUPERSEDED = "superseded"  # earlier complete results of a run, set aside (see set_aside)
 # One name per stage: notebook ``NN_<stage>``, module ``ecgnb.<stage>``, grid section and run prefix.
 STAGES = ("exploration", "pretraining", "regularization", "finetuning", "embeddings", "results")
 NOTEBOOKS = {stage: f"notebooks/{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, 1)}
@@ -115,11 +124,37 @@ def completion_record(folder: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def code_change(record: dict | None) -> str | None:
-    """How the code that recorded a run differs from this code (None when it is the same)."""
-    recorded, current = (record or {}).get("code") or {}, code_identity()
-    changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items() if recorded.get(k) != v]
-    return f"recorded by other code ({', '.join(changed)})" if changed else None
+def code_change(record: dict | None, notebook: str | Path | None = None) -> str | None:
+    """How the code that recorded a run differs from this code (None when it is the same):
+    ``code changed: ecgnb/models/ts2vec.py, torch 2.3.0 -> 2.4.0``. With ``notebook``, the run's
+    code is that notebook's import closure now (a new import counts); without, the files the
+    record lists. A record without per-file digests (an older ecgnb) is compared with the whole
+    package: ``recorded by other code (source_hash ... -> ...)``."""
+    recorded, files = (record or {}).get("code") or {}, (record or {}).get("code_files")
+    versions = [f"{k} {recorded.get(k)} -> {v}" for k, v in library_versions().items()
+                if recorded.get(k) != v]
+    if not isinstance(files, dict):
+        current = code_identity()
+        changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items()
+                   if recorded.get(k) != v]
+        return f"recorded by other code ({', '.join(changed)})" if changed else None
+    now = code_files(notebook) if notebook is not None else {p: _digest_now(p) for p in files}
+    paths = sorted(p for p in set(files) | set(now) if files.get(p) != now.get(p))
+    if not paths and not versions:
+        return None
+    shown = paths[:3] + ([f"{len(paths) - 3} more"] if len(paths) > 3 else [])
+    return "code changed: " + ", ".join(shown + versions)
+
+
+def _digest_now(path: str) -> str | None:
+    """The digest of a recorded file as it is now (None: gone)."""
+    full = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+    return file_digest(full) if full.is_file() else None
+
+
+def is_code_change(note: str | None) -> bool:
+    """Whether a note of :func:`code_change` (not another reason) says why a run runs again."""
+    return (note or "").startswith(("code changed", "recorded by other code"))
 
 
 class OldCodeWarning(UserWarning):
@@ -131,6 +166,9 @@ def find_run(name: str) -> Path:
     other code (source hash or numerical library versions) is returned with an
     :class:`OldCodeWarning` that says what differs: its numbers are not this code's."""
     folder = run_folder(name)
+    if SUPERSEDED in Path(name).parts:
+        raise FileNotFoundError(f"'{name}' is an earlier result set aside ({SUPERSEDED}/), "
+                                "not a run; name the run itself")
     problem = completion_problem(folder)
     if problem is not None:
         status = "failed" if (folder / FAILED).is_file() else "missing or unfinished"
@@ -139,7 +177,7 @@ def find_run(name: str) -> Path:
         raise FileNotFoundError(f"run '{name}' is {status} (looked in {folder}); run it first")
     change = code_change(completion_record(folder))
     if change:
-        warnings.warn(f"run '{name}' was {change}: run it again for this code's numbers",
+        warnings.warn(f"run '{name}': {change}; run it again for this code's numbers",
                       OldCodeWarning, stacklevel=2)
     return folder
 
@@ -169,8 +207,10 @@ def start_stage(config, stage: str, output_dir: str = "",
     seed = params.get("seed")
     if seed is not None:
         seed_everything(seed)
+    files = _stage_code(stage)
     record = {"stage": stage, "params": params, "seed": seed, "versions": package_versions(),
-              "code": code_identity(), "git_commit": git_commit(),
+              "code": {"source_hash": source_hash(files), **library_versions()},
+              "code_files": files, "git_commit": git_commit(),
               "device": str(pick_device(params.get("device"))),
               "by_runner": bool(output_dir) if by_runner is None else by_runner,
               "torch_threads": math_threads(),
@@ -178,6 +218,15 @@ def start_stage(config, stage: str, output_dir: str = "",
     write_json(out / CONFIG, record)
     _record_data_warnings(out)
     return out
+
+
+def _stage_code(stage: str) -> dict[str, str]:
+    """:func:`ecgnb.config.code_files` of the stage's notebook (the whole package for a stage
+    without one); the runner records the code of the notebook it ran instead."""
+    notebook = PROJECT_ROOT / NOTEBOOKS.get(stage, "-")
+    if notebook.is_file():
+        return code_files(notebook)
+    return package_files()
 
 
 def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
@@ -189,6 +238,7 @@ def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
     config = read_json(out / CONFIG)
     record = {"stage": config.get("stage"), "started": config["started"],
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": config.get("code"),
+              "code_files": config.get("code_files"),
               "warnings": config.get("warnings", []), "summary": summary or {},
               "artefacts": list_artefacts(out)}
     if config.get("by_runner"):
@@ -196,9 +246,12 @@ def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
     return write_json(out / SUCCESS, {**record, "completed_by": "notebook"}, durable=True)
 
 
-def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: float) -> Path:
+def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: float,
+                     code: dict[str, str] | None = None, params: dict | None = None) -> Path:
     """The runner's last step, after papermill saved ``notebook`` into ``folder``: write the
-    completion record (the notebook's artefacts, the executed notebook, the parameter hash)."""
+    completion record (the notebook's artefacts, the executed notebook, the parameter hash and,
+    when given, the parameters and ``code``, the :func:`ecgnb.config.code_files` of the
+    notebook the runner executed)."""
     folder = Path(folder)
     if not (folder / PENDING).is_file():
         raise RuntimeError(f"{folder}: the notebook ended without its last cell "
@@ -209,6 +262,11 @@ def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: flo
         raise RuntimeError(f"{folder}: artefacts changed after the notebook listed them: {problem}")
     fsync_file(notebook)
     artefacts = {**record["artefacts"], Path(notebook).name: file_record(notebook)}
+    if code is not None:
+        record.update(code={"source_hash": source_hash(code), **library_versions()},
+                      code_files=code)
+    if params is not None:
+        record["params"] = params
     write_json(folder / SUCCESS, {**record, "artefacts": artefacts, "params_hash": params_hash,
                                   "wall_s": wall_s, "completed_by": "runner"}, durable=True)
     (folder / PENDING).unlink(missing_ok=True)
@@ -217,11 +275,12 @@ def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: flo
 
 # --------------------------------------------------------------------------- artefacts
 def is_artefact(path: Path, folder: Path) -> bool:
-    """Files a run vouches for: all but its records (``_*``), temp files and, at the top level,
-    executed notebooks (the runner adds the one it saved)."""
+    """Files a run vouches for: all but its records (``_*``), temp files, earlier results set
+    aside (``superseded/``) and, at the top level, executed notebooks (the runner adds the one
+    it saved)."""
     rel = path.relative_to(folder)
     top = len(rel.parts) == 1
-    return path.is_file() and not path.name.endswith(".tmp") \
+    return path.is_file() and not path.name.endswith(".tmp") and rel.parts[0] != SUPERSEDED \
         and not (top and (path.name.startswith("_") or path.suffix == ".ipynb"))
 
 
@@ -391,6 +450,37 @@ def complete_cells(run_dir: Path) -> list[str]:
 
 
 def finished_runs(folder: Path) -> list[Path]:
-    """Every complete run folder under ``folder`` (recursively), sorted."""
+    """Every complete run folder under ``folder`` (recursively), sorted; results set aside
+    under ``superseded/`` are not runs."""
     return sorted(marker.parent for marker in Path(folder).rglob(SUCCESS)
-                  if is_complete(marker.parent))
+                  if SUPERSEDED not in marker.relative_to(folder).parts[:-1]
+                  and is_complete(marker.parent))
+
+
+# --------------------------------------------------------------------------- superseded results
+def set_aside(folder: Path, tag: str, keep: int) -> Path:
+    """Move the complete result in ``folder`` to ``folder/superseded/<tag>-<time>/`` (the run
+    runs again under other parameters or code), then delete the oldest set-aside results beyond
+    the ``keep`` newest. Only set-aside copies are ever deleted. Returns the copy's folder."""
+    folder = Path(folder)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = folder / SUPERSEDED / f"{tag}-{stamp}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder / SUPERSEDED / f"{tag}-{stamp}-{n}"
+    target.mkdir(parents=True)
+    for entry in sorted(folder.iterdir()):
+        if entry.name != SUPERSEDED:
+            entry.rename(target / entry.name)
+    for old in superseded_results(folder)[max(0, keep):]:
+        shutil.rmtree(old)
+    return target
+
+
+def superseded_results(folder: Path) -> list[Path]:
+    """The results set aside in a run folder (:func:`set_aside`), newest first."""
+    aside = Path(folder) / SUPERSEDED
+    found = [p for p in aside.iterdir() if p.is_dir()] if aside.is_dir() else []
+    return sorted(found, key=lambda p: (p.name.split("-", 1)[-1], p.stat().st_mtime_ns),
+                  reverse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecgnb import runs
-from ecgnb.config import DataWarning, code_identity
+from ecgnb.config import DataWarning, code_identity, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,15 @@ def test_a_run_recorded_by_other_code_is_read_with_a_warning(outputs, monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the code that recorded it: no warning
         assert runs.find_run("pretraining/interactive") == out
-    monkeypatch.setattr(runs, "code_identity", lambda: {**code_identity(), "source_hash": "0" * 16})
+    record = runs.completion_record(out)
+    assert "ecgnb/models/ts2vec.py" in record["code_files"]  # notebook 02 imports it
+    assert "ecgnb/cli.py" not in record["code_files"]
+    record["code_files"]["ecgnb/models/ts2vec.py"] = "0" * 16  # recorded by other code
+    write_json(out / runs.SUCCESS, record)
+    with pytest.warns(runs.OldCodeWarning, match="code changed: ecgnb/models/ts2vec.py; run it"):
+        assert runs.find_run("pretraining/interactive") == out
+    del record["code_files"]  # an older record: compared with the whole package
+    write_json(out / runs.SUCCESS, {**record, "code": {**record["code"], "source_hash": "0" * 16}})
     with pytest.warns(runs.OldCodeWarning, match="recorded by other code .*source_hash"):
         assert runs.find_run("pretraining/interactive") == out
 
@@ -183,7 +191,9 @@ def test_the_runner_completes_a_run_only_after_the_notebook_is_saved(outputs, mo
     record = runs.completion_record(folder)
     assert set(record["artefacts"]) == {"config.json", "encoder.pt", "cells/c/history.csv",
                                         "02_pretraining.ipynb"}
-    assert record["params_hash"] == "hash" and record["code"] == code_identity()
+    notebook = runs.PROJECT_ROOT / runs.NOTEBOOKS["pretraining"]  # the stage's, run by hand
+    assert record["params_hash"] == "hash" and record["code"] == code_identity(notebook)
+    assert runs.code_change(record) is None and runs.code_change(record, notebook) is None
     assert not (folder / runs.PENDING).exists() and runs.is_complete(folder, "hash")
     assert not runs.is_complete(folder, "other")
 
@@ -236,3 +246,69 @@ def test_data_warnings_are_recorded_only_while_the_run_is_open(outputs, tmp_path
     warnings.warn("outside the scope", DataWarning)
     assert warnings.showwarning is shown and warnings.filters == filters
     assert runs.read_json(tmp_path / "code" / runs.CONFIG)["warnings"] == ["inside the scope"]
+
+
+# --------------------------------------------------------------------------- the code of a run
+def _package(root: Path) -> Path:
+    """A package ``ecgnb`` under ``root``: a -> b -> sub.c, and d and cli that nothing imports."""
+    files = {"__init__.py": "", "a.py": "from ecgnb import b\n",
+             "b.py": "def f():\n    import ecgnb.sub.c\n", "sub/__init__.py": "",
+             "sub/c.py": "from .. import config_like\n", "config_like.py": "X = 1\n",
+             "d.py": "Y = 2\n", "cli.py": "import ecgnb.d\n"}
+    for rel, text in files.items():
+        (root / "ecgnb" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "ecgnb" / rel).write_text(text)
+    return root / "ecgnb"
+
+
+def _notebook(path: Path, code: str, markdown: str = "# title") -> Path:
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_runs_code_is_its_notebook_and_the_modules_it_imports(tmp_path):
+    from ecgnb import config
+    package = _package(tmp_path)
+    notebook = _notebook(tmp_path / "n.ipynb", "%matplotlib inline\nimport ecgnb.a\n")
+    files = config.code_files(notebook, root=package)
+    assert list(files) == ["ecgnb/__init__.py", "ecgnb/a.py", "ecgnb/b.py",
+                           "ecgnb/config_like.py", "ecgnb/sub/__init__.py", "ecgnb/sub/c.py",
+                           "n.ipynb"]
+    (package / "d.py").write_text("Y = 3  # an edit outside the closure\n")
+    (package / "cli.py").write_text("import ecgnb.d  # the command line\n")
+    _notebook(notebook, "%matplotlib inline\nimport ecgnb.a\n", markdown="# another title")
+    assert config.code_files(notebook, root=package) == files
+    (package / "sub" / "c.py").write_text("from .. import config_like  # edited\n")
+    changed = config.code_files(notebook, root=package)
+    assert [k for k in files if files[k] != changed[k]] == ["ecgnb/sub/c.py"]
+    assert config.source_hash(changed) != config.source_hash(files)
+
+
+def test_the_stages_code_leaves_out_the_command_line_and_the_benchmarks():
+    from ecgnb import config
+    for stage, notebook in runs.NOTEBOOKS.items():
+        files = config.code_files(runs.PROJECT_ROOT / notebook)
+        assert notebook in files and "ecgnb/runs.py" in files, stage
+        assert not [f for f in files if f.startswith(("ecgnb/cli", "ecgnb/bench", "ecgnb/workflow",
+                                                      "tests", "docs"))], stage
+    assert "ecgnb/models/ts2vec.py" in config.code_files(runs.PROJECT_ROOT / runs.NOTEBOOKS[
+        "pretraining"])
+
+
+def test_a_shared_plotly_bundle_that_fails_to_write_leaves_no_temp_file(outputs, monkeypatch):
+    from ecgnb import plots
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if self.suffix == ".tmp":
+            real(self, text[:1000], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        plots.plotlyjs_for(outputs / "g" / "run" / "figures.html")
+    assert list(outputs.rglob("*.tmp")) == [] and list(outputs.glob("plotly-*")) == []

@@ -13,11 +13,14 @@ written last), so both backends read and resume each other's folders.
 - Shared outputs: every node must see the driver's outputs root (and ``ECGNB_DATA`` when set) at
   the same path (a shared filesystem). :func:`check_shared_outputs` proves it on every node before
   the sweep starts; :func:`check_resources` that some node can hold each section's runs.
-- Faults: a run whose worker or node dies is retried by Ray on another node (``max_retries``); the
-  attempt that died left no ``_SUCCESS.json`` with the run's hash, and a retry resumes the same
-  folder (cells are folders named by head, mode and seed: never a second copy). A notebook that
-  raises is not retried: ``_FAILED.json``, as locally. Each attempt appends a line to the run's
-  ``_attempts.jsonl`` (node, GPUs, start), so retries can be counted afterwards.
+- Faults: a run whose worker or node dies, or whose kernel dies (killed by the out-of-memory
+  killer: the task raises :class:`~ecgnb.workflow.kernel.KernelDied`, which Ray retries), is
+  retried by Ray (``max_retries``, on any node); the attempt that died left no ``_SUCCESS.json``
+  with the run's hash, and a retry resumes the same folder (cells are folders named by head,
+  mode and seed: never a second copy). A kernel that fails to start is started again inside the
+  task (:func:`ecgnb.workflow.runner.run_kernel`). A notebook that raises is not retried:
+  ``_FAILED.json``, as locally. Each attempt appends a line to the run's ``_attempts.jsonl``
+  (node, GPUs, start), so retries can be counted afterwards.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 ATTEMPTS = "_attempts.jsonl"  # one line per attempt of a run on the cluster
 DEFAULT_RESOURCES = {"num_cpus": 1}
-MAX_RETRIES = 3  # further attempts of a run whose worker or node died
+MAX_RETRIES = 3  # further attempts of a run whose worker, node or kernel died
 POLL_S = 0.5  # how often a waiting run checks whether the sweep was interrupted
 PROBE_TIMEOUT_S = 120  # for every node to answer the outputs probe
 
@@ -203,9 +206,10 @@ class RayExecutor:
 
     def __init__(self, ray, grid: Grid, max_retries: int = MAX_RETRIES):
         from ecgnb.workflow import sweep
+        from ecgnb.workflow.kernel import KernelDied
 
         self.ray, self.grid = ray, grid
-        self.task = ray.remote(max_retries=max_retries, retry_exceptions=False)(run_task)
+        self.task = ray.remote(max_retries=max_retries, retry_exceptions=[KernelDied])(run_task)
         # thread variables the user set (run_sweep's thread_budget sets them for local kernels)
         self.thread_variables = sweep.THREAD_VARIABLES
         self.user_threads = {v: os.environ[v] for v in sweep.THREAD_VARIABLES if v in os.environ}
@@ -229,6 +233,9 @@ class RayExecutor:
 
     def __call__(self, grid: Grid, name: str, parent_hashes: tuple[str, ...],
                  device: str | None = None) -> str:
+        from ecgnb.workflow.kernel import KernelDied
+        from ecgnb.workflow.sweep import RunFailed
+
         if self.stopped.is_set():
             raise KeyboardInterrupt("sweep interrupted")
         ref = self.task.options(**self.resources(name)).remote(self.spec(name, parent_hashes))
@@ -236,6 +243,8 @@ class RayExecutor:
             self.in_flight[name] = ref
         try:
             placed = self._wait(ref)
+        except KernelDied as exc:  # Ray's retries are spent: the sweep does not retry again
+            raise RunFailed(str(exc).strip().splitlines()[-1]) from None
         finally:
             with self.lock:
                 self.in_flight.pop(name, None)
@@ -266,8 +275,9 @@ class RayExecutor:
 # --------------------------------------------------------------------------- the sweep
 def run_sweep_on_ray(grid: Grid, address: str | None = None, jobs: int | None = None,
                      only: str | None = None, retry_failed: bool = False, progress: bool = True,
-                     max_retries: int = MAX_RETRIES,
-                     accept_old_code: bool = False) -> tuple[dict, RayExecutor]:
+                     max_retries: int = MAX_RETRIES, accept_old_code: bool = False,
+                     keep_superseded: int | None = None,
+                     disk_check: bool = True) -> tuple[dict, RayExecutor]:
     """:func:`ecgnb.workflow.sweep.run_sweep` with each run a Ray task; ``jobs`` caps the runs in flight
     (default: every ready run is handed to Ray, which queues them on the resources)."""
     from ecgnb.workflow import sweep
@@ -278,9 +288,12 @@ def run_sweep_on_ray(grid: Grid, address: str | None = None, jobs: int | None = 
         check_shared_outputs(ray)
         executor = RayExecutor(ray, grid, max_retries)
         try:
-            statuses = sweep.run_sweep(grid, jobs=jobs or len(grid.runs), only=only,
-                                       retry_failed=retry_failed, progress=progress,
-                                       execute=executor, accept_old_code=accept_old_code)
+            statuses = sweep.run_sweep(
+                grid, jobs=jobs or len(grid.runs), only=only, retry_failed=retry_failed,
+                progress=progress, execute=executor, accept_old_code=accept_old_code,
+                retries=0, disk_check=disk_check,  # Ray retries a kernel that died
+                keep_superseded=sweep.KEEP_SUPERSEDED if keep_superseded is None
+                else keep_superseded)
         finally:
             executor.stop()
         return statuses, executor

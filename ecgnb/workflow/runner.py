@@ -3,7 +3,13 @@
 The run folder is ``<outputs>/<stage>/<params-stem>/`` (or an explicit run name). It holds
 the executed notebook, ``config.json`` (resolved parameters, versions, git commit), figures, and,
 once papermill has saved the executed notebook, the completion record ``_SUCCESS.json`` that the
-runner writes last (:func:`ecgnb.runs.complete_pending`); a failed run gets ``_FAILED.json``.
+runner writes last (:func:`ecgnb.runs.complete_pending`) with the run's parameters and code
+(:func:`ecgnb.config.code_files` of the notebook); a failed run gets ``_FAILED.json`` where the
+disk allows it, and its error line says whether it was written.
+
+A kernel that fails to start is started again at once; one that dies mid-run raises
+:class:`~ecgnb.workflow.kernel.KernelDied`, which names the signal and the kernel's peak memory
+(:mod:`ecgnb.workflow.kernel`), for the scheduler to run it again.
 
 Everything that can be checked before a kernel starts is: unknown keys, types, ranges of numeric
 parameters (:data:`ecgnb.config.PARAMETER_RANGES`), a CUDA device on a machine without CUDA, and
@@ -11,9 +17,10 @@ parameters (:data:`ecgnb.config.PARAMETER_RANGES`), a CUDA device on a machine w
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import random
+import sys
 import time
 import traceback
 from functools import lru_cache
@@ -22,8 +29,10 @@ from pathlib import Path
 import yaml
 
 from ecgnb import runs
-from ecgnb.config import range_problem, write_json
+from ecgnb.config import code_files, range_problem, write_json
 from ecgnb.runs import FAILED, NO_ENCODER, PROJECT_ROOT, run_folder, stage_of
+from ecgnb.workflow import kernel as K
+from ecgnb.workflow.kernel import KernelDied
 
 RUNNER_KEYS = ("output_dir",)  # set by the runner, never by a params file
 # The kernel logs errors only: its warning about local TCP transport would otherwise be printed
@@ -172,40 +181,86 @@ def execute(notebook, params: dict | str | Path, run_name: str | None = None,
 
 
 def _papermill(notebook, params, folder, digest, progress, kernel, cwd) -> Path:
-    import papermill
-
     folder.mkdir(parents=True, exist_ok=True)
     for record in runs.RECORDS:  # the completion record goes first: nothing stale looks complete
         (folder / record).unlink(missing_ok=True)
+    code = code_files(notebook)  # the code this execution imports, before any kernel reads it
+    run_params = {k: v for k, v in params.items() if k not in RUNNER_KEYS}
     start = time.time()
     executed = folder / notebook.name
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters=params,
-                                   kernel_name=kernel, progress_bar=progress,
-                                   cwd=str(cwd or PROJECT_ROOT), log_output=False,
-                                   extra_arguments=KERNEL_ARGUMENTS)
-        runs.complete_pending(folder, executed, digest, time.time() - start)
+        run_kernel(notebook, executed, params, progress, kernel, cwd)
+        runs.complete_pending(folder, executed, digest, time.time() - start, code, run_params)
     except Exception as exc:  # an interrupt is no failure: the run stays pending
         line = failure_line(exc)
-        _record_failure(folder, line, digest, time.time() - start)
-        raise RunError(f"{executed}: {line} (executed notebook and {FAILED} in {folder})") from exc
+        problem = _record_failure(folder, line, digest, time.time() - start,
+                                  getattr(exc, "death", None))
+        where = (f"executed notebook and {FAILED} in {folder}" if problem is None
+                 else f"{FAILED} could not be written in {folder}: {problem}")
+        error = KernelDied if isinstance(exc, KernelDied) else RunError
+        raise error(f"{executed}: {line} ({where})") from exc
     return folder
+
+
+def run_kernel(notebook: Path, executed: Path, params: dict, progress: bool = False,
+               kernel: str | None = None, cwd=None, tries: int = K.START_TRIES) -> None:
+    """papermill on one notebook in a watched kernel: a kernel that fails to start is started
+    again at once (up to ``tries`` starts, short growing waits between them); one that dies
+    mid-run is a :class:`KernelDied` that names how (its ``death``: exit status, signal, peak
+    memory)."""
+    import papermill
+
+    for attempt in range(1, tries + 1):
+        watch = K.KernelWatch()
+        start = time.time()
+        try:
+            papermill.execute_notebook(str(notebook), str(executed), parameters=params,
+                                       kernel_name=kernel, progress_bar=progress,
+                                       cwd=str(cwd or PROJECT_ROOT), log_output=False,
+                                       extra_arguments=KERNEL_ARGUMENTS,
+                                       kernel_manager_class=watch.manager_class())
+            return
+        except Exception as exc:
+            if K.is_start_failure(exc) and attempt < tries:
+                wait_s = K.START_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(1, 2)
+                print(f"ecgnb: {executed.parent.name}: kernel start {attempt} failed "
+                      f"({failure_line(exc)}); starting it again in {wait_s:.1f} s",
+                      file=sys.stderr)
+                time.sleep(wait_s)
+                continue
+            if K.is_dead_kernel(exc):
+                death = watch.death()
+                died = KernelDied(K.death_line(death, time.time() - start))
+                died.death = death
+                raise died from exc
+            raise
+        finally:
+            watch.stop()
 
 
 def failure_line(exc: BaseException) -> str:
     """The useful line of a failure: the notebook's own exception (``ename: evalue``) when it
-    raised inside a cell, else the exception's first line."""
+    raised inside a cell, how the kernel died, else the exception's first line."""
     ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
     if ename:  # papermill's PapermillExecutionError
         cell = getattr(exc, "exec_count", None)
         return f"{f'cell [{cell}]: ' if cell else ''}{ename}: {evalue}"
     text = str(exc).strip().splitlines()
+    if isinstance(exc, KernelDied):
+        return text[0]
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _record_failure(folder: Path, line: str, digest: str, wall_s: float) -> None:
-    """``_FAILED.json`` where the disk allows it (a full or read-only disk may not)."""
-    with contextlib.suppress(OSError):
-        write_json(folder / FAILED, {"error": line[:4000],
-                                     "traceback": traceback.format_exc()[-8000:],
-                                     "params_hash": digest, "wall_s": wall_s})
+def _record_failure(folder: Path, line: str, digest: str, wall_s: float,
+                    death: dict | None = None) -> str | None:
+    """``_FAILED.json`` where the disk allows it; returns why it could not be written (a full
+    or read-only disk), None when it was."""
+    record = {"error": line[:4000], "traceback": traceback.format_exc()[-8000:],
+              "params_hash": digest, "wall_s": wall_s}
+    if death is not None:
+        record["kernel"] = death
+    try:
+        write_json(folder / FAILED, record)
+    except OSError as exc:
+        return str(exc)
+    return None

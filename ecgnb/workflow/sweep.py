@@ -4,19 +4,30 @@ A run's state is read from its folder ``<outputs>/<grid>/<run>`` before anything
 
 - ``cached``: the run is complete (:func:`ecgnb.runs.is_complete`: its completion record matches
   every artefact on disk), records the run's current hash (its parameters and its parents'
-  hashes, :meth:`ecgnb.workflow.grid.Grid.hashes`) and was produced by this code
-  (:func:`ecgnb.config.code_identity`: source hash and torch/numpy/scikit-learn versions); it is
-  not run again. A run recorded by other code runs again (its ``note`` says so) unless
-  ``accept_old_code``;
+  hashes, :meth:`ecgnb.workflow.grid.Grid.hashes`) and was produced by this code: the files its
+  notebook executes (:func:`ecgnb.config.code_files`: the notebook and the ``ecgnb`` modules it
+  imports, transitively) and the torch/numpy/scikit-learn versions are those recorded. An edit
+  elsewhere (the command line, the benchmarks) leaves it cached. A run recorded by other code
+  runs again unless ``accept_old_code``;
 - ``failed``: ``_FAILED.json`` records the current hash; kept failed (its dependants ``skipped``)
   unless ``retry_failed``;
 - ``pending``: anything else (never run, interrupted, or run with other parameters).
 
+A run that is not cached has a ``note`` saying why (``ecgnb run --dry-run`` shows it):
+"code changed: ecgnb/models/ts2vec.py", "parameters changed: lr 0.001 -> 0.0003", "parent runs
+again: ...", "incomplete", "failed before: ...".
+
 Pending runs start, ``jobs`` at a time, once their parents are ``cached`` or ``done``; a failure
-marks every dependant ``skipped`` and the rest continues. Before a run starts, outputs of an
-attempt with another hash or other code are removed (so no stale cell survives a parameter or
-code change), while an interrupted attempt with the same hash and code is kept (notebook 04
-resumes its finished cells). A sweep killed at any moment leaves nothing that looks complete.
+marks every dependant ``skipped`` and the rest continues. A run whose kernel died (killed by the
+out-of-memory killer, :class:`~ecgnb.workflow.kernel.KernelDied`) runs again, up to ``retries``
+times, in the same folder (it resumes from what the notebook kept). Before a run starts, its
+folder is prepared (:func:`prepare_folder`): a complete result of other parameters or code is
+set aside under ``superseded/`` (the ``keep_superseded`` newest per run are kept), an
+incomplete attempt with another hash or other code is removed (so no stale cell survives), and
+an interrupted attempt with the same hash and code is kept (notebook 04 resumes its finished
+cells; ``checkpoints/`` stay) but for its temporary files. A sweep killed at any moment leaves
+nothing that looks complete. Before the first run, the sweep checks that the runs to do fit the
+free space of the grid folder (:mod:`ecgnb.workflow.disk`; ``disk_check=False`` skips it).
 ``<outputs>/<grid>/sweep.json`` records every run's state, hash, wall time and error, rewritten
 atomically after each change; runs a killed sweep left "running" are marked "interrupted" when
 the next sweep starts. One sweep per grid folder runs at a time (``.sweep.lock``).
@@ -49,8 +60,9 @@ from tqdm.auto import tqdm
 from ecgnb import runs
 from ecgnb.config import code_identity, write_json
 from ecgnb.runs import FAILED, outputs_root
-from ecgnb.workflow import runner
-from ecgnb.workflow.grid import SECTIONS, Grid
+from ecgnb.workflow import disk, runner
+from ecgnb.workflow.grid import SECTIONS, STAGE_OF_SECTION, Grid
+from ecgnb.workflow.kernel import KernelDied
 
 STATES = ("cached", "done", "failed", "skipped", "pending", "running", "excluded", "interrupted")
 FINISHED_OK = ("cached", "done")
@@ -59,6 +71,10 @@ STATUS_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RUN_THREADS = 1  # math threads per kernel, independent of --jobs (reproducible numbers)
+RETRIES = 3  # further attempts of a run whose kernel died (as Ray's for a lost node)
+KEEP_SUPERSEDED = 3  # complete results set aside per run (ecgnb run --keep-superseded)
+KERNEL_DIED_STATUS = 75  # exit status of a run's child process whose kernel died
+CHECKPOINTS = "checkpoints"  # a notebook's resumable state, kept for the next attempt
 
 
 class SweepBusy(FileExistsError):
@@ -82,7 +98,7 @@ class RunStatus:
     error: str | None = None
     device: str | None = None
     folder: str = ""
-    note: str | None = None  # why a run that finished before runs again (other code)
+    note: str | None = None  # why a run that is not cached runs (code, parameters, ...)
 
 
 # (grid, run name, parents' hashes, device) -> None, or where the run executed (e.g. a Ray node)
@@ -101,10 +117,11 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
         status = RunStatus(name, run.section, hashes[name], run.parents, folder=str(folder))
         failed_parents = [p for p in run.parents if out[p].state in ("failed", "skipped")]
         complete = runs.is_complete(folder, hashes[name])
-        status.note = runs.code_change(runs.completion_record(folder)) if complete else None
+        record = runs.completion_record(folder)
+        status.note = runs.code_change(record, run.notebook) if complete else None
         if complete and (status.note is None or accept_old_code):
             status.state = "cached"
-            status.wall_s = runs.completion_record(folder).get("wall_s")
+            status.wall_s = record.get("wall_s")
         elif name not in selected:
             status.state = "excluded"
         elif failed_parents:
@@ -112,13 +129,53 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
         elif _read(folder / FAILED).get("params_hash") == hashes[name] and not retry_failed:
             status.state = "failed"
             status.error = "(previous attempt) " + str(_read(folder / FAILED).get("error"))
+        if status.state == "pending" and status.note is None:
+            status.note = _reason(run, folder, record, hashes[name], out)
         out[name] = status
     return out
 
 
+def _reason(run, folder: Path, record: dict | None, digest: str,
+            planned: dict[str, RunStatus]) -> str | None:
+    """Why a pending run runs, other than code (None: it never ran)."""
+    if record is not None and record.get("params_hash") != digest:
+        recorded = record.get("params")
+        if recorded is None:  # recorded before the runner kept the parameters: config.json's
+            config = runs.run_params(folder)
+            recorded = {k: config[k] for k in run.params if k in config}
+        change = params_change(recorded, run.params)
+        if change:
+            return f"parameters changed: {change}"
+        again = [p for p in run.parents if planned[p].state != "cached"]
+        return f"parent runs again: {again[0]}" if again else "a parent ran again since"
+    failure = _read(folder / FAILED).get("error")
+    if failure:
+        return f"failed before: {str(failure).splitlines()[0][:200]}"
+    return "incomplete" if folder.is_dir() else None
+
+
+def params_change(recorded: dict, params: dict, shown: int = 3) -> str:
+    """``lr 0.001 -> 0.0003, n_epochs 2 -> 3``: the parameters that differ (empty: none)."""
+    unset = object()
+    keys = sorted(k for k in set(recorded) | set(params)
+                  if recorded.get(k, unset) != params.get(k, unset))
+    parts = [f"{k} {_shown(recorded.get(k, unset))} -> {_shown(params.get(k, unset))}"
+             for k in keys[:shown]]
+    return ", ".join(parts + ([f"{len(keys) - shown} more"] if len(keys) > shown else []))
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return "(unset)"
+
+
 def code_note(statuses: dict[str, RunStatus], accept_old_code: bool) -> str | None:
     """One line about the runs recorded by other code (None when there are none)."""
-    old = [s.name for s in statuses.values() if (s.note or "").startswith("recorded by other")]
+    old = [s.name for s in statuses.values() if runs.is_code_change(s.note)]
     if not old:
         return None
     if accept_old_code:
@@ -145,8 +202,10 @@ def count_states(statuses: dict[str, RunStatus]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def format_plan(grid: Grid, statuses: dict[str, RunStatus], accept_old_code: bool = False) -> str:
-    """The DAG as text: runs grouped by grid section with their state and parents, then counts."""
+def format_plan(grid: Grid, statuses: dict[str, RunStatus], accept_old_code: bool = False,
+                disk_check: bool = True) -> str:
+    """The DAG as text: runs grouped by grid section with their state, parents and, for a run that
+    runs, why; then counts, the disk space the runs to do need, and a line on old code."""
     lines = [f"grid '{grid.name}' ({grid.source}) -> {outputs_root() / grid.name}"]
     counts = grid.counts()
     for section in SECTIONS:
@@ -156,25 +215,62 @@ def format_plan(grid: Grid, statuses: dict[str, RunStatus], accept_old_code: boo
         cells = f", {counts[section]['cells']} cells" if counts[section]["cells"] else ""
         lines.append(f"\n{section} ({len(runs)} runs{cells})")
         for run in runs:
-            state = statuses[run.name].state
+            status = statuses[run.name]
             after = f"  <- {', '.join(run.parents)}" if run.parents else ""
-            lines.append(f"  [{state:>8}] {run.name}{after}")
+            why = f"  ({status.note})" if status.note and status.state == "pending" else ""
+            lines.append(f"  [{status.state:>8}] {run.name}{after}{why}")
     total = sum(c["runs"] for c in counts.values())
     n_cells = sum(c["cells"] for c in counts.values())
     lines.append(f"\n{total} runs, {n_cells} downstream cells; states: {count_states(statuses)}")
+    if disk_check and to_do(grid, statuses):
+        lines.append(disk.space_line(to_do(grid, statuses), outputs_root() / grid.name,
+                                     outputs_root())[0])
     note = code_note(statuses, accept_old_code)
     return "\n".join(lines + ([note] if note else []))
 
 
+def to_do(grid: Grid, statuses: dict[str, RunStatus]) -> list[str]:
+    """The notebook stage of every run the sweep will execute (for the disk estimate)."""
+    return [STAGE_OF_SECTION[grid.runs[n].section] for n, s in statuses.items()
+            if s.state == "pending"]
+
+
 # --------------------------------------------------------------------------- executing one run
-def prepare_folder(folder: Path, digest: str) -> None:
-    """Remove outputs of an attempt with another hash or other code; record this attempt."""
-    attempt = _read(folder / ATTEMPT)
-    if folder.exists() and (attempt.get("params_hash") != digest
-                            or attempt.get("code") != code_identity()):
-        shutil.rmtree(folder)
-    write_json(folder / ATTEMPT, {"params_hash": digest, "code": code_identity(),
-                                  "started": time.time()})
+def prepare_folder(folder: Path, digest: str, code: dict | None = None,
+                   keep: int = KEEP_SUPERSEDED) -> None:
+    """Make ``folder`` ready for an attempt with parameter hash ``digest`` and ``code`` (the
+    run's :func:`~ecgnb.config.code_identity`; default: the whole package's): a complete result
+    is set aside (:func:`ecgnb.runs.set_aside`, ``keep`` per run), an incomplete attempt with
+    another hash or other code is removed (its ``checkpoints/`` too when the parameters differ),
+    one with the same hash and code keeps all but its temporary files. Records this attempt."""
+    code = code or code_identity()
+    record = runs.completion_record(folder)
+    if record is not None and runs.is_complete(folder):
+        changed = record.get("params_hash") != digest
+        tag = record.get("params_hash") if changed else (record.get("code") or {}).get(
+            "source_hash")
+        runs.set_aside(folder, str(tag or "unknown"), keep)
+    elif folder.exists():
+        attempt = _read(folder / ATTEMPT)
+        same_params = attempt.get("params_hash") == digest
+        if not same_params or attempt.get("code") != code:
+            kept = {runs.SUPERSEDED} | ({CHECKPOINTS} if same_params else set())
+            _remove_all_but(folder, kept)
+        else:
+            for tmp in folder.rglob("*.tmp"):
+                if runs.SUPERSEDED not in tmp.relative_to(folder).parts:
+                    tmp.unlink(missing_ok=True)
+    write_json(folder / ATTEMPT, {"params_hash": digest, "code": code, "started": time.time()})
+
+
+def _remove_all_but(folder: Path, kept: set[str]) -> None:
+    for entry in folder.iterdir():
+        if entry.name in kept:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def execute_run(grid: Grid, name: str, parent_hashes: tuple[str, ...],
@@ -191,8 +287,9 @@ def execute_run(grid: Grid, name: str, parent_hashes: tuple[str, ...],
     proc = subprocess.run([sys.executable, "-m", "ecgnb.workflow.sweep", json.dumps(spec)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RunFailed(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
-                        else f"exit status {proc.returncode}")
+        line = (proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                else f"exit status {proc.returncode}")
+        raise (KernelDied if proc.returncode == KERNEL_DIED_STATUS else RunFailed)(line)
 
 
 def device_index(device: str) -> str:
@@ -204,18 +301,28 @@ def device_index(device: str) -> str:
 
 
 def _attempt(execute: Executor, grid: Grid, name: str, hashes: dict[str, str],
-             device: str | None) -> tuple[float, str | None]:
+             device: str | None, retries: int = RETRIES,
+             keep: int = KEEP_SUPERSEDED) -> tuple[float, str | None]:
+    """One run, in its prepared folder; run again while its kernel dies (``retries`` times)."""
     start = time.time()
-    prepare_folder(run_folder(grid, name), hashes[name])
-    where = execute(grid, name, tuple(hashes[p] for p in grid.runs[name].parents), device)
-    return time.time() - start, where or device
+    code = code_identity(grid.runs[name].notebook)
+    parents = tuple(hashes[p] for p in grid.runs[name].parents)
+    for attempt in range(retries + 1):
+        prepare_folder(run_folder(grid, name), hashes[name], code, keep)
+        try:
+            where = execute(grid, name, parents, device)
+            return time.time() - start, where or device
+        except KernelDied:
+            if attempt == retries:
+                raise
 
 
 # --------------------------------------------------------------------------- the sweep
 def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str | None = None,
               retry_failed: bool = False, progress: bool = True,
-              execute: Executor = execute_run,
-              accept_old_code: bool = False) -> dict[str, RunStatus]:
+              execute: Executor = execute_run, accept_old_code: bool = False,
+              retries: int = RETRIES, keep_superseded: int = KEEP_SUPERSEDED,
+              disk_check: bool = True) -> dict[str, RunStatus]:
     """Execute the pending runs of ``grid`` (see the module docstring); returns every status."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -230,7 +337,10 @@ def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str 
         for name in left:
             if statuses[name].state == "pending":
                 statuses[name].note = statuses[name].note or "left running by a killed sweep"
-        return _Scheduler(grid, statuses, jobs, devices, execute, progress).run()
+        if disk_check:
+            disk.check_space(to_do(grid, statuses), outputs_root() / grid.name, outputs_root())
+        return _Scheduler(grid, statuses, jobs, devices, execute, progress, retries,
+                          keep_superseded).run()
 
 
 def mark_interrupted(grid: Grid) -> list[str]:
@@ -289,8 +399,10 @@ def _check_auto_device(grid: Grid) -> None:
 class _Scheduler:
     """The loop of one sweep: start ready runs, collect finished ones, record states."""
 
-    def __init__(self, grid, statuses, jobs, devices, execute, progress):
+    def __init__(self, grid, statuses, jobs, devices, execute, progress, retries=RETRIES,
+                 keep=KEEP_SUPERSEDED):
         self.grid, self.statuses, self.jobs, self.execute = grid, statuses, jobs, execute
+        self.retries, self.keep = retries, keep
         self.free = list(devices)
         self.hashes = {n: s.hash for n, s in statuses.items()}
         self.order = _priority(grid)
@@ -338,7 +450,8 @@ class _Scheduler:
         status = self.statuses[name]
         status.device = self.free.pop(0) if self.free else None
         status.state, status.error = "running", None
-        future = pool.submit(_attempt, self.execute, self.grid, name, self.hashes, status.device)
+        future = pool.submit(_attempt, self.execute, self.grid, name, self.hashes, status.device,
+                             self.retries, self.keep)
         self.running[future] = name
         self.save()
 
@@ -393,10 +506,15 @@ def _error_text(name: str, error: BaseException, folder: str) -> str:
 
 
 def _child(spec_json: str) -> int:
-    """Entry point of a run's child process (``python -m ecgnb.workflow.sweep SPEC``)."""
+    """Entry point of a run's child process (``python -m ecgnb.workflow.sweep SPEC``); a kernel
+    that died is exit status :data:`KERNEL_DIED_STATUS`, for the parent to run it again."""
     spec = json.loads(spec_json)
-    runner.execute(spec["notebook"], spec["params"], run_name=spec["run_name"], overwrite=True,
-                   parents_hash=tuple(spec["parents_hash"]))
+    try:
+        runner.execute(spec["notebook"], spec["params"], run_name=spec["run_name"],
+                       overwrite=True, parents_hash=tuple(spec["parents_hash"]))
+    except KernelDied as exc:
+        print(exc, file=sys.stderr)
+        return KERNEL_DIED_STATUS
     return 0
 
 

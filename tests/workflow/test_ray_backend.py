@@ -289,6 +289,26 @@ def test_driver_killed_hard_then_started_again_resumes(tmp_path, cluster, fake_n
     assert len(rows) == 2 * 2 and not rows.duplicated(["run", "cell"]).any()
 
 
+@pytest.mark.slow
+def test_a_killed_kernel_is_retried_by_ray(tmp_path, cluster, fake_nb, monkeypatch):
+    outputs = use_outputs(monkeypatch, tmp_path / "out")
+    path = write_grid(tmp_path / "g.yaml", fake_nb, backbones=["ts2vec", "tstcc"],
+                      scenarios=["ECG"], pretraining={"by_backbone": {
+                          "ts2vec": {"die": "once"}, "tstcc": {"die": "always"}}},
+                      finetuning={"heads": ["mlp"], "modes": ["lp"], "seeds": [0]})
+    grid = load_grid(path)
+    statuses, _ = ray_backend.run_sweep_on_ray(grid, cluster.address, progress=False,
+                                               max_retries=1)
+    assert states(statuses) == {"pretraining/ts2vec-ecg": "done", "pretraining/tstcc-ecg": "failed",
+                                "finetuning/ts2vec-ecg-f1.0": "done",
+                                "finetuning/tstcc-ecg-f1.0": "skipped"}
+    for name in ("pretraining/ts2vec-ecg", "pretraining/tstcc-ecg"):  # Ray ran each twice
+        assert len(ray_backend.attempts(sweep.run_folder(grid, name))) == 2, name
+    failed = json.loads((outputs / "t" / "pretraining" / "tstcc-ecg" / FAILED).read_text())
+    assert failed["kernel"]["signal"] == "SIGKILL"
+    assert "kernel killed by SIGKILL" in statuses["pretraining/tstcc-ecg"].error
+
+
 def test_outputs_a_node_cannot_see_fail_clearly(tmp_path):
     assert "cannot see" in ray_backend._probe(str(tmp_path), "no-such-token")
 

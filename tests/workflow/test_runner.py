@@ -222,3 +222,64 @@ def test_without_the_last_cell_the_run_fails(outputs, tmp_path, monkeypatch):
     _fake_papermill(monkeypatch, None, after_pending=False)
     with pytest.raises(runner.RunError, match="finish_stage"):
         runner.execute(NB01, params)
+
+
+# --------------------------------------------------------------------------- kernels
+def test_a_kernel_that_dies_before_it_starts_is_started_again_at_once(outputs, tmp_path,
+                                                                      monkeypatch, capsys):
+    import papermill
+
+    from ecgnb import runs
+    from ecgnb.workflow import kernel
+    params = tmp_path / "p.yaml"
+    params.write_text("n_examples: 1\n")
+    _fake_papermill(monkeypatch, None)
+    works, calls = papermill.execute_notebook, []
+
+    def start_fails_once(src, dst, parameters, **kwargs):
+        calls.append(kwargs["kernel_manager_class"])
+        if len(calls) == 1:  # nbclient's words for a kernel gone before its first reply
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return works(src, dst, parameters, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", start_fails_once)
+    monkeypatch.setattr(kernel, "START_BACKOFF_S", 0.01)
+    folder = runner.execute(NB01, params)
+    assert len(calls) == 2 and runs.is_complete(folder) and not (folder / runs.FAILED).exists()
+    assert issubclass(calls[0], kernel.WatchedKernelManager)
+    assert "kernel start 1 failed (RuntimeError: Kernel died before replying to kernel_info)" \
+        in capsys.readouterr().err
+
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: calls.append(1) or (
+        _ for _ in ()).throw(RuntimeError("Kernel didn't respond in 60 seconds")))
+    with pytest.raises(runner.RunError, match="Kernel didn't respond in 60 seconds"):
+        runner.execute(NB01, params, overwrite=True)
+    assert len(calls) == kernel.START_TRIES  # then it is a failure of the run
+
+
+def test_a_failure_record_the_disk_refuses_is_not_claimed(outputs, tmp_path, monkeypatch):
+    params = tmp_path / "p.yaml"
+    params.write_text("n_examples: 1\n")
+    _fake_papermill(monkeypatch, OSError(28, "No space left on device"))
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "write_json", no_space)
+    with pytest.raises(runner.RunError) as info:
+        runner.execute(NB01, params)
+    assert "_FAILED.json could not be written in" in str(info.value)
+    assert "executed notebook and _FAILED.json" not in str(info.value)
+    assert not (outputs / "exploration" / "p" / "_FAILED.json").exists()
+
+
+def test_how_a_kernel_died_in_one_line():
+    from ecgnb.workflow.kernel import death_line
+    assert death_line({"returncode": -9, "signal": "SIGKILL", "peak_rss_bytes": 5.1e9}, 812.3) \
+        == "kernel killed by SIGKILL (out of memory?) after 812 s, peak RSS 5.1 GB"
+    assert death_line({"returncode": -11, "signal": "SIGSEGV"}, 3) == \
+        "kernel killed by SIGSEGV after 3 s"
+    assert death_line({"returncode": 1, "peak_rss_bytes": 2e8}, 3) == \
+        "kernel exited with status 1 after 3 s, peak RSS 200 MB"
+    assert death_line({}, 3) == "kernel died after 3 s"

@@ -1,6 +1,7 @@
 """The sweep scheduler on tiny fake notebooks: DAG order, failures, resumption, invalidation."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +13,13 @@ import nbformat
 import pytest
 import yaml
 
-from ecgnb import cli, runs
-from ecgnb.workflow import sweep
-from ecgnb.config import code_identity, write_json
+from ecgnb import cli, config, runs
+from ecgnb.workflow import disk, sweep
+from ecgnb.config import code_files, code_identity, write_json
 from ecgnb.report.collect import collect_results
 from ecgnb.workflow.grid import load_grid
 from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS
+from ecgnb.workflow.kernel import KernelDied
 from ecgnb.workflow.runner import params_hash
 
 PARAMETERS = '''backbone: str = ""
@@ -35,6 +37,7 @@ n_epochs: int = 1
 use_small_data: bool = True
 device: str = "auto"
 fail: bool = False
+die: str = ""
 sleep_s: float = 0.0
 output_dir: str = ""'''
 
@@ -45,6 +48,10 @@ out = ecgnb.runs.start_stage({"n_epochs": n_epochs}, "pretraining", output_dir)
 root = pathlib.Path(os.environ["ECGNB_OUTPUTS"])
 with open(root / "executions.log", "a") as log:
     log.write(out.relative_to(root).as_posix() + "\\n")
+marker = root / f"died-{out.name}"
+if die == "always" or (die == "once" and not marker.exists()):  # as the out-of-memory killer
+    marker.write_text("")
+    os.kill(os.getpid(), 9)
 time.sleep(sleep_s)
 if fail:
     raise RuntimeError("planned failure")
@@ -155,7 +162,9 @@ def test_changed_parameter_reruns_the_run_and_its_dependants(tmp_path, outputs, 
     assert sorted(executions(outputs)[4:]) == ["t/finetuning/ts2vec-ecg-continued1-f1.0",
                                                "t/regularization/ts2vec-ecg-continued1"]
     assert sorted(result.values()) == ["cached"] * 2 + ["done"] * 2
-    rows = collect_results(outputs / "t", root=outputs)
+    aside, = runs.superseded_results(outputs / "t" / "finetuning" / "ts2vec-ecg-continued1-f1.0")
+    assert runs.complete_cells(aside)  # the earlier result, set aside whole
+    rows = collect_results(outputs / "t", root=outputs)  # ... and not reported
     assert len(rows) == 2 * 2 * 2 and not rows.duplicated(["run", "cell"]).any()
 
 
@@ -214,7 +223,9 @@ def fake_execute(log: list):
         runs.start_stage({}, "pretraining", str(folder))
         runs.finish_stage(folder)
         (folder / "fake.ipynb").write_text("{}")
-        runs.complete_pending(folder, folder / "fake.ipynb", digest, 0.05)
+        run = grid.runs[name]
+        runs.complete_pending(folder, folder / "fake.ipynb", digest, 0.05,
+                              code_files(run.notebook), run.params)
     return execute
 
 
@@ -321,24 +332,69 @@ def test_a_torn_run_is_redone_by_the_next_sweep(tmp_path, outputs, fake_nb):
     assert ("pretraining/ts2vec-ecg", None) in log
 
 
-def test_runs_of_other_code_run_again_unless_accepted(tmp_path, outputs, fake_nb, monkeypatch,
-                                                      capsys):
-    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+def edited(monkeypatch, *paths: str) -> None:
+    """Make ``paths`` (as recorded: ``ecgnb/runs.py``) read as edited since the runs ran."""
+    real = config.file_digest
+    def digest(path):
+        return "0" * 16 if config.shown_path(path) in paths else real(path)
+    monkeypatch.setattr(config, "file_digest", digest)
+    monkeypatch.setattr(runs, "file_digest", digest)
+
+
+def test_an_edit_reruns_only_the_runs_whose_notebook_imports_it(tmp_path, outputs, fake_nb,
+                                                                  monkeypatch, capsys):
+    models_nb = tmp_path / "fake_models.ipynb"  # a finetuning notebook that also imports a model
+    nb = nbformat.read(fake_nb, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import ecgnb.models.ts2vec"))
+    nbformat.write(nb, models_nb)
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb,
+                                finetuning={"notebook": str(models_nb), "heads": ["mlp"],
+                                            "modes": ["lp"], "seeds": [0]}))
     sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    record = runs.completion_record(sweep.run_folder(grid, "finetuning/ts2vec-ecg-f1.0"))
+    assert {"ecgnb/models/ts2vec.py", "ecgnb/runs.py", "ecgnb/__init__.py",
+            str(models_nb)} <= set(record["code_files"])
+    assert record["code"]["source_hash"] == code_identity(models_nb)["source_hash"]
+
+    edited(monkeypatch, "ecgnb/cli.py", "ecgnb/bench/__init__.py")  # outside every notebook's code
     assert {s.state for s in sweep.plan(grid).values()} == {"cached"}
-    other = {**code_identity(), "source_hash": "0123456789abcdef"}
-    monkeypatch.setattr(sweep, "code_identity", lambda: other)
-    monkeypatch.setattr(runs, "code_identity", lambda: other)
+    edited(monkeypatch, "ecgnb/models/ts2vec.py")  # imported by the finetuning notebook only
     statuses = sweep.plan(grid)
-    assert {s.state for s in statuses.values()} == {"pending"}
-    assert "recorded by other code (source_hash" in statuses["pretraining/ts2vec-ecg"].note
-    assert "--accept-old-code" in sweep.code_note(statuses, False)
-    assert {s.state for s in sweep.plan(grid, accept_old_code=True).values()} == {"cached"}
+    assert {n: s.state for n, s in statuses.items()} == {
+        "pretraining/ts2vec-ecg": "cached", "regularization/ts2vec-ecg-continued1": "cached",
+        "finetuning/ts2vec-ecg-f1.0": "pending", "finetuning/ts2vec-ecg-continued1-f1.0": "pending"}
+    assert statuses["finetuning/ts2vec-ecg-f1.0"].note == "code changed: ecgnb/models/ts2vec.py"
     assert cli.main(["run", str(grid.source), "--dry-run"]) == 0
-    assert "4 run(s) were recorded by other code" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "finetuning/ts2vec-ecg-f1.0  <- pretraining/ts2vec-ecg  (code changed: " \
+           "ecgnb/models/ts2vec.py)" in out
+    assert "2 run(s) were recorded by other code" in out and "--accept-old-code" in out
+    assert {s.state for s in sweep.plan(grid, accept_old_code=True).values()} == {"cached"}
     log = []
     sweep.run_sweep(grid, progress=False, execute=fake_execute(log), accept_old_code=True)
     assert log == []
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log))
+    assert sorted(n for n, _ in log) == ["finetuning/ts2vec-ecg-continued1-f1.0",
+                                         "finetuning/ts2vec-ecg-f1.0"]
+
+
+def test_dry_run_says_why_a_run_runs_again(tmp_path, outputs, fake_nb, capsys):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"]))
+    sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    changed = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"],
+                                   pretraining={"n_epochs": 3}))
+    statuses = sweep.plan(changed)
+    assert statuses["pretraining/ts2vec-ecg"].note == "parameters changed: n_epochs 2 -> 3"
+    assert statuses["finetuning/ts2vec-ecg-f1.0"].note == "parent runs again: pretraining/ts2vec-ecg"
+    folder = sweep.run_folder(grid, "finetuning/ts2vec-ecg-f1.0")
+    (folder / runs.SUCCESS).unlink()
+    write_json(folder / FAILED, {"error": "RuntimeError: planned failure", "params_hash": "old"})
+    assert sweep.plan(grid)["finetuning/ts2vec-ecg-f1.0"].note == \
+        "failed before: RuntimeError: planned failure"
+    (folder / FAILED).unlink()
+    assert sweep.plan(grid)["finetuning/ts2vec-ecg-f1.0"].note == "incomplete"
+    assert cli.main(["run", str(changed.source), "--dry-run"]) == 0
+    assert "(parameters changed: n_epochs 2 -> 3)" in capsys.readouterr().out
 
 
 def test_other_code_removes_an_interrupted_attempt(tmp_path, monkeypatch):
@@ -358,3 +414,125 @@ def test_a_sweep_killed_while_running_is_marked_interrupted(tmp_path, outputs, f
     record = json.loads((outputs / "t" / sweep.STATUS_FILE).read_text())
     assert record["runs"]["pretraining/ts2vec-ecg"]["state"] == "interrupted"
     assert sweep.mark_interrupted(grid) == []
+
+
+# --------------------------------------------------------------------------- kernels that die
+@pytest.mark.slow
+def test_a_killed_kernel_is_retried_and_one_killed_every_time_names_the_signal(tmp_path, outputs,
+                                                                               fake_nb):
+    path = write_grid(tmp_path / "g.yaml", fake_nb, backbones=["ts2vec", "tstcc"],
+                      scenarios=["ECG"], pretraining={"by_backbone": {
+                          "ts2vec": {"die": "once"}, "tstcc": {"die": "always"}}})
+    statuses = sweep.run_sweep(load_grid(path), jobs=2, progress=False, retries=1)
+    assert states(statuses) == {"pretraining/ts2vec-ecg": "done", "pretraining/tstcc-ecg": "failed",
+                                "finetuning/ts2vec-ecg-f1.0": "done",
+                                "finetuning/tstcc-ecg-f1.0": "skipped"}
+    assert executions(outputs).count("t/pretraining/ts2vec-ecg") == 2  # killed, then completed
+    assert executions(outputs).count("t/pretraining/tstcc-ecg") == 2  # killed twice: retries=1
+    failed = json.loads((outputs / "t" / "pretraining" / "tstcc-ecg" / FAILED).read_text())
+    assert failed["error"].startswith("kernel killed by SIGKILL (out of memory?) after ")
+    assert failed["kernel"]["signal"] == "SIGKILL" and failed["kernel"]["returncode"] == -9
+    assert failed["kernel"]["peak_rss_bytes"] > 10e6  # a Python kernel holds tens of MB
+    assert "kernel killed by SIGKILL" in statuses["pretraining/tstcc-ecg"].error
+
+
+def test_a_kernel_death_is_retried_in_the_same_folder(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"]))
+    log, plain = [], fake_execute([])
+
+    def execute(grid_, name, parent_hashes, device):
+        folder = sweep.run_folder(grid_, name)
+        log.append(name)
+        if log.count(name) == 1:  # the first attempt leaves a checkpoint and dies
+            (folder / sweep.CHECKPOINTS).mkdir()
+            (folder / sweep.CHECKPOINTS / "epoch-1.pt").write_text("state")
+            raise KernelDied("kernel killed by SIGKILL (out of memory?) after 1 s")
+        assert (folder / sweep.CHECKPOINTS / "epoch-1.pt").is_file()  # the retry may resume
+        plain(grid_, name, parent_hashes, device)
+
+    statuses = sweep.run_sweep(grid, progress=False, execute=execute)
+    assert set(states(statuses).values()) == {"done"}
+    assert log == ["pretraining/ts2vec-ecg"] * 2 + ["finetuning/ts2vec-ecg-f1.0"] * 2
+
+
+def test_a_child_whose_kernel_died_says_so(tmp_path, outputs, fake_nb, monkeypatch):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    monkeypatch.setattr(sweep.subprocess, "run", lambda argv, env, **kw: subprocess.CompletedProcess(
+        argv, sweep.KERNEL_DIED_STATUS, "", "kernel killed by SIGKILL after 3 s\n"))
+    with pytest.raises(KernelDied, match="SIGKILL"):
+        sweep.execute_run(grid, "pretraining/ts2vec-ecg", (), device="cuda:0")
+
+
+# --------------------------------------------------------------------------- superseded results
+def test_a_finished_run_that_runs_again_is_set_aside_not_deleted(tmp_path, outputs, fake_nb):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"]))
+    sweep.run_sweep(grid, progress=False, execute=fake_execute([]))
+    folder = sweep.run_folder(grid, "pretraining/ts2vec-ecg")
+    old = runs.completion_record(folder)
+    changed = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=["ECG"],
+                                   pretraining={"n_epochs": 3}))
+    sweep.run_sweep(changed, progress=False, execute=fake_execute([]))
+    aside, = runs.superseded_results(folder)
+    assert aside.parent == folder / runs.SUPERSEDED and aside.name.startswith(old["params_hash"])
+    assert runs.is_complete(aside) and runs.completion_record(aside) == old  # intact, readable
+    assert runs.completion_record(folder)["params"]["n_epochs"] == 3
+    assert runs.SUPERSEDED not in "".join(runs.completion_record(folder)["artefacts"])
+    assert runs.finished_runs(outputs) == sorted(sweep.run_folder(changed, n) for n in changed.runs)
+    with pytest.raises(FileNotFoundError, match="set aside"):
+        runs.find_run(aside.relative_to(outputs).as_posix())
+    assert runs.find_run("t/pretraining/ts2vec-ecg") == folder
+
+
+def test_set_aside_keeps_the_newest_results_up_to_the_cap(tmp_path, complete_run):
+    folder = tmp_path / "run"
+    for i in range(4):
+        complete_run(folder, params_hash=f"h{i}")
+        sweep.prepare_folder(folder, f"h{i + 1}", keep=2)
+        assert not (folder / runs.SUCCESS).exists()  # the new attempt starts empty
+    kept = runs.superseded_results(folder)
+    assert [p.name.split("-")[0] for p in kept] == ["h3", "h2"]  # newest first, two kept
+    assert all(runs.is_complete(p) for p in kept)
+    complete_run(folder, params_hash="h4")
+    sweep.prepare_folder(folder, "h5", keep=1)  # the result just set aside is the newest: kept
+    newest, = runs.superseded_results(folder)
+    assert runs.is_complete(newest, "h4")
+
+
+def test_an_incomplete_attempt_loses_only_its_temporary_files(tmp_path):
+    folder = tmp_path / "run"
+    sweep.prepare_folder(folder, "aaa")
+    for rel in ("cells/c/metrics.json", "cells/c/model.pt.tmp", "figures.html.tmp",
+                "checkpoints/epoch-3.pt", "superseded/x-1/_SUCCESS.json"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("x")
+    sweep.prepare_folder(folder, "aaa")  # the same attempt, resumed
+    left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert left == [sweep.ATTEMPT, "cells/c/metrics.json", "checkpoints/epoch-3.pt",
+                    "superseded/x-1/_SUCCESS.json"]
+    sweep.prepare_folder(folder, "bbb")  # other parameters: the attempt and its checkpoints go
+    left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert left == [sweep.ATTEMPT, "superseded/x-1/_SUCCESS.json"]
+
+
+# --------------------------------------------------------------------------- disk space
+def test_a_sweep_that_does_not_fit_the_disk_stops_before_the_first_run(tmp_path, outputs, fake_nb,
+                                                                       monkeypatch, capsys):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
+    usage = shutil.disk_usage(outputs)
+    monkeypatch.setattr(disk.shutil, "disk_usage",
+                        lambda path: usage._replace(free=int(150e6)))
+    log = []
+    with pytest.raises(disk.NotEnoughSpace) as info:
+        sweep.run_sweep(grid, progress=False, execute=fake_execute(log))
+    assert log == [] and "\n" not in str(info.value)
+    needed = 100e6 + 100e6 + 2 * 500e6  # no finished run yet: the defaults per stage
+    assert (f"the 4 run(s) to do need about {disk.human_size(needed)} in {outputs / 't'}, "
+            "150 MB free") in str(info.value)
+    assert cli.main(["run", str(grid.source)]) == 2
+    assert "error: not enough disk: the 4 run(s) to do" in capsys.readouterr().err
+    sweep.run_sweep(grid, progress=False, execute=fake_execute(log), disk_check=False)
+    assert len(log) == 4
+    # from now on, the finished runs of each stage (a few kB) are the estimate
+    sizes = disk.finished_sizes(outputs)
+    assert sum(len(v) for v in sizes.values()) == 4
+    assert disk.space_needed(["pretraining"] * 10, outputs) < 1e6
