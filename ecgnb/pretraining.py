@@ -7,8 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ecgnb import models
-from ecgnb.config import check_recipe
+from ecgnb import models, recipes
 from ecgnb.data import DataConfig, Windows
 from ecgnb.data.corpora import corpus_record, target_exposure
 from ecgnb.data.scenarios import UNTRAINED
@@ -22,14 +21,10 @@ SMALL_MODELS: dict[str, dict] = {
               "timesteps": 10},
     "series2vec": {"rep_size": 64, "n_heads": 4, "dim_ff": 64, "softdtw_decimate": 4},
 }
-# What the study's code ran where our backbone defaults differ (docs/deviations.md).
-STUDY_MODELS: dict[str, dict] = {
-    "tstcc": {"betas": (0.9, 0.999), "clean_bn_stats": False},
-}
-# Checkpoint selection: "holdout" = the epoch with the lowest SSL loss on the held-out subject
-# (the study's), "last" = the last epoch (ours).
-SELECTIONS = ("holdout", "last")
-RECIPE_SELECTION = {"study": "holdout", "ecgnb": "last"}
+# Checkpoint selection: "holdout" = the epoch with the lowest SSL loss on the held-out subject,
+# "train_loss" = the lowest training loss, "last" = the last epoch; each recipe's per backbone
+# in ecgnb.recipes.PRETRAINING.
+SELECTIONS = ("holdout", "train_loss", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,20 +43,28 @@ class PretrainConfig(DataConfig):
     model_size: str = "study"  # "study" (published sizes) or "small" (smoke tests, demo)
     model_overrides: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
-    recipe: str = "ecgnb"  # "study" or "ecgnb": the defaults of selection and backbone settings
-    selection: str | None = None  # "holdout" or "last"; None: the recipe's
+    recipe: str = "ecgnb"  # "study" or "ecgnb": the defaults below (ecgnb.recipes.PRETRAINING)
+    selection: str | None = None  # "holdout", "train_loss" or "last"; None: the recipe's
+    use_amp: bool | None = None  # float16 autocast on CUDA; None: the recipe's (study: off)
     device: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
-        check_recipe(self.recipe)
+        recipes.check_recipe(self.recipe)
         if self.selection is not None and self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
 
     @property
     def selection_(self) -> str:
         """The checkpoint selection in force (explicit, else the recipe's)."""
-        return self.selection or RECIPE_SELECTION[self.recipe]
+        return self.selection or recipes.value("pretraining", self.recipe, "selection",
+                                               self.backbone)
+
+    @property
+    def use_amp_(self) -> bool:
+        """Mixed precision on CUDA in force (explicit, else the recipe's)."""
+        return recipes.value("pretraining", self.recipe, "use_amp") if self.use_amp is None \
+            else self.use_amp
 
 
 def model_config(backbone: str, model_size: str, overrides: dict, recipe: str = "ecgnb") -> dict:
@@ -70,8 +73,7 @@ def model_config(backbone: str, model_size: str, overrides: dict, recipe: str = 
     if model_size not in ("study", "small"):
         raise ValueError(f"model_size must be 'study' or 'small', got '{model_size}'")
     base = SMALL_MODELS.get(backbone, {}) if model_size == "small" else {}
-    study = STUDY_MODELS.get(backbone, {}) if check_recipe(recipe) == "study" else {}
-    return {**study, **base, **overrides}
+    return {**recipes.backbone_settings(recipe, backbone), **base, **overrides}
 
 
 def initial_twin(encoder: Encoder, seed: int) -> Encoder:
@@ -85,48 +87,54 @@ def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
              verbose: bool = True) -> Encoder:
     """Build the backbone and run SSL on ``train``; keep the checkpoint of ``cfg.selection_``
     (the lowest held-out loss needs ``val``); appends a lineage record."""
-    overrides = model_config(cfg.backbone, cfg.model_size, cfg.model_overrides, cfg.recipe)
+    overrides = {"use_amp": cfg.use_amp_,
+                 **model_config(cfg.backbone, cfg.model_size, cfg.model_overrides, cfg.recipe)}
     if cfg.backbone == "series2vec":
         overrides.setdefault("fs", cfg.fs)
     encoder = models.build(cfg.backbone, device=cfg.device, seed=cfg.seed, verbose=verbose,
                            **overrides)
-    use_holdout = cfg.selection_ == "holdout" and cfg.n_epochs > 0
-    if use_holdout and (val is None or len(val) < 2):
+    selecting = cfg.selection_ != "last" and cfg.n_epochs > 0
+    if cfg.selection_ == "holdout" and selecting and (val is None or len(val) < 2):
         raise ValueError("selection 'holdout' needs the held-out subject's windows (val)")
-    best = BestHoldout()
+    best = BestHoldout(on="val_loss" if cfg.selection_ == "holdout" else "loss")
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     encoder.fit(train.x, n_epochs=cfg.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=None if val is None else val.x,
-                seed=cfg.seed, callback=best.update if use_holdout else None)
+                seed=cfg.seed, callback=best.update if selecting else None)
     trained = cfg.n_epochs > 0
     if not trained:  # the "untrained" reference: say so, and keep its losses as epoch 0
         encoder.history_.append(_initial_losses(encoder, cfg, train, val))
         selection = f"initial weights (seed {cfg.seed}), no training"
-    elif use_holdout:
+    elif selecting:
         encoder.load_snapshot(best.state)
-        selection = (f"lowest held-out-subject SSL loss: epoch {best.epoch} of {cfg.n_epochs} "
-                     f"(val_loss {best.loss:.4g})")
+        what = "held-out-subject SSL loss" if best.on == "val_loss" else "training SSL loss"
+        selection = (f"lowest {what}: epoch {best.epoch} of {cfg.n_epochs} "
+                     f"({best.on} {best.loss:.4g})")
     else:
         selection = "last epoch"
     encoder.lineage.append({
         "stage": "pretrain" if trained else "untrained", "scenario": cfg.corpus if trained else
         UNTRAINED, "corpus": corpus_record(cfg.corpus, train) if trained else None,
         "epochs": cfg.n_epochs, "seed": cfg.seed, "parent": None, "parent_hash": None,
-        "recipe": cfg.recipe, "selection": selection, "selected_epoch": best.epoch or cfg.n_epochs,
+        "recipe": cfg.recipe, "selection": selection, "selection_rule": cfg.selection_,
+        "selected_epoch": best.epoch or cfg.n_epochs, "start_from": "initial weights",
+        "training": encoder.training_record(),
         **target_exposure(cfg, train, val), "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
     return encoder
 
 
 class BestHoldout:
-    """Epoch callback keeping a deep copy of the weights at the lowest ``val_loss`` so far."""
+    """Epoch callback keeping a deep copy of the weights at the lowest ``on`` loss so far
+    (``"val_loss"``: held out; ``"loss"``: training)."""
 
-    def __init__(self, first_epoch: int = 1):
+    def __init__(self, first_epoch: int = 1, on: str = "val_loss"):
         self.first_epoch = first_epoch  # history epoch numbered 1 here (continuations)
+        self.on = on
         self.loss, self.epoch, self.state = np.inf, None, None
 
     def update(self, encoder: Encoder, record: dict) -> None:
-        loss = record.get("val_loss", np.nan)
+        loss = record.get(self.on, np.nan)
         if self.state is None or (np.isfinite(loss) and loss < self.loss):
             self.loss = loss if np.isfinite(loss) else np.inf
             self.state = encoder.snapshot()

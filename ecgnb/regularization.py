@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgnb.config import check_recipe
+from ecgnb import recipes
 from ecgnb.data import DataConfig, Windows, corpora, scenarios
 from ecgnb.data.corpora import corpus_record, target_exposure
 from ecgnb.models.base import CONTINUATIONS, Encoder
 
-SELECTIONS = ("last", "val")
-# The study chose continuation checkpoints by SSL loss on the held-out subject (S17).
-RECIPE_SELECTION = {"study": "val", "ecgnb": "last"}
+# "last" epoch, lowest loss on the continuation corpus's held-out part ("val") or lowest
+# training loss ("train_loss"); each recipe's per backbone in ecgnb.recipes.CONTINUATION.
+SELECTIONS = ("last", "val", "train_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +35,19 @@ class RegularizationConfig(DataConfig):
     channels: tuple[str, ...] = ()  # perturbing domains; empty: the step's whole corpus
     corpus_fraction: float | None = None  # share of each subject's windows; None: the study's
     n_windows: int = 0  # cap on continuation windows; 0: all
-    selection: str | None = None  # "last" epoch, or lowest loss on the continuation corpus's
-    # "val" (held-out subject / records); None: the recipe's (study: val, ecgnb: last)
+    selection: str | None = None  # "last" epoch, lowest loss on the continuation corpus's "val"
+    # (held-out subject / records) or "train_loss"; None: the recipe's for the parent's backbone
     continuation: str = "genuine"  # TS2Vec: "genuine" (ours) or "study" (averaged network only)
+    target_holdout: bool | None = None  # "extended": hold back 20 % of the target's training
+    # records as validation (True) or train on all (False); None: the recipe's (study: False)
+    use_amp: bool | None = None  # float16 autocast on CUDA; None: the recipe's (study: off)
     recipe: str = "ecgnb"
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
-        check_recipe(self.recipe)
+        recipes.check_recipe(self.recipe)
         if self.continuation not in CONTINUATIONS:
             raise ValueError(f"continuation must be one of {CONTINUATIONS}, "
                              f"got '{self.continuation}'")
@@ -58,10 +61,19 @@ class RegularizationConfig(DataConfig):
             raise ValueError(f"channels {sorted(set(self.channels) - set(allowed))} cannot perturb "
                              f"a '{self.step.corpus}' step; choose from {list(allowed)}")
 
+    def selection_for(self, backbone: str) -> str:
+        """The checkpoint selection in force for ``backbone`` (explicit, else the recipe's)."""
+        return self.selection or recipes.value("continuation", self.recipe, "selection", backbone)
+
     @property
-    def selection_(self) -> str:
-        """The checkpoint selection in force (explicit, else the recipe's)."""
-        return self.selection or RECIPE_SELECTION[self.recipe]
+    def use_amp_(self) -> bool:
+        return recipes.value("continuation", self.recipe, "use_amp") if self.use_amp is None \
+            else self.use_amp
+
+    @property
+    def target_holdout_(self) -> bool:
+        return recipes.value("continuation", self.recipe, "target_holdout") \
+            if self.target_holdout is None else self.target_holdout
 
     @property
     def step(self) -> scenarios.Step:
@@ -76,33 +88,41 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
     A parent trained with another target normalisation than ``cfg``'s is refused."""
     corpora.check_encoder_data(encoder.lineage, cfg, what=f"parent {parent_path}")
     parent_hash = encoder.weights_hash()
+    parent_checkpoint = encoder.lineage[-1].get("selection") if encoder.lineage else None
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    use_val = cfg.selection_ == "val" and val is not None and len(val) > 1
+    rule = cfg.selection_for(encoder.name)
+    use_val = rule == "val" and val is not None and len(val) > 1
+    on = "val_loss" if use_val else "loss" if rule == "train_loss" else None
     best = {"loss": np.inf, "epoch": None, "state": None}
     n_before = len(encoder.history_)
 
     def keep_best(enc: Encoder, record: dict) -> None:
-        if use_val and record["val_loss"] < best["loss"]:
-            best.update(loss=record["val_loss"], epoch=record["epoch"] - n_before,
-                        state=enc.snapshot())
+        if on is not None and record[on] < best["loss"]:
+            best.update(loss=record[on], epoch=record["epoch"] - n_before, state=enc.snapshot())
 
+    encoder.config = dataclasses.replace(encoder.config, use_amp=cfg.use_amp_)
     start_from = encoder.begin_continuation(cfg.continuation)
     encoder.fit(train.x, n_epochs=step.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=val.x if use_val else None,
                 seed=cfg.seed, verbose=verbose, callback=keep_best)
-    if use_val and best["state"] is not None:
+    if on is not None and best["state"] is not None:
         encoder.load_snapshot(best["state"])
-        selection = (f"lowest continuation-corpus validation loss: epoch {best['epoch']} of "
-                     f"{step.n_epochs} (val = {corpus_record('val', val)['n_groups']} held-out "
-                     "groups of the continuation corpus)")
+        what = (f"continuation-corpus validation loss (val = "
+                f"{corpus_record('val', val)['n_groups']} held-out groups of the continuation "
+                "corpus)" if use_val else "training loss")
+        selection = f"lowest {what}: epoch {best['epoch']} of {step.n_epochs}"
     else:
-        selection = f"last epoch ({step.n_epochs})"
+        selection = f"last epoch ({step.n_epochs})" + ("" if rule == "last" else
+                                                       ": no held-out part to select on")
     encoder.lineage.append({
         "stage": step.name, "scenario": scenario, "corpus": corpus_record(step.corpus, train),
         "epochs": step.n_epochs, "history_from_epoch": n_before + 1, "seed": cfg.seed,
         "lr": cfg.lr or encoder.config.lr, "parent": str(parent_path),
-        "parent_hash": parent_hash, "start_from": start_from, "continuation": cfg.continuation,
-        "recipe": cfg.recipe, "selection": selection, **target_exposure(cfg, train, val),
+        "parent_hash": parent_hash, "parent_checkpoint": parent_checkpoint,
+        "start_from": start_from, "continuation": cfg.continuation,
+        "recipe": cfg.recipe, "selection": selection, "selection_rule": rule,
+        "target_holdout": cfg.target_holdout_ if step.corpus == "target" else None,
+        "training": encoder.training_record(), **target_exposure(cfg, train, val),
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "weights_hash": encoder.weights_hash()})
     return encoder

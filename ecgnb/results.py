@@ -15,7 +15,9 @@ records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the me
 of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
 ``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
 ``n_test``, ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
-``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
+``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``, and what the cell trained
+with, resolved from its recipe: ``train_<name>`` for each name of
+:data:`ecgnb.evaluation.collect.TRAIN_COLUMNS` (optimizer, lr, weight decay, schedule, select_on...).
 """
 from __future__ import annotations
 

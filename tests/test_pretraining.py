@@ -43,7 +43,11 @@ def test_holdout_selection_keeps_the_best_holdout_epoch(corpus):
 
 
 def test_recipe_defaults_of_stage_02():
-    assert PretrainConfig().selection_ == "last"
+    assert PretrainConfig().selection_ == "last" and PretrainConfig().use_amp_
+    study = {b: PretrainConfig(backbone=b, recipe="study") for b in ("ts2vec", "tstcc", "series2vec")}
+    assert {b: c.selection_ for b, c in study.items()} == \
+        {"ts2vec": "holdout", "tstcc": "last", "series2vec": "train_loss"}
+    assert not any(c.use_amp_ for c in study.values())
     assert model_config("tstcc", "study", {}, "study") == {"betas": (0.9, 0.999),
                                                            "clean_bn_stats": False}
     assert model_config("tstcc", "study", {"betas": (0.9, 0.99)}, "study")["betas"] == (0.9, 0.99)
