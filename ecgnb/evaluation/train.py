@@ -131,7 +131,8 @@ class TrainConfig:
             return
         _one_of("encoder_optimizer", self.encoder_optimizer, ENCODER_OPTIMIZERS)
         _one_of("finetune_mask", self.finetune_mask, FINETUNE_MASKS)
-        if self.mode != "ft":
+        if self.mode != "ft":  # linear probing: the encoder is frozen
+            self.encoder_optimizer = self.encoder_lr_ratio = self.finetune_mask = None
             self.encoder_lr = self.encoder_weight_decay = None
             return
         if self.encoder_optimizer == "radam":
