@@ -90,8 +90,8 @@ ENCODER_RADAM: dict[str, dict] = {
 # H-InceptionTime, ReduceLROnPlateau on the *training* loss (factor 0.1, patience 10, min_lr 0),
 # 300 epochs, the best epoch on validation loss. Ours: the heads' recipe.
 SUPERVISED: dict[str, dict] = {
-    "ecgnb": {**{k: v for k, v in HEADS["ecgnb"].items()
-                 if k not in ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask")}},
+    "ecgnb": {k: v for k, v in HEADS["ecgnb"].items()
+              if k not in ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask")},
     "study": {"n_epochs": 300, "optimizer": "adam", "lr": 1e-3,
               "weight_decay": {"hinception": 0.0, "mlp": 1e-3, "fcn": 1e-3},
               "warmup_epochs": 0, "schedule": "plateau_train", "lr_factor": 0.1,
