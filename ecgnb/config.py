@@ -58,7 +58,7 @@ SHARE = Range(0, 1, low_open=True)  # a fraction in (0, 1]
 # One name, one meaning, everywhere: the range of each numeric parameter of the notebooks and of
 # their typed configs (``None``, where a parameter allows it, means "the default": not checked).
 PARAMETER_RANGES: dict[str, Range] = {
-    "n_epochs": COUNT, "batch_size": COUNT, "patience": COUNT, "n_members": COUNT,
+    "n_epochs": COUNT, "batch_size": COUNT, "n_members": COUNT,
     "n_examples": COUNT, "k_neighbors": COUNT, "n_boot": COUNT, "n_neighbors": Range(2),
     "n_windows": NON_NEGATIVE, "n_corpus_windows": NON_NEGATIVE, "min_dist": NON_NEGATIVE,
     "lr": POSITIVE, "encoder_lr_ratio": POSITIVE, "fs": POSITIVE,
@@ -66,6 +66,10 @@ PARAMETER_RANGES: dict[str, Range] = {
     "val_share": Range(0, 1, low_open=True), "test_share": Range(0, 1, low_open=True),
     "seed": NON_NEGATIVE, "seeds": NON_NEGATIVE, "data_seed": NON_NEGATIVE,
     "split_seed": NON_NEGATIVE,
+    # downstream training (0: no early stopping, no warm-up, no clipping)
+    "patience": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE, "lr_patience": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE, "min_lr": NON_NEGATIVE, "grad_clip": NON_NEGATIVE,
+    "lr_factor": Range(0, 1, low_open=True),
 }
 # Where a stage gives a parameter another range: pretraining for 0 epochs is the "untrained"
 # reference (the network at its initial weights).
@@ -96,18 +100,6 @@ def check_ranges(config) -> None:
                                 getattr(config, "STAGE", None))
         if problem:
             raise ValueError(f"{type(config).__name__}: {problem}")
-
-
-# Training recipes: "study" = the study's published settings (its defects fixed, nothing else
-# changed), "ecgnb" = ours. Each stage resolves its None parameters from the recipe
-# (docs/deviations.md lists every difference and its switch).
-RECIPES = ("ecgnb", "study")
-
-
-def check_recipe(recipe: str) -> str:
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {RECIPES}, got '{recipe}'")
-    return recipe
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ecgnb import models, runs
-from ecgnb.config import check_recipe, pick_device, write_json
+from ecgnb import models, recipes, runs
+from ecgnb.config import pick_device, write_json
 from ecgnb.data import DataConfig, Windows
 from ecgnb.data.corpora import check_encoder_data
 from ecgnb.evaluation import metrics
@@ -39,20 +39,32 @@ class FinetuneConfig(DataConfig):
     modes: tuple[str, ...] = ("lp", "ft")
     seeds: tuple[int, ...] = (0,)
     label_fraction: float = 1.0
-    recipe: str = "ecgnb"  # "study" or "ecgnb" (evaluation.train.RECIPES): the None values below
+    recipe: str = "ecgnb"  # "study" or "ecgnb" (ecgnb.recipes): the None values below
     n_epochs: int | None = None
+    optimizer: str | None = None  # adamw or adam
     lr: float | None = None
-    encoder_lr_ratio: float = 0.1
+    weight_decay: float | None = None  # per model under study (baselines)
+    warmup_epochs: int | None = None
+    schedule: str | None = None  # plateau_val, plateau_train or none
+    lr_factor: float | None = None
+    lr_patience: int | None = None
+    min_lr: float | None = None
+    grad_clip: float | None = None  # 0: no clipping
+    encoder_optimizer: str | None = None  # same or radam (fine-tuning)
+    encoder_lr_ratio: float | None = None  # encoder_optimizer "same": share of the head's rate
+    finetune_mask: str | None = None  # none or binomial (TS2Vec fine-tuning)
+    mlp_head: str | None = None  # ecgnb or study
     batch_size: int = 64
     patience: int | None = None  # 0: no early stopping
     imbalance: str | None = None
-    select_on: str = "macro_f1"
+    select_on: str | None = None  # macro_f1 or val_loss
+    use_amp: bool | None = None  # float16 autocast on CUDA
     n_members: int = 5  # H-InceptionTime's ensemble size
     device: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
-        check_recipe(self.recipe)
+        recipes.check_recipe(self.recipe)
 
     @property
     def is_supervised(self) -> bool:
@@ -92,14 +104,20 @@ def load_encoder(cfg: FinetuneConfig, fragments: Windows | None = None,
                      else None}
 
 
-def train_config(cfg: FinetuneConfig, cell: Cell, verbose: bool = False) -> TrainConfig:
-    return TrainConfig(head=cell.head, mode=cell.mode, recipe=cfg.recipe,
-                       n_epochs=cfg.n_epochs, lr=cfg.lr,
-                       encoder_lr_ratio=cfg.encoder_lr_ratio, batch_size=cfg.batch_size,
-                       patience=cfg.patience, imbalance=cfg.imbalance, select_on=cfg.select_on,
-                       label_fraction=cell.label_fraction, n_members=cfg.n_members,
-                       seed=cell.seed, device=cfg.device,
-                       verbose=verbose)
+# The FinetuneConfig fields a cell's TrainConfig takes under the same name.
+TRAIN_FIELDS = ("recipe", "n_epochs", "optimizer", "lr", "weight_decay", "warmup_epochs",
+                "schedule", "lr_factor", "lr_patience", "min_lr", "grad_clip",
+                "encoder_optimizer", "encoder_lr_ratio", "finetune_mask", "mlp_head",
+                "batch_size", "patience", "imbalance", "select_on", "use_amp", "n_members",
+                "device")
+
+
+def train_config(cfg: FinetuneConfig, cell: Cell, backbone: str | None = None,
+                 verbose: bool = False) -> TrainConfig:
+    """The cell's training config, resolved from the recipe (``backbone``: the encoder's)."""
+    return TrainConfig(head=cell.head, mode=cell.mode, backbone=backbone,
+                       label_fraction=cell.label_fraction, seed=cell.seed, verbose=verbose,
+                       **{name: getattr(cfg, name) for name in TRAIN_FIELDS})
 
 
 def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
@@ -111,12 +129,13 @@ def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
         if runs.is_cell_complete(folder):
             continue
         start = time.time()
-        result = run_cell(encoder, fragments, splits, train_config(cfg, cell))
+        config = train_config(cfg, cell, None if encoder is None else encoder.name)
+        result = run_cell(encoder, fragments, splits, config)
         folder.mkdir(parents=True, exist_ok=True)
         result.history.to_csv(folder / "history.csv", index=False)
         torch.save(result.model.state_dict(), folder / runs.CELL_MODEL)
         record = {**source, **dataclasses.asdict(cell), **result.label_record(),
-                  "cell": cell.name, "wall_s": time.time() - start}
+                  "mlp_head": config.mlp_head, "cell": cell.name, "wall_s": time.time() - start}
         write_json(folder / runs.CELL_RECORD, record)
         metrics.write_run(folder, result.test_metrics, result.predictions,
                           extra={**result.summary(), "cell": record})
@@ -162,13 +181,14 @@ def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder
     cell_dir = Path(cell_dir)
     cell = runs.read_json(cell_dir / runs.CELL_RECORD)
     state = torch.load(cell_dir / runs.CELL_MODEL, map_location="cpu", weights_only=True)
+    variant = {"mlp_head": cell.get("mlp_head", "ecgnb")} if cell["head"] == "mlp" else {}
     if cell["mode"] == SUPERVISED:
-        model = _baseline(cell["head"], n_classes, n_timesteps, state)
+        model = _baseline(cell["head"], n_classes, n_timesteps, state, variant)
     elif encoder is None:
         raise ValueError(f"{cell_dir}: a '{cell['mode']}' cell needs its encoder to be rebuilt")
     else:
         network = encoder.trainable_network()
-        model = Classifier(network, build_head(cell["head"], network, n_classes),
+        model = Classifier(network, build_head(cell["head"], network, n_classes, **variant),
                            freeze_network=cell["mode"] == "lp")
     try:
         model.load_state_dict(state, strict=True)
@@ -178,8 +198,9 @@ def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder
     return model.to(pick_device(device)).eval()
 
 
-def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict) -> nn.Module:
+def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict,
+              variant: dict) -> nn.Module:
     if name not in ENSEMBLE_BASELINES:
-        return build_baseline(name, n_classes, n_timesteps, seed=0)
+        return build_baseline(name, n_classes, n_timesteps, seed=0, **variant)
     members = {int(k.split(".")[1]) for k in state if k.startswith("members.")}
     return HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)))

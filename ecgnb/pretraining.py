@@ -4,12 +4,12 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from ecgnb import models
-from ecgnb.config import check_recipe
+from ecgnb import models, recipes
 from ecgnb.data import DataConfig, Windows
 from ecgnb.data.scenarios import UNTRAINED
 from ecgnb.models.base import Encoder
-from ecgnb.models.best import BestState, val_loss_callback
+from ecgnb.models.best import BestState, loss_callback
+from ecgnb.models.checkpoint import checkpoint_args, resumed_from
 from ecgnb.models.lineage import lineage_record, timestamp
 
 
@@ -20,14 +20,10 @@ SMALL_MODELS: dict[str, dict] = {
               "timesteps": 10},
     "series2vec": {"rep_size": 64, "n_heads": 4, "dim_ff": 64, "softdtw_decimate": 4},
 }
-# What the study's code ran where our backbone defaults differ (docs/deviations.md).
-STUDY_MODELS: dict[str, dict] = {
-    "tstcc": {"betas": (0.9, 0.999), "clean_bn_stats": False},
-}
-# Checkpoint selection: "holdout" = the epoch with the lowest SSL loss on the held-out subject
-# (the study's), "last" = the last epoch (ours).
-SELECTIONS = ("holdout", "last")
-RECIPE_SELECTION = {"study": "holdout", "ecgnb": "last"}
+# Checkpoint selection: "holdout" = the epoch with the lowest SSL loss on the held-out subject,
+# "train_loss" = the lowest training loss, "last" = the last epoch; each recipe's per backbone
+# in ecgnb.recipes.PRETRAINING.
+SELECTIONS = ("holdout", "train_loss", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,20 +42,28 @@ class PretrainConfig(DataConfig):
     model_size: str = "study"  # "study" (published sizes) or "small" (smoke tests, demo)
     model_overrides: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
-    recipe: str = "ecgnb"  # "study" or "ecgnb": the defaults of selection and backbone settings
-    selection: str | None = None  # "holdout" or "last"; None: the recipe's
+    recipe: str = "ecgnb"  # "study" or "ecgnb": the defaults below (ecgnb.recipes.PRETRAINING)
+    selection: str | None = None  # "holdout", "train_loss" or "last"; None: the recipe's
+    use_amp: bool | None = None  # float16 autocast on CUDA; None: the recipe's (study: off)
     device: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
-        check_recipe(self.recipe)
+        recipes.check_recipe(self.recipe)
         if self.selection is not None and self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
 
     @property
     def selection_(self) -> str:
         """The checkpoint selection in force (explicit, else the recipe's)."""
-        return self.selection or RECIPE_SELECTION[self.recipe]
+        return self.selection or recipes.value("pretraining", self.recipe, "selection",
+                                               self.backbone)
+
+    @property
+    def use_amp_(self) -> bool:
+        """Mixed precision on CUDA in force (explicit, else the recipe's)."""
+        return recipes.value("pretraining", self.recipe, "use_amp") if self.use_amp is None \
+            else self.use_amp
 
 
 def model_config(backbone: str, model_size: str, overrides: dict, recipe: str = "ecgnb") -> dict:
@@ -68,8 +72,7 @@ def model_config(backbone: str, model_size: str, overrides: dict, recipe: str = 
     if model_size not in ("study", "small"):
         raise ValueError(f"model_size must be 'study' or 'small', got '{model_size}'")
     base = SMALL_MODELS.get(backbone, {}) if model_size == "small" else {}
-    study = STUDY_MODELS.get(backbone, {}) if check_recipe(recipe) == "study" else {}
-    return {**study, **base, **overrides}
+    return {**recipes.backbone_settings(recipe, backbone), **base, **overrides}
 
 
 def initial_twin(encoder: Encoder, seed: int) -> Encoder:
@@ -80,39 +83,47 @@ def initial_twin(encoder: Encoder, seed: int) -> Encoder:
 
 
 def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
-             verbose: bool = True) -> Encoder:
+             verbose: bool = True, checkpoint_dir=None) -> Encoder:
     """Build the backbone and run SSL on ``train``; keep the checkpoint of ``cfg.selection_``
-    (the lowest held-out loss needs ``val``); appends a lineage record."""
-    overrides = model_config(cfg.backbone, cfg.model_size, cfg.model_overrides, cfg.recipe)
+    (the lowest held-out loss needs ``val``); appends a lineage record.
+
+    ``checkpoint_dir`` (the run's ``checkpoints/``): the fit writes its training state there
+    and, run again, resumes from it (:mod:`ecgnb.models.checkpoint`); the lineage says where."""
+    overrides = {"use_amp": cfg.use_amp_,
+                 **model_config(cfg.backbone, cfg.model_size, cfg.model_overrides, cfg.recipe)}
     if cfg.backbone == "series2vec":
         overrides.setdefault("fs", cfg.fs)
     if cfg.lr is not None:  # the checkpoint's config records the rate it was trained at
         overrides["lr"] = cfg.lr
     encoder = models.build(cfg.backbone, device=cfg.device, seed=cfg.seed, verbose=verbose,
                            **overrides)
-    use_holdout = cfg.selection_ == "holdout" and cfg.n_epochs > 0
-    if use_holdout and (val is None or len(val) < 2):
+    selecting = cfg.selection_ != "last" and cfg.n_epochs > 0
+    if cfg.selection_ == "holdout" and selecting and (val is None or len(val) < 2):
         raise ValueError("selection 'holdout' needs the held-out subject's windows (val)")
     best = BestState("min")
+    key = "val_loss" if cfg.selection_ == "holdout" else "loss"
     started = timestamp()
     encoder.fit(train.x, n_epochs=cfg.n_epochs, batch_size=cfg.batch_size,
-                lr=cfg.lr, x_val=None if val is None else val.x,
-                seed=cfg.seed, callback=val_loss_callback(best) if use_holdout else None)
+                lr=cfg.lr, x_val=None if val is None else val.x, seed=cfg.seed,
+                callback=loss_callback(best, key=key) if selecting else None,
+                **checkpoint_args(checkpoint_dir, "pretrain"))
     trained = cfg.n_epochs > 0
     if not trained:  # the "untrained" reference: say so, and keep its losses as epoch 0
         encoder.history_.append(_initial_losses(encoder, cfg, train, val))
         selection = f"initial weights (seed {cfg.seed}), no training"
-    elif use_holdout:
+    elif selecting:
         best.restore(encoder)
-        selection = (f"lowest held-out-subject SSL loss: epoch {best.epoch} of {cfg.n_epochs} "
-                     f"(val_loss {best.score:.4g})")
+        what = "held-out-subject SSL loss" if key == "val_loss" else "training SSL loss"
+        selection = f"lowest {what}: epoch {best.epoch} of {cfg.n_epochs} ({key} {best.score:.4g})"
     else:
         selection = "last epoch"
     encoder.lineage.append(lineage_record(
         encoder, cfg, train, val, stage="pretrain" if trained else "untrained",
         scenario=cfg.corpus if trained else UNTRAINED, corpus=cfg.corpus if trained else None,
         epochs=cfg.n_epochs, seed=cfg.seed, recipe=cfg.recipe, selection=selection,
-        started=started, selected_epoch=best.epoch or cfg.n_epochs))
+        started=started, selection_rule=cfg.selection_,
+        selected_epoch=best.epoch or cfg.n_epochs, start_from="initial weights",
+        training=encoder.training_record(), resumed_from=resumed_from(encoder)))
     return encoder
 
 

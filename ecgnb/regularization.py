@@ -12,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgnb.config import check_recipe
+from ecgnb import recipes
 from ecgnb.data import DataConfig, Windows, corpora, scenarios
 from ecgnb.data.corpora import corpus_record
 from ecgnb.models.base import CONTINUATIONS, Encoder
-from ecgnb.models.best import BestState, val_loss_callback
+from ecgnb.models.best import BestState, loss_callback
+from ecgnb.models.checkpoint import checkpoint_args, resumed_from
 from ecgnb.models.lineage import lineage_record, timestamp
 
-SELECTIONS = ("last", "val")
-# The study chose continuation checkpoints by SSL loss on the held-out subject (S17).
-RECIPE_SELECTION = {"study": "val", "ecgnb": "last"}
+# "last" epoch, lowest loss on the continuation corpus's held-out part ("val") or lowest
+# training loss ("train_loss"); each recipe's per backbone in ecgnb.recipes.CONTINUATION.
+SELECTIONS = ("last", "val", "train_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +37,19 @@ class RegularizationConfig(DataConfig):
     channels: tuple[str, ...] = ()  # perturbing domains; empty: the step's whole corpus
     corpus_fraction: float | None = None  # share of each subject's windows; None: the study's
     n_windows: int = 0  # cap on continuation windows; 0: all
-    selection: str | None = None  # "last" epoch, or lowest loss on the continuation corpus's
-    # "val" (held-out subject / records); None: the recipe's (study: val, ecgnb: last)
+    selection: str | None = None  # "last" epoch, lowest loss on the continuation corpus's "val"
+    # (held-out subject / records) or "train_loss"; None: the recipe's for the parent's backbone
     continuation: str = "genuine"  # TS2Vec: "genuine" (ours) or "study" (averaged network only)
+    target_holdout: bool | None = None  # "extended": hold back 20 % of the target's training
+    # records as validation (True) or train on all (False); None: the recipe's (study: False)
+    use_amp: bool | None = None  # float16 autocast on CUDA; None: the recipe's (study: off)
     recipe: str = "ecgnb"
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
-        check_recipe(self.recipe)
+        recipes.check_recipe(self.recipe)
         if self.continuation not in CONTINUATIONS:
             raise ValueError(f"continuation must be one of {CONTINUATIONS}, "
                              f"got '{self.continuation}'")
@@ -59,10 +63,19 @@ class RegularizationConfig(DataConfig):
             raise ValueError(f"channels {sorted(set(self.channels) - set(allowed))} cannot perturb "
                              f"a '{self.step.corpus}' step; choose from {list(allowed)}")
 
+    def selection_for(self, backbone: str) -> str:
+        """The checkpoint selection in force for ``backbone`` (explicit, else the recipe's)."""
+        return self.selection or recipes.value("continuation", self.recipe, "selection", backbone)
+
     @property
-    def selection_(self) -> str:
-        """The checkpoint selection in force (explicit, else the recipe's)."""
-        return self.selection or RECIPE_SELECTION[self.recipe]
+    def use_amp_(self) -> bool:
+        return recipes.value("continuation", self.recipe, "use_amp") if self.use_amp is None \
+            else self.use_amp
+
+    @property
+    def target_holdout_(self) -> bool:
+        return recipes.value("continuation", self.recipe, "target_holdout") \
+            if self.target_holdout is None else self.target_holdout
 
     @property
     def step(self) -> scenarios.Step:
@@ -72,33 +85,44 @@ class RegularizationConfig(DataConfig):
 
 def continue_training(encoder: Encoder, train: Windows, val: Windows | None, step: scenarios.Step,
                       parent_path: Path | str, scenario: str, cfg: RegularizationConfig,
-                      verbose: bool = True) -> Encoder:
+                      verbose: bool = True, checkpoint_dir=None) -> Encoder:
     """Continue SSL in place for ``step.n_epochs``; select the checkpoint; append lineage.
-    A parent trained with another target normalisation than ``cfg``'s is refused."""
+    A parent trained with another target normalisation than ``cfg``'s is refused.
+    ``checkpoint_dir``: as :func:`ecgnb.pretraining.pretrain`'s (a killed run resumes)."""
     corpora.check_encoder_data(encoder.lineage, cfg, what=f"parent {parent_path}")
     parent_hash = encoder.weights_hash()
+    parent_checkpoint = encoder.lineage[-1].get("selection") if encoder.lineage else None
     started = timestamp()
-    use_val = cfg.selection_ == "val" and val is not None and len(val) > 1
+    rule = cfg.selection_for(encoder.name)
+    use_val = rule == "val" and val is not None and len(val) > 1
+    key = "val_loss" if use_val else "loss" if rule == "train_loss" else None
     best, n_before = BestState("min"), len(encoder.history_)
+    encoder.set_params(use_amp=cfg.use_amp_)
     start_from = encoder.begin_continuation(cfg.continuation)
     if cfg.lr is not None:  # the child's config records the rate it was trained at
         encoder.set_params(lr=cfg.lr)
     encoder.fit(train.x, n_epochs=step.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=val.x if use_val else None, seed=cfg.seed, verbose=verbose,
-                callback=val_loss_callback(best, n_before) if use_val else None)
-    if use_val and best.is_finite:
+                callback=loss_callback(best, n_before, key) if key else None,
+                **checkpoint_args(checkpoint_dir, "continuation"))
+    if key is not None and best.is_finite:
         best.restore(encoder)
-        selection = (f"lowest continuation-corpus validation loss: epoch {best.epoch} of "
-                     f"{step.n_epochs} (val = {corpus_record('val', val)['n_groups']} held-out "
-                     "groups of the continuation corpus)")
+        what = (f"continuation-corpus validation loss (val = "
+                f"{corpus_record('val', val)['n_groups']} held-out groups of the continuation "
+                "corpus)" if use_val else "training loss")
+        selection = f"lowest {what}: epoch {best.epoch} of {step.n_epochs}"
     else:
-        selection = f"last epoch ({step.n_epochs})"
+        selection = f"last epoch ({step.n_epochs})" + ("" if rule == "last" else
+                                                       ": no held-out part to select on")
     encoder.lineage.append(lineage_record(
         encoder, cfg, train, val, stage=step.name, scenario=scenario, corpus=step.corpus,
         epochs=step.n_epochs, seed=cfg.seed, recipe=cfg.recipe, selection=selection,
         started=started, parent=str(parent_path), parent_hash=parent_hash,
-        history_from_epoch=n_before + 1, lr=cfg.lr or encoder.config.lr, start_from=start_from,
-        continuation=cfg.continuation))
+        history_from_epoch=n_before + 1, lr=cfg.lr or encoder.config.lr,
+        parent_checkpoint=parent_checkpoint, start_from=start_from,
+        continuation=cfg.continuation, selection_rule=rule,
+        target_holdout=cfg.target_holdout_ if step.corpus == "target" else None,
+        training=encoder.training_record(), resumed_from=resumed_from(encoder)))
     return encoder
 
 

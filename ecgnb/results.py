@@ -5,6 +5,10 @@ The work is done in :mod:`ecgnb.report`: :mod:`~ecgnb.report.collect` rebuilds t
 study table and the exact tests, :mod:`~ecgnb.report.build` puts them together per recipe and
 :mod:`~ecgnb.report.figures` draws them. This module holds the notebook's parameters
 (:class:`ResultsConfig`) and the table it reads (:func:`load_results`).
+
+Each row of ``results.csv`` also says what the cell trained with, resolved from its recipe:
+``train_<name>`` for each name of :data:`ecgnb.report.collect.TRAIN_COLUMNS` (optimizer, lr,
+weight decay, schedule, select_on...).
 """
 from __future__ import annotations
 

@@ -50,7 +50,11 @@ def test_the_checkpoint_records_the_learning_rate_it_was_trained_at(corpus):
 
 
 def test_recipe_defaults_of_stage_02():
-    assert PretrainConfig().selection_ == "last"
+    assert PretrainConfig().selection_ == "last" and PretrainConfig().use_amp_
+    study = {b: PretrainConfig(backbone=b, recipe="study") for b in ("ts2vec", "tstcc", "series2vec")}
+    assert {b: c.selection_ for b, c in study.items()} == \
+        {"ts2vec": "holdout", "tstcc": "last", "series2vec": "train_loss"}
+    assert not any(c.use_amp_ for c in study.values())
     assert model_config("tstcc", "study", {}, "study") == {"betas": (0.9, 0.999),
                                                            "clean_bn_stats": False}
     assert model_config("tstcc", "study", {"betas": (0.9, 0.99)}, "study")["betas"] == (0.9, 0.99)

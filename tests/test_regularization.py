@@ -128,8 +128,11 @@ def test_parent_of_another_normalisation_is_refused(parent, tmp_path):
 def test_study_recipe_defaults_of_stage_03():
     ours = RegularizationConfig(scenario="ECG continued1")
     study = RegularizationConfig(scenario="ECG continued1", recipe="study")
-    assert (ours.selection_, ours.continuation) == ("last", "genuine")
-    assert (study.selection_, study.continuation) == ("val", "genuine")
-    assert RegularizationConfig(recipe="study", selection="last").selection_ == "last"
+    assert (ours.selection_for("ts2vec"), ours.continuation) == ("last", "genuine")
+    assert (study.selection_for("ts2vec"), study.continuation) == ("val", "genuine")
+    assert [study.selection_for(b) for b in ("tstcc", "series2vec")] == ["last", "train_loss"]
+    assert (study.use_amp_, study.target_holdout_, ours.use_amp_, ours.target_holdout_) == \
+        (False, False, True, True)
+    assert RegularizationConfig(recipe="study", selection="last").selection_for("ts2vec") == "last"
     with pytest.raises(ValueError, match="continuation"):
         RegularizationConfig(continuation="averaged")

@@ -168,9 +168,11 @@ def normalize(windows: Windows, normalization: str) -> Windows:
 
 
 def load_corpus(name: str, data: DataConfig, fraction: float | None = None, n_windows: int = 0,
-                channels=None, seed: int = 0) -> tuple[Windows, Windows]:
+                channels=None, seed: int = 0,
+                target_holdout: bool = True) -> tuple[Windows, Windows]:
     """(train, validation) windows of corpus ``name``; validation = the held-out last subject
-    for WESAD-based corpora, a grouped 20 % of the target training records for ``target``.
+    for WESAD-based corpora, a grouped 20 % of the target training records for ``target``
+    (``target_holdout=False``: every target training record trains, validation is empty).
     ``fraction``: share of each subject's windows (None: the study's); ``n_windows``: a cap."""
     roots = data_roots(data.fragment_root, data.wesad_root, data.data_seed,
                                data.use_small_data)
@@ -181,7 +183,9 @@ def load_corpus(name: str, data: DataConfig, fraction: float | None = None, n_wi
     corpus = build_corpus(name, roots["wesad"], fragments, splits, fs=data.fs,
                                   fraction=fraction,
                                   channels=channels, seed=seed)
-    if base == "target":
+    if base == "target" and not target_holdout:
+        train, val = corpus, corpus.subset(np.arange(0))
+    elif base == "target":
         train, val = holdout_groups(corpus, share=0.2, seed=seed)
     else:
         train, val = holdout_subject(corpus)

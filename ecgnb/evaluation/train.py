@@ -4,20 +4,19 @@
   time-resolved features (fcn head) are computed once per split and cached, and only the head
   trains on them. The encoder's weights stay bit-identical.
 - ``mode="ft"`` (fine-tuning): a fresh copy of the encoder network (``enc.trainable_network()``)
-  trains end to end with the head; the encoder's learning rate is ``lr * encoder_lr_ratio``
-  (default 0.1: the study's encoder at 3-10x the head's rate collapsed below chance).
+  trains end to end with the head; the encoder's optimiser is ``encoder_optimizer`` ("same":
+  the head's, at ``lr * encoder_lr_ratio``, ours 0.1; "radam": the study's, at the backbone's
+  pretraining rate, 3-10x the head's, under which TS-TCC and Series2Vec collapsed below chance).
 - ``mode="supervised"``: a raw-signal model of :mod:`ecgnb.models.hinception` from scratch
   (``head`` = ``hinception`` | ``mlp`` | ``fcn``); ``hinception`` trains ``n_members`` networks,
   each fresh and seeded independently, and averages their probabilities (H-InceptionTime).
 
-Two recipes (``recipe``; :data:`RECIPES`, every value overridable): ``"ecgnb"`` = AdamW (head lr
-1e-3, weight decay 1e-4), 5-epoch linear warm-up, then ReduceLROnPlateau on the validation loss,
-gradient clipping, class-weighted cross-entropy, early stopping (patience 30); ``"study"`` = the
-study's Adam at lr 1e-4, no weight decay, no schedule, plain cross-entropy, 300 epochs, and for
-the supervised baselines H-InceptionTime's published recipe (Adam lr 1e-3, ReduceLROnPlateau on the
-*training* loss, 1,500 epochs). In both, the best epoch is chosen on the *validation* split only
-(macro-F1, ties -> lower loss; or the loss), its state deep-copied and restored; the test split is
-scored once, afterwards. Mixed precision only on CUDA.
+Two recipes (``recipe``; :mod:`ecgnb.recipes`, every value overridable): ``"ecgnb"`` (ours) and
+``"study"`` (the study's code: Adam at 1e-4 for the heads, its supervised script's recipe for the
+baselines, the best epoch on validation loss). In both, the best epoch is chosen on the
+*validation* split only (``select_on``: macro-F1, ties -> lower loss; or the loss), its state
+deep-copied and restored; the test split is scored once, afterwards. Mixed precision
+(``use_amp``) only on CUDA.
 
 Layouts: windows ``x [N, 1, T]``; labels ``y [N]`` in ``0..K-1``; logits ``[B, K]``.
 """
@@ -37,10 +36,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from ecgnb.config import pick_device, torch_generator
+from ecgnb import recipes
+from ecgnb.config import check_ranges, pick_device, torch_generator
 from ecgnb.data.corpora import check_classes
 from ecgnb.data.splits import label_subset
-from ecgnb.models.heads import HEADS, Classifier, build_head
+from ecgnb.models.heads import HEADS, MLP_VARIANTS, Classifier, build_head
 from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
 from ecgnb.models.best import BestState
@@ -54,37 +54,24 @@ IMBALANCE = ("weights", "sampler", "none")
 SELECT_ON = ("macro_f1", "val_loss")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("plateau_val", "plateau_train", "none")
-# Each recipe's values of the TrainConfig fields left None (docs/deviations.md).
-# patience 0 = no early stopping; grad_clip 0 = no clipping.
-RECIPES: dict[str, dict] = {
-    "ecgnb": {"n_epochs": 300, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
-              "warmup_epochs": 5, "schedule": "plateau_val", "lr_patience": 10, "lr_factor": 0.5,
-              "min_lr": 0.0, "grad_clip": 1.0, "patience": 30, "imbalance": "weights"},
-    "study": {"n_epochs": 300, "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0,
-              "warmup_epochs": 0, "schedule": "none", "lr_patience": 10, "lr_factor": 0.5,
-              "min_lr": 0.0, "grad_clip": 0.0, "patience": 0, "imbalance": "none"},
-    # H-InceptionTime's published recipe, for every supervised baseline under "study"
-    "study-supervised": {"n_epochs": 1500, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
-                         "warmup_epochs": 0, "schedule": "plateau_train", "lr_patience": 50,
-                         "lr_factor": 0.5, "min_lr": 1e-4, "grad_clip": 0.0, "patience": 0,
-                         "imbalance": "none"},
-}
-
-
-def recipe_values(recipe: str, mode: str) -> dict:
-    """The defaults of ``recipe`` for a cell of ``mode`` (supervised baselines differ in "study")."""
-    _one_of("recipe", recipe, ("ecgnb", "study"))
-    return RECIPES["study-supervised" if recipe == "study" and mode == SUPERVISED else recipe]
+ENCODER_OPTIMIZERS = ("same", "radam")
+FINETUNE_MASKS = ("none", "binomial")
 AfterEpoch = Callable[[int, nn.Module], None]
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """One downstream run. ``head``: linear | mlp | fcn (lp, ft) or hinception | mlp | fcn
-    (supervised). Fields left ``None`` take the ``recipe``'s value (:data:`RECIPES`).
+    (supervised). Fields left ``None`` take the ``recipe``'s value (:mod:`ecgnb.recipes`,
+    per model where the study's differ), so the config holds what the run used.
     ``patience``: epochs without a better validation score before stopping (0: never).
     ``schedule``: ReduceLROnPlateau (``lr_patience``, ``lr_factor``, ``min_lr``) on the
     validation or the training loss, or none. ``grad_clip``: max gradient norm (0: none).
+    ``encoder_optimizer`` (ft): "same" (encoder group at ``lr * encoder_lr_ratio``) or "radam"
+    (the study's: RAdam at the ``backbone``'s pretraining rate); ``encoder_lr`` and
+    ``encoder_weight_decay`` are resolved from it (None outside fine-tuning).
+    ``finetune_mask`` (ft): TS2Vec's timestamp mask in training mode. ``mlp_head``: the MLP
+    variant (heads and the raw-signal baseline).
     ``flush_denormal``: training and prediction flush subnormal floats (``ecgnb.models.precision``).
     ``label_fraction`` < 1 trains on :func:`~ecgnb.data.splits.label_subset` of the training split.
     ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
@@ -92,10 +79,14 @@ class TrainConfig:
     head: str = "mlp"
     mode: str = "ft"
     recipe: str = "ecgnb"
+    backbone: str | None = None  # the encoder's (lp, ft); the study's RAdam depends on it
     n_epochs: int | None = None
     optimizer: str | None = None
     lr: float | None = None
-    encoder_lr_ratio: float = 0.1
+    encoder_optimizer: str | None = None
+    encoder_lr_ratio: float | None = None
+    encoder_lr: float | None = None
+    encoder_weight_decay: float | None = None
     batch_size: int = 64
     weight_decay: float | None = None
     warmup_epochs: int | None = None
@@ -106,34 +97,60 @@ class TrainConfig:
     min_lr: float | None = None
     grad_clip: float | None = None
     imbalance: str | None = None
-    select_on: str = "macro_f1"
+    select_on: str | None = None
+    use_amp: bool | None = None
+    finetune_mask: str | None = None
+    mlp_head: str | None = None
     label_fraction: float = 1.0
     n_members: int = 5
     seed: int = 0
     device: str | None = None
-    use_amp: bool = True
     flush_denormal: bool = True
     verbose: bool = True
 
     def __post_init__(self):
         _one_of("mode", self.mode, MODES)
-        for name, value in recipe_values(self.recipe, self.mode).items():
+        stage = "supervised" if self.mode == "supervised" else "heads"
+        for name, value in recipes.values(stage, self.recipe, self.head).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("imbalance", self.imbalance, IMBALANCE)
         _one_of("select_on", self.select_on, SELECT_ON)
+        _one_of("mlp_head", self.mlp_head, MLP_VARIANTS)
         _one_of(f"head (mode={self.mode})", self.head,
                 tuple(BASELINES) if self.mode == SUPERVISED else tuple(HEADS))
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
-        if self.encoder_lr_ratio <= 0:
-            raise ValueError(f"encoder_lr_ratio must be > 0, got {self.encoder_lr_ratio}")
-        if self.mode == "ft" and self.encoder_lr_ratio >= 1:
-            warnings.warn(f"encoder_lr_ratio={self.encoder_lr_ratio} >= 1: the encoder learns at "
-                          "or above the head's rate (the study's fine-tuning collapsed so)",
-                          stacklevel=3)
+        check_ranges(self)
+        self._resolve_encoder()
+
+    def _resolve_encoder(self) -> None:
+        """The fine-tuned encoder's optimiser settings (None outside fine-tuning)."""
+        if self.mode == "supervised":
+            self.encoder_optimizer = self.encoder_lr_ratio = self.finetune_mask = None
+            return
+        _one_of("encoder_optimizer", self.encoder_optimizer, ENCODER_OPTIMIZERS)
+        _one_of("finetune_mask", self.finetune_mask, FINETUNE_MASKS)
+        if self.mode != "ft":  # linear probing: the encoder is frozen
+            self.encoder_optimizer = self.encoder_lr_ratio = self.finetune_mask = None
+            self.encoder_lr = self.encoder_weight_decay = None
+            return
+        if self.encoder_optimizer == "radam":
+            radam = recipes.encoder_radam(self.backbone)
+            self.encoder_lr = radam["lr"] if self.encoder_lr is None else self.encoder_lr
+            if self.encoder_weight_decay is None:
+                self.encoder_weight_decay = radam["weight_decay"]
+        else:
+            if self.encoder_lr is None:
+                self.encoder_lr = self.lr * self.encoder_lr_ratio
+            if self.encoder_weight_decay is None:
+                self.encoder_weight_decay = self.weight_decay
+        if self.encoder_lr >= self.lr:
+            warnings.warn(f"encoder lr {self.encoder_lr:g} >= head lr {self.lr:g}: the encoder "
+                          "learns at or above the head's rate (the study's fine-tuning collapsed "
+                          "so, docs/deviations.md)", stacklevel=3)
 
 
 def _one_of(name: str, value: str, allowed) -> None:
@@ -195,18 +212,20 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the loop
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or Adam; in fine-tuning two groups: encoder at ``lr * encoder_lr_ratio``, head at
-    ``lr``."""
-    if config.mode == "ft" and isinstance(model, Classifier):
-        groups = [{"params": list(model.network.parameters()), "name": "encoder",
-                   "lr": config.lr * config.encoder_lr_ratio},
-                  {"params": list(model.head.parameters()), "name": "head", "lr": config.lr}]
-    else:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad],
-                   "name": "model", "lr": config.lr}]
+def make_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW or Adam over the model; in fine-tuning the encoder is a group of its own at
+    ``encoder_lr`` (``encoder_optimizer="same"``) or has its own RAdam (``"radam"``)."""
     optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(groups, weight_decay=config.weight_decay)
+    if not (config.mode == "ft" and isinstance(model, Classifier)):
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [optimizer([{"params": params, "name": "model", "lr": config.lr}],
+                          weight_decay=config.weight_decay)]
+    encoder = {"params": list(model.network.parameters()), "name": "encoder",
+               "lr": config.encoder_lr, "weight_decay": config.encoder_weight_decay}
+    head = {"params": list(model.head.parameters()), "name": "head", "lr": config.lr}
+    if config.encoder_optimizer == "radam":
+        return [optimizer([head], weight_decay=config.weight_decay), torch.optim.RAdam([encoder])]
+    return [optimizer([encoder, head], weight_decay=config.weight_decay)]
 
 
 def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
@@ -225,29 +244,33 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     model.to(device)
     torch.manual_seed(config.seed)  # dropout draws; data order and sampling use the generator
     criterion = _criterion(train[1], n_classes, config).to(device)
-    optimizer = make_optimizer(model, config)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.lr_factor,
-                                                         patience=config.lr_patience,
-                                                         min_lr=config.min_lr)
+    optimizers = make_optimizers(model, config)
+    groups = [g for opt in optimizers for g in opt.param_groups]
+    base_lrs = [g["lr"] for g in groups]
+    plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.lr_factor,
+                                                           patience=config.lr_patience,
+                                                           min_lr=config.min_lr)
+                for opt in optimizers]
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.use_amp)
     loader, history, best = _train_loader(*train, config), [], BestState("min")
     bar = tqdm(range(1, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
                disable=not config.verbose, leave=False)
     with flush_denormal(config.flush_denormal):
         for epoch in bar:
-            _warm_up(optimizer, base_lrs, epoch, config.warmup_epochs)
+            _warm_up(groups, base_lrs, epoch, config.warmup_epochs)
             start = time.perf_counter()
-            train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, config, device)
+            train_loss = _train_epoch(model, loader, criterion, optimizers, scaler, config,
+                                      device)
             if after_epoch is not None:
                 after_epoch(epoch, model)
             val_loss, val_f1 = _validate(model, val, criterion, config, device)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                            "val_macro_f1": val_f1, "lr": optimizer.param_groups[-1]["lr"],
+                            "val_macro_f1": val_f1, "lr": optimizers[0].param_groups[-1]["lr"],
                             "seconds": time.perf_counter() - start})
             best.update(epoch, _selection_score(val_loss, val_f1, config.select_on), model)
             if epoch >= config.warmup_epochs and config.schedule != "none":
-                plateau.step(val_loss if config.schedule == "plateau_val" else train_loss)
+                for plateau in plateaus:
+                    plateau.step(val_loss if config.schedule == "plateau_val" else train_loss)
             bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
             if config.patience and best.epochs_since >= config.patience:
                 break
@@ -280,28 +303,31 @@ def _train_loader(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> Data
     return DataLoader(dataset, config.batch_size, shuffle=True, generator=gen, drop_last=drop_last)
 
 
-def _warm_up(optimizer, base_lrs: list[float], epoch: int, warmup_epochs: int) -> None:
+def _warm_up(groups: list[dict], base_lrs: list[float], epoch: int, warmup_epochs: int) -> None:
     """Linear warm-up: epoch ``e <= warmup_epochs`` (1-based) runs at ``e / warmup_epochs`` of
-    each group's base rate."""
+    each parameter group's base rate."""
     if epoch <= warmup_epochs:
-        for group, base in zip(optimizer.param_groups, base_lrs):
+        for group, base in zip(groups, base_lrs):
             group["lr"] = base * epoch / warmup_epochs
 
 
-def _train_epoch(model, loader, criterion, optimizer, scaler, config, device) -> float:
+def _train_epoch(model, loader, criterion, optimizers, scaler, config, device) -> float:
     model.train()
     losses, sizes = [], []
     for xb, yb in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=scaler.is_enabled()):
             loss = criterion(model(xb).float(), yb)
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.grad_clip:
-            scaler.unscale_(optimizer)
-            params = [p for g in optimizer.param_groups for p in g["params"]]
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)
+            params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
             nn.utils.clip_grad_norm_(params, config.grad_clip)
-        scaler.step(optimizer)
+        for optimizer in optimizers:
+            scaler.step(optimizer)
         scaler.update()
         losses.append(loss.item())
         sizes.append(len(yb))
@@ -397,11 +423,14 @@ def _train_models(encoder, windows, inputs, config, after_epoch):
 
 
 def _fresh_model(encoder, config, n_classes, n_timesteps, seed) -> Classifier:
+    variant = {"mlp_head": config.mlp_head} if config.head == "mlp" else {}
     if config.mode == SUPERVISED:
-        return build_baseline(config.head, n_classes, n_timesteps, seed)
+        return build_baseline(config.head, n_classes, n_timesteps, seed, **variant)
     network = encoder.trainable_network()
+    if config.mode == "ft":  # the cell's generator draws the training-mode masks
+        encoder.use_finetune_mask(network, config.finetune_mask, torch_generator(seed))
     torch.manual_seed(seed)  # head initial weights
-    head = build_head(config.head, network, n_classes)
+    head = build_head(config.head, network, n_classes, **variant)
     return Classifier(network, head, freeze_network=config.mode == "lp")
 
 

@@ -268,9 +268,26 @@ class Encoder:
         check_continuation(mode)
         return "training weights"
 
+    def training_record(self) -> dict:
+        """What a ``fit`` trains with, for the lineage: the optimiser (class, lr, weight decay,
+        betas), gradient clipping and the numerics (``use_amp``: float16 autocast on CUDA;
+        ``precision``)."""
+        probe = self._optimizer([torch.zeros(1, requires_grad=True)])
+        record = {"optimizer": type(probe).__name__,
+                  **{k: probe.defaults[k] for k in ("lr", "weight_decay", "betas")
+                     if k in probe.defaults}}
+        return {**record, "grad_clip": getattr(self.config, "grad_clip", None),
+                "use_amp": getattr(self.config, "use_amp", True),
+                "precision": getattr(self.config, "precision", "fp32")}
+
     def trainable_network(self) -> Network:
         """A fresh copy of the inference network to fine-tune (never the averaged copy itself)."""
         return copy.deepcopy(self._inference_network()).train()
+
+    def use_finetune_mask(self, network: Network, mode: str, generator: torch.Generator) -> None:
+        """Let ``network`` (from :meth:`trainable_network`) draw the backbone's training mask in
+        training mode (``mode="binomial"``, from ``generator``); ``"none"``: no mask. Backbones
+        without a timestamp mask ignore it."""
 
     # ----------------------------------------------------------------- persistence
     def state(self) -> dict[str, Any]:

@@ -81,16 +81,17 @@ class BestState:
         return model
 
 
-class ValLossCallback:
-    """An ``Encoder.fit`` callback that updates ``best`` with each epoch's ``val_loss``, the
-    epochs numbered from the first of this ``fit`` (the encoder's history held ``n_before``).
-    Its state is ``best``'s, so a checkpointed fit resumes its selection too."""
+class LossCallback:
+    """An ``Encoder.fit`` callback that updates ``best`` with each epoch's loss ``key``
+    (``"val_loss"``: held out; ``"loss"``: training), the epochs numbered from the first of this
+    ``fit`` (the encoder's history held ``n_before``). Its state is ``best``'s, so a checkpointed
+    fit resumes its selection too."""
 
-    def __init__(self, best: BestState, n_before: int = 0):
-        self.best, self.n_before = best, n_before
+    def __init__(self, best: BestState, n_before: int = 0, key: str = "val_loss"):
+        self.best, self.n_before, self.key = best, n_before, key
 
     def __call__(self, encoder, record: dict) -> None:
-        self.best.update(record["epoch"] - self.n_before, record["val_loss"], encoder)
+        self.best.update(record["epoch"] - self.n_before, record[self.key], encoder)
 
     def state_dict(self) -> dict:
         return self.best.state_dict()
@@ -99,6 +100,6 @@ class ValLossCallback:
         self.best.load_state_dict(saved)
 
 
-def val_loss_callback(best: BestState, n_before: int = 0) -> ValLossCallback:
-    """The :class:`ValLossCallback` of ``best``."""
-    return ValLossCallback(best, n_before)
+def loss_callback(best: BestState, n_before: int = 0, key: str = "val_loss") -> LossCallback:
+    """The :class:`LossCallback` of ``best`` on the loss ``key``."""
+    return LossCallback(best, n_before, key)

@@ -35,6 +35,7 @@ import torch
 from ecgnb.config import fsync_folder
 
 CHECKPOINT_EVERY_S = 600.0  # default interval: 10 minutes of training
+EVERY_S_VARIABLE = "ECGNB_CHECKPOINT_EVERY_S"  # overrides the interval of the stages' fits
 FORMAT = "ecgnb-checkpoint-1"
 
 
@@ -149,3 +150,18 @@ def set_rng_state(state: dict[str, Any], generators: Sequence[torch.Generator] =
                          f"the loop {len(generators)}")
     for generator, saved in zip(generators, state["generators"]):
         generator.set_state(saved)
+
+
+def checkpoint_args(folder, name: str) -> dict:
+    """The checkpoint keywords of a stage's fit: ``<folder>/<name>.pt`` every
+    :data:`CHECKPOINT_EVERY_S` seconds (or ``$ECGNB_CHECKPOINT_EVERY_S``); none without a folder."""
+    if folder is None:
+        return {}
+    every_s = float(os.environ.get(EVERY_S_VARIABLE) or CHECKPOINT_EVERY_S)
+    return {"checkpoint": Path(folder) / f"{name}.pt", "checkpoint_every_s": every_s}
+
+
+def resumed_from(fitted) -> dict | None:
+    """Where the last checkpointed fit of ``fitted`` resumed (None: it ran from the start)."""
+    checkpoint = getattr(fitted, "checkpoint_", None)
+    return None if checkpoint is None else checkpoint.resumed_from

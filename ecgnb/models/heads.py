@@ -3,7 +3,8 @@
 Heads (registry :data:`HEADS`), each reading its input size from the encoder, never hand-set:
 
 - ``linear``: embedding ``[B, D]`` -> logits ``[B, K]``.
-- ``mlp``: embedding ``[B, D]`` -> 500 -> ReLU -> dropout -> logits ``[B, K]``.
+- ``mlp``: embedding ``[B, D]`` -> 500 -> ReLU -> dropout -> logits ``[B, K]``; with
+  ``mlp_head="study"`` the study's variant (:class:`StudyMLPHead`, :data:`MLP_VARIANTS`).
 - ``fcn``: time-resolved features ``[B, D', T']`` -> three conv blocks (128/256/128 channels,
   kernels 8/5/3, "same" padding, BN, ReLU) -> global average pool -> logits ``[B, K]``.
   The study ran its FCN over the pooled embedding as if it were a sequence; ours runs over time.
@@ -71,6 +72,26 @@ class MLPHead(nn.Module):
         return self.layers(embedding)
 
 
+class StudyMLPHead(nn.Module):
+    """The study's MLP head without its defect (activation and dropout on the logits):
+    Dropout(0.1) -> Linear(D, hidden) -> LeakyReLU -> Dropout(0.2) -> Linear(hidden, hidden) ->
+    LeakyReLU -> Dropout(0.2) -> Linear(hidden, K). Its code had two or three hidden layers in
+    different versions; which one produced the paper table is not recoverable (two here,
+    docs/deviations.md)."""
+
+    input_kind: ClassVar[str] = "embedding"
+
+    def __init__(self, in_dim: int, n_classes: int, hidden_dim: int = 500):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Dropout(0.1), nn.Linear(in_dim, hidden_dim), nn.LeakyReLU(), nn.Dropout(0.2),
+            nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(), nn.Dropout(0.2),
+            nn.Linear(hidden_dim, n_classes))
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.layers(embedding)
+
+
 class FCNHead(nn.Module):
     """``[B, C, T'] -> [B, K]``: the FCN of Wang et al. (2017) over time-resolved features.
 
@@ -99,6 +120,7 @@ class FCNHead(nn.Module):
 
 
 HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "mlp": MLPHead, "fcn": FCNHead}
+MLP_VARIANTS: dict[str, type[nn.Module]] = {"ecgnb": MLPHead, "study": StudyMLPHead}
 
 
 def head_input_dim(name: str, network_or_dim: Network | int) -> int:
@@ -116,9 +138,12 @@ def head_input_dim(name: str, network_or_dim: Network | int) -> int:
     return int(getattr(network_or_dim, attr))
 
 
-def build_head(name: str, network_or_dim: Network | int, n_classes: int, **kwargs) -> nn.Module:
-    """A fresh head ``name`` for ``n_classes`` whose input size comes from the network."""
-    return _head_class(name)(head_input_dim(name, network_or_dim), n_classes, **kwargs)
+def build_head(name: str, network_or_dim: Network | int, n_classes: int,
+               mlp_head: str = "ecgnb", **kwargs) -> nn.Module:
+    """A fresh head ``name`` for ``n_classes`` whose input size comes from the network;
+    ``mlp_head`` picks the MLP variant (:data:`MLP_VARIANTS`)."""
+    cls = MLP_VARIANTS[mlp_head] if name == "mlp" else _head_class(name)
+    return cls(head_input_dim(name, network_or_dim), n_classes, **kwargs)
 
 
 def _head_class(name: str) -> type[nn.Module]:

@@ -2,7 +2,8 @@
 
 H-Inception (Ismail-Fawaz et al., 2022) is an InceptionTime network (Ismail Fawaz et al., 2020)
 whose first Inception module also concatenates the outputs of 17 frozen hand-crafted filters:
-increasing- and decreasing-trend detectors of lengths 2..64 and peak detectors of lengths 6..96.
+increasing- and decreasing-trend detectors of lengths 2..64 and peak detectors of nominal
+lengths 6..96 (k + k/2 taps).
 H-InceptionTime is an ensemble of 5 such networks, each initialised and trained independently;
 its prediction is the mean of the members' softmax probabilities.
 
@@ -45,14 +46,19 @@ def decreasing_filter(length: int) -> np.ndarray:
 
 
 def peak_filter(length: int) -> np.ndarray:
-    """Peak detector ``[length]``: a negative lobe, a positive lobe of twice the height, a negative
-    lobe, each lobe ``length / 3`` long and shaped by a squared ramp up then down (sum = 0)."""
+    """Peak detector of nominal ``length`` k, ``k + k // 2`` taps as in H-InceptionTime's
+    reference: a negative lobe, a positive lobe of twice the height and a negative lobe, each
+    ``k / 2`` long and shaped by a squared ramp up then down (breakpoints at multiples of k/4)."""
     if length < 6 or length % 6:
         raise ValueError(f"peak filters need a length that is a multiple of 6, got {length}")
-    quarter = length // 6
-    ramp = (np.arange(1, quarter + 1) / quarter) ** 2
-    lobe = np.concatenate([ramp, ramp[::-1]])
-    return np.concatenate([-lobe, 2.0 * lobe, -lobe])
+    ramp = np.linspace(0, 1, length // 4 + 1)[1:] ** 2
+    cuts = [0, length // 4, length // 2, 3 * length // 4, length, 5 * length // 4,
+            length + length // 2]
+    pieces = (-ramp, -ramp[::-1], 2 * ramp, 2 * ramp[::-1], -ramp, -ramp[::-1])
+    out = np.zeros(length + length // 2)
+    for (start, stop), piece in zip(zip(cuts, cuts[1:]), pieces):
+        out[start:stop] = piece if len(piece) == stop - start else piece[-1]
+    return out
 
 
 class HybridFilters(nn.Module):

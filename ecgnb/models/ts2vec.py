@@ -296,7 +296,9 @@ class TSEncoder(Network):
 
     Timestamps with a NaN in any channel are zeroed at the input and masked after the projection,
     like the published code; ``mask`` (True = keep) is applied on top. The network draws no mask
-    itself: the training loss passes one. ``pool`` (inherited) is the max over time -> ``[B, D]``.
+    itself unless ``train_mask`` is set (fine-tuning, :meth:`TS2Vec.use_finetune_mask`): then, in
+    training mode and when no mask is passed, it draws ``(mode, p, generator)``'s mask.
+    ``pool`` (inherited) is the max over time -> ``[B, D]``.
     ``recompute``: see :class:`ConvBlock` (training memory only; the weights are the same).
     """
 
@@ -309,12 +311,16 @@ class TSEncoder(Network):
         self.feature_extractor = DilatedConvEncoder(
             hidden_dims, [hidden_dims] * depth + [output_dims], kernel_size, recompute)
         self.repr_dropout = nn.Dropout(p=dropout)
+        self.train_mask: tuple[str, float, torch.Generator] | None = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """``generator`` (on ``x``'s device) drives the dropout in training mode when given."""
         observed = ~torch.isnan(x).any(dim=1)  # [B, T]
         x = x.masked_fill(~observed[:, None, :], 0.0)
+        if mask is None and self.training and self.train_mask is not None:
+            mode, p, mask_generator = self.train_mask
+            mask = draw_timestamp_mask(mode, x.shape[0], x.shape[-1], mask_generator, p)
         h = self.input_fc(x.transpose(1, 2))  # [B, T, H]
         keep = observed if mask is None else mask.to(x.device) & observed
         h = h.masked_fill(~keep[..., None], 0.0).transpose(1, 2)  # [B, H, T]
@@ -377,7 +383,8 @@ class TS2Vec(Encoder):
                      dropout_gen: torch.Generator) -> torch.Tensor:
         mask = draw_timestamp_mask(self.config.mask_mode, view.shape[0], view.shape[-1],
                                    generator, self.config.mask_p)
-        return self.network_(view, mask.to(view.device), dropout_gen)
+        network = getattr(self, "_loss_network", self.network_)
+        return network(view, mask.to(view.device), dropout_gen)
 
     def _random_window(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         max_length = self.config.max_train_length
@@ -396,6 +403,20 @@ class TS2Vec(Encoder):
     def trainable_network(self) -> Network:
         """An independent, fully trainable copy of the averaged network (for fine-tuning)."""
         return super().trainable_network().requires_grad_(True)
+
+    def use_finetune_mask(self, network: Network, mode: str, generator: torch.Generator) -> None:
+        """``"binomial"``: the fine-tuned ``network`` masks timestamps in training mode with the
+        pretraining probability ``mask_p``, as the study's fine-tuning did; ``"none"``: no mask."""
+        network.train_mask = None if mode == "none" else (mode, self.config.mask_p, generator)
+
+    def evaluate_loss(self, x: np.ndarray, batch_size: int | None = None, seed: int = 0) -> float:
+        """:meth:`Encoder.evaluate_loss` computed with the inference (averaged) network, the one
+        used downstream (the held-out loss that selects a checkpoint)."""
+        self._loss_network = self._inference_network()
+        try:
+            return super().evaluate_loss(x, batch_size, seed)
+        finally:
+            self._loss_network = self.network_
 
     def begin_continuation(self, mode: str = "genuine") -> str:
         """Prepare a continuation; returns what it starts from.

@@ -32,6 +32,11 @@ from ecgnb.report.tables import BACKBONE_ORDER, BASELINE_NAMES, KEYS, LABELS, ME
 
 
 SEED_MEAN_N_BOOT = 2000  # resamples of the interval of a cell's mean over seeds
+# What a cell trained with (metrics.json's resolved ``train_config``), as ``train_<name>``.
+TRAIN_COLUMNS = ("optimizer", "lr", "weight_decay", "schedule", "lr_factor", "lr_patience",
+                 "min_lr", "warmup_epochs", "n_epochs", "patience", "select_on", "imbalance",
+                 "grad_clip", "use_amp", "encoder_optimizer", "encoder_lr",
+                 "encoder_weight_decay", "finetune_mask", "mlp_head")
 
 
 def collect_results(folder, root=None) -> pd.DataFrame:
@@ -63,6 +68,8 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
         row[f"{m}_ci_low"], row[f"{m}_ci_high"] = low, high
     row.update({k: metrics.get(k, info.get(k)) for k in LABELS})
     row["pretrain_seed"] = info.get("pretrain_seed")
+    train = metrics.get("train_config") or {}
+    row.update({f"train_{k}": train.get(k) for k in TRAIN_COLUMNS})
     if "recipe" in info or "recipe" in metrics:
         row["recipe"] = info.get("recipe", metrics.get("recipe"))
     best = metrics.get("best_epoch")

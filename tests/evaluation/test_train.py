@@ -13,7 +13,7 @@ from ecgnb.data import Windows, split_grouped
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.evaluation.metrics import metrics_from_predictions, write_run
 from ecgnb.models.hinception import HInceptionTime
-from ecgnb.evaluation.train import TrainConfig, class_weights, make_optimizer, run_cell
+from ecgnb.evaluation.train import TrainConfig, class_weights, make_optimizers, run_cell
 
 T = 64
 TINY = {"ts2vec": {"depth": 2, "hidden_dims": 8, "output_dims": 16},
@@ -76,7 +76,8 @@ def test_fine_tuning_trains_the_encoder_copy_at_a_lower_rate(task):
     before, start = encoder.weights_hash(), weights(encoder._inference_network())
     config = TrainConfig(head="mlp", mode="ft", **QUICK)
     network = encoder.trainable_network()
-    groups = make_optimizer(Classifier(network, build_head("mlp", network, 3)), config).param_groups
+    [optimizer] = make_optimizers(Classifier(network, build_head("mlp", network, 3)), config)
+    groups = optimizer.param_groups
     assert [g["name"] for g in groups] == ["encoder", "head"]
     encoder_lr, head_lr = groups[0]["lr"], groups[1]["lr"]
     assert encoder_lr < head_lr and encoder_lr == pytest.approx(0.1 * head_lr)
@@ -85,7 +86,7 @@ def test_fine_tuning_trains_the_encoder_copy_at_a_lower_rate(task):
     changed = [k for k, v in start.items() if not torch.equal(tuned[k].cpu(), v.cpu())]
     assert any(start[k].is_floating_point() for k in changed)
     assert encoder.weights_hash() == before  # the pretrained encoder itself is untouched
-    with pytest.warns(UserWarning, match="encoder_lr_ratio"):
+    with pytest.warns(UserWarning, match="encoder lr"):
         TrainConfig(mode="ft", encoder_lr_ratio=3.0)
 
 
@@ -186,26 +187,34 @@ def test_a_cell_on_the_embedded_fragments(fragment_small, tmp_path):
 def test_recipe_switch_changes_optimiser_loss_and_schedule():
     from ecgnb.evaluation.train import _criterion
     ours = TrainConfig(head="mlp", mode="ft", verbose=False)
-    study = TrainConfig(head="mlp", mode="ft", recipe="study", verbose=False)
+    study = TrainConfig(head="mlp", mode="ft", recipe="study", backbone="tstcc", verbose=False)
     assert (ours.optimizer, ours.lr, ours.weight_decay, ours.warmup_epochs, ours.schedule,
-            ours.grad_clip, ours.patience, ours.imbalance, ours.n_epochs) == \
-        ("adamw", 1e-3, 1e-4, 5, "plateau_val", 1.0, 30, "weights", 300)
+            ours.grad_clip, ours.patience, ours.imbalance, ours.n_epochs, ours.select_on) == \
+        ("adamw", 1e-3, 1e-4, 5, "plateau_val", 1.0, 30, "weights", 300, "macro_f1")
     assert (study.optimizer, study.lr, study.weight_decay, study.warmup_epochs, study.schedule,
-            study.grad_clip, study.patience, study.imbalance, study.n_epochs) == \
-        ("adam", 1e-4, 0.0, 0, "none", 0.0, 0, "none", 300)
+            study.grad_clip, study.patience, study.imbalance, study.n_epochs, study.select_on) == \
+        ("adam", 1e-4, 0.0, 0, "none", 0.0, 0, "none", 300, "val_loss")
     baseline = TrainConfig(head="hinception", mode="supervised", recipe="study", verbose=False)
-    assert (baseline.optimizer, baseline.lr, baseline.schedule, baseline.n_epochs) == \
-        ("adam", 1e-3, "plateau_train", 1500)
+    assert (baseline.optimizer, baseline.lr, baseline.weight_decay, baseline.schedule,
+            baseline.lr_factor, baseline.lr_patience, baseline.min_lr, baseline.n_epochs) == \
+        ("adam", 1e-3, 0.0, "plateau_train", 0.1, 10, 0.0, 300)
+    assert TrainConfig(head="fcn", mode="supervised", recipe="study").weight_decay == 1e-3
     # explicit values win over the recipe's
-    assert TrainConfig(head="mlp", recipe="study", lr=3e-3, patience=7, verbose=False).lr == 3e-3
+    assert TrainConfig(head="mlp", recipe="study", backbone="ts2vec", lr=3e-3, patience=7,
+                       verbose=False).lr == 3e-3
     model = Classifier(torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
-    opt_ours, opt_study = make_optimizer(model, ours), make_optimizer(model, study)
-    assert type(opt_ours) is torch.optim.AdamW and type(opt_study) is torch.optim.Adam
-    assert [g["lr"] for g in opt_study.param_groups] == [1e-5, 1e-4]  # encoder at a tenth
+    [opt_ours], (opt_head, opt_encoder) = make_optimizers(model, ours), make_optimizers(model, study)
+    assert type(opt_ours) is torch.optim.AdamW and type(opt_head) is torch.optim.Adam
+    assert [g["lr"] for g in opt_ours.param_groups] == [1e-4, 1e-3]  # encoder at a tenth
+    assert type(opt_encoder) is torch.optim.RAdam  # the study's: TS-TCC's pretraining rate
+    assert (opt_encoder.param_groups[0]["lr"], opt_encoder.param_groups[0]["weight_decay"]) == \
+        (3e-4, 3e-4)
     y = torch.tensor([0, 0, 0, 0, 1, 2])
     assert _criterion(y, 3, ours).weight is not None and _criterion(y, 3, study).weight is None
     with pytest.raises(ValueError, match="recipe"):
         TrainConfig(recipe="paper")
+    with pytest.raises(ValueError, match="backbone"):  # the study's RAdam is per backbone
+        TrainConfig(head="mlp", mode="ft", recipe="study")
 
 
 def test_study_recipe_runs_without_early_stop_or_schedule(task):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ecgnb.models.best import BestState, val_loss_callback
+from ecgnb.models.best import BestState, loss_callback
 
 
 def test_the_kept_state_is_a_deep_copy():
@@ -53,9 +53,9 @@ def test_bad_mode_and_restore_before_update_are_refused():
         BestState().restore(nn.Linear(2, 1))
 
 
-def test_val_loss_callback_numbers_epochs_from_the_first_of_this_fit():
+def test_loss_callback_numbers_epochs_from_the_first_of_this_fit():
     model, best = nn.Linear(2, 1), BestState("min")
-    update = val_loss_callback(best, n_before=4)
+    update = loss_callback(best, n_before=4)
     for epoch, loss in [(5, 2.0), (6, 1.0), (7, 1.5)]:
         update(model, {"epoch": epoch, "val_loss": loss})
     assert best.epoch == 2 and best.score == 1.0
@@ -67,7 +67,7 @@ def test_state_dict_round_trip_resumes_the_selection():
     best.update(1, 0.5, net)
     best.update(2, 0.7, net)
     again = BestState("min")
-    val_loss_callback(again).load_state_dict(val_loss_callback(best).state_dict())
+    loss_callback(again).load_state_dict(loss_callback(best).state_dict())
     assert (again.epoch, again.score, again.epochs_since) == (1, 0.5, 1)
     assert again.update(3, 0.6, net) is False and again.epochs_since == 2
     with pytest.raises(ValueError, match="cannot resume"):

@@ -17,14 +17,17 @@ def test_seventeen_filters_with_the_paper_lengths():
                for kind in ("increase", "decrease", "peak")}
     assert len(filters) == 17
     assert lengths == {"increase": [2, 4, 8, 16, 32, 64], "decrease": [2, 4, 8, 16, 32, 64],
-                       "peak": [6, 12, 24, 48, 96]}
+                       "peak": [9, 18, 36, 72, 144]}  # nominal 6..96, k + k/2 taps
 
 
 def test_filter_shapes_detect_what_they_name():
     np.testing.assert_array_equal(increasing_filter(4), [-1, 1, -1, 1])
     np.testing.assert_array_equal(decreasing_filter(4), [1, -1, 1, -1])
-    peak = peak_filter(12)
-    np.testing.assert_allclose(peak, [-.25, -1, -1, -.25, .5, 2, 2, .5, -.25, -1, -1, -.25])
+    ramp = [1 / 9, 4 / 9, 1]  # H-InceptionTime's reference: k + k/2 taps, lobes of k/2
+    np.testing.assert_allclose(peak_filter(12), [-r for r in ramp] + [-r for r in ramp[::-1]]
+                               + [2 * r for r in ramp] + [2 * r for r in ramp[::-1]]
+                               + [-r for r in ramp] + [-r for r in ramp[::-1]])
+    np.testing.assert_allclose(peak_filter(6), [-1, -1, -1, 2, 2, 2, -1, -1, -1])
     for n in (6, 24, 96):
         peak = peak_filter(n)
         assert abs(peak.sum()) < 1e-12 and np.allclose(peak, peak[::-1]) and peak.argmax() > 0
