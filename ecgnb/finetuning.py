@@ -130,7 +130,8 @@ def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
             continue
         start = time.time()
         config = train_config(cfg, cell, None if encoder is None else encoder.name)
-        result = run_cell(encoder, fragments, splits, config)
+        result = run_cell(encoder, fragments, splits, config,
+                          checkpoint_dir=out / runs.CHECKPOINTS, name=cell.name)
         folder.mkdir(parents=True, exist_ok=True)
         result.history.to_csv(folder / "history.csv", index=False)
         torch.save(result.model.state_dict(), folder / runs.CELL_MODEL)

@@ -56,6 +56,7 @@ RECORDS = (SUCCESS, PENDING, FAILED)
 CONFIG = "config.json"
 ENCODER = "encoder.pt"
 CELLS = "cells"
+CHECKPOINTS = "checkpoints"  # training state of the run's fits, kept until the run completes
 CELL_RECORD = "cell.json"
 CELL_MODEL = "model.pt"
 CELL_METRICS = "metrics.json"  # written last in a cell folder: marks a complete cell
@@ -243,7 +244,9 @@ def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
               "artefacts": list_artefacts(out)}
     if config.get("by_runner"):
         return write_json(out / PENDING, record, durable=True)
-    return write_json(out / SUCCESS, {**record, "completed_by": "notebook"}, durable=True)
+    path = write_json(out / SUCCESS, {**record, "completed_by": "notebook"}, durable=True)
+    remove_checkpoints(out)
+    return path
 
 
 def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: float,
@@ -270,17 +273,24 @@ def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: flo
     write_json(folder / SUCCESS, {**record, "artefacts": artefacts, "params_hash": params_hash,
                                   "wall_s": wall_s, "completed_by": "runner"}, durable=True)
     (folder / PENDING).unlink(missing_ok=True)
+    remove_checkpoints(folder)
     return folder / SUCCESS
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """A complete run keeps no training checkpoint (its results are its artefacts)."""
+    shutil.rmtree(Path(folder) / CHECKPOINTS, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- artefacts
 def is_artefact(path: Path, folder: Path) -> bool:
     """Files a run vouches for: all but its records (``_*``), temp files, earlier results set
-    aside (``superseded/``) and, at the top level, executed notebooks (the runner adds the one
-    it saved)."""
+    aside (``superseded/``), training checkpoints (``checkpoints/``) and, at the top level,
+    executed notebooks (the runner adds the one it saved)."""
     rel = path.relative_to(folder)
     top = len(rel.parts) == 1
-    return path.is_file() and not path.name.endswith(".tmp") and rel.parts[0] != SUPERSEDED \
+    return path.is_file() and not path.name.endswith(".tmp") \
+        and rel.parts[0] not in (SUPERSEDED, CHECKPOINTS) \
         and not (top and (path.name.startswith("_") or path.suffix == ".ipynb"))
 
 

@@ -44,6 +44,10 @@ from ecgnb.models.heads import HEADS, MLP_VARIANTS, Classifier, build_head
 from ecgnb.evaluation.metrics import compute_metrics, predictions_frame
 from ecgnb.models.base import Encoder
 from ecgnb.models.best import BestState
+from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_checksum,
+                                    checkpoint_args,
+                                    modules_checksum, rng_state, set_rng_state)
+from ecgnb.models.lineage import timestamp
 from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
                                      build_baseline, member_seeds)
 from ecgnb.models.precision import flush_denormal
@@ -165,6 +169,7 @@ class FitResult:
     model: nn.Module
     history: list[dict]
     best_epoch: int
+    resumed_from: dict | None = None  # where a checkpointed fit resumed (None: from the start)
 
 
 @dataclasses.dataclass
@@ -181,6 +186,7 @@ class CellResult:
     train_indices: np.ndarray
     config: TrainConfig
     n_train_available: int = 0  # labelled windows of the training split (before the label subset)
+    resumed_from: list = dataclasses.field(default_factory=list)  # per member (None: not resumed)
 
     @property
     def best_epoch(self) -> int:
@@ -193,7 +199,8 @@ class CellResult:
         config = dataclasses.asdict(self.config)
         return {"seed": self.config.seed, "select_on": self.config.select_on, "best_epoch": best,
                 "n_epochs_run": int(self.history.groupby("member")["epoch"].max().max()),
-                **self.label_record(), "val_metrics": self.val_metrics, "train_config": config}
+                **self.label_record(), "val_metrics": self.val_metrics, "train_config": config,
+                "resumed_from": self.resumed_from}
 
     def label_record(self) -> dict:
         """The labels the cell trained on: ``n_train``, of ``n_train_available``, and the
@@ -230,12 +237,16 @@ def make_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.O
 
 def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                    val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, n_classes: int,
-                   after_epoch: AfterEpoch | None = None) -> FitResult:
+                   after_epoch: AfterEpoch | None = None, checkpoint=None,
+                   checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> FitResult:
     """Train ``model`` (inputs -> logits ``[B, n_classes]``) on ``train = (inputs, y)``; select
     on ``val = (inputs, y)``.
 
     ``after_epoch(epoch, model)`` runs after each training epoch, before validation (a hook for
     tests and diagnostics). Returns the model with its best validation state restored.
+    ``checkpoint``: a ``.pt`` file for the whole training state, written at an epoch end every
+    ``checkpoint_every_s`` seconds; a fit run again with a checkpoint of itself resumes from it
+    and ends as an uninterrupted fit would (:mod:`ecgnb.models.checkpoint`).
     """
     if len(train[1]) < 2 or len(val[1]) < 1:
         raise ValueError(f"need >= 2 training and >= 1 validation windows, got "
@@ -252,11 +263,20 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                                                            min_lr=config.min_lr)
                 for opt in optimizers]
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.use_amp)
-    loader, history, best = _train_loader(*train, config), [], BestState("min")
-    bar = tqdm(range(1, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
-               disable=not config.verbose, leave=False)
+    (loader, loader_gen), history, best = _train_loader(*train, config), [], BestState("min")
+    parts = _FitParts(model, optimizers, plateaus, scaler, best, history,
+                      [loader_gen] + _generators_of(model))
+    first = 1
+    if checkpoint is not None:
+        checkpoint = Checkpointer(checkpoint, _fingerprint(model, train, val, config, n_classes),
+                                  checkpoint_every_s)
+        first = parts.resume(checkpoint) + 1
+    bar = tqdm(range(first, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
+               disable=not config.verbose, leave=False, initial=first - 1, total=config.n_epochs)
     with flush_denormal(config.flush_denormal):
         for epoch in bar:
+            if config.patience and best.epochs_since >= config.patience:
+                break  # a fit resumed after its last epoch
             _warm_up(groups, base_lrs, epoch, config.warmup_epochs)
             start = time.perf_counter()
             train_loss = _train_epoch(model, loader, criterion, optimizers, scaler, config,
@@ -272,9 +292,62 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                 for plateau in plateaus:
                     plateau.step(val_loss if config.schedule == "plateau_val" else train_loss)
             bar.set_postfix(val_f1=f"{val_f1:.3f}", best=best.epoch)
+            if checkpoint is not None and checkpoint.due(end_of_epoch=True):
+                checkpoint.save(parts.state(epoch))
             if config.patience and best.epochs_since >= config.patience:
                 break
-    return FitResult(model=best.restore(model), history=history, best_epoch=best.epoch)
+    return FitResult(model=best.restore(model), history=history, best_epoch=best.epoch,
+                     resumed_from=None if checkpoint is None else checkpoint.resumed_from)
+
+
+@dataclasses.dataclass
+class _FitParts:
+    """Everything :func:`fit_classifier` changes as it trains, for its checkpoints."""
+
+    model: nn.Module
+    optimizers: list
+    plateaus: list
+    scaler: torch.amp.GradScaler
+    best: BestState
+    history: list
+    generators: list
+
+    def state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "model": self.model.state_dict(),
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "plateaus": [p.state_dict() for p in self.plateaus],
+                "scaler": self.scaler.state_dict(), "best": self.best.state_dict(),
+                "history": self.history, "rng": rng_state(self.generators)}
+
+    def resume(self, checkpoint: Checkpointer) -> int:
+        """Load ``checkpoint`` when it is this fit's; returns the last epoch it holds (0: none)."""
+        saved = checkpoint.load()
+        if saved is None:
+            return 0
+        self.model.load_state_dict(saved["model"])
+        for part, state in [*zip(self.optimizers, saved["optimizers"]),
+                            *zip(self.plateaus, saved["plateaus"])]:
+            part.load_state_dict(state)
+        self.scaler.load_state_dict(saved["scaler"])
+        self.best.load_state_dict(saved["best"])
+        self.history[:] = saved["history"]
+        set_rng_state(saved["rng"], self.generators)
+        checkpoint.resumed_from = {"epoch": saved["epoch"] + 1, "at": timestamp()}
+        return saved["epoch"]
+
+
+def _generators_of(model: nn.Module) -> list[torch.Generator]:
+    """The generators a model's modules draw from (e.g. a fine-tuned TS2Vec's timestamp mask)."""
+    return [v for m in model.modules() for v in vars(m).values() if isinstance(v, torch.Generator)]
+
+
+def _fingerprint(model, train, val, config: TrainConfig, n_classes: int) -> dict:
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("verbose",)}
+    return {"config": settings, "n_classes": n_classes,
+            "start": modules_checksum({"model": model}),
+            **{f"{name}_{i}": array_checksum(t.numpy()) for name, part in (("train", train),
+                                                                          ("val", val))
+               for i, t in enumerate(part)}}
 
 
 def _selection_score(val_loss: float, val_f1: float, select_on: str) -> tuple:
@@ -290,8 +363,10 @@ def _criterion(y: torch.Tensor, n_classes: int, config: TrainConfig) -> nn.Cross
     return nn.CrossEntropyLoss(weight=weight)
 
 
-def _train_loader(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> DataLoader:
-    """Seeded batches; ``imbalance="sampler"`` draws classes evenly (with replacement)."""
+def _train_loader(x: torch.Tensor, y: torch.Tensor, config: TrainConfig
+                  ) -> tuple[DataLoader, torch.Generator]:
+    """Seeded batches (the loader and its generator); ``imbalance="sampler"`` draws classes
+    evenly (with replacement)."""
     gen = torch_generator(config.seed)
     drop_last = len(y) % config.batch_size == 1  # a batch of one breaks BatchNorm
     dataset = TensorDataset(x, y)
@@ -299,8 +374,9 @@ def _train_loader(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> Data
         counts = torch.bincount(y).float()
         sampler = WeightedRandomSampler((1.0 / counts)[y].double(), num_samples=len(y),
                                         replacement=True, generator=gen)
-        return DataLoader(dataset, config.batch_size, sampler=sampler, drop_last=drop_last)
-    return DataLoader(dataset, config.batch_size, shuffle=True, generator=gen, drop_last=drop_last)
+        return DataLoader(dataset, config.batch_size, sampler=sampler, drop_last=drop_last), gen
+    return (DataLoader(dataset, config.batch_size, shuffle=True, generator=gen,
+                       drop_last=drop_last), gen)
 
 
 def _warm_up(groups: list[dict], base_lrs: list[float], epoch: int, warmup_epochs: int) -> None:
@@ -361,8 +437,11 @@ def _validate(model, val, criterion, config, device) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- one cell
 def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
-             config: TrainConfig, after_epoch: AfterEpoch | None = None) -> CellResult:
+             config: TrainConfig, after_epoch: AfterEpoch | None = None, checkpoint_dir=None,
+             name: str = "cell") -> CellResult:
     """Train on ``splits["train"]`` (or its label subset), select on ``"val"``, score ``"test"``.
+    With ``checkpoint_dir``, each fit checkpoints there as ``<name>-m<member>.pt`` and a cell run
+    again resumes (:func:`fit_classifier`).
 
     ``encoder`` is a pretrained :class:`Encoder` (lp, ft) or ``None`` (supervised).
     ``windows`` is a labelled :class:`~ecgnb.data.Windows` (``x [N, 1, T]``); the test split is
@@ -381,7 +460,8 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
     train_idx = label_subset(windows, config.label_fraction, config.seed, within=splits["train"])
     inputs = _cell_inputs(encoder, windows, {"train": train_idx, "val": splits["val"],
                                              "test": splits["test"]}, config)
-    model, fits = _train_models(encoder, windows, inputs, config, after_epoch)
+    model, fits = _train_models(encoder, windows, inputs, config, after_epoch,
+                                checkpoint_dir, name)
     scored = {name: _score(model, inputs, name, idx, windows, config)
               for name, idx in (("val", splits["val"]), ("test", splits["test"]))}
     history = pd.concat([pd.DataFrame(f.history).assign(member=m) for m, f in enumerate(fits)],
@@ -389,7 +469,8 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
     return CellResult(model=model, history=history, best_epochs=[f.best_epoch for f in fits],
                       val_metrics=scored["val"][0], test_metrics=scored["test"][0],
                       predictions=scored["test"][1], train_indices=train_idx, config=config,
-                      n_train_available=int(len(splits["train"])))
+                      n_train_available=int(len(splits["train"])),
+                      resumed_from=[f.resumed_from for f in fits])
 
 
 def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -405,18 +486,21 @@ def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Ten
     return out
 
 
-def _train_models(encoder, windows, inputs, config, after_epoch):
-    """Fit one model (or each ensemble member); returns the evaluation model and the fits."""
+def _train_models(encoder, windows, inputs, config, after_epoch, checkpoint_dir=None,
+                  name: str = "cell"):
+    """Fit one model (or each ensemble member); returns the evaluation model and the fits.
+    Member ``i`` checkpoints to ``<checkpoint_dir>/<name>-m<i>.pt`` (none without a folder)."""
     n_classes, n_timesteps = len(windows.classes), windows.x.shape[-1]
     is_ensemble = config.mode == SUPERVISED and config.head in ENSEMBLE_BASELINES
     seeds = member_seeds(config.seed, config.n_members) if is_ensemble else [config.seed]
     fits = []
-    for seed in seeds:
+    for member, seed in enumerate(seeds):
         member_config = dataclasses.replace(config, seed=seed)
         model = _fresh_model(encoder, config, n_classes, n_timesteps, seed)
         trainable = model.head if config.mode == "lp" else model
         fit = fit_classifier(trainable, inputs["train"], inputs["val"], member_config,
-                             n_classes, after_epoch)
+                             n_classes, after_epoch,
+                             **checkpoint_args(checkpoint_dir, f"{name}-m{member}"))
         fits.append(dataclasses.replace(fit, model=model))
     model = HInceptionTime([f.model for f in fits]) if is_ensemble else fits[0].model
     return model, fits

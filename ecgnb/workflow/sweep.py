@@ -74,7 +74,6 @@ RUN_THREADS = 1  # math threads per kernel, independent of --jobs (reproducible 
 RETRIES = 3  # further attempts of a run whose kernel died (as Ray's for a lost node)
 KEEP_SUPERSEDED = 3  # complete results set aside per run (ecgnb run --keep-superseded)
 KERNEL_DIED_STATUS = 75  # exit status of a run's child process whose kernel died
-CHECKPOINTS = "checkpoints"  # a notebook's resumable state, kept for the next attempt
 
 
 class SweepBusy(FileExistsError):
@@ -254,7 +253,7 @@ def prepare_folder(folder: Path, digest: str, code: dict | None = None,
         attempt = _read(folder / ATTEMPT)
         same_params = attempt.get("params_hash") == digest
         if not same_params or attempt.get("code") != code:
-            kept = {runs.SUPERSEDED} | ({CHECKPOINTS} if same_params else set())
+            kept = {runs.SUPERSEDED} | ({runs.CHECKPOINTS} if same_params else set())
             _remove_all_but(folder, kept)
         else:
             for tmp in folder.rglob("*.tmp"):

@@ -225,3 +225,39 @@ def test_study_recipe_runs_without_early_stop_or_schedule(task):
     result = run_cell(tiny_encoder(), windows, splits, config)
     assert len(result.history) == 6 and (result.history["lr"] == 1e-4).all()
     assert 1 <= result.best_epoch <= 6
+
+
+# --------------------------------------------------------------------------- checkpoints
+class Stop(Exception):
+    """Raised after an epoch to stand for a kill."""
+
+
+@pytest.mark.parametrize("mode, head, extra, stop_at", [
+    ("ft", "mlp", {"recipe": "study", "backbone": "ts2vec"}, 2),  # RAdam encoder, timestamp mask
+    ("supervised", "hinception", {"n_members": 2, "schedule": "plateau_train"}, 5),  # member 2
+])
+def test_an_interrupted_cell_resumes_to_the_same_result(task, tmp_path, mode, head, extra,
+                                                       stop_at):
+    windows, splits = task
+    config = TrainConfig(head=head, mode=mode, **{**QUICK, "n_epochs": 3, "patience": 0}, **extra)
+    encoder = tiny_encoder() if mode == "ft" else None
+    whole = run_cell(encoder, windows, splits, config)
+    calls = {"n": 0}
+
+    def stop(epoch, model):  # after training, before validation and the epoch's checkpoint
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise Stop
+
+    folder = tmp_path / "checkpoints"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ECGNB_CHECKPOINT_EVERY_S", "0")
+        with pytest.raises(Stop):
+            run_cell(encoder, windows, splits, config, checkpoint_dir=folder, name="c",
+                     after_epoch=stop)
+        resumed = run_cell(encoder, windows, splits, config, checkpoint_dir=folder, name="c")
+    assert resumed.resumed_from[-1]["epoch"] == 2  # epoch 1 of the interrupted fit was kept
+    assert resumed.test_metrics == whole.test_metrics
+    assert resumed.best_epochs == whole.best_epochs
+    for a, b in zip(weights(resumed.model).values(), weights(whole.model).values()):
+        assert torch.equal(a, b)

@@ -444,10 +444,10 @@ def test_a_kernel_death_is_retried_in_the_same_folder(tmp_path, outputs, fake_nb
         folder = sweep.run_folder(grid_, name)
         log.append(name)
         if log.count(name) == 1:  # the first attempt leaves a checkpoint and dies
-            (folder / sweep.CHECKPOINTS).mkdir()
-            (folder / sweep.CHECKPOINTS / "epoch-1.pt").write_text("state")
+            (folder / runs.CHECKPOINTS).mkdir()
+            (folder / runs.CHECKPOINTS / "epoch-1.pt").write_text("state")
             raise KernelDied("kernel killed by SIGKILL (out of memory?) after 1 s")
-        assert (folder / sweep.CHECKPOINTS / "epoch-1.pt").is_file()  # the retry may resume
+        assert (folder / runs.CHECKPOINTS / "epoch-1.pt").is_file()  # the retry may resume
         plain(grid_, name, parent_hashes, device)
 
     statuses = sweep.run_sweep(grid, progress=False, execute=execute)
