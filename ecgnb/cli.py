@@ -6,7 +6,7 @@
   (``ecgnb.workflow.ray_backend``);
 - ``ecgnb report GRID_OR_FOLDER``: ``results.csv`` rebuilt from the cell folders, then
   notebooks/06_results.ipynb renders the study table, statistics and figures
-  (``ecgnb.report.grid``); ``--figures DIR`` also writes the key figures as PNG images
+  (``ecgnb.report.grid_report``); ``--figures DIR`` also writes the key figures as PNG images
   (``ecgnb.report.static``; ``make figures``: docs/);
 - ``ecgnb demo``: embedded data, notebook 01, ``params/grids/demo.yaml``, the report.
 
@@ -125,7 +125,7 @@ def _sweep(grid, jobs: int | None, devices=(), only=None, retry_failed: bool = F
 
 # --------------------------------------------------------------------------- report
 def _report(args) -> int:
-    from ecgnb.report.grid import STAGE_SUMMARIES, build_report
+    from ecgnb.report.grid_report import STAGE_SUMMARIES, build_report
 
     out = build_report(args.target, use_notebook=not args.no_notebook)
     print(f"results table: {out.parent / 'results.csv'} (copy: {outputs_root() / 'results.csv'})")
@@ -145,7 +145,7 @@ def _report(args) -> int:
 # --------------------------------------------------------------------------- demo
 def _demo(args) -> int:
     from ecgnb.data.simulate import embedded_data
-    from ecgnb.report.grid import build_report
+    from ecgnb.report.grid_report import build_report
     from ecgnb.runs import data_root
     from ecgnb.workflow.grid import load_grid
 

@@ -1,6 +1,6 @@
 """The README's figures: PNG images written from a results table, without a browser."""
 from ecgnb import cli
-from ecgnb.report import grid, static
+from ecgnb.report import grid_report, static
 from ecgnb.report.collect import synthetic_results, write_csv
 
 
@@ -27,7 +27,7 @@ def test_report_command_writes_the_figures(tmp_path, monkeypatch):
         built[target] = use_notebook
         return out
 
-    monkeypatch.setattr(grid, "build_report", build_report)
+    monkeypatch.setattr(grid_report, "build_report", build_report)
     assert cli.main(["report", "demo", "--no-notebook", "--figures", str(tmp_path / "docs")]) == 0
     assert built == {"demo": False}
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == sorted(static.FIGURES)
