@@ -1,7 +1,7 @@
 """Stage 03, data-driven regularization: continue SSL training of a saved encoder on another corpus.
 
 A continuation starts from the parent checkpoint with a fresh optimiser and the unchanged SSL
-objective (brief 3). Checkpoint selection looks only at a grouped validation part of the
+objective (docs/deviations.md, rows 18-19). Checkpoint selection looks only at a grouped validation part of the
 *continuation* corpus (or takes the last epoch); the target task's validation and test fragments
 are never seen. Every choice is written into the child's lineage.
 """

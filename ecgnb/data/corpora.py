@@ -1,4 +1,4 @@
-"""The data a run reads: pretraining corpora (brief 2 and 3: ECG, All, no-ECG, target and
+"""The data a run reads: pretraining corpora (ECG, All, no-ECG, target and
 ``X+target``), the target task with its grouped split, and where the data roots come from.
 
 A "+target" corpus adds the unlabelled target *training* fragments: validation and test fragments

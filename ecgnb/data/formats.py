@@ -136,7 +136,7 @@ def _source_record(header: Path) -> str:
 def load_wesad(root, channels: Sequence[str] = ("ECG",), fs: float = 360.0,
                window_s: float = 2.0, stride: float = 0.2, subjects: Sequence[str] | None = None,
                fraction: float = 1.0, seed: int = 0) -> Windows:
-    """WESAD chest signals with the study's recipe (brief 2).
+    """WESAD chest signals with the study's recipe (docs/deviations.md, "Data").
 
     700 Hz -> decimate to 350 Hz -> ``window_s`` windows every ``stride * window_s`` -> keep
     windows whose modal label is 1..4 -> z-score each window -> resample to ``fs``. Each channel

@@ -1,4 +1,4 @@
-"""The nine pretraining scenarios of the study (brief 3) and the "untrained" reference, declared once.
+"""The nine pretraining scenarios of the study and the "untrained" reference, declared once.
 
 A scenario = a base pretraining corpus (notebook 02) followed by zero or more continuation steps
 (notebook 03), each a corpus and a number of epochs, starting from the previous checkpoint with a

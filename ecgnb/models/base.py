@@ -4,7 +4,7 @@ Array layout at the boundary: ``x`` is float32 ``[N, 1, T]`` (univariate windows
 ``encode`` returns ``[N, D]``; ``features`` returns the time-resolved ``[N, D', T']``.
 
 A backbone subclasses :class:`Encoder` and provides
-- ``Config``: a dataclass with the study's defaults (brief section 4),
+- ``Config``: a dataclass with the study's defaults (docs/deviations.md, "Backbones"),
 - ``_build(n_timesteps)``: create ``self.network_`` (a :class:`Network`) and any training-only
   modules, registered in ``self.modules_`` (name -> nn.Module) so that they are saved,
 - ``_loss(xb, generator)``: the SSL loss of one batch (``xb`` on the device, ``[B, 1, T]``),
@@ -263,7 +263,7 @@ class Encoder:
         return torch.cat(out).numpy()
 
     def begin_continuation(self, mode: str = "genuine") -> str:
-        """Prepare a continuation (brief 3); returns what the continuation starts from.
+        """Prepare a continuation (docs/deviations.md, row 19); returns what the continuation starts from.
         ``mode="study"`` reproduces the study's loading where it differs (TS2Vec only)."""
         check_continuation(mode)
         return "training weights"

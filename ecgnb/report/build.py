@@ -1,5 +1,6 @@
 """The report of a results table: per recipe the study table, the exact tests, the tables beside
-them and ``figures.html`` (notebook 06 calls these; :mod:`ecgnb.report.grid_report` runs it on a grid).
+them and ``figures.html`` (notebook 06 calls these; :mod:`ecgnb.report.grid_report` runs the
+notebook on a grid).
 
 - :func:`recipe_reports`: one :class:`RecipeReport` per recipe (study table and comparisons,
   :mod:`ecgnb.report.comparisons`); :func:`write_report` writes them, :func:`report_markdown`
