@@ -153,23 +153,22 @@ def _reason(run, folder: Path, record: dict | None, digest: str,
     return "incomplete" if folder.is_dir() else None
 
 
+_UNSET = object()  # a parameter one side does not set
+
+
 def params_change(recorded: dict, params: dict, shown: int = 3) -> str:
     """``lr 0.001 -> 0.0003, n_epochs 2 -> 3``: the parameters that differ (empty: none)."""
-    unset = object()
     keys = sorted(k for k in set(recorded) | set(params)
-                  if recorded.get(k, unset) != params.get(k, unset))
-    parts = [f"{k} {_shown(recorded.get(k, unset))} -> {_shown(params.get(k, unset))}"
+                  if recorded.get(k, _UNSET) != params.get(k, _UNSET))
+    parts = [f"{k} {_shown(recorded.get(k, _UNSET))} -> {_shown(params.get(k, _UNSET))}"
              for k in keys[:shown]]
     return ", ".join(parts + ([f"{len(keys) - shown} more"] if len(keys) > shown else []))
 
 
 def _shown(value) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    try:
-        return json.dumps(value)
-    except TypeError:
+    if value is _UNSET:
         return "(unset)"
+    return f"{value:g}" if isinstance(value, float) else json.dumps(value, default=str)
 
 
 def code_note(statuses: dict[str, RunStatus], accept_old_code: bool) -> str | None:
@@ -311,9 +310,11 @@ def _attempt(execute: Executor, grid: Grid, name: str, hashes: dict[str, str],
         try:
             where = execute(grid, name, parents, device)
             return time.time() - start, where or device
-        except KernelDied:
+        except KernelDied as exc:
             if attempt == retries:
                 raise
+            print(f"ecgnb: {name}: {str(exc).splitlines()[0]}; running it again "
+                  f"({attempt + 1} of {retries} retries)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- the sweep
