@@ -8,17 +8,9 @@ from ecgnb.data.splits import check_disjoint, label_subset, split_grouped, strat
 from ecgnb.data.windows import DataError, Windows
 
 
-def _toy_windows(n_groups=30, per_group=5, seed=0):
-    rng = np.random.default_rng(seed)
-    groups = np.repeat([f"r{i}" for i in range(n_groups)], per_group)
-    y = np.repeat(rng.integers(0, 3, n_groups), per_group)
-    return Windows(x=np.zeros((len(y), 1, 8), np.float32), y=y, groups=groups,
-                   domains=np.full(len(y), "ECG"), fs=4.0, classes=("a", "b", "c"))
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_split_grouped_disjoint_and_complete(seed):
-    w = _toy_windows(seed=seed)
+def test_split_grouped_disjoint_and_complete(seed, toy_windows):
+    w = toy_windows(seed=seed)
     splits = split_grouped(w, val=0.15, test=0.2, seed=seed)
     all_idx = np.concatenate(list(splits.values()))
     assert sorted(all_idx) == list(range(len(w)))
@@ -28,15 +20,15 @@ def test_split_grouped_disjoint_and_complete(seed):
     assert split_grouped(w, seed=seed)["test"].tolist() == splits["test"].tolist()
 
 
-def test_check_disjoint_raises():
-    w = _toy_windows()
+def test_check_disjoint_raises(toy_windows):
+    w = toy_windows()
     with pytest.raises(DataError, match="in both"):
         check_disjoint(w, {"train": np.arange(0, 10), "test": np.arange(8, 20)})
 
 
-def test_split_needs_enough_groups():
+def test_split_needs_enough_groups(toy_windows):
     with pytest.raises(DataError, match="too few"):
-        split_grouped(_toy_windows(n_groups=3))
+        split_grouped(toy_windows(n_groups=3))
 
 
 def test_stratified_share_keeps_label_proportions():
