@@ -3,7 +3,7 @@ pretraining corpus (docs/datasets.md).
 
 A card names its ``kind`` (``target`` or ``corpus``), its ``format`` and where the data are
 (``root``, with ``~`` and ``${VARIABLE}`` expanded when the data are read; or ``embedded``, the
-embedded sample of a layout, generated from ``data_seed``). :func:`read_card` checks the keys and
+embedded sample of a layout, generated from ``data_seed``, with ``root`` then a folder inside it). :func:`read_card` checks the keys and
 values and returns a :class:`Card`; :func:`load_target` and :func:`load_corpus_card` read its data
 as :class:`~ecgnb.data.windows.Windows` at the workbook's common ``fs``. Every problem is a
 :class:`~ecgnb.data.windows.DataError` whose message starts with the card's path.
@@ -24,7 +24,8 @@ from ecgnb.runs import PROJECT_ROOT, data_root
 
 KINDS = ("target", "corpus")
 FORMATS = {"target": ("wfdb", "npz", "ptbxl", "fragment"), "corpus": ("wfdb", "npz")}
-EMBEDDED = {"fragment": "fragment", "ptbxl": "ptbxl"}  # embedded sample -> the format it has
+# Embedded samples and the formats that read them (both are WFDB trees).
+EMBEDDED = {"fragment": ("fragment", "wfdb"), "ptbxl": ("ptbxl", "wfdb")}
 LONG = ("crop_center", "crop_start", "windows")
 SHORT = ("pad", "drop")
 TASKS = ("superdiagnostic",)
@@ -73,7 +74,11 @@ class Card:
     def root_path(self, data_seed: int = 0, small: bool = False) -> Path:
         """The data folder: ``root`` expanded, or the embedded sample (generated on first use)."""
         if self.embedded:
-            return _embedded_root(self.embedded, data_seed, small)
+            root = _embedded_root(self.embedded, data_seed, small) / self.root
+            if not root.is_dir():
+                raise self.error(f"root {self.root} is not a folder of the embedded sample "
+                                 f"{root.parent}")
+            return root
         expanded = os.path.expanduser(os.path.expandvars(self.root))
         if "$" in expanded:
             raise self.error(f"root '{self.root}' names an unset environment variable; set it "
@@ -133,9 +138,9 @@ def read_card(path, kind: str | None = None) -> Card:
 
 
 def _checked(card: Card) -> Card:
-    if bool(card.root) == bool(card.embedded):
-        raise card.error("give either root (a folder) or embedded (a sample's name)")
-    if card.embedded and EMBEDDED.get(card.embedded) != card.format:
+    if not card.root and not card.embedded:
+        raise card.error("root (a folder) or embedded (a sample's name) is needed")
+    if card.embedded and card.format not in EMBEDDED.get(card.embedded, ()):
         raise card.error(f"embedded: {card.embedded!r} is not a sample of format {card.format} "
                          f"(embedded samples: {EMBEDDED})")
     for key in ("window_s", "stride_s", "fs"):
@@ -212,10 +217,11 @@ MIN_GROUPS = 3  # train, val and test each need a group of every class
 
 
 def load_corpus_card(card: Card, fs: float, channels=None, fraction: float = 1.0,
-                     seed: int = 0) -> Windows:
+                     seed: int = 0, data_seed: int = 0) -> Windows:
     """The unlabelled windows ``[N, 1, window_s*fs]`` of a corpus card, each channel its own row
     (``domains`` = channel, ``groups`` = record), z-scored per window; ``channels`` overrides the
-    card's; ``fraction`` keeps a seeded share of each record's windows."""
+    card's; ``fraction`` keeps a seeded share of each record's windows; ``data_seed``: of an
+    embedded sample."""
     if channels:
         card = dataclasses.replace(card, channels=tuple(channels))
-    return records.load_unlabelled(card, card.root_path(), fs, fraction, seed)
+    return records.load_unlabelled(card, card.root_path(data_seed), fs, fraction, seed)

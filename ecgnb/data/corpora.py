@@ -62,16 +62,17 @@ def target_training(fragments: Windows, splits: dict[str, np.ndarray]) -> Window
 def build_corpus(name: str, wesad_root=None, fragments: Windows | None = None,
                  splits: dict[str, np.ndarray] | None = None, fs: float = 360.0,
                  fraction: float | None = None, channels: Sequence[str] | None = None,
-                 subjects: Sequence[str] | None = None, seed: int = 0) -> Windows:
+                 subjects: Sequence[str] | None = None, seed: int = 0,
+                 data_seed: int = 0) -> Windows:
     """One pretraining corpus as univariate windows ``[N, 1, T]``.
 
     ``channels`` overrides the corpus's WESAD channels (e.g. perturb with EDA+Resp only) or a
     corpus card's leads; ``fraction`` the share of each subject's (a card: each record's)
-    windows kept (default: the study's; a card: all).
+    windows kept (default: the study's; a card: all); ``data_seed``: a card's embedded sample.
     """
     if cards.is_card(name):
         return cards.load_corpus_card(cards.read_card(name, kind="corpus"), fs, channels,
-                                      fraction or 1.0, seed)
+                                      fraction or 1.0, seed, data_seed)
     base, with_target = parse_corpus(name)
     channels = tuple(channels) if channels is not None else CORPUS_CHANNELS[base]
     fraction = DEFAULT_FRACTION[base] if fraction is None else fraction
@@ -206,7 +207,7 @@ def load_corpus(name: str, data: DataConfig, fraction: float | None = None, n_wi
         fragments, splits = target_task(data)
     corpus = build_corpus(name, roots["wesad"], fragments, splits, fs=data.fs,
                                   fraction=fraction,
-                                  channels=channels, seed=seed)
+                                  channels=channels, seed=seed, data_seed=data.data_seed)
     if cards.is_card(name):
         train, val = holdout_groups(corpus, share=0.2, seed=seed)
     elif base == "target" and not target_holdout:
