@@ -179,7 +179,12 @@ def target_task(data: DataConfig, val: float = 0.15,
     and stratified with ``val`` and ``test`` shares of the groups (same split everywhere)."""
     windows, given = read_target(data)
     windows = normalize(windows, data.normalization)
-    return windows, given or split_grouped(windows, val=val, test=test, seed=data.split_seed)
+    if given:
+        return windows, given
+    try:
+        return windows, split_grouped(windows, val=val, test=test, seed=data.split_seed)
+    except DataError as exc:
+        raise DataError(f"card {data.target}: {exc}" if data.target else str(exc)) from None
 
 
 def normalize(windows: Windows, normalization: str) -> Windows:

@@ -371,7 +371,8 @@ class _Expander:
             for s in reversed(chain):
                 needed.setdefault(s.name, s)
         runs = []
-        for s in sorted(needed.values(), key=lambda s: (len(s.steps), list(SCENARIOS).index(s.name))):
+        order = list(SCENARIOS) + list(needed)  # corpus cards after the study's scenarios
+        for s in sorted(needed.values(), key=lambda s: (len(s.steps), order.index(s.name))):
             runs.append(self._pretrain(backbone, s, seed) if not s.steps
                         else self._continue(backbone, s, seed))
         return runs
