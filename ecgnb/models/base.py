@@ -272,7 +272,7 @@ class Encoder:
         """What a ``fit`` trains with, for the lineage: the optimiser (class, lr, weight decay,
         betas), gradient clipping and the numerics (``use_amp``: float16 autocast on CUDA;
         ``precision``)."""
-        probe = self._optimizer([torch.zeros(1, requires_grad=True)])
+        probe = self._optimizer([torch.zeros(1, requires_grad=True)], self.config.lr)
         record = {"optimizer": type(probe).__name__,
                   **{k: probe.defaults[k] for k in ("lr", "weight_decay", "betas")
                      if k in probe.defaults}}
