@@ -31,9 +31,19 @@ LOCAL_RAY = "local"  # ``--ray`` without an address: start a local Ray instance
 
 
 def _execute(args) -> int:
-    from ecgnb.workflow.runner import execute
+    import yaml
 
-    folder = execute(args.notebook, args.params, run_name=args.run_name,
+    from ecgnb.workflow.runner import execute, read_params
+
+    params = args.params
+    if args.param:  # NAME VALUE pairs (VALUE read as YAML) over the params file's
+        stem = Path(args.params).stem if args.params else "interactive"
+        args.run_name = args.run_name or f"{stage_of(args.notebook)}/{stem}"
+        params = {**(read_params(args.params) if args.params else {}),
+                  **{name: yaml.safe_load(value) for name, value in args.param}}
+    elif params is None:
+        raise ValueError("give a params file, -p NAME VALUE pairs, or both")
+    folder = execute(args.notebook, params, run_name=args.run_name,
                      overwrite=args.overwrite, progress=not args.quiet)
     print(f"finished: {folder}")
     return 0
@@ -43,6 +53,10 @@ def _data(args) -> int:
     from ecgnb.data.simulate import embedded_data
 
     paths = embedded_data(args.cache_dir, seed=args.seed, small=args.small)
+    if args.ptbxl:
+        from ecgnb.data.simulate_ptbxl import embedded_ptbxl
+
+        paths["ptbxl"] = embedded_ptbxl(args.cache_dir, seed=args.seed)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -183,8 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("execute", help="run one notebook with one params file (papermill)")
     p.add_argument("notebook")
-    p.add_argument("params")
-    p.add_argument("--run-name", default=None, help="default: <stage>/<params-stem>")
+    p.add_argument("params", nargs="?", default=None, help="a params file (YAML)")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"),
+                   help="set one parameter (VALUE read as YAML), over the params file's; e.g. "
+                        "-p target params/datasets/ptbxl.yaml")
+    p.add_argument("--run-name", default=None,
+                   help="default: <stage>/<params-stem> (no params file: <stage>/interactive)")
     p.add_argument("--overwrite", action="store_true", help="re-run a finished run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_execute)
@@ -193,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=str(PROJECT_ROOT / "data"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--small", action="store_true")
+    p.add_argument("--ptbxl", action="store_true",
+                   help="also the embedded PTB-XL sample (params/datasets/embedded-ptbxl.yaml)")
     p.set_defaults(func=_data)
 
     p = sub.add_parser("run", help="run a grid file's experiments (resumable DAG)")

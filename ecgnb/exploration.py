@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from ecgnb.config import check_ranges
-from ecgnb.data import Windows
+from ecgnb.data import DataConfig, Windows
 from ecgnb.plots import labels_of, waveform
 
 
@@ -14,6 +14,7 @@ from ecgnb.plots import labels_of, waveform
 class ExploreConfig:
     """Parameters of notebooks/01_exploration.ipynb (same names as its parameters cell)."""
 
+    target: str = ""  # a target card (params/datasets/*.yaml); empty: the Fragment DB
     fragment_root: str = ""  # empty: the embedded default data
     wesad_root: str = ""
     data_seed: int = 0
@@ -27,6 +28,14 @@ class ExploreConfig:
 
     def __post_init__(self):
         check_ranges(self)
+
+    @property
+    def data(self) -> DataConfig:
+        """The data to read, not normalised: exploration shows the windows as recorded."""
+        return DataConfig(target=self.target, fragment_root=self.fragment_root,
+                          wesad_root=self.wesad_root, data_seed=self.data_seed,
+                          use_small_data=self.use_small_data, fs=self.fs,
+                          split_seed=self.split_seed, normalization="none")
 
 
 def browse(windows: Windows, by: str = "class"):

@@ -52,3 +52,43 @@ def _complete_run(folder, params_hash="h", summary=None, warnings=()):
 def complete_run():
     """``complete_run(folder, params_hash="h", summary=None)``: a complete run folder."""
     return _complete_run
+
+
+@pytest.fixture(scope="session")
+def ptbxl_sample(tmp_path_factory):
+    """The embedded PTB-XL sample (150 records of 60 patients), generated once per session."""
+    from ecgnb.data.simulate_ptbxl import embedded_ptbxl
+    return embedded_ptbxl(tmp_path_factory.mktemp("ptbxl"), seed=0)
+
+
+def write_wfdb_task(root, n_groups: int = 4, classes=("A", "B", "C"), fs: float = 250.0,
+                    seconds: float = 3.0, split: bool = False):
+    """A folder of 2-lead WFDB records (MLII, V1; one per group and class, each class its own
+    rhythm) and ``labels.csv`` (record,label,group[,split]); returns ``root``."""
+    import numpy as np
+    import pandas as pd
+    import wfdb
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * fs)) / fs
+    rows = []
+    for k, label in enumerate(classes):
+        for g in range(n_groups):
+            name = f"p{g:02d}_{label}"
+            x = np.sin(2 * np.pi * (1 + k) * t)[:, None] * [1.0, -0.5] \
+                + 0.05 * rng.standard_normal((len(t), 2))
+            wfdb.wrsamp(name, fs=fs, units=["mV", "mV"], sig_name=["MLII", "V1"], p_signal=x,
+                        fmt=["16", "16"], write_dir=str(root))
+            row = {"record": name, "label": label, "group": f"p{g:02d}"}
+            if split:
+                row["split"] = ("train", "train", "val", "test")[g % 4]
+            rows.append(row)
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def wfdb_task(tmp_path):
+    """``wfdb_task(**kw)``: a WFDB folder with labels.csv under a temporary folder."""
+    return lambda **kw: write_wfdb_task(tmp_path / "task", **kw)

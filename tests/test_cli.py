@@ -153,3 +153,48 @@ def test_report_of_a_grid_file_leaves_out_runs_no_longer_in_it(outputs, tmp_path
     assert list(table["run"]) == ["g/finetuning/ts2vec-ecg-f1.0"]
     assert table["code_hash"].notna().all()
     assert "S9 left out" in (outputs / "g" / "report" / "report.md").read_text()
+
+
+def test_execute_takes_parameters_on_the_command_line(outputs, tmp_path, monkeypatch):
+    from ecgnb.workflow import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "execute", lambda nb, params, run_name=None, **kw: seen.update(
+        params=params, run_name=run_name) or Path(outputs))
+    path = params_file(tmp_path, "n_epochs: 1\nbackbone: tstcc\n", name="mine.yaml")
+    assert cli.main(["execute", NB02, str(path), "-p", "target", "params/datasets/ptbxl.yaml",
+                     "-p", "n_epochs", "3"]) == 0
+    assert seen == {"params": {"n_epochs": 3, "backbone": "tstcc",
+                               "target": "params/datasets/ptbxl.yaml"},
+                    "run_name": "pretraining/mine"}
+    assert cli.main(["execute", NB02, "-p", "lr", "0.01"]) == 0
+    assert seen == {"params": {"lr": 0.01}, "run_name": "pretraining/interactive"}
+
+
+@pytest.mark.slow
+def test_notebook_04_scores_a_card_s_k_classes(outputs, tmp_path, embedded_small, ptbxl_sample,
+                                               wfdb_task, capsys):
+    """Supervised baselines and SSL heads on a WFDB folder with a labels CSV (3 classes) and on a
+    PTB-XL-layout folder (5 classes), each given as a card on the command line."""
+    nb04 = str(PROJECT_ROOT / NOTEBOOKS["finetuning"])
+    data = ["-p", "wesad_root", str(embedded_small["wesad"]),
+            "-p", "fragment_root", str(embedded_small["fragment"])]
+    wfdb_card = params_file(tmp_path, yaml.safe_dump({
+        "kind": "target", "format": "wfdb", "root": str(wfdb_task(n_groups=10)),
+        "channel": "MLII", "window_s": 2.0}), name="wfdb.yaml")
+    ptbxl_card = params_file(tmp_path, yaml.safe_dump({
+        "kind": "target", "format": "ptbxl", "root": str(ptbxl_sample), "channel": "II",
+        "sampling": 100}), name="ptbxl.yaml")
+    assert cli.main(["execute", NB02, *data, "-p", "n_epochs", "1", "-p", "n_windows", "64",
+                     "-p", "target", str(wfdb_card), "--quiet"]) == 0
+    for card, k in ((wfdb_card, 3), (ptbxl_card, 5)):
+        for name, encoder in (("ssl", "pretraining/interactive"), ("supervised", "none")):
+            run = f"finetuning/{card.stem}-{name}"
+            assert cli.main(["execute", nb04, *data, "-p", "target", str(card),
+                             "-p", "encoder_run", encoder, "-p", "baselines", "[mlp]",
+                             "-p", "heads", "[mlp]", "-p", "modes", "[lp]", "-p", "n_epochs", "2",
+                             "--run-name", run, "--quiet"]) == 0, capsys.readouterr().err
+            cells = sorted((outputs / run / runs.CELLS).iterdir())
+            assert len(cells) == 1
+            metrics = json.loads((cells[0] / runs.CELL_METRICS).read_text())
+            assert len(metrics["per_class_f1"]) == k and 0 <= metrics["macro_f1"] <= 1

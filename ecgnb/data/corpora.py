@@ -1,5 +1,6 @@
 """The data a run reads: pretraining corpora (ECG, All, no-ECG, target and
-``X+target``), the target task with its grouped split, and where the data roots come from.
+``X+target``, or a corpus card), the target task (the Fragment DB or a target card,
+:mod:`ecgnb.data.cards`) with its grouped split, and where the data roots come from.
 
 A "+target" corpus adds the unlabelled target *training* fragments: validation and test fragments
 never reach a pretraining or continuation corpus (``target_training`` enforces it).
@@ -17,6 +18,7 @@ import numpy as np
 
 from sklearn.model_selection import GroupShuffleSplit
 
+from ecgnb.data import cards
 from ecgnb.data.formats import WESAD_CHANNELS, load_fragment, load_wesad
 from ecgnb.data.splits import split_grouped
 from ecgnb.data.windows import DataError, Windows
@@ -39,11 +41,15 @@ NORMALIZATIONS = ("zscore", "none")
 
 
 def parse_corpus(name: str) -> tuple[str, bool]:
-    """``"All+target"`` -> ("All", True); unknown names are an error listing the known ones."""
+    """``"All+target"`` -> ("All", True); a corpus card's path -> (path, False); unknown names
+    are an error listing the known ones."""
+    if cards.is_card(name):
+        return name, False
     base, plus, rest = name.partition("+")
     if base not in CORPUS_CHANNELS or (plus and rest != "target"):
         known = list(CORPUS_CHANNELS) + [f"{b}+target" for b in ("ECG", "All")]
-        raise KeyError(f"unknown corpus '{name}'; known: {known}")
+        raise KeyError(f"unknown corpus '{name}'; known: {known} or a corpus card "
+                       "(params/datasets/*.yaml)")
     return base, bool(plus)
 
 
@@ -56,12 +62,17 @@ def target_training(fragments: Windows, splits: dict[str, np.ndarray]) -> Window
 def build_corpus(name: str, wesad_root=None, fragments: Windows | None = None,
                  splits: dict[str, np.ndarray] | None = None, fs: float = 360.0,
                  fraction: float | None = None, channels: Sequence[str] | None = None,
-                 subjects: Sequence[str] | None = None, seed: int = 0) -> Windows:
+                 subjects: Sequence[str] | None = None, seed: int = 0,
+                 data_seed: int = 0) -> Windows:
     """One pretraining corpus as univariate windows ``[N, 1, T]``.
 
-    ``channels`` overrides the corpus's WESAD channels (e.g. perturb with EDA+Resp only);
-    ``fraction`` the share of each subject's windows kept (default: the study's).
+    ``channels`` overrides the corpus's WESAD channels (e.g. perturb with EDA+Resp only) or a
+    corpus card's leads; ``fraction`` the share of each subject's (a card: each record's)
+    windows kept (default: the study's; a card: all); ``data_seed``: a card's embedded sample.
     """
+    if cards.is_card(name):
+        return cards.load_corpus_card(cards.read_card(name, kind="corpus"), fs, channels,
+                                      fraction or 1.0, seed, data_seed)
     base, with_target = parse_corpus(name)
     channels = tuple(channels) if channels is not None else CORPUS_CHANNELS[base]
     fraction = DEFAULT_FRACTION[base] if fraction is None else fraction
@@ -103,6 +114,7 @@ ROOT_VARIABLES = {"fragment": "ECGNB_FRAGMENT_ROOT", "wesad": "ECGNB_WESAD_ROOT"
 class DataConfig:
     """Where the data come from and how the target task is split (shared by stages 02-05)."""
 
+    target: str = ""  # a target card (params/datasets/*.yaml); empty: the Fragment DB
     fragment_root: str = ""  # empty: embedded default data
     wesad_root: str = ""
     data_seed: int = 0
@@ -149,13 +161,30 @@ def resolve_root(root: str) -> Path | None:
     return Path(expanded).expanduser()
 
 
-def target_task(data: DataConfig) -> tuple[Windows, dict[str, np.ndarray]]:
-    """The target fragments, normalised per ``data.normalization`` (per-window z-score, as every
-    pretraining window), and their grouped train/val/test split (same split everywhere)."""
-    roots = data_roots(data.fragment_root, data.wesad_root, data.data_seed,
-                               data.use_small_data)
-    fragments = normalize(load_fragment(roots["fragment"], fs=data.fs), data.normalization)
-    return fragments, split_grouped(fragments, seed=data.split_seed)
+def read_target(data: DataConfig) -> tuple[Windows, dict[str, np.ndarray] | None]:
+    """The target task's windows at ``data.fs`` as read (not normalised): the card
+    ``data.target``'s, else the Fragment DB at ``data.fragment_root`` (or the embedded one); and
+    the splits the data give (a card's split column, PTB-XL's folds), else None."""
+    if data.target:
+        card = cards.read_card(data.target, kind="target")
+        return cards.load_target(card, data.fs, data.data_seed, data.use_small_data)
+    roots = data_roots(data.fragment_root, data.wesad_root, data.data_seed, data.use_small_data)
+    return load_fragment(roots["fragment"], fs=data.fs), None
+
+
+def target_task(data: DataConfig, val: float = 0.15,
+                test: float = 0.2) -> tuple[Windows, dict[str, np.ndarray]]:
+    """The target windows, normalised per ``data.normalization`` (per-window z-score, as every
+    pretraining window), and their train/val/test split: the one the data give, else grouped
+    and stratified with ``val`` and ``test`` shares of the groups (same split everywhere)."""
+    windows, given = read_target(data)
+    windows = normalize(windows, data.normalization)
+    if given:
+        return windows, given
+    try:
+        return windows, split_grouped(windows, val=val, test=test, seed=data.split_seed)
+    except DataError as exc:
+        raise DataError(f"card {data.target}: {exc}" if data.target else str(exc)) from None
 
 
 def normalize(windows: Windows, normalization: str) -> Windows:
@@ -171,7 +200,8 @@ def load_corpus(name: str, data: DataConfig, fraction: float | None = None, n_wi
                 channels=None, seed: int = 0,
                 target_holdout: bool = True) -> tuple[Windows, Windows]:
     """(train, validation) windows of corpus ``name``; validation = the held-out last subject
-    for WESAD-based corpora, a grouped 20 % of the target training records for ``target``
+    for WESAD-based corpora, a grouped 20 % of the records for a corpus card and of the target
+    training records for ``target``
     (``target_holdout=False``: every target training record trains, validation is empty).
     ``fraction``: share of each subject's windows (None: the study's); ``n_windows``: a cap."""
     roots = data_roots(data.fragment_root, data.wesad_root, data.data_seed,
@@ -182,8 +212,10 @@ def load_corpus(name: str, data: DataConfig, fraction: float | None = None, n_wi
         fragments, splits = target_task(data)
     corpus = build_corpus(name, roots["wesad"], fragments, splits, fs=data.fs,
                                   fraction=fraction,
-                                  channels=channels, seed=seed)
-    if base == "target" and not target_holdout:
+                                  channels=channels, seed=seed, data_seed=data.data_seed)
+    if cards.is_card(name):
+        train, val = holdout_groups(corpus, share=0.2, seed=seed)
+    elif base == "target" and not target_holdout:
         train, val = corpus, corpus.subset(np.arange(0))
     elif base == "target":
         train, val = holdout_groups(corpus, share=0.2, seed=seed)
@@ -217,13 +249,15 @@ def corpus_record(name: str, windows: Windows) -> dict:
 # --------------------------------------------------------------------------- encoder vs data
 def target_exposure(data: DataConfig, *parts: Windows) -> dict:
     """What a checkpoint trained on ``parts`` knows of the target task: the normalisation of
-    its target windows and, when target fragments were among them, the split seed and the
-    source records it saw (for :func:`check_encoder_data`)."""
+    its target windows and, when target fragments were among them, the target (its card; empty:
+    the Fragment DB), the split seed and the source records it saw (for
+    :func:`check_encoder_data`)."""
     seen = sorted({str(g) for p in parts if p is not None
                    for g in p.groups[p.domains == TARGET_DOMAIN]})
     record = {"normalization": data.normalization}
     if seen:
-        record["target_split"] = {"split_seed": data.split_seed, "records": seen}
+        record["target_split"] = {"target": data.target, "split_seed": data.split_seed,
+                                  "records": seen}
     return record
 
 
@@ -240,8 +274,9 @@ def check_encoder_data(lineage: list[dict], data: DataConfig, fragments: Windows
                             f"are normalised '{data.normalization}': set normalization: {norm} "
                             "or use an encoder trained with the same normalisation")
         seen = (record.get("target_split") or {}).get("records")
-        if not seen or fragments is None or splits is None:
-            continue
+        if not seen or fragments is None or splits is None \
+                or record["target_split"].get("target", "") != data.target:
+            continue  # another target's records are no leak into this one
         for name in ("val", "test"):
             leaked = sorted(set(seen) & {str(g) for g in fragments.groups[splits[name]]})
             if leaked:

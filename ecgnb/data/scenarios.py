@@ -4,7 +4,8 @@ A scenario = a base pretraining corpus (notebook 02) followed by zero or more co
 (notebook 03), each a corpus and a number of epochs, starting from the previous checkpoint with a
 fresh optimiser and the unchanged SSL objective. "untrained" is the same network at its initial
 weights (notebook 02 with 0 epochs): fine-tuned and probed like every other encoder, it answers
-"did pretraining help?" with the same cells and intervals.
+"did pretraining help?" with the same cells and intervals. A corpus card's path
+(``params/datasets/*.yaml``, :mod:`ecgnb.data.cards`) is a scenario too: pretraining on it.
 """
 from __future__ import annotations
 
@@ -61,9 +62,14 @@ BASE_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if not s.steps and 
 
 
 def get(name: str) -> Scenario:
-    if name not in SCENARIOS:
-        raise KeyError(f"unknown scenario '{name}'; known: {list(SCENARIOS)}")
-    return SCENARIOS[name]
+    """The scenario ``name``: one of :data:`SCENARIOS`, or pretraining on the corpus card at the
+    path ``name`` (``*.yaml``)."""
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    if str(name).endswith((".yaml", ".yml")):
+        return Scenario(name, name)
+    raise KeyError(f"unknown scenario '{name}'; known: {list(SCENARIOS)} or a corpus card "
+                   "(params/datasets/*.yaml)")
 
 
 def _by_recipe(corpus: str, steps: tuple[Step, ...]) -> Scenario:
@@ -74,5 +80,8 @@ def _by_recipe(corpus: str, steps: tuple[Step, ...]) -> Scenario:
 
 
 def slug(name: str) -> str:
-    """File-name form of a scenario name: ``ECG continued1`` -> ``ecg-continued1``."""
+    """File-name form of a scenario name: ``ECG continued1`` -> ``ecg-continued1``; a corpus
+    card's path -> its file stem (``params/datasets/my-corpus.yaml`` -> ``my-corpus``)."""
+    if str(name).endswith((".yaml", ".yml")):
+        name = str(name).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return name.lower().replace(" + ", "-").replace("+", "-").replace(" ", "-")

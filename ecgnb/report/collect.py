@@ -13,7 +13,7 @@ pretraining seed; empty for the baselines) and ``recipe`` (study | ecgnb); test 
 records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the mean over the seeds
 of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
 ``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
-``n_test``, ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
+``n_test``, ``n_classes`` (of the task), ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
 ``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
 """
 from __future__ import annotations
@@ -74,6 +74,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
         row["recipe"] = info.get("recipe", metrics.get("recipe"))
     best = metrics.get("best_epoch")
     row.update({"n_test": metrics.get("n_test"),
+                "n_classes": len(metrics["per_class_f1"]) if "per_class_f1" in metrics else None,
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
                 "recipe": info.get("recipe", "ecgnb"),  # cells before recipes ran ours

@@ -63,7 +63,8 @@ def scenario_boxes(results: pd.DataFrame, metric: str = "macro_f1") -> go.Figure
     chosen = choose_mode(summarize(rows, metric, n_boot=200))
     keys = ["scenario", "backbone", "head", "mode"]
     kept = rows.merge(chosen[chosen["chosen"]][keys], on=keys)
-    order = [s for s in SCENARIOS if s in set(kept["scenario"])]
+    present = list(dict.fromkeys(kept["scenario"]))
+    order = [s for s in SCENARIOS if s in present] + [s for s in present if s not in SCENARIOS]
     fig = go.Figure()
     for backbone, part in kept.groupby("backbone", sort=False):
         fig.add_trace(go.Box(x=part["scenario"], y=100 * part[metric], name=backbone,

@@ -6,7 +6,7 @@
   where the cells record it), one panel per backbone, one line per scenario (``untrained``
   dashed grey), the supervised baselines dotted, 95 % intervals;
 - ``pretrained_vs_untrained.png``: per backbone and mode (LP, FT), each scenario's score beside the
-  same network at its initial weights, 95 % intervals, chance (1/6) marked;
+  same network at its initial weights, 95 % intervals, chance (1/K for the task's K classes) marked;
 - ``study_table.png``: the study table (:func:`ecgnb.report.comparisons.study_table`) as a heat map.
 
 Each draws the points of :mod:`ecgnb.report.figure_data`, as the interactive twins of
@@ -27,7 +27,7 @@ from ecgnb.report.figure_data import (as_grid, backbones_of, label_axis, label_e
                                       pretrained_vs_untrained_points, study_table_cells)
 from ecgnb.report.tables import SSL_MODES
 
-N_CLASSES = 6
+N_CLASSES = 6  # the Fragment DB's, for tables that do not record the task's (no n_classes)
 FIGURES = ("label_efficiency.png", "pretrained_vs_untrained.png", "study_table.png")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22")
@@ -58,9 +58,16 @@ def _style(scenario: str, index: int) -> dict:
     return {"color": COLOURS[index % len(COLOURS)], "linestyle": "-", "marker": "o"}
 
 
-def _chance(ax) -> None:
-    ax.axhline(100 / N_CLASSES, color="black", linewidth=0.8, linestyle=":")
-    ax.annotate("chance", (0.01, 100 / N_CLASSES), xycoords=("axes fraction", "data"),
+def n_classes(results: pd.DataFrame) -> int:
+    """The task's number of classes: the table's ``n_classes`` (one value), else :data:`N_CLASSES`."""
+    values = set(results["n_classes"].dropna().astype(int)) if "n_classes" in results else set()
+    return values.pop() if len(values) == 1 else N_CLASSES
+
+
+def _chance(ax, k: int) -> None:
+    """The macro-F1 of a uniform random guess over ``k`` classes (in %)."""
+    ax.axhline(100 / k, color="black", linewidth=0.8, linestyle=":")
+    ax.annotate("chance", (0.01, 100 / k), xycoords=("axes fraction", "data"),
                 fontsize=7, va="bottom")
 
 
@@ -83,7 +90,7 @@ def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1"):
         for j, (name, part) in enumerate(baselines.groupby("series", sort=False)):
             _curve(ax, part.sort_values("x"), name,
                    {"color": "black", "linestyle": ":", "marker": "^v<>"[j % 4], "alpha": 0.6})
-        _chance(ax)
+        _chance(ax, n_classes(results))
         ax.set_xscale("log")
         ax.set_xticks(shares.to_numpy(), [f"{x:.3g} %" for x in shares])
         ax.minorticks_off()
@@ -129,7 +136,7 @@ def pretrained_vs_untrained(results: pd.DataFrame, metric: str = "macro_f1",
             ax.bar(x, part["y"], width, yerr=np.clip(np.nan_to_num(err), 0, None),
                    capsize=2, label=scenario, color=_style(scenario, i)["color"],
                    hatch="//" if scenario == UNTRAINED else None, edgecolor="white")
-        _chance(ax)
+        _chance(ax, n_classes(results))
         ax.set_xticks(np.arange(len(backbones)), backbones)
         heads = "/".join(sorted(set(points.loc[points["mode"] == mode, "head"])))
         ax.set_title({"lp": "linear probing (encoder frozen)",

@@ -46,6 +46,8 @@ import fnmatch
 from pathlib import Path
 from typing import Iterable
 
+from ecgnb.data import cards, scenarios as scenario_names
+from ecgnb.data.windows import DataError
 from ecgnb.data.scenarios import SCENARIOS, Scenario, slug
 from ecgnb.runs import NO_ENCODER, PROJECT_ROOT
 from ecgnb.runs import NOTEBOOKS as STAGE_NOTEBOOKS
@@ -170,7 +172,8 @@ def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
     _check_spec(spec, where)
     notebooks = {s: _notebook(spec.get(s) or {}, s) for s in SECTIONS}
     common = _common_for(spec, notebooks, use_declared, where)
-    backbones, scenarios = list(spec["backbones"]), [SCENARIOS[s] for s in spec["scenarios"]]
+    backbones = list(spec["backbones"])
+    scenarios = [scenario_names.get(s) for s in spec["scenarios"]]
     expander = _Expander(spec["name"], where, notebooks, common, spec)
     seeds = spec.get("pretrain_seeds") or [None]  # None: the sections' own seed, today's names
     runs: list[Run] = []
@@ -208,7 +211,7 @@ def _check_spec(spec: dict, where: str) -> None:
     if not isinstance(spec["name"], str) or "/" in spec["name"]:
         raise GridError(f"{where}: 'name' must be a folder name, got {spec['name']!r}")
     _check_names(spec["backbones"], _known_backbones(), "backbone", where)
-    _check_names(spec["scenarios"], list(SCENARIOS), "scenario", where)
+    _check_scenarios(spec["scenarios"], where)
     for key in SECTIONS:
         section = spec.get(key)
         if section is not None and not isinstance(section, dict):
@@ -272,6 +275,18 @@ def _check_subsections(spec: dict, where: str) -> None:
         if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
             raise GridError(f"{where}: {name}.{key} maps names to parameter mappings")
         _check_names(list(overrides), known, f"{name}.{key} name", where)
+
+
+def _check_scenarios(names, where: str) -> None:
+    """Known scenarios, or corpus cards that read (keys and values checked, no data read)."""
+    _check_names([n for n in names if not cards.is_card(n)] if isinstance(names, list) else names,
+                 list(SCENARIOS), "scenario", where)
+    for name in names:
+        if cards.is_card(name):
+            try:
+                cards.read_card(name, kind="corpus")
+            except DataError as exc:
+                raise GridError(f"{where}: scenario {exc}") from None
 
 
 def _check_names(values, known, what: str, where: str) -> None:
@@ -356,7 +371,8 @@ class _Expander:
             for s in reversed(chain):
                 needed.setdefault(s.name, s)
         runs = []
-        for s in sorted(needed.values(), key=lambda s: (len(s.steps), list(SCENARIOS).index(s.name))):
+        order = list(SCENARIOS) + list(needed)  # corpus cards after the study's scenarios
+        for s in sorted(needed.values(), key=lambda s: (len(s.steps), order.index(s.name))):
             runs.append(self._pretrain(backbone, s, seed) if not s.steps
                         else self._continue(backbone, s, seed))
         return runs
@@ -463,7 +479,7 @@ def _tag(seed: int | None) -> str:
 def encoder_run(backbone: str, scenario: str, seed: int | None = None) -> str:
     """Run name of the encoder of ``scenario``: ``pretraining/ts2vec-ecg``, ``regularization/...``;
     ``pretraining/ts2vec-ecg-p1`` for pretraining seed 1."""
-    stage = "regularization" if SCENARIOS[scenario].steps else "pretraining"
+    stage = "regularization" if scenario_names.get(scenario).steps else "pretraining"
     return f"{stage}/{backbone}-{slug(scenario)}{_tag(seed)}"
 
 

@@ -1,4 +1,6 @@
 """Scenario corpora: channels per corpus, +target uses training fragments only, scenario recipes."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -151,6 +153,12 @@ def test_mismatched_normalisation_and_leaked_split_are_refused(embedded_small):
         corpora.check_encoder_data(lineage, data, fragments, leaked)
     # an encoder that never saw the target can be evaluated on any split
     corpora.check_encoder_data([{"normalization": "zscore"}], data, fragments, leaked)
+    # the records of another target (a card) are no leak into this one, the same card's are
+    card = dataclasses.replace(data, target="params/datasets/embedded-fragment.yaml")
+    corpora.check_encoder_data(lineage, card, fragments, leaked)
+    carded = [{**lineage[0], **corpora.target_exposure(card, train, val)}]
+    with pytest.raises(DataError, match="saw target records"):
+        corpora.check_encoder_data(carded, card, fragments, leaked)
 
 
 def test_every_scored_split_must_hold_every_class(target):

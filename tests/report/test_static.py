@@ -31,3 +31,12 @@ def test_report_command_writes_the_figures(tmp_path, monkeypatch):
     assert cli.main(["report", "demo", "--no-notebook", "--figures", str(tmp_path / "docs")]) == 0
     assert built == {"demo": False}
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == sorted(static.FIGURES)
+
+
+def test_chance_is_one_over_the_task_s_classes():
+    frame = synthetic_results(n_seeds=2)
+    assert static.n_classes(frame) == static.N_CLASSES  # a table that does not say: the Fragment DB's
+    fig = static.pretrained_vs_untrained(frame.assign(n_classes=5))
+    chance = [line.get_ydata()[0] for ax in fig.axes for line in ax.get_lines()
+              if line.get_linestyle() == ":"]
+    assert chance and all(abs(y - 20.0) < 1e-9 for y in chance)

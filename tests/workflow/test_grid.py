@@ -163,6 +163,28 @@ def test_label_fractions_multiply_downstream_runs(tmp_path, fake_nb):
     assert grid.runs["finetuning/ts2vec-ecg-f0.1"].params["label_fraction"] == 0.1
 
 
+def test_a_corpus_card_is_a_scenario(tmp_path, fake_nb):
+    card = tmp_path / "my-corpus.yaml"
+    card.write_text("kind: corpus\nformat: npz\nroot: ${MY_CORPUS}\nchannels: [0]\nfs: 250\n")
+    grid = grids.load_grid(write_grid(tmp_path / "g.yaml", fake_nb,
+                                      scenarios=["untrained", "ECG", str(card)]))
+    run = grid.runs["pretraining/ts2vec-my-corpus"]
+    assert run.params["corpus"] == str(card)
+    assert grid.runs["finetuning/ts2vec-my-corpus-f1.0"].parents == ("pretraining/ts2vec-my-corpus",)
+    card.write_text("kind: corpus\nformat: npz\nroot: x\nlabels: l.csv\n")
+    with pytest.raises(grids.GridError, match=r"g.yaml: scenario card .*my-corpus.yaml: unknown "
+                                              r"key\(s\) \['labels'\]"):
+        grids.load_grid(write_grid(tmp_path / "g.yaml", fake_nb, scenarios=[str(card)]))
+
+
+def test_the_ptbxl_grid_transfers_to_the_embedded_ptbxl_card():
+    grid = grids.load_grid(GRIDS / "ptbxl.yaml")
+    down = [r for r in grid.runs.values() if r.section in ("finetuning", "baselines")]
+    assert down and all(r.params["target"] == "params/datasets/embedded-ptbxl.yaml" for r in down)
+    assert all(r.params["target"] == "params/datasets/embedded-ptbxl.yaml"
+               for r in grid.runs.values() if r.section == "pretraining")
+
+
 @pytest.mark.parametrize("changes, error, match", [
     ({"sweeps": 3}, grids.GridError, r"unknown key\(s\) \['sweeps'\]"),
     ({"scenarios": ["ECG", "ECG continued2"]}, grids.GridError, "unknown scenario"),

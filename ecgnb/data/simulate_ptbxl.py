@@ -1,0 +1,245 @@
+"""The embedded PTB-XL sample: 12-lead, 10-s records at 500 and 100 Hz in PTB-XL's download layout.
+
+``make_ptbxl`` writes ``ptbxl_database.csv`` (ecg_id, patient_id, age, sex, scp_codes as a Python
+dict literal, strat_fold, filename_lr, filename_hr), ``scp_statements.csv`` (code index, diagnostic,
+diagnostic_class, ...), ``records500/<thousands>/<ecg_id>_hr.hea|.dat`` and the same records
+decimated to 100 Hz in ``records100/<thousands>/<ecg_id>_lr`` (leads I, II, III, AVR, AVL, AVF,
+V1-V6, mV): the layout the ``ptbxl`` card format reads.
+
+Beats are sums of Gaussian waves (:mod:`ecgnb.data.rhythms`). Leads I, II and V1-V6 are drawn; III,
+AVR, AVL and AVF follow from I and II (Einthoven and Goldberger). The five diagnostic superclasses
+change the morphology in simple, physiologically motivated ways:
+
+- NORM: normal axis, R-wave progression across V1-V6, upright T;
+- MI: deep, wide Q waves, small R, ST elevation and T inversion in one territory (inferior: II, so
+  III and AVF; anteroseptal: V1-V3);
+- STTC: ST depression and inverted T in the inferolateral leads (I, II, V4-V6);
+- CD: a wide QRS (bundle-branch-like: a deep broad S in V1-V3 and a notched broad R laterally for
+  LBBB, a late R' in V1 and a broad S laterally for RBBB) with discordant T;
+- HYP: high voltage (tall R in I, II and V4-V6, deep S in V1-V2) with strain (flat or inverted T).
+
+Every patient has one class; a few extra records carry two classes' codes (the ``superdiagnostic``
+task drops them). Folds 1-10 are drawn per patient, two patients of every class in fold 9 and two in
+fold 10. Three in four MI records are inferior (seen in lead II), one in four anteroseptal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import wfdb
+
+from ecgnb.data.signals import decimate
+from ecgnb.data.rhythms import AMP, OFFSET, Q, R, S, SIGMA, T1, T2, P, beat_times, draw_patient, \
+    nuisance, render_beats
+
+GENERATOR_VERSION = "1"  # bump when the generated sample changes
+LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
+DRAWN = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")  # the limb leads follow from I and II
+FS = 500  # drawn and written at 500 Hz (records500), decimated to 100 Hz (records100)
+FS_LR = 100
+DURATION_S = 10.0
+ADC_GAIN = 1000.0  # adu per mV, as PTB-XL's headers
+COMPLETE_MARKER = ".complete"
+SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
+# code: (description, diagnostic, rhythm, diagnostic_class, diagnostic_subclass)
+STATEMENTS = {
+    "NORM": ("normal ECG", True, False, "NORM", "NORM"),
+    "IMI": ("inferior myocardial infarction", True, False, "MI", "IMI"),
+    "ASMI": ("anteroseptal myocardial infarction", True, False, "MI", "AMI"),
+    "NDT": ("non-diagnostic T abnormalities", True, False, "STTC", "STTC"),
+    "ISC_": ("non-specific ischemic", True, False, "STTC", "ISC_"),
+    "CLBBB": ("complete left bundle branch block", True, False, "CD", "CLBBB"),
+    "CRBBB": ("complete right bundle branch block", True, False, "CD", "CRBBB"),
+    "LVH": ("left ventricular hypertrophy", True, False, "HYP", "LVH"),
+    "SR": ("sinus rhythm", False, True, "", ""),
+}
+CODES = {c: [k for k, s in STATEMENTS.items() if s[3] == c] for c in SUPERCLASSES}
+CODE_WEIGHTS = {"IMI": 3.0}  # relative to 1 for the other codes of a class
+# Normal wave amplitudes (mV) per drawn lead: P, Q, R, S, T.
+NORMAL = {"I": (0.08, -0.05, 0.6, -0.1, 0.2), "II": (0.12, -0.05, 1.0, -0.2, 0.3),
+          "V1": (0.05, 0.0, 0.2, -0.9, 0.05), "V2": (0.06, 0.0, 0.4, -1.2, 0.4),
+          "V3": (0.06, -0.02, 0.7, -0.8, 0.45), "V4": (0.06, -0.05, 1.2, -0.4, 0.4),
+          "V5": (0.06, -0.08, 1.1, -0.2, 0.3), "V6": (0.06, -0.08, 0.8, -0.1, 0.25)}
+
+
+def make_ptbxl(root, seed: int = 0, n_patients: int = 60) -> Path:
+    """Write the sample under ``root`` (about 2.5 records per patient); returns ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng([seed, 7])
+    rows = []
+    for p, (patient_id, cls, fold) in enumerate(_patients(n_patients, rng)):
+        shape = _patient_shape(rng)
+        n_records = int(rng.integers(1, 5))
+        extra = [str(rng.choice([c for c in SUPERCLASSES if c not in (cls, "NORM")]))] \
+            if rng.random() < 0.2 and cls != "NORM" else []
+        for classes in [[cls]] * n_records + [[cls] + extra] * bool(extra):
+            ecg_id = len(rows) + 1
+            codes = {_draw_code(c, rng): float(rng.choice([50.0, 80.0, 100.0])) for c in classes}
+            codes["SR"] = 0.0
+            x = _record(shape, codes, rng)
+            lr = f"records100/{ecg_id // 1000 * 1000:05d}/{ecg_id:05d}_lr"
+            hr = f"records500/{ecg_id // 1000 * 1000:05d}/{ecg_id:05d}_hr"
+            _write_record(root / hr, x, FS)
+            _write_record(root / lr, decimate(x.T, FS // FS_LR).T, FS_LR)
+            rows.append({"ecg_id": ecg_id, "patient_id": float(patient_id),
+                         "age": float(rng.integers(25, 90)), "sex": int(rng.integers(0, 2)),
+                         "scp_codes": repr(codes), "strat_fold": fold, "filename_lr": lr,
+                         "filename_hr": hr})
+    pd.DataFrame(rows).to_csv(root / "ptbxl_database.csv", index=False)
+    _statements().to_csv(root / "scp_statements.csv")
+    return root
+
+
+def _draw_code(cls: str, rng: np.random.Generator) -> str:
+    weights = np.array([CODE_WEIGHTS.get(c, 1.0) for c in CODES[cls]])
+    return str(rng.choice(CODES[cls], p=weights / weights.sum()))
+
+
+def _patients(n_patients: int, rng: np.random.Generator) -> list[tuple[int, str, int]]:
+    """(patient_id, class, strat_fold) per patient: classes in turn; of each class two patients
+    in fold 9, two in fold 10, the others in folds 1-8."""
+    ids = rng.choice(np.arange(10_000, 99_999), size=n_patients, replace=False)
+    classes = [SUPERCLASSES[i % len(SUPERCLASSES)] for i in range(n_patients)]
+    folds = np.zeros(n_patients, dtype=int)
+    for cls in SUPERCLASSES:
+        members = rng.permutation([i for i, c in enumerate(classes) if c == cls])
+        for k, i in enumerate(members):
+            folds[i] = (9, 9, 10, 10)[k] if k < 4 else int(rng.integers(1, 9))
+    return [(int(i), c, int(f)) for i, c, f in zip(ids, classes, folds)]
+
+
+def _patient_shape(rng: np.random.Generator) -> dict:
+    """A patient's morphology: QRS width, wave timing, gain per lead, noise levels."""
+    return {"qrs_s": rng.uniform(0.08, 0.1), "t_off": rng.uniform(0.26, 0.32),
+            "p_off": rng.uniform(0.14, 0.18), "rate_bpm": rng.uniform(55, 90),
+            "gain": {lead: rng.lognormal(0.0, 0.15) for lead in DRAWN},
+            "nuisance": draw_patient(0, rng)}
+
+
+def _templates(shape: dict) -> dict[str, np.ndarray]:
+    """Normal (6, 3) beat templates (:mod:`ecgnb.data.rhythms` rows P, Q, R, S, T1, T2)."""
+    qrs, t_off, p_off = shape["qrs_s"], shape["t_off"], shape["p_off"]
+    out = {}
+    for lead, (p, q, r, s, t) in NORMAL.items():
+        g = shape["gain"][lead]
+        out[lead] = np.array([[g * p, -p_off, 0.025], [g * q, -0.3 * qrs, qrs / 10],
+                              [g * r, 0.0, qrs / 7.5], [g * s, 0.3 * qrs, qrs / 9],
+                              [g * t, t_off, 0.05], [0.4 * g * t, t_off + 0.05, 0.03]])
+    return out
+
+
+def _record(shape: dict, codes: dict, rng: np.random.Generator) -> np.ndarray:
+    """One record ``[n, 12]`` in mV with the morphology of ``codes``' diagnostic statements."""
+    templates = _templates(shape)
+    for code in codes:
+        if STATEMENTS[code][1]:
+            MORPHOLOGY[code](templates, rng.uniform(0.8, 1.2))
+    n = int(DURATION_S * FS)
+    t, rr = beat_times(DURATION_S, shape["rate_bpm"] * rng.uniform(0.9, 1.1), rng, jitter=0.02,
+                       rsa=0.03)
+    drawn = {lead: render_beats(n, FS, templates[lead], t, rr, np.ones(t.size), rng)
+             + 0.5 * nuisance(n, FS, shape["nuisance"], rng) for lead in DRAWN}
+    i, ii = drawn["I"], drawn["II"]
+    limb = {"III": ii - i, "AVR": -(i + ii) / 2, "AVL": i - ii / 2, "AVF": ii - i / 2}
+    return np.stack([{**drawn, **limb}[lead] for lead in LEADS], axis=1)
+
+
+def _infarct(leads):
+    def change(tpl: dict, k: float) -> None:
+        for lead in leads:
+            w = tpl[lead]
+            w[Q, AMP] -= k * 0.45 * abs(w[R, AMP]) + 0.1
+            w[Q, SIGMA] *= 2.0
+            w[R, AMP] *= 0.4
+            w[T1] = [k * 0.2, 0.12, 0.06]  # ST elevation
+            w[T2] = [-k * 0.25, w[T2, OFFSET] + 0.02, 0.05]  # inverted T
+    return change
+
+
+def _st_t(tpl: dict, k: float) -> None:
+    for lead in ("I", "II", "V4", "V5", "V6"):
+        w = tpl[lead]
+        w[T1, AMP] = -k * 0.7 * abs(w[T1, AMP])
+        w[T2] = [-k * 0.12, 0.11, 0.05]  # ST depression
+
+
+def _bundle_branch(left: bool):
+    def change(tpl: dict, k: float) -> None:
+        for lead, w in tpl.items():
+            w[[Q, R, S], SIGMA] *= 1.8 * k
+            w[[Q, R, S], OFFSET] *= 1.8 * k
+            if left and lead in ("V1", "V2", "V3"):
+                w[R, AMP] *= 0.3
+                w[S, AMP] *= 1.5
+            if left and lead in ("I", "V5", "V6"):
+                w[R, SIGMA] *= 1.4
+                w[Q, AMP] = 0.0
+            if not left and lead == "V1":
+                w[S] = [0.6 * k, 0.08, 0.02]  # R'
+            if not left and lead in ("I", "V5", "V6"):
+                w[S, AMP] -= 0.3 * k
+                w[S, SIGMA] *= 1.6
+            qrs = w[R, AMP] + w[S, AMP]
+            w[[T1, T2], AMP] = -np.sign(qrs) * np.abs(w[[T1, T2], AMP]) * 1.2  # discordant
+    return change
+
+
+def _hypertrophy(tpl: dict, k: float) -> None:
+    for lead in ("I", "II", "V4", "V5", "V6"):
+        tpl[lead][R, AMP] *= 2.2 * k
+        tpl[lead][[T1, T2], AMP] *= -0.5  # strain
+    for lead in ("V1", "V2"):
+        tpl[lead][S, AMP] *= 2.2 * k
+
+
+MORPHOLOGY = {"NORM": lambda tpl, k: None, "IMI": _infarct(("II",)),
+              "ASMI": _infarct(("V1", "V2", "V3")), "NDT": _st_t, "ISC_": _st_t,
+              "CLBBB": _bundle_branch(left=True), "CRBBB": _bundle_branch(left=False),
+              "LVH": _hypertrophy}
+
+
+def _write_record(path: Path, x_mv: np.ndarray, fs: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digital = np.clip(np.round(x_mv * ADC_GAIN), -32767, 32767).astype(np.int32)
+    wfdb.wrsamp(path.name, fs=fs, units=["mV"] * len(LEADS), sig_name=list(LEADS),
+                d_signal=digital, fmt=["16"] * len(LEADS), adc_gain=[ADC_GAIN] * len(LEADS),
+                baseline=[0] * len(LEADS), write_dir=str(path.parent))
+
+
+def _statements() -> pd.DataFrame:
+    rows = {code: {"description": d, "diagnostic": 1.0 if diag else np.nan,
+                   "form": np.nan, "rhythm": 1.0 if rhythm else np.nan,
+                   "diagnostic_class": cls or np.nan, "diagnostic_subclass": sub or np.nan}
+            for code, (d, diag, rhythm, cls, sub) in STATEMENTS.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def embedded_ptbxl(cache_dir="data", seed: int = 0) -> Path:
+    """Generate (once) and return the sample's folder, ``cache_dir/embedded-ptbxl-v<version>-
+    seed<seed>/``; built in a temporary folder and renamed into place."""
+    final = Path(cache_dir) / f"embedded-ptbxl-v{GENERATOR_VERSION}-seed{seed}"
+    if (final / COMPLETE_MARKER).exists():
+        return final
+    if final.exists():
+        warnings.warn(f"removing incomplete embedded PTB-XL sample at {final}")
+        shutil.rmtree(final)
+    tmp = Path(cache_dir) / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        make_ptbxl(tmp, seed=seed)
+        (tmp / COMPLETE_MARKER).write_text(json.dumps({"generator_version": GENERATOR_VERSION,
+                                                        "seed": seed}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        tmp.rename(final)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
