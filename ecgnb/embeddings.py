@@ -29,7 +29,6 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from torch import nn
 
 from ecgnb import models, runs
-from ecgnb.config import check_ranges
 from ecgnb.data import DataConfig, Windows, load_corpus
 from ecgnb.data.corpora import check_encoder_data
 from ecgnb.evaluation.train import SUPERVISED

@@ -35,7 +35,7 @@ import pandas as pd
 import wfdb
 
 from ecgnb.data.signals import decimate
-from ecgnb.data.rhythms import AMP, OFFSET, Q, R, S, SIGMA, T1, T2, P, beat_times, draw_patient, \
+from ecgnb.data.rhythms import AMP, OFFSET, Q, R, S, SIGMA, T1, T2, beat_times, draw_patient, \
     nuisance, render_beats
 
 GENERATOR_VERSION = "1"  # bump when the generated sample changes
