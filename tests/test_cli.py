@@ -153,3 +153,16 @@ def test_report_of_a_grid_file_leaves_out_runs_no_longer_in_it(outputs, tmp_path
     assert list(table["run"]) == ["g/finetuning/ts2vec-ecg-f1.0"]
     assert table["code_hash"].notna().all()
     assert "S9 left out" in (outputs / "g" / "report" / "report.md").read_text()
+
+
+def test_data_writes_under_the_data_root_and_offers_the_paper_size(tmp_path, monkeypatch, capsys):
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["data"].format_help()
+    assert "paper" in help_text and "ECGNB_DATA" in help_text
+    monkeypatch.setenv("ECGNB_DATA", str(tmp_path / "root"))
+    assert cli.main(["data", "--size", "small"]) == 0
+    out = capsys.readouterr().out
+    from ecgnb.data.simulate import GENERATOR_VERSION
+
+    folder = tmp_path / "root" / f"embedded-v{GENERATOR_VERSION}-seed0-small"
+    assert (folder / "wesad" / "S2" / "S2.pkl").is_file()
+    assert "GB)" in out and "small data ready in" in out
