@@ -17,6 +17,7 @@ import numpy as np
 
 from sklearn.model_selection import GroupShuffleSplit
 
+from ecgnb.data.cache import cached_wesad
 from ecgnb.data.formats import WESAD_CHANNELS, load_fragment, load_wesad
 from ecgnb.data.splits import split_grouped
 from ecgnb.data.windows import DataError, Windows
@@ -56,11 +57,14 @@ def target_training(fragments: Windows, splits: dict[str, np.ndarray]) -> Window
 def build_corpus(name: str, wesad_root=None, fragments: Windows | None = None,
                  splits: dict[str, np.ndarray] | None = None, fs: float = 360.0,
                  fraction: float | None = None, channels: Sequence[str] | None = None,
-                 subjects: Sequence[str] | None = None, seed: int = 0) -> Windows:
+                 subjects: Sequence[str] | None = None, seed: int = 0,
+                 use_cache: bool = True) -> Windows:
     """One pretraining corpus as univariate windows ``[N, 1, T]``.
 
     ``channels`` overrides the corpus's WESAD channels (e.g. perturb with EDA+Resp only);
     ``fraction`` the share of each subject's windows kept (default: the study's).
+    ``use_cache``: the WESAD windows come from the on-disk cache of windowed corpora
+    (:mod:`ecgnb.data.cache`, built on first use, memory-mapped); False reads the pickles.
     """
     base, with_target = parse_corpus(name)
     channels = tuple(channels) if channels is not None else CORPUS_CHANNELS[base]
@@ -68,14 +72,16 @@ def build_corpus(name: str, wesad_root=None, fragments: Windows | None = None,
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     parts = []
-    if channels:
-        parts.append(load_wesad(wesad_root, channels=channels, fs=fs, subjects=subjects,
-                                fraction=fraction, seed=seed))
     if with_target or base == "target":
         if fragments is None or splits is None:
             raise DataError(f"corpus '{name}' needs the target fragments and their splits")
+    if channels:
+        read = cached_wesad if use_cache else load_wesad
+        parts.append(read(wesad_root, channels=channels, fs=fs, subjects=subjects,
+                          fraction=fraction, seed=seed))
+    if with_target or base == "target":
         parts.append(target_training(fragments, splits))
-    return Windows.concat(parts)
+    return parts[0] if len(parts) == 1 else Windows.concat(parts)
 
 
 def holdout_subject(corpus: Windows, subject: str | None = None) -> tuple[Windows, Windows]:
