@@ -47,7 +47,9 @@ def _data(args) -> int:
     start = time.time()
     paths = embedded_data(args.cache_dir or data_root(), seed=args.seed, size=size)
     for name, path in paths.items():
-        print(f"{name}: {path} ({folder_size(path) / 1e9:.2f} GB)")
+        size_b = folder_size(path)
+        print(f"{name}: {path} ({size_b / 1e9:.2f} GB)" if size_b >= 1e8
+              else f"{name}: {path} ({size_b / 1e6:.1f} MB)")
     print(f"{size} data ready in {time.time() - start:.1f} s")
     return 0
 

@@ -165,4 +165,4 @@ def test_data_writes_under_the_data_root_and_offers_the_paper_size(tmp_path, mon
 
     folder = tmp_path / "root" / f"embedded-v{GENERATOR_VERSION}-seed0-small"
     assert (folder / "wesad" / "S2" / "S2.pkl").is_file()
-    assert "GB)" in out and "small data ready in" in out
+    assert "MB)" in out and "small data ready in" in out

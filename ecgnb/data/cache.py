@@ -64,7 +64,7 @@ def cached_wesad(root, channels: Sequence[str] = ("ECG",), fs: float = 360.0,
     settings = {"channels": list(channels), "fs": float(fs), "window_s": float(window_s),
                 "stride": float(stride), "fraction": float(fraction), "seed": int(seed)}
     sources = [source_identity(p) for p in paths]
-    folder = Path(cache_dir or cache_root()) / f"wesad-{corpus_key(sources, settings)}"
+    folder = corpus_folder(sources, settings, cache_dir)
     windows = read_corpus(folder)
     if windows is None:
         with exclusive_lock(folder.parent / f"{folder.name}.lock"):
@@ -77,6 +77,11 @@ def cached_wesad(root, channels: Sequence[str] = ("ECG",), fs: float = 360.0,
         raise DataError(f"{folder}: the cached corpus just built does not read back; delete "
                         "the folder and run again")
     return windows
+
+
+def corpus_folder(sources: list, settings: dict, cache_dir=None) -> Path:
+    """The cache folder of the corpus of ``sources`` windowed with ``settings``."""
+    return Path(cache_dir or cache_root()) / f"wesad-{corpus_key(sources, settings)}"
 
 
 def source_identity(path: Path) -> list:
