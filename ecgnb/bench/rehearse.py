@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgnb.bench.timing import in_fresh_process, machine_line, peak_rss_mb
+from ecgnb.bench.timing import in_fresh_process, peak_rss_mb
 from ecgnb.runs import PROJECT_ROOT, data_root
 
 PAPER_GRID = PROJECT_ROOT / "params" / "grids" / "paper.yaml"
@@ -81,7 +81,7 @@ def corpus_sizes(params: dict, names) -> dict[str, dict]:
         sizes[name] = {"n_train": len(train), "n_val": len(val),
                        "load_s": time.perf_counter() - start}
         print(f"corpus {name}: {len(train)} training, {len(val)} validation windows "
-              f"({sizes[name]['load_s']:.1f} s)")
+              f"({sizes[name]['load_s']:.1f} s)", flush=True)
     return sizes
 
 
@@ -180,11 +180,13 @@ def rehearse(n_batches: int = 2, backbones=None, grid_path=PAPER_GRID) -> list[d
     rows = []
     for backbone in backbones:
         ssl = in_fresh_process(measure_ssl, pre_runs[backbone].params, n_batches)
+        print(f"{backbone} SSL: {_rounded(ssl)}", flush=True)
         rows += _ssl_rows(grid, backbone, ssl, sizes, scenarios)
         ft_run = next(r for r in _runs(grid, "finetuning") if r.params.get("encoder_run", "")
                       .split("/")[-1].startswith(f"{backbone}-"))
         kinds = [(h, m) for h in ft_run.params["heads"] for m in ft_run.params["modes"]]
         cells = in_fresh_process(measure_cells, ft_run.params, backbone, kinds)
+        print(f"{backbone} cells: {_rounded(cells)}", flush=True)
         rows.append(_cell_row(grid, "finetuning", backbone, cells, kinds,
                               [r for r in _runs(grid, "finetuning")
                                if f"/{backbone}-" in r.params.get("encoder_run", "")]))
@@ -192,10 +194,16 @@ def rehearse(n_batches: int = 2, backbones=None, grid_path=PAPER_GRID) -> list[d
     if base:
         kinds = [(m, "supervised") for m in base[0].params["baselines"]]
         cells = in_fresh_process(measure_cells, base[0].params, None, kinds)
+        print(f"baselines: {_rounded(cells)}", flush=True)
         rows.append(_cell_row(grid, "baselines", "-", cells, kinds, base))
     for row in rows:
         row["core_h"] = row["machine_h"] * threads
     return rows
+
+
+def _rounded(values: dict) -> dict:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 3) if isinstance(v, float) else v
+            for k, v in values.items()}
 
 
 def _ssl_rows(grid, backbone: str, ssl: dict, sizes: dict, scenarios) -> list[dict]:
@@ -271,7 +279,7 @@ def format_rehearsal(rows: list[dict]) -> str:
 
 
 def main(n_batches: int = 2, backbones=None) -> None:
-    print(machine_line())
+    """Print the table (``python -m ecgnb.bench`` prints the machine line first)."""
     start = time.perf_counter()
     rows = rehearse(n_batches, backbones)
     print(format_rehearsal(rows))

@@ -38,16 +38,19 @@ COMPLETE_MARKER = ".complete"
 # Fragment DB
 
 def make_fragment_db(root, seed: int = 0, n_records: int = 40, n_fragments: int = 600,
-                     fs: float = 250.0) -> Path:
+                     fs: float = 250.0, min_records: int | None = None) -> Path:
     """Write a Fragment-DB-like tree: root/<class folder>/frag/<name>.hea/.dat and full/<name>.csv.
 
     Each record is one 2-s single-lead fragment (signal 'MLII', mV, fmt 212) cut from a longer
-    simulated episode of one of n_records source records. Returns root.
+    simulated episode of one of n_records source records; every class comes from at least
+    ``min_records`` records (None: 3 from 20 records on, else 2). Returns root.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
-    # Every class gets at least ~1/20 of the fragments (capped at 8) from at least 2-3 records.
-    episodes = plan_episodes(n_records, n_fragments, rng, min_records=3 if n_records >= 20 else 2,
+    if min_records is None:
+        min_records = 3 if n_records >= 20 else 2
+    # Every class gets at least ~1/20 of the fragments (capped at 8) from at least min_records.
+    episodes = plan_episodes(n_records, n_fragments, rng, min_records=min_records,
                              min_per_class=int(np.clip(n_fragments // 20, 1, 8)))
     for folder in CLASS_FOLDERS:
         (root / folder / "frag").mkdir(parents=True, exist_ok=True)
@@ -391,7 +394,8 @@ def embedded_settings(size: str = "demo", scale: float = 1.0) -> dict:
         settings = {"fragment": {"n_records": 40, "n_fragments": 600},
                     "wesad": {"subjects": ["S2", "S3", "S4", "S5"], "minutes_per_condition": 1.5}}
     else:
-        settings = {"fragment": {"n_records": 22, "n_fragments": 1000},
+        # 7 records per class at least, so that every grouped split holds every class
+        settings = {"fragment": {"n_records": 22, "n_fragments": 1000, "min_records": 7},
                     "wesad": {"subjects": list(PAPER_SUBJECTS), "minutes_per_condition": 11.7,
                               "minutes_per_subject": 100.0}}
     if scale < 1.0:
