@@ -14,9 +14,12 @@ Per backbone, in a fresh process (its own peak memory), with the grid's settings
   size is the per-batch times x the corpus's batches;
 - regularization (03): the same on the no-ECG corpus (continued) and the target training
   fragments (extended);
-- finetuning (04): one epoch of one cell per head and mode (seed 0): its epoch time x 300 epochs
-  plus the cell's own set-up (LP encodes the fragments once), x the grid's cells;
-- baselines: one epoch per model (H-InceptionTime: each of its members).
+- finetuning (04): one epoch of one cell per head and mode (seed 0) on a slice of the fragments
+  (``n_batches`` training batches, one batch each of validation and test windows), scaled to the
+  whole task by window counts: the epoch (training and validation, both counted at the training
+  windows' cost) x 300 epochs, plus the cell's own set-up (LP encodes the fragments once), x the
+  grid's cells;
+- baselines: the same per model (H-InceptionTime: each of its members).
 
 Disk per run is what the run keeps: ``encoder.pt``, or the cells' ``model.pt``. Machine hours
 assume the runs one after another with this process's torch threads; core hours multiply them
@@ -126,37 +129,60 @@ def measure_ssl(pretrain_params: dict, n_batches: int) -> dict:
     return out
 
 
-def measure_cells(finetune_params: dict, backbone: str | None, kinds: list[tuple[str, str]]
-                  ) -> dict:
-    """One epoch of one cell per (head, mode) with the grid's settings: the epoch's seconds (one
-    member), the rest of the cell's time, the model's size; and peak RSS (fresh process)."""
+def measure_cells(finetune_params: dict, backbone: str | None, kinds: list[tuple[str, str]],
+                  n_batches: int) -> dict:
+    """One epoch of one cell per (head, mode) with the grid's settings, on a slice of the
+    fragments (``n_batches`` batches of training windows, a batch of validation and of test
+    windows, every class in each): per cell its epoch and set-up seconds extrapolated to the
+    whole task by window counts, and the model's size; peak RSS (fresh process)."""
     from ecgnb import finetuning, models, pretraining
     from ecgnb.data import target_task
     from ecgnb.evaluation.train import run_cell
 
     cfg = _fields(finetuning.FinetuneConfig, finetune_params, n_epochs=1, seeds=(0,))
     fragments, splits = target_task(cfg)
+    part, part_splits = _slice_task(fragments, splits, {"train": n_batches * cfg.batch_size,
+                                                        "val": cfg.batch_size,
+                                                        "test": cfg.batch_size})
+    epoch_scale = (len(splits["train"]) + len(splits["val"])) / (
+        len(part_splits["train"]) + len(part_splits["val"]))
+    setup_scale = len(fragments) / len(part)
     encoder = None
     if backbone is not None:
         overrides = pretraining.model_config(backbone, "study", {}, cfg.recipe)
         if backbone == "series2vec":
             overrides.setdefault("fs", cfg.fs)
         encoder = models.build(backbone, device=cfg.device, seed=0, verbose=False, **overrides)
-        encoder.build(fragments.n_timesteps)
     out = {"n_train": len(splits["train"])}
     for head, mode in kinds:
-        cell = finetuning.Cell(head, mode, 0, cfg.label_fraction)
-        config = finetuning.train_config(cfg, cell, backbone)
+        config = finetuning.train_config(cfg, finetuning.Cell(head, mode, 0, cfg.label_fraction),
+                                         backbone)
         start = time.perf_counter()
-        result = run_cell(encoder, fragments, splits, config)
+        result = run_cell(encoder, part, part_splits, config)
         total = time.perf_counter() - start
         epoch_s = float(result.history["seconds"].sum())
         n_members = int(result.history["member"].nunique())
         size = sum(t.numel() * t.element_size() for t in result.model.state_dict().values())
-        out[f"{head}-{mode}"] = {"epoch_s": epoch_s / n_members, "n_members": n_members,
-                                 "setup_s": max(0.0, total - epoch_s), "model_mb": size / 2**20}
+        out[f"{head}-{mode}"] = {"epoch_s": epoch_s / n_members * epoch_scale,
+                                 "n_members": n_members,
+                                 "setup_s": max(0.0, total - epoch_s) * setup_scale,
+                                 "model_mb": size / 2**20}
     out["peak_mb"] = peak_rss_mb()
     return out
+
+
+def _slice_task(windows, splits: dict, sizes: dict) -> tuple:
+    """At most ``sizes[name]`` windows of each split, classes taken in turn (every class kept)."""
+    picked = {}
+    for name, idx in splits.items():
+        by_class = [list(idx[windows.y[idx] == k]) for k in np.unique(windows.y[idx])]
+        order = [i for group in zip(*[g + [None] * (len(idx) - len(g)) for g in by_class])
+                 for i in group if i is not None]
+        picked[name] = np.sort(np.asarray(order[:sizes[name]], dtype=int))
+    everything = np.concatenate(list(picked.values()))
+    position = {int(i): j for j, i in enumerate(everything)}
+    return windows.subset(everything), {name: np.array([position[int(i)] for i in idx])
+                                         for name, idx in picked.items()}
 
 
 # --------------------------------------------------------------------------- the rehearsal
@@ -185,7 +211,7 @@ def rehearse(n_batches: int = 2, backbones=None, grid_path=PAPER_GRID) -> list[d
         ft_run = next(r for r in _runs(grid, "finetuning") if r.params.get("encoder_run", "")
                       .split("/")[-1].startswith(f"{backbone}-"))
         kinds = [(h, m) for h in ft_run.params["heads"] for m in ft_run.params["modes"]]
-        cells = in_fresh_process(measure_cells, ft_run.params, backbone, kinds)
+        cells = in_fresh_process(measure_cells, ft_run.params, backbone, kinds, n_batches)
         print(f"{backbone} cells: {_rounded(cells)}", flush=True)
         rows.append(_cell_row(grid, "finetuning", backbone, cells, kinds,
                               [r for r in _runs(grid, "finetuning")
@@ -193,7 +219,7 @@ def rehearse(n_batches: int = 2, backbones=None, grid_path=PAPER_GRID) -> list[d
     base = _runs(grid, "baselines")
     if base:
         kinds = [(m, "supervised") for m in base[0].params["baselines"]]
-        cells = in_fresh_process(measure_cells, base[0].params, None, kinds)
+        cells = in_fresh_process(measure_cells, base[0].params, None, kinds, n_batches)
         print(f"baselines: {_rounded(cells)}", flush=True)
         rows.append(_cell_row(grid, "baselines", "-", cells, kinds, base))
     for row in rows:
