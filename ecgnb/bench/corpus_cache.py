@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgnb.bench.timing import in_fresh_process, peak_rss_mb
+from ecgnb.bench.rehearse import own_peak_mb
+from ecgnb.bench.timing import in_fresh_process
 
 CORPORA = {"ECG": {"channels": ("ECG",), "fraction": 1.0},
            "All": {"channels": ("ECG", "EMG", "EDA", "Temp", "Resp"), "fraction": 0.2}}
@@ -25,7 +26,7 @@ CORPORA = {"ECG": {"channels": ("ECG",), "fraction": 1.0},
 def _read_corpus(wesad_root: str, cache_dir: str, corpus: str) -> dict:
     from ecgnb.data.cache import cached_wesad
 
-    rss_before = peak_rss_mb()
+    rss_before = own_peak_mb()
     start = time.perf_counter()
     windows = cached_wesad(wesad_root, fs=360.0, cache_dir=cache_dir, **CORPORA[corpus])
     opened = time.perf_counter() - start
@@ -35,7 +36,7 @@ def _read_corpus(wesad_root: str, cache_dir: str, corpus: str) -> dict:
     digest.update(windows.y.tobytes() + windows.groups.tobytes() + windows.domains.tobytes())
     return {"seconds": time.perf_counter() - start, "open_s": opened,
             "n_windows": len(windows), "sha256": digest.hexdigest()[:16],
-            "peak_mb": peak_rss_mb(), "start_mb": rss_before}
+            "peak_mb": own_peak_mb(), "start_mb": rss_before}
 
 
 def bench_cache(wesad_root, corpus: str = "ECG", cache_dir=None) -> dict:

@@ -88,6 +88,19 @@ def corpus_sizes(params: dict, names) -> dict[str, dict]:
     return sizes
 
 
+def own_peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: a spawned child's own, where ``ru_maxrss``
+    starts from the parent's at the fork)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
 def _batches_s(fn, x: np.ndarray, batch_size: int, n_batches: int) -> float:
     """Seconds per batch of ``fn(x_slice)`` over ``n_batches`` batches (after a warm-up one)."""
     fn(x[:batch_size])
@@ -125,7 +138,7 @@ def measure_ssl(pretrain_params: dict, n_batches: int) -> dict:
                 n_batches)
     with tempfile.TemporaryDirectory() as tmp:
         out["encoder_mb"] = encoder.save(Path(tmp) / "encoder.pt").stat().st_size / 2**20
-    out["peak_mb"] = peak_rss_mb()
+    out["peak_mb"] = own_peak_mb()
     return out
 
 
@@ -167,7 +180,7 @@ def measure_cells(finetune_params: dict, backbone: str | None, kinds: list[tuple
                                  "n_members": n_members,
                                  "setup_s": max(0.0, total - epoch_s) * setup_scale,
                                  "model_mb": size / 2**20}
-    out["peak_mb"] = peak_rss_mb()
+    out["peak_mb"] = own_peak_mb()
     return out
 
 
@@ -201,7 +214,7 @@ def rehearse(n_batches: int = 2, backbones=None, grid_path=PAPER_GRID) -> list[d
     common = next(iter(pre_runs.values())).params
     needed = sorted({r.params["corpus"] for r in _runs(grid, "pretraining")}
                     | {"no-ECG", EXTENDED_CORPUS})
-    sizes = corpus_sizes(common, needed)
+    sizes = in_fresh_process(corpus_sizes, common, needed)  # keeps this process small
     threads = torch.get_num_threads()
     rows = []
     for backbone in backbones:
@@ -251,9 +264,9 @@ def _ssl_rows(grid, backbone: str, ssl: dict, sizes: dict, scenarios) -> list[di
     for run in reg:
         step = scenarios.get(run.params["scenario"]).last_step
         n_epochs = int(run.params.get("n_epochs") or step.n_epochs)
-        label = "continued" if step.name == "continued" else "extended"
-        corpus = "no-ECG" if label == "continued" else EXTENDED_CORPUS
-        hours += n_epochs * _epoch_s(ssl, label, sizes[corpus], run.params["batch_size"]) / 3600
+        label = "extended" if step.corpus == EXTENDED_CORPUS else "continued"
+        hours += n_epochs * _epoch_s(ssl, label, sizes[step.corpus],
+                                     run.params["batch_size"]) / 3600
         epochs.append(n_epochs)
     no_ecg = _epoch_s(ssl, "continued", sizes["no-ECG"], 64)
     rows.append(_row("regularization", backbone, len(reg), epochs, ssl["continued_batch_s"],
