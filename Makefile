@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo figures test install clean-outputs bench lab strip
+.PHONY: demo figures test install clean-outputs bench lab strip rehearse
 
 # The git filter (nbstripout, set up in this clone's .git/config) strips outputs from notebooks
 # as they are staged, so executed notebooks never reach a commit.
@@ -45,6 +45,14 @@ bench: $(STAMP)
 	$(BIN)/python -m ecgnb.bench softdtw
 	$(if $(TS2VEC_CODE)$(TSTCC_CODE),$(BIN)/python -m ecgnb.bench published \
 	  $(if $(TS2VEC_CODE),--ts2vec-code $(TS2VEC_CODE)) $(if $(TSTCC_CODE),--tstcc-code $(TSTCC_CODE)))
+
+# A slice of params/grids/paper.yaml on paper-size data, timed and extrapolated to the whole grid
+# (docs/performance.md). Reads ECGNB_FRAGMENT_ROOT/ECGNB_WESAD_ROOT when both are set; else it first
+# generates the paper-size embedded data under $$ECGNB_DATA (default ./data) if missing: about
+# 4.4 GB and 5 min. Then about 15 min on 2 cores: make rehearse [BATCHES=2] [BACKBONES=ts2vec]
+rehearse: $(STAMP)
+	$(BIN)/python -m ecgnb.bench rehearse $(if $(BATCHES),--batches $(BATCHES)) \
+	  $(if $(BACKBONES),--backbones $(BACKBONES))
 
 clean-outputs:
 	rm -rf outputs/*/ outputs/results.csv

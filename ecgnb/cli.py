@@ -50,15 +50,22 @@ def _execute(args) -> int:
 
 
 def _data(args) -> int:
-    from ecgnb.data.simulate import embedded_data
+    from ecgnb.data.simulate import embedded_data, folder_size
+    from ecgnb.runs import data_root
 
-    paths = embedded_data(args.cache_dir, seed=args.seed, small=args.small)
+    size = "small" if args.small else args.size
+    start = time.time()
+    root = args.cache_dir or data_root()
+    paths = embedded_data(root, seed=args.seed, size=size)
     if args.ptbxl:
         from ecgnb.data.simulate_ptbxl import embedded_ptbxl
 
-        paths["ptbxl"] = embedded_ptbxl(args.cache_dir, seed=args.seed)
+        paths["ptbxl"] = embedded_ptbxl(root, seed=args.seed)
     for name, path in paths.items():
-        print(f"{name}: {path}")
+        size_b = folder_size(path)
+        print(f"{name}: {path} ({size_b / 1e9:.2f} GB)" if size_b >= 1e8
+              else f"{name}: {path} ({size_b / 1e6:.1f} MB)")
+    print(f"{size} data ready in {time.time() - start:.1f} s")
     return 0
 
 
@@ -208,10 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_execute)
 
-    p = sub.add_parser("data", help="generate the embedded default data (cached)")
-    p.add_argument("--cache-dir", default=str(PROJECT_ROOT / "data"))
+    p = sub.add_parser("data", help="generate the embedded default data (cached)",
+                       description="Generate the embedded data in the real formats, once, under "
+                                   "the data root ($ECGNB_DATA or ./data) or --cache-dir.")
+    p.add_argument("--cache-dir", default=None,
+                   help="where to write (default: $ECGNB_DATA, else the project's data/)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--small", action="store_true")
+    p.add_argument("--size", choices=("small", "demo", "paper"), default="demo",
+                   help="small: tests; demo: 600 fragments, 4 WESAD subjects (default); paper: "
+                        "the real sizes, 1,000 fragments and 15 subjects of 100 min at 700 Hz "
+                        "(about 4.4 GB on disk, a few minutes, under 1.5 GB of memory)")
+    p.add_argument("--small", action="store_true", help="same as --size small")
     p.add_argument("--ptbxl", action="store_true",
                    help="also the embedded PTB-XL sample (params/datasets/embedded-ptbxl.yaml)")
     p.set_defaults(func=_data)

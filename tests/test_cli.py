@@ -198,3 +198,16 @@ def test_notebook_04_scores_a_card_s_k_classes(outputs, tmp_path, embedded_small
             assert len(cells) == 1
             metrics = json.loads((cells[0] / runs.CELL_METRICS).read_text())
             assert len(metrics["per_class_f1"]) == k and 0 <= metrics["macro_f1"] <= 1
+
+
+def test_data_writes_under_the_data_root_and_offers_the_paper_size(tmp_path, monkeypatch, capsys):
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["data"].format_help()
+    assert "paper" in help_text and "ECGNB_DATA" in help_text
+    monkeypatch.setenv("ECGNB_DATA", str(tmp_path / "root"))
+    assert cli.main(["data", "--size", "small"]) == 0
+    out = capsys.readouterr().out
+    from ecgnb.data.simulate import GENERATOR_VERSION
+
+    folder = tmp_path / "root" / f"embedded-v{GENERATOR_VERSION}-seed0-small"
+    assert (folder / "wesad" / "S2" / "S2.pkl").is_file()
+    assert "MB)" in out and "small data ready in" in out

@@ -1,5 +1,5 @@
 """Benchmarks (a script, not a test): ``python -m ecgnb.bench COMMAND``, one of softdtw, pretrain,
-published, probe, checkpoint.
+published, probe, checkpoint, cache, rehearse.
 
 - ``softdtw``: pairwise soft-DTW of one batch ``[B, T]`` with our numba kernel (CPU, all cores),
   our torch anti-diagonal path (CPU, and CUDA when present) and tslearn's ``cdist_soft_dtw``;
@@ -16,7 +16,11 @@ published, probe, checkpoint.
 - ``probe``: linear probing's encoder work on cached embeddings against re-encoding every epoch.
 - ``checkpoint``: the size and write time of a training checkpoint, and the share of training
   time it costs at the default interval (:mod:`ecgnb.bench.checkpoint`).
-Timing inputs are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
+- ``cache``: a windowed corpus built into the cache of windowed corpora, then loaded from it in a
+  new process (:mod:`ecgnb.bench.corpus_cache`).
+- ``rehearse``: a slice of the paper grid on paper-size data, extrapolated to the whole grid
+  (:mod:`ecgnb.bench.rehearse`; ``make rehearse``).
+Timing inputs of the other benchmarks are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
 """
 from __future__ import annotations
 
@@ -74,6 +78,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     pub.add_argument("--batch-size", type=int, default=64)
     pub.add_argument("--length", type=int, default=720)
     pub.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    cache = sub.add_parser("cache", help="a windowed corpus: first build into the cache vs a "
+                                         "later load, on the paper-size data")
+    cache.add_argument("--corpus", default="ECG", choices=("ECG", "All"))
+    rehearse = sub.add_parser("rehearse", help="a slice of params/grids/paper.yaml on paper-size "
+                                               "data (generated under $ECGNB_DATA if missing), "
+                                               "extrapolated to the whole grid")
+    rehearse.add_argument("--batches", type=int, default=2, help="timed batches per SSL stage")
+    rehearse.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
     args = parser.parse_args(argv)
     if args.command == "published" and not (args.ts2vec_code or args.tstcc_code):
         parser.error("published: give --ts2vec-code and/or --tstcc-code")
@@ -96,6 +108,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = bench_published(code_dirs, args.batches, args.batch_size, args.length, args.device,
                                args.repeats)
         print(format_published(rows, args.batches, args.batch_size, args.length))
+    elif args.command == "cache":
+        from ecgnb.bench.corpus_cache import bench_cache, format_cache
+        from ecgnb.bench.rehearse import paper_roots
+
+        print(format_cache(bench_cache(paper_roots()["wesad"], args.corpus)))
+    elif args.command == "rehearse":
+        from ecgnb.bench.rehearse import main as rehearse
+
+        rehearse(args.batches, [n.strip() for n in args.backbones.split(",") if n.strip()])
     elif args.command == "checkpoint":
         from ecgnb.bench.checkpoint import bench_checkpoint, format_checkpoint
 

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
 from ecgnb.data import cards
+from ecgnb.data.cache import cached_wesad
 from ecgnb.data.formats import WESAD_CHANNELS, load_fragment, load_wesad
 from ecgnb.data.splits import split_grouped
 from ecgnb.data.windows import DataError, Windows
@@ -63,12 +64,14 @@ def build_corpus(name: str, wesad_root=None, fragments: Windows | None = None,
                  splits: dict[str, np.ndarray] | None = None, fs: float = 360.0,
                  fraction: float | None = None, channels: Sequence[str] | None = None,
                  subjects: Sequence[str] | None = None, seed: int = 0,
-                 data_seed: int = 0) -> Windows:
+                 data_seed: int = 0, use_cache: bool = True) -> Windows:
     """One pretraining corpus as univariate windows ``[N, 1, T]``.
 
     ``channels`` overrides the corpus's WESAD channels (e.g. perturb with EDA+Resp only) or a
     corpus card's leads; ``fraction`` the share of each subject's (a card: each record's)
     windows kept (default: the study's; a card: all); ``data_seed``: a card's embedded sample.
+    ``use_cache``: the WESAD windows come from the on-disk cache of windowed corpora
+    (:mod:`ecgnb.data.cache`, built on first use, memory-mapped); False reads the pickles.
     """
     if cards.is_card(name):
         return cards.load_corpus_card(cards.read_card(name, kind="corpus"), fs, channels,
@@ -79,14 +82,16 @@ def build_corpus(name: str, wesad_root=None, fragments: Windows | None = None,
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     parts = []
-    if channels:
-        parts.append(load_wesad(wesad_root, channels=channels, fs=fs, subjects=subjects,
-                                fraction=fraction, seed=seed))
     if with_target or base == "target":
         if fragments is None or splits is None:
             raise DataError(f"corpus '{name}' needs the target fragments and their splits")
+    if channels:
+        read = cached_wesad if use_cache else load_wesad
+        parts.append(read(wesad_root, channels=channels, fs=fs, subjects=subjects,
+                          fraction=fraction, seed=seed))
+    if with_target or base == "target":
         parts.append(target_training(fragments, splits))
-    return Windows.concat(parts)
+    return parts[0] if len(parts) == 1 else Windows.concat(parts)
 
 
 def holdout_subject(corpus: Windows, subject: str | None = None) -> tuple[Windows, Windows]:

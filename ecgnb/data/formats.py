@@ -13,7 +13,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import wfdb
@@ -145,19 +145,31 @@ def load_wesad(root, channels: Sequence[str] = ("ECG",), fs: float = 360.0,
     ``fraction`` < 1 keeps a seeded share of each subject's windows, stratified by label (the
     study's 20 % subsets of "All" and "no-ECG"); every channel keeps the same windows.
     """
-    root = _existing_dir(root, "WESAD root")
-    unknown = sorted(set(channels) - set(WESAD_CHANNELS))
-    if unknown or not channels:
-        raise DataError(f"unknown WESAD chest channel(s) {unknown or list(channels)}; "
-                        f"known: {list(WESAD_CHANNELS)}")
-    paths = _wesad_paths(root, subjects)
-    rng = np.random.default_rng(seed)
-    parts = [_wesad_subject(path, channels, fs, window_s, stride, fraction, rng) for path in paths]
-    parts = [p for p in parts if len(p)]
+    paths = wesad_paths(root, subjects)
+    parts = [p for p in wesad_windows(paths, channels, fs, window_s, stride, fraction, seed)
+             if len(p)]
     if not parts:
         raise DataError(f"{root}: no window with a modal label in 1..4 in subjects "
                         f"{[p.parent.name for p in paths]}")
     return Windows.concat(parts)
+
+
+def wesad_paths(root, subjects: Sequence[str] | None = None) -> list[Path]:
+    """The subject pickles ``load_wesad`` reads, in its order (``subjects`` or every S<id>/)."""
+    return _wesad_paths(_existing_dir(root, "WESAD root"), subjects)
+
+
+def wesad_windows(paths: Sequence[Path], channels: Sequence[str] = ("ECG",), fs: float = 360.0,
+                  window_s: float = 2.0, stride: float = 0.2, fraction: float = 1.0,
+                  seed: int = 0) -> Iterator[Windows]:
+    """``load_wesad``'s windows one subject at a time (one pickle in memory at once)."""
+    unknown = sorted(set(channels) - set(WESAD_CHANNELS))
+    if unknown or not channels:
+        raise DataError(f"unknown WESAD chest channel(s) {unknown or list(channels)}; "
+                        f"known: {list(WESAD_CHANNELS)}")
+    rng = np.random.default_rng(seed)
+    for path in paths:
+        yield _wesad_subject(path, channels, fs, window_s, stride, fraction, rng)
 
 
 def _wesad_paths(root: Path, subjects: Sequence[str] | None) -> list[Path]:

@@ -38,16 +38,19 @@ COMPLETE_MARKER = ".complete"
 # Fragment DB
 
 def make_fragment_db(root, seed: int = 0, n_records: int = 40, n_fragments: int = 600,
-                     fs: float = 250.0) -> Path:
+                     fs: float = 250.0, min_records: int | None = None) -> Path:
     """Write a Fragment-DB-like tree: root/<class folder>/frag/<name>.hea/.dat and full/<name>.csv.
 
     Each record is one 2-s single-lead fragment (signal 'MLII', mV, fmt 212) cut from a longer
-    simulated episode of one of n_records source records. Returns root.
+    simulated episode of one of n_records source records; every class comes from at least
+    ``min_records`` records (None: 3 from 20 records on, else 2). Returns root.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
-    # Every class gets at least ~1/20 of the fragments (capped at 8) from at least 2-3 records.
-    episodes = plan_episodes(n_records, n_fragments, rng, min_records=3 if n_records >= 20 else 2,
+    if min_records is None:
+        min_records = 3 if n_records >= 20 else 2
+    # Every class gets at least ~1/20 of the fragments (capped at 8) from at least min_records.
+    episodes = plan_episodes(n_records, n_fragments, rng, min_records=min_records,
                              min_per_class=int(np.clip(n_fragments // 20, 1, 8)))
     for folder in CLASS_FOLDERS:
         (root / folder / "frag").mkdir(parents=True, exist_ok=True)
@@ -120,10 +123,13 @@ def _condition(base: Physiology, label: int, rng: np.random.Generator) -> Physio
     return base
 
 
-def _protocol(block_s: float, rng: np.random.Generator) -> list[tuple[int, float]]:
+def _protocol(block_s: float, rng: np.random.Generator,
+              total_s: float | None = None) -> list[tuple[int, float]]:
     """(label, duration_s) segments: baseline, stress/amusement in either order, two meditations.
 
     Conditions are separated by label-0 transients; the last transient holds a few s of label 7.
+    ``total_s`` longer than the protocol lengthens every label-0 transient by the same amount so
+    that the recording lasts ``total_s`` (the real recordings are mostly unlabelled time).
     Durations are multiples of 0.25 s so that every sampling rate gets whole samples.
     """
     middle = [2, 4, 3, 4] if rng.random() < 0.5 else [3, 4, 2, 4]
@@ -132,7 +138,10 @@ def _protocol(block_s: float, rng: np.random.Generator) -> list[tuple[int, float
     for label, duration in blocks:
         segments += [(0, max(4.0, rng.uniform(0.08, 0.15) * block_s)), (label, duration)]
     segments += [(7, rng.uniform(2.0, 4.0)), (0, max(4.0, 0.05 * block_s))]
-    return [(label, float(np.round(d * 4) / 4)) for label, d in segments]
+    n_transients = sum(label == 0 for label, _ in segments)
+    extra = max(0.0, (total_s or 0.0) - sum(d for _, d in segments)) / n_transients
+    return [(label, float(np.round((d + (extra if label == 0 else 0.0)) * 4) / 4))
+            for label, d in segments]
 
 
 def _segment_channels(state: Physiology, n: int, rng: np.random.Generator) -> dict:
@@ -235,10 +244,11 @@ def _chest_ecg(hr_bpm: np.ndarray, resp: np.ndarray,
     return ecg + 0.05 * resp_z + 0.01 * rng.standard_normal(resp.size), beat_s
 
 
-def _subject_signals(rng: np.random.Generator, block_s: float) -> tuple[dict, dict, np.ndarray]:
+def _subject_signals(rng: np.random.Generator, block_s: float,
+                     total_s: float | None = None) -> tuple[dict, dict, np.ndarray]:
     """Chest channels (N,) or (N, 3) at 700 Hz, wrist channels at their own rates, labels (N,)."""
     base = _subject_baseline(rng)
-    segments = _protocol(block_s, rng)
+    segments = _protocol(block_s, rng, total_s)
     states = [_condition(base, label if label < 5 else 0, rng) for label, _ in segments]
     lengths = [int(round(d * FS_CHEST)) for _, d in segments]
     starts, n_total, pad = list(np.cumsum([0] + lengths[:-1])), sum(lengths), FS_CHEST // 2
@@ -292,23 +302,29 @@ def _block_mean(x: np.ndarray, step: int) -> np.ndarray:
 
 
 def make_wesad(root, seed: int = 0, subjects=("S2", "S3", "S4", "S5"),
-               minutes_per_condition: float = 1.5) -> Path:
+               minutes_per_condition: float = 1.5, minutes_per_subject: float | None = None
+               ) -> Path:
     """Write root/S{id}/S{id}.pkl per subject, in the layout of the real (Python 2) WESAD files.
 
     Per subject: {"signal": {"chest": {ACC (N, 3), ECG, EMG, EDA, Temp, Resp (N, 1)} at 700 Hz,
     "wrist": {ACC (M, 3) 32 Hz, BVP 64 Hz, EDA 4 Hz, TEMP 4 Hz}}, "label": (N,) int32, "subject"}.
-    Each subject's data depend only on (seed, subject id). Returns root.
+    ``minutes_per_subject``: the recording's length, the extra time spent in label-0 transients
+    (None: the protocol's own length, about 4.6 x ``minutes_per_condition``).
+    Each subject's data depend only on (seed, subject id); subjects are simulated and written one
+    at a time, so memory holds one subject. Returns root.
     """
     root = Path(root)
+    total_s = None if minutes_per_subject is None else 60.0 * minutes_per_subject
     for subject in tqdm(subjects, desc="wesad", leave=False):
         rng = np.random.default_rng([seed, int(subject.lstrip("S"))])
-        chest, wrist, label = _subject_signals(rng, minutes_per_condition * 60.0)
+        chest, wrist, label = _subject_signals(rng, minutes_per_condition * 60.0, total_s)
         chest = {k: np.ascontiguousarray(v.reshape(v.shape[0], -1), dtype=np.float64)
                  for k, v in chest.items()}
         wrist = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in wrist.items()}
         (root / subject).mkdir(parents=True, exist_ok=True)
         data = {"signal": {"chest": chest, "wrist": wrist}, "label": label, "subject": subject}
         write_py2_pickle(data, root / subject / f"{subject}.pkl")
+        del chest, wrist, label, data
     return root
 
 
@@ -355,14 +371,58 @@ def write_py2_pickle(obj, path) -> None:
 # ----------------------------------------------------------------------------------------------
 # Cache
 
-def embedded_data(cache_dir="data", seed: int = 0, small: bool = False) -> dict:
+# The sizes of the embedded data. "paper" has the real datasets' sizes: WESAD's 15 subjects
+# (S2-S17, S12 absent as in the release), about 100 min each, of which 4 x 11.7 min are labelled
+# 1-4 (about 7,000 ECG windows of 2 s every 0.4 s per subject, 105,000 in all); 1,000 fragments
+# from 22 source records (the MIT-BIH Malignant Ventricular Ectopy Database's record count; the
+# fragment count and class shares are an estimate, see docs/data.md).
+SIZES = ("small", "demo", "paper")
+PAPER_SUBJECTS = tuple(f"S{i}" for i in range(2, 18) if i != 12)
+
+
+def embedded_settings(size: str = "demo", scale: float = 1.0) -> dict:
+    """Generator settings of one size; ``scale`` < 1 shortens the recordings and thins the
+    fragments (every subject and class kept), for tests of the paper size's structure."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got '{size}'")
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    if size == "small":
+        settings = {"fragment": {"n_records": 12, "n_fragments": 120},
+                    "wesad": {"subjects": ["S2", "S3", "S4"], "minutes_per_condition": 0.5}}
+    elif size == "demo":
+        settings = {"fragment": {"n_records": 40, "n_fragments": 600},
+                    "wesad": {"subjects": ["S2", "S3", "S4", "S5"], "minutes_per_condition": 1.5}}
+    else:
+        # 7 records per class at least, so that every grouped split holds every class
+        settings = {"fragment": {"n_records": 22, "n_fragments": 1000, "min_records": 7},
+                    "wesad": {"subjects": list(PAPER_SUBJECTS), "minutes_per_condition": 11.7,
+                              "minutes_per_subject": 100.0}}
+    if scale < 1.0:
+        wesad = settings["wesad"]
+        wesad["minutes_per_condition"] = round(wesad["minutes_per_condition"] * scale, 3)
+        if "minutes_per_subject" in wesad:
+            wesad["minutes_per_subject"] = round(wesad["minutes_per_subject"] * scale, 3)
+        frag = settings["fragment"]
+        frag["n_fragments"] = max(60, round(frag["n_fragments"] * scale))
+    return settings
+
+
+def embedded_data(cache_dir="data", seed: int = 0, small: bool = False, size: str | None = None,
+                  scale: float = 1.0) -> dict:
     """Generate (once) and return {"fragment": Path, "wesad": Path} of the embedded default data.
 
-    The trees live in cache_dir/embedded-v{GENERATOR_VERSION}-seed{seed}[-small]/. They are built in
-    a temporary folder and renamed into place, so an interrupted generation never looks complete.
-    small=True is a tiny variant for tests (120 fragments from 12 records, 3 subjects x 0.5 min).
+    ``size``: "small" (tests: 120 fragments from 12 records, 3 subjects x 0.5 min per condition),
+    "demo" (600 fragments from 40 records, 4 subjects) or "paper" (the real sizes, see
+    :data:`SIZES`); None: "small" if ``small`` else "demo". ``scale`` < 1 shrinks a size
+    (tests). The trees live in cache_dir/embedded-v{GENERATOR_VERSION}-seed{seed}[-size][-xscale]/.
+    They are built in a temporary folder and renamed into place, so an interrupted generation
+    never looks complete.
     """
-    name = f"embedded-v{GENERATOR_VERSION}-seed{seed}{'-small' if small else ''}"
+    size = size or ("small" if small else "demo")
+    suffix = "" if size == "demo" else f"-{size}"
+    suffix += "" if scale == 1.0 else f"-x{scale:g}"
+    name = f"embedded-v{GENERATOR_VERSION}-seed{seed}{suffix}"
     final = Path(cache_dir) / name
     paths = {"fragment": final / "fragment", "wesad": final / "wesad"}
     if (final / COMPLETE_MARKER).exists():
@@ -372,12 +432,13 @@ def embedded_data(cache_dir="data", seed: int = 0, small: bool = False) -> dict:
         shutil.rmtree(final)
     tmp = Path(cache_dir) / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    settings = _embedded_settings(small)
+    settings = embedded_settings(size, scale)
     try:
         make_fragment_db(tmp / "fragment", seed=seed, **settings["fragment"])
         make_wesad(tmp / "wesad", seed=seed, **settings["wesad"])
         (tmp / COMPLETE_MARKER).write_text(json.dumps(
-            {"generator_version": GENERATOR_VERSION, "seed": seed, **settings}, indent=1))
+            {"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "scale": scale,
+             **settings}, indent=1))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -388,9 +449,6 @@ def embedded_data(cache_dir="data", seed: int = 0, small: bool = False) -> dict:
     return paths
 
 
-def _embedded_settings(small: bool) -> dict:
-    if small:
-        return {"fragment": {"n_records": 12, "n_fragments": 120},
-                "wesad": {"subjects": ["S2", "S3", "S4"], "minutes_per_condition": 0.5}}
-    return {"fragment": {"n_records": 40, "n_fragments": 600},
-            "wesad": {"subjects": ["S2", "S3", "S4", "S5"], "minutes_per_condition": 1.5}}
+def folder_size(path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

@@ -164,3 +164,33 @@ def test_interrupted_generation_is_not_complete(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         embedded_data(tmp_path, seed=0, small=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_paper_size_structure_at_a_small_scale(tmp_path):
+    """The paper size, scaled to 1 %: WESAD's 15 subjects (no S12), each recording lasting
+    scale x 100 min at 700 Hz, and every class of the Fragment tree."""
+    settings = simulate.embedded_settings("paper")
+    assert settings["wesad"]["subjects"] == [f"S{i}" for i in range(2, 18) if i != 12]
+    assert settings["fragment"]["n_fragments"] == 1000
+    labelled_s = 4 * settings["wesad"]["minutes_per_condition"] * 60
+    assert 100_000 < len(settings["wesad"]["subjects"]) * labelled_s / 0.4 < 110_000
+    scale = 0.01
+    paths = embedded_data(tmp_path, size="paper", scale=scale)
+    assert paths["wesad"].parent.name == f"embedded-v{GENERATOR_VERSION}-seed0-paper-x0.01"
+    subjects = sorted(p.name for p in paths["wesad"].iterdir())
+    assert sorted(subjects) == sorted(settings["wesad"]["subjects"])
+    data = _load(paths["wesad"] / "S17" / "S17.pkl")
+    labels = data["label"]
+    assert abs(len(labels) / simulate.FS_CHEST - scale * 100 * 60) < 2.0
+    assert set(np.unique(labels)) >= {0, 1, 2, 3, 4}
+    assert sorted(data["signal"]["chest"]) == sorted(CHEST)
+    assert all(len(v) == len(labels) for v in data["signal"]["chest"].values())
+    frags = [len(list((paths["fragment"] / c / "frag").glob("*.hea"))) for c in CLASS_FOLDERS]
+    assert sum(frags) == 60 and min(frags) >= 1
+
+
+def test_sizes_are_checked():
+    with pytest.raises(ValueError, match="size must be one of"):
+        simulate.embedded_settings("huge")
+    with pytest.raises(ValueError, match="scale"):
+        simulate.embedded_settings("paper", scale=2.0)
