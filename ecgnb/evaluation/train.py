@@ -68,6 +68,7 @@ SCHEDULES = ("plateau_val", "plateau_train", "none")
 ENCODER_OPTIMIZERS = ("same", "radam")
 FINETUNE_MASKS = ("none", "binomial")
 FEATURE_DTYPES = ("float32", "float16")
+FEATURE_BATCH = 64  # windows per encoder pass when caching features: its activations stay small
 AfterEpoch = Callable[[int, nn.Module], None]
 
 
@@ -530,7 +531,7 @@ def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Ten
 
 def _features(encoder: Encoder, x: np.ndarray, dtype: str) -> np.ndarray:
     """The encoder's time-resolved features ``[N, D', T']`` in one array of ``dtype``."""
-    features = encoder.features(x, dtype=np.dtype(dtype))
+    features = encoder.features(x, batch_size=FEATURE_BATCH, dtype=np.dtype(dtype))
     overflow = dtype == "float16" and not all(np.isfinite(features[i:i + 64]).all()
                                               for i in range(0, len(features), 64))
     if overflow:

@@ -314,7 +314,7 @@ class Encoder:
         betas), gradient clipping and the numerics (``use_amp``: float16 autocast on CUDA;
         ``precision``; ``cudnn_benchmark``, ``allow_tf32``); after a fit, also its
         ``fit_record_`` (device, autocast in effect, corpus placement, device generator seed)."""
-        probe = self._optimizer([torch.zeros(1, requires_grad=True)])
+        probe = self._optimizer([torch.zeros(1, requires_grad=True)], self.config.lr)
         record = {"optimizer": type(probe).__name__,
                   **{k: probe.defaults[k] for k in ("lr", "weight_decay", "betas")
                      if k in probe.defaults}}
