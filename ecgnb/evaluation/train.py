@@ -469,8 +469,17 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
     return torch.cat(out).cpu()
 
 
+def prediction_batch(x: torch.Tensor, config: TrainConfig) -> int:
+    """Rows per prediction pass: the training batch for cached time-resolved features (an FCN
+    probe's activations at 256 rows would take more memory than its cache), else at least 256.
+    The logits do not depend on it."""
+    is_features = config.mode == "lp" and x.dim() == 3
+    return config.batch_size if is_features else max(256, config.batch_size)
+
+
 def _validate(model, val, criterion, config, device) -> tuple[float, float]:
-    logits = predict_logits(model, val[0], max(256, config.batch_size), device, config.use_amp)
+    logits = predict_logits(model, val[0], prediction_batch(val[0], config), device,
+                            config.use_amp)
     loss = criterion(logits.to(device), val[1].to(device)).item()
     f1 = f1_score(val[1].numpy(), logits.argmax(1).numpy(), labels=np.arange(logits.shape[1]),
                   average="macro", zero_division=0)
@@ -576,7 +585,8 @@ def _score(model, inputs, name, idx, windows, config):
     """Metrics and predictions of split ``name``; lp scores the head on the cached inputs."""
     scorer = model.head if config.mode == "lp" else model
     with numerics(pick_device(config.device), config):
-        logits = predict_logits(scorer, inputs[name][0], max(256, config.batch_size),
+        logits = predict_logits(scorer, inputs[name][0],
+                                prediction_batch(inputs[name][0], config),
                                 pick_device(config.device), config.use_amp)
     proba = torch.softmax(logits, dim=1).numpy()
     y_true = inputs[name][1].numpy()
