@@ -103,9 +103,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "gpu-check":
-        from ecgnb.bench.gpu_check import run_gpu_check
+        from ecgnb.bench.gpu_check import no_cuda_line
 
-        return run_gpu_check()
+        if no_cuda_line() is not None:
+            print(no_cuda_line())
+            return 0
+        from ecgnb.bench.gpu_stages import check_all
+
+        return check_all()
     print(machine_line())
     names = [n.strip() for n in getattr(args, "backbones", "").split(",") if n.strip()]
     if args.command == "flops":

@@ -97,13 +97,3 @@ def no_cuda_line() -> str | None:
     build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
     return (f"gpu-check: no CUDA device (torch {torch.__version__}, {build}); nothing to check "
             "here, run it on a machine with a GPU")
-
-
-def run_gpu_check() -> int:
-    line = no_cuda_line()
-    if line is not None:
-        print(line)
-        return 0
-    from ecgnb.bench.gpu_stages import check_all
-
-    return check_all()

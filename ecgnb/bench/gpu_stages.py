@@ -12,8 +12,10 @@ from ecgnb.bench.gpu_check import (CURVE_RTOL, ENCODE_CKA, FIT_CKA, GRADIENT_COS
                                    relative_curve_difference)
 from ecgnb.bench.timing import best_time, machine_line, synthetic_batch
 from ecgnb.config import torch_generator
+from ecgnb.models.precision import numerics
 
 T_SMOKE, N_SMOKE = 128, 96
+GPU = "cuda"  # the device checked against the CPU (tests run the checks with "cpu")
 
 
 def _encoder(name: str, device: str, **overrides):
@@ -32,18 +34,17 @@ def _report(failures: list, what: str, value: float, ok: bool, bound: str) -> No
 def check_step(name: str, x: np.ndarray, failures: list) -> None:
     """One batch's loss and gradients from the same weights and draws on both devices."""
     results = []
-    for device in ("cpu", "cuda"):
+    for device in ("cpu", GPU):
         enc = _encoder(name, device)
         for module in enc.modules_.values():
             module.train()
         gen = torch_generator(1)
-        from ecgnb.models.precision import numerics
         with numerics(enc.device_, enc.config):
             loss = enc._loss(torch.from_numpy(x[:32]).to(enc.device_), gen, gen)
             loss.backward()
         grads = torch.cat([p.grad.flatten().cpu() for m in enc.modules_.values()
                            for p in m.parameters() if p.grad is not None]).double()
-        results.append((float(loss), grads))
+        results.append((float(loss.detach()), grads))
     (loss_cpu, g_cpu), (loss_gpu, g_gpu) = results
     _report(failures, f"{name} one step: loss rel. diff", abs(loss_gpu - loss_cpu) / abs(loss_cpu),
             abs(loss_gpu - loss_cpu) <= STEP_RTOL * abs(loss_cpu), f"<= {STEP_RTOL:g}")
@@ -58,7 +59,7 @@ def check_fits(name: str, x: np.ndarray, failures: list) -> None:
     from ecgnb.models.base import restore
 
     cpu = _encoder(name, "cpu").fit(x, n_epochs=2, batch_size=32)
-    gpu = _encoder(name, "cuda").fit(x, n_epochs=2, batch_size=32)
+    gpu = _encoder(name, GPU).fit(x, n_epochs=2, batch_size=32)
     curve = relative_curve_difference([h["loss"] for h in gpu.history_],
                                       [h["loss"] for h in cpu.history_])
     _report(failures, f"{name} 2-epoch loss curve, GPU vs CPU", curve, curve <= CURVE_RTOL,
@@ -69,7 +70,7 @@ def check_fits(name: str, x: np.ndarray, failures: list) -> None:
     cka = linear_cka(gpu.encode(x), same.encode(x))
     _report(failures, f"{name} same weights, encode CKA GPU vs CPU", cka, cka >= ENCODE_CKA,
             f">= {ENCODE_CKA}")
-    bf16 = _encoder(name, "cuda", precision="bf16").fit(x, n_epochs=2, batch_size=32)
+    bf16 = _encoder(name, GPU, precision="bf16").fit(x, n_epochs=2, batch_size=32)
     curve = relative_curve_difference([h["loss"] for h in bf16.history_],
                                       [h["loss"] for h in gpu.history_])
     _report(failures, f"{name} bf16 loss curve vs fp32 (GPU)", curve, curve <= CURVE_RTOL,
@@ -81,16 +82,19 @@ def check_fits(name: str, x: np.ndarray, failures: list) -> None:
     _report(failures, f"{name} continuation loss", loss, bool(np.isfinite(loss)), "finite")
 
 
-def smoke_task(n_groups: int = 16, per_group: int = 8, length: int = T_SMOKE, seed: int = 0):
-    """Labelled windows (3 classes of sines) and grouped splits."""
+def smoke_task(n_groups: int = 15, per_group: int = 8, length: int = T_SMOKE, seed: int = 0):
+    """Labelled windows and grouped splits: class k a noisy sine of frequency 2 + 3k, records
+    holding one or two of the three classes (as ``tests/evaluation/test_train.py``'s task)."""
     from ecgnb.data import Windows, split_grouped
 
     rng = np.random.default_rng(seed)
     t = np.arange(length) / length
-    k = np.repeat(np.arange(n_groups) % 3, per_group)
-    x = np.sin(2 * np.pi * (2 + 3 * k[:, None]) * t + rng.uniform(0, 6.3, (len(k), 1)))
+    group = np.repeat(np.arange(n_groups), per_group)
+    step = np.tile(np.arange(per_group), n_groups)
+    k = np.where((group % 2 == 0) | (step % 3 != 0), group % 3, (group + 1) % 3)
+    x = np.sin(2 * np.pi * (2 + 3 * k[:, None]) * t + rng.uniform(0, 2 * np.pi, (len(k), 1)))
     x = (x + 0.3 * rng.normal(size=x.shape)).astype(np.float32)[:, None]
-    windows = Windows(x=x, y=k, groups=np.repeat([f"r{g}" for g in range(n_groups)], per_group),
+    windows = Windows(x=x, y=k, groups=np.array([f"rec{g}" for g in group]),
                       domains=np.full(len(k), "ECG"), fs=360.0, classes=("a", "b", "c"))
     return windows, split_grouped(windows, val=0.2, test=0.2, seed=0)
 
@@ -100,10 +104,10 @@ def check_cells(failures: list) -> None:
     from ecgnb.evaluation.train import TrainConfig, run_cell
 
     windows, splits = smoke_task()
-    quick = dict(n_epochs=3, warmup_epochs=1, batch_size=16, verbose=False, device="cuda")
+    quick = dict(n_epochs=3, warmup_epochs=1, batch_size=16, verbose=False, device=GPU)
     cells = [(name, mode, head) for name in SMOKE for mode, head in (("lp", "fcn"), ("ft", "mlp"))]
     for name, mode, head in cells + [(None, "supervised", "fcn")]:
-        encoder = _encoder(name, "cuda") if name else None
+        encoder = _encoder(name, GPU) if name else None
         result = run_cell(encoder, windows, splits,
                           TrainConfig(head=head, mode=mode, backbone=name, **quick))
         finite = bool(np.isfinite(result.history[["train_loss", "val_loss"]].to_numpy()).all())
@@ -132,7 +136,7 @@ def measure_rates() -> tuple[dict, dict]:
     from ecgnb.models import build
 
     rates, epochs = {}, {}
-    windows, splits = smoke_task(n_groups=163, per_group=8, length=720)  # 1,304 fragments
+    windows, splits = smoke_task(n_groups=163, per_group=8, length=720)  # 1,304 windows
     for name in SMOKE:
         row = bench_backbone(name, 10, 64, 720, "cuda")
         rates[name] = row["samples_per_s"]

@@ -43,3 +43,17 @@ def test_projection_arithmetic():
     assert hours["total"] == pytest.approx(hours["pretraining"] + hours["continuations"]
                                            + hours["cells"])
     assert PAPER_GRID.corpora[0] == ("ECG", 105_000) and PAPER_GRID.n_cells == 108
+
+
+def test_the_checks_pass_with_the_cpu_standing_in_for_the_gpu(monkeypatch):
+    """The check functions themselves, CPU against CPU: every comparison holds exactly."""
+    import ecgnb.bench.gpu_stages as stages
+    from ecgnb.bench.timing import synthetic_batch
+
+    monkeypatch.setattr(stages, "GPU", "cpu")
+    x = synthetic_batch(stages.N_SMOKE, stages.T_SMOKE)[:, None, :]
+    failures = []
+    for name in stages.SMOKE:
+        stages.check_step(name, x, failures)
+    stages.check_fits("tstcc", x, failures)
+    assert failures == []
