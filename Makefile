@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo figures test install clean-outputs bench lab strip rehearse
+.PHONY: demo figures test install clean-outputs bench gpu-check lab strip rehearse
 
 # The git filter (nbstripout, set up in this clone's .git/config) strips outputs from notebooks
 # as they are staged, so executed notebooks never reach a commit.
@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python -m ecgnb.bench pretrain $(if $(BEFORE),--before $(BEFORE))
 	$(BIN)/python -m ecgnb.bench probe
 	$(BIN)/python -m ecgnb.bench softdtw
+	$(BIN)/python -m ecgnb.bench flops
+	$(BIN)/python -m ecgnb.bench probe-memory
 	$(if $(TS2VEC_CODE)$(TSTCC_CODE),$(BIN)/python -m ecgnb.bench published \
 	  $(if $(TS2VEC_CODE),--ts2vec-code $(TS2VEC_CODE)) $(if $(TSTCC_CODE),--tstcc-code $(TSTCC_CODE)))
 
@@ -53,6 +55,11 @@ bench: $(STAMP)
 rehearse: $(STAMP)
 	$(BIN)/python -m ecgnb.bench rehearse $(if $(BATCHES),--batches $(BATCHES)) \
 	  $(if $(BACKBONES),--backbones $(BACKBONES))
+
+# Every stage at smoke size on the GPU against the CPU, rates, the paper grid's GPU hours;
+# without CUDA one line and exit 0 (docs/performance.md)
+gpu-check: $(STAMP)
+	$(BIN)/python -m ecgnb.bench gpu-check
 
 clean-outputs:
 	rm -rf outputs/*/ outputs/results.csv

@@ -1,5 +1,5 @@
 """Benchmarks (a script, not a test): ``python -m ecgnb.bench COMMAND``, one of softdtw, pretrain,
-published, probe, checkpoint, cache, rehearse.
+published, probe, checkpoint, flops, probe-memory, gpu-check, cache, rehearse.
 
 - ``softdtw``: pairwise soft-DTW of one batch ``[B, T]`` with our numba kernel (CPU, all cores),
   our torch anti-diagonal path (CPU, and CUDA when present) and tslearn's ``cdist_soft_dtw``;
@@ -16,11 +16,18 @@ published, probe, checkpoint, cache, rehearse.
 - ``probe``: linear probing's encoder work on cached embeddings against re-encoding every epoch.
 - ``checkpoint``: the size and write time of a training checkpoint, and the share of training
   time it costs at the default interval (:mod:`ecgnb.bench.checkpoint`).
+- ``flops``: the machine's peak from a large matrix product (fp32, bf16 where native) and each
+  backbone's training step as achieved FLOP/s and share of that peak (:mod:`ecgnb.bench.flops`).
+- ``probe-memory``: peak resident memory of a linear-probe FCN cell's cached features and one head
+  epoch, one fresh process per backbone (:mod:`ecgnb.bench.memory`).
+- ``gpu-check``: every stage at smoke size on a GPU against the CPU, rates and the paper grid's
+  projected GPU hours; one line and exit 0 without CUDA (:mod:`ecgnb.bench.gpu_check`).
 - ``cache``: a windowed corpus built into the cache of windowed corpora, then loaded from it in a
   new process (:mod:`ecgnb.bench.corpus_cache`).
 - ``rehearse``: a slice of the paper grid on paper-size data, extrapolated to the whole grid
   (:mod:`ecgnb.bench.rehearse`; ``make rehearse``).
-Timing inputs of the other benchmarks are seeded synthetic windows (sines + noise, z-scored). Output is a plain table.
+Timing inputs of the other benchmarks are seeded synthetic windows (sines + noise, z-scored).
+Output is a plain table.
 """
 from __future__ import annotations
 
@@ -42,8 +49,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sdtw.add_argument("--length", type=int, default=720)
     sdtw.add_argument("--repeats", type=int, default=3)
     sdtw.add_argument("--gamma", type=float, default=0.1)
-    sdtw.add_argument("--paths", default="numba,torch,tslearn",
-                      help="comma-separated subset of numba,torch,tslearn")
+    sdtw.add_argument("--paths", default="numba,torch,cuda,tslearn",
+                      help="comma-separated subset of numba,torch,cuda (GPU only),tslearn")
     sdtw.add_argument("--torch-cpu-batch", type=int, default=16,
                       help="series used to time the torch path on CPU (it is the CUDA path)")
     pre = sub.add_parser("pretrain", help="training samples/s and peak memory per backbone")
@@ -86,16 +93,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                                "extrapolated to the whole grid")
     rehearse.add_argument("--batches", type=int, default=2, help="timed batches per SSL stage")
     rehearse.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
+    flops = sub.add_parser("flops", help="peak FLOP/s and each training step's share of it")
+    flops.add_argument("--backbones", default="ts2vec,tstcc,series2vec")
+    flops.add_argument("--batches", type=int, default=3)
+    flops.add_argument("--batch-size", type=int, default=64)
+    flops.add_argument("--length", type=int, default=720)
+    flops.add_argument("--size", type=int, default=4096, help="matrix size of the peak")
+    flops.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    mem = sub.add_parser("probe-memory", help="peak RSS of a linear-probe FCN cell")
+    mem.add_argument("--backbones", default="ts2vec,series2vec")
+    mem.add_argument("--windows", type=int, default=1300, help="fragments in all three splits")
+    mem.add_argument("--length", type=int, default=720)
+    mem.add_argument("--epochs", type=int, default=1, help="head epochs after caching")
+    mem.add_argument("--feature-dtype", default="float32", help="float32 or float16")
+    sub.add_parser("gpu-check", help="smoke stages on CUDA vs CPU, rates, projected GPU hours")
     args = parser.parse_args(argv)
     if args.command == "published" and not (args.ts2vec_code or args.tstcc_code):
         parser.error("published: give --ts2vec-code and/or --tstcc-code")
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "gpu-check":
+        from ecgnb.bench.gpu_check import no_cuda_line
+
+        if no_cuda_line() is not None:
+            print(no_cuda_line())
+            return 0
+        from ecgnb.bench.gpu_stages import check_all
+
+        return check_all()
     print(machine_line())
-    if args.command == "softdtw":
+    names = [n.strip() for n in getattr(args, "backbones", "").split(",") if n.strip()]
+    if args.command == "flops":
+        from ecgnb.bench.flops import bench_flops, format_flops
+
+        peaks, rows = bench_flops(names, args.batches, args.batch_size, args.length, args.device,
+                                  args.size)
+        print(format_flops(peaks, rows, args.batch_size, args.length))
+    elif args.command == "probe-memory":
+        from ecgnb.bench.memory import bench_probe_memory, format_probe_memory
+
+        rows = bench_probe_memory(names, args.windows, args.length,
+                                  {"feature_dtype": args.feature_dtype}, args.epochs)
+        print(format_probe_memory(rows, args.length))
+    elif args.command == "softdtw":
         paths = [p.strip() for p in args.paths.split(",") if p.strip()]
         rows = bench_softdtw(args.batch, args.length, args.gamma, args.repeats, paths,
                              torch_cpu_series=args.torch_cpu_batch)
@@ -136,4 +179,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,5 +1,9 @@
-"""``python -m ecgnb.bench softdtw``: pairwise soft-DTW of one batch, ours (numba, torch) against
-tslearn's ``cdist_soft_dtw``.
+"""``python -m ecgnb.bench softdtw``: pairwise soft-DTW of one batch, ours (numba, torch, and the
+CUDA kernel where there is a GPU) against tslearn's ``cdist_soft_dtw``.
+
+Beside the times it prints what each GPU path launches per batch: the torch sweep's aten
+operations, counted on the CPU (each is at least one CUDA kernel launch), and the fused kernel's
+single launch plus the torch operations that prepare it, counted the same way.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ecgnb.bench.timing import best_time, max_relative_difference, synthetic_batch
 
@@ -35,6 +40,15 @@ def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths:
                          values=values, note=f"best of {repeats}; first call {warm:.1f}s"))
     if "torch" in paths:
         rows.append(_bench_torch_cpu(x[:torch_cpu_series], gamma))
+    if "cuda" in paths and torch.cuda.is_available():
+        from ecgnb.models.softdtw import soft_dtw_cuda
+
+        x_gpu = torch.from_numpy(x).cuda()
+        soft_dtw_cuda(x_gpu[:2, :8], gamma)  # compile
+        seconds, values = best_time(lambda: soft_dtw_cuda(x_gpu, gamma), repeats,
+                                    torch.cuda.synchronize)
+        rows.append(dict(path=f"ours CUDA kernel {torch.cuda.get_device_name()}",
+                         seconds=seconds, values=values.cpu().numpy(), note=f"best of {repeats}"))
     if "torch" in paths and torch.cuda.is_available():
         x_gpu = torch.from_numpy(x).cuda()
         soft_dtw_torch(x_gpu[:2, :8], gamma)
@@ -45,6 +59,37 @@ def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths:
     if "tslearn" in paths:
         rows.append(_bench_tslearn(x, gamma))
     return rows
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.n_ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n_ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_aten_ops(run) -> int:
+    with _OpCounter() as counter:
+        run()
+    return counter.n_ops
+
+
+def gpu_launches(length: int, gamma: float) -> dict:
+    """Per batch of series of ``length`` samples: aten operations of the torch sweep (kernel
+    launches on a GPU) and of the fused kernel's preparation (plus its one launch)."""
+    from ecgnb.models.softdtw import soft_dtw_torch
+
+    x = torch.zeros(4, length, dtype=torch.float64)
+    prepare = count_aten_ops(lambda: (x.to(torch.float64).contiguous(),
+                                      torch.triu_indices(4, 4),
+                                      torch.empty(4, 4, dtype=torch.float64)))
+    return {"torch sweep": count_aten_ops(lambda: soft_dtw_torch(x, gamma)),
+            "cuda kernel": prepare + 1}
 
 
 def _bench_torch_cpu(x: np.ndarray, gamma: float) -> dict:
@@ -93,4 +138,8 @@ def format_softdtw(rows: list[dict], length: int, gamma: float) -> str:
             max_diff = f"{max_relative_difference(row['values'], reference['values'][:n, :n]):.1e}"
         lines.append(f"{row['path']:<40}{len(row['values']):>4}{row['seconds']:>10.3f}"
                      f"{pairs_per_second(row):>10.1f}{speed_up:>10}{max_diff:>14}  {row['note']}")
+    launches = gpu_launches(length, gamma)
+    lines.append(f"GPU launches per batch at T={length}: torch sweep {launches['torch sweep']:,} "
+                 f"aten ops (>= 1 kernel each); CUDA kernel 1 launch + "
+                 f"{launches['cuda kernel'] - 1} torch ops")
     return "\n".join(lines)

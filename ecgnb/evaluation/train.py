@@ -2,7 +2,8 @@
 
 - ``mode="lp"`` (linear probing): the encoder is frozen; its embeddings (linear, mlp heads) or
   time-resolved features (fcn head) are computed once per split and cached, and only the head
-  trains on them. The encoder's weights stay bit-identical.
+  trains on them. The encoder's weights stay bit-identical. Features are written batch by batch
+  into one array per split, of ``feature_dtype`` (float32; float16 halves the cache).
 - ``mode="ft"`` (fine-tuning): a fresh copy of the encoder network (``enc.trainable_network()``)
   trains end to end with the head; the encoder's optimiser is ``encoder_optimizer`` ("same":
   the head's, at ``lr * encoder_lr_ratio``, ours 0.1; "radam": the study's, at the backbone's
@@ -19,6 +20,11 @@ deep-copied and restored; the test split is scored once, afterwards. Mixed preci
 (``use_amp``) only on CUDA.
 
 Layouts: windows ``x [N, 1, T]``; labels ``y [N]`` in ``0..K-1``; logits ``[B, K]``.
+
+A training step does not wait for the device: the training and validation inputs are placed once
+per fit (:class:`~ecgnb.models.device.Corpus`: on the device when they fit), an epoch's batch order
+is drawn up front and copied once, the batch losses are summed on the device (float64, weighted by
+batch size) and read once per epoch, and validation logits come back in one copy.
 """
 from __future__ import annotations
 
@@ -50,7 +56,8 @@ from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_che
 from ecgnb.models.lineage import timestamp
 from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
                                      build_baseline, member_seeds)
-from ecgnb.models.precision import flush_denormal
+from ecgnb.models.device import Corpus
+from ecgnb.models.precision import numerics
 
 SUPERVISED = "supervised"  # the baselines' mode: a raw-signal model trained from scratch
 MODES = ("lp", "ft", SUPERVISED)
@@ -60,6 +67,8 @@ OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("plateau_val", "plateau_train", "none")
 ENCODER_OPTIMIZERS = ("same", "radam")
 FINETUNE_MASKS = ("none", "binomial")
+FEATURE_DTYPES = ("float32", "float16")
+FEATURE_BATCH = 64  # windows per encoder pass when caching features: its activations stay small
 AfterEpoch = Callable[[int, nn.Module], None]
 
 
@@ -76,7 +85,11 @@ class TrainConfig:
     ``encoder_weight_decay`` are resolved from it (None outside fine-tuning).
     ``finetune_mask`` (ft): TS2Vec's timestamp mask in training mode. ``mlp_head``: the MLP
     variant (heads and the raw-signal baseline).
-    ``flush_denormal``: training and prediction flush subnormal floats (``ecgnb.models.precision``).
+    ``flush_denormal``: training and prediction flush subnormal floats; ``cudnn_benchmark`` (on:
+    every batch of a cell has one shape) and ``allow_tf32`` (off): cuDNN's autotuner and TF32 on
+    CUDA (``ecgnb.models.precision``). ``feature_dtype`` (lp): the cached encoder outputs'
+    type, ``float32`` or ``float16`` (half the memory; about 3 significant digits, values beyond
+    65504 refused).
     ``label_fraction`` < 1 trains on :func:`~ecgnb.data.splits.label_subset` of the training split.
     ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
 
@@ -110,10 +123,14 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     flush_denormal: bool = True
+    cudnn_benchmark: bool = True
+    allow_tf32: bool = False
+    feature_dtype: str = "float32"
     verbose: bool = True
 
     def __post_init__(self):
         _one_of("mode", self.mode, MODES)
+        _one_of("feature_dtype", self.feature_dtype, FEATURE_DTYPES)
         stage = "supervised" if self.mode == "supervised" else "heads"
         for name, value in recipes.values(stage, self.recipe, self.head).items():
             if getattr(self, name) is None:
@@ -264,6 +281,8 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                 for opt in optimizers]
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.use_amp)
     (loader, loader_gen), history, best = _train_loader(*train, config), [], BestState("min")
+    inputs = {"train": (Corpus(train[0], device), Corpus(train[1], device)),
+              "val": (Corpus(val[0], device).x, val[1])}
     parts = _FitParts(model, optimizers, plateaus, scaler, best, history,
                       [loader_gen] + _generators_of(model))
     first = 1
@@ -273,17 +292,17 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         first = parts.resume(checkpoint) + 1
     bar = tqdm(range(first, config.n_epochs + 1), desc=f"{config.mode}/{config.head}",
                disable=not config.verbose, leave=False, initial=first - 1, total=config.n_epochs)
-    with flush_denormal(config.flush_denormal):
+    with numerics(device, config):
         for epoch in bar:
             if config.patience and best.epochs_since >= config.patience:
                 break  # a fit resumed after its last epoch
             _warm_up(groups, base_lrs, epoch, config.warmup_epochs)
             start = time.perf_counter()
-            train_loss = _train_epoch(model, loader, criterion, optimizers, scaler, config,
-                                      device)
+            train_loss = _train_epoch(model, loader, inputs["train"], criterion, optimizers,
+                                      scaler, config, device)
             if after_epoch is not None:
                 after_epoch(epoch, model)
-            val_loss, val_f1 = _validate(model, val, criterion, config, device)
+            val_loss, val_f1 = _validate(model, inputs["val"], criterion, config, device)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "val_macro_f1": val_f1, "lr": optimizers[0].param_groups[-1]["lr"],
                             "seconds": time.perf_counter() - start})
@@ -365,11 +384,11 @@ def _criterion(y: torch.Tensor, n_classes: int, config: TrainConfig) -> nn.Cross
 
 def _train_loader(x: torch.Tensor, y: torch.Tensor, config: TrainConfig
                   ) -> tuple[DataLoader, torch.Generator]:
-    """Seeded batches (the loader and its generator); ``imbalance="sampler"`` draws classes
-    evenly (with replacement)."""
+    """Seeded batches of indices into ``x``/``y`` (the loader and its generator);
+    ``imbalance="sampler"`` draws classes evenly (with replacement)."""
     gen = torch_generator(config.seed)
     drop_last = len(y) % config.batch_size == 1  # a batch of one breaks BatchNorm
-    dataset = TensorDataset(x, y)
+    dataset = TensorDataset(torch.arange(len(y)))
     if config.imbalance == "sampler":
         counts = torch.bincount(y).float()
         sampler = WeightedRandomSampler((1.0 / counts)[y].double(), num_samples=len(y),
@@ -387,11 +406,18 @@ def _warm_up(groups: list[dict], base_lrs: list[float], epoch: int, warmup_epoch
             group["lr"] = base * epoch / warmup_epochs
 
 
-def _train_epoch(model, loader, criterion, optimizers, scaler, config, device) -> float:
+def _train_epoch(model, loader, data: tuple[Corpus, Corpus], criterion, optimizers, scaler,
+                 config, device) -> float:
+    """One epoch over ``loader``'s index batches into ``data`` (x, y); the mean batch loss
+    weighted by batch size, summed on the device and read once."""
     model.train()
-    losses, sizes = [], []
-    for xb, yb in loader:
-        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+    batches = [idx for (idx,) in loader]  # the epoch's draws, made up front
+    order, sizes = data[0].indices(torch.cat(batches)), [len(idx) for idx in batches]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    start = 0
+    for size in sizes:
+        idx, start = order[start:start + size], start + size
+        xb, yb = as_input(_gather(data[0], idx)), _gather(data[1], idx)
         with torch.autocast(device.type, enabled=scaler.is_enabled()):
             loss = criterion(model(xb).float(), yb)
         for optimizer in optimizers:
@@ -405,15 +431,30 @@ def _train_epoch(model, loader, criterion, optimizers, scaler, config, device) -
         for optimizer in optimizers:
             scaler.step(optimizer)
         scaler.update()
-        losses.append(loss.item())
-        sizes.append(len(yb))
-    return float(np.average(losses, weights=sizes))
+        loss_sum += loss.detach().double() * size
+    return loss_sum.item() / sum(sizes)
+
+
+def _gather(data: Corpus, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` of ``data`` on its device. In host memory they are stacked row by row, as a
+    ``DataLoader`` collates them: the same values as one indexing call, but a fine-tuned
+    Series2Vec cell then ends bit-identical to a loader's on the CPU (with one indexing call its
+    weights differ in the last bits)."""
+    if data.where == "host":
+        return torch.stack([data.x[i] for i in idx])
+    return data.batch(idx)
+
+
+def as_input(x: torch.Tensor) -> torch.Tensor:
+    """A model's input in float32 (cached float16 features are widened per batch)."""
+    return x.float() if x.dtype == torch.float16 else x
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
                    device: str | torch.device | None = None, use_amp: bool = True) -> torch.Tensor:
-    """Logits ``[N, K]`` (float32, CPU) of ``model`` in eval mode, batch by batch."""
+    """Logits ``[N, K]`` (float32, CPU) of ``model`` in eval mode, batch by batch; they stay on
+    the device until the end (one copy back). ``x`` may already be on the device."""
     device = pick_device(device) if not isinstance(device, torch.device) else device
     model.to(device)
     was_training = model.training
@@ -422,13 +463,23 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
     out = []
     for start in range(0, len(x), batch_size):
         with torch.autocast(device.type, enabled=use_amp):
-            out.append(model(x[start:start + batch_size].to(device)).float().cpu())
+            xb = as_input(x[start:start + batch_size].to(device, non_blocking=True))
+            out.append(model(xb).float())
     model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out).cpu()
+
+
+def prediction_batch(x: torch.Tensor, config: TrainConfig) -> int:
+    """Rows per prediction pass: the training batch for cached time-resolved features (an FCN
+    probe's activations at 256 rows would take more memory than its cache), else at least 256.
+    The logits do not depend on it."""
+    is_features = config.mode == "lp" and x.dim() == 3
+    return config.batch_size if is_features else max(256, config.batch_size)
 
 
 def _validate(model, val, criterion, config, device) -> tuple[float, float]:
-    logits = predict_logits(model, val[0], max(256, config.batch_size), device, config.use_amp)
+    logits = predict_logits(model, val[0], prediction_batch(val[0], config), device,
+                            config.use_amp)
     loss = criterion(logits.to(device), val[1].to(device)).item()
     f1 = f1_score(val[1].numpy(), logits.argmax(1).numpy(), labels=np.arange(logits.shape[1]),
                   average="macro", zero_division=0)
@@ -480,10 +531,22 @@ def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Ten
         x = windows.x[idx]
         if config.mode == "lp":
             reads_features = HEADS[config.head].input_kind == "features"
-            x = encoder.features(x) if reads_features else encoder.encode(x)
-        out[name] = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            x = (_features(encoder, x, config.feature_dtype) if reads_features
+                 else encoder.encode(x))
+        out[name] = (torch.from_numpy(np.ascontiguousarray(x)),
                      torch.from_numpy(np.asarray(windows.y[idx], dtype=np.int64)))
     return out
+
+
+def _features(encoder: Encoder, x: np.ndarray, dtype: str) -> np.ndarray:
+    """The encoder's time-resolved features ``[N, D', T']`` in one array of ``dtype``."""
+    features = encoder.features(x, batch_size=FEATURE_BATCH, dtype=np.dtype(dtype))
+    overflow = dtype == "float16" and not all(np.isfinite(features[i:i + 64]).all()
+                                              for i in range(0, len(features), 64))
+    if overflow:
+        raise ValueError(f"encoder features overflow {dtype} (beyond +-65504): "
+                         "use feature_dtype='float32'")
+    return features
 
 
 def _train_models(encoder, windows, inputs, config, after_epoch, checkpoint_dir=None,
@@ -521,8 +584,9 @@ def _fresh_model(encoder, config, n_classes, n_timesteps, seed) -> Classifier:
 def _score(model, inputs, name, idx, windows, config):
     """Metrics and predictions of split ``name``; lp scores the head on the cached inputs."""
     scorer = model.head if config.mode == "lp" else model
-    with flush_denormal(config.flush_denormal):
-        logits = predict_logits(scorer, inputs[name][0], max(256, config.batch_size),
+    with numerics(pick_device(config.device), config):
+        logits = predict_logits(scorer, inputs[name][0],
+                                prediction_batch(inputs[name][0], config),
                                 pick_device(config.device), config.use_amp)
     proba = torch.softmax(logits, dim=1).numpy()
     y_true = inputs[name][1].numpy()

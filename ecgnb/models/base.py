@@ -7,14 +7,21 @@ A backbone subclasses :class:`Encoder` and provides
 - ``Config``: a dataclass with the study's defaults (docs/deviations.md, "Backbones"),
 - ``_build(n_timesteps)``: create ``self.network_`` (a :class:`Network`) and any training-only
   modules, registered in ``self.modules_`` (name -> nn.Module) so that they are saved,
-- ``_loss(xb, generator)``: the SSL loss of one batch (``xb`` on the device, ``[B, 1, T]``),
+- ``_loss(xb, generator, device_generator)``: the SSL loss of one batch (``xb`` on the device,
+  ``[B, 1, T]``); ``generator`` (CPU) for the draws whose values the host needs (lengths, choices),
+  ``device_generator`` for the tensors of draws used on the device (:mod:`ecgnb.models.device`),
 - optionally ``_optimizer(params, lr)``, ``_after_step()`` (e.g. weight averaging),
   ``_after_epoch(x_t, batch_size)`` (e.g. TS-TCC's clean batch-norm statistics) and
   ``_inference_network()`` (the network used by ``encode``; TS2Vec returns its averaged copy).
 
 Numerics (:mod:`ecgnb.models.precision`): ``fit``, ``evaluate_loss``, ``encode`` and ``features`` run
-with denormals flushed when the config's ``flush_denormal`` is on (restored afterwards) and under
-the autocast of the config's ``precision`` (``bf16``) or, on CUDA, ``use_amp``.
+with denormals flushed when the config's ``flush_denormal`` is on (restored afterwards), with the
+config's ``cudnn_benchmark`` and ``allow_tf32``, and under the autocast of the config's
+``precision`` (``bf16``) or, on CUDA, ``use_amp``.
+
+A training step does not wait for the device: the corpus is placed once per fit
+(:class:`~ecgnb.models.device.Corpus`), random tensors are drawn on the device, and the batch
+losses are summed on the device (float64) and read once per epoch, as is the validation loss.
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ from tqdm.auto import tqdm
 from ecgnb.config import pick_device, reject_unknown, torch_generator
 from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_checksum,
                                     modules_checksum, rng_state, set_rng_state)
-from ecgnb.models.precision import autocast, numerics
+from ecgnb.models.device import Corpus, device_generator, generators
+from ecgnb.models.precision import autocast, numerics, numerics_record
 
 
 class CheckpointError(ValueError):
@@ -73,7 +81,8 @@ class Encoder:
     def _build(self, n_timesteps: int) -> None:
         raise NotImplementedError
 
-    def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _loss(self, xb: torch.Tensor, generator: torch.Generator,
+              device_generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
@@ -83,7 +92,8 @@ class Encoder:
         """Called after every optimiser step (weight averaging lives here)."""
 
     def _after_epoch(self, x_t: torch.Tensor, batch_size: int) -> None:
-        """Called after every epoch with the (clean, CPU) training windows ``[N, 1, T]``."""
+        """Called after every epoch with the clean training windows ``[N, 1, T]`` (on the device
+        or in host memory, as the fit placed them)."""
 
     def _inference_network(self) -> Network:
         return self.network_
@@ -135,6 +145,10 @@ class Encoder:
         fit resumes from it and ends with the weights an uninterrupted fit would have;
         ``checkpoint_`` then says where it resumed (``resumed_from``) and what writing cost.
         A callback whose owner has ``state_dict``/``load_state_dict`` is checkpointed with it.
+        ``fit_record_`` says where the corpus lived and the device generator's seed.
+
+        The epoch's ``loss`` is the mean of its batch losses, summed on the device in float64:
+        it can differ from a mean of per-batch Python floats in the last digit, the weights not.
         """
         x = check_windows(x)
         self.build(x.shape[-1])
@@ -143,14 +157,17 @@ class Encoder:
         lr = self.config.lr if lr is None else lr
         seed = self.seed if seed is None else seed
         gen = torch_generator(seed)
+        on_device, device_seed = device_generator(gen, self.device_)
         params = [p for m in self.modules_.values() for p in m.parameters() if p.requires_grad]
         optimizer = self._optimizer(params, lr)
         precision = getattr(self.config, "precision", "fp32")
         use_amp = (self.device_.type == "cuda" and getattr(self.config, "use_amp", True)
                    and precision == "fp32")  # float16 needs the scaler; bfloat16 does not
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        x_t = torch.from_numpy(x)
-        loop = _Loop(self, optimizer, scaler, gen, callback)
+        corpus = Corpus(torch.from_numpy(x), self.device_)
+        self.fit_record_ = {"corpus": corpus.where, "device_seed": device_seed,
+                            **numerics_record(self.device_, self.config, use_amp)}
+        loop = _Loop(self, optimizer, scaler, generators(gen, on_device), callback)
         self.checkpoint_ = None
         first_epoch, position = 0, None
         if checkpoint is not None:
@@ -163,11 +180,13 @@ class Encoder:
         with numerics(self.device_, self.config):
             for epoch in bar:
                 start = time.perf_counter()
-                losses = self._train_epoch(x_t, batch_size, optimizer, scaler, use_amp, gen,
-                                           position, loop.batch_hook(epoch))
+                loss_sum, n_losses = self._train_epoch(corpus, batch_size, optimizer, scaler,
+                                                       (gen, on_device), position,
+                                                       loop.batch_hook(epoch))
                 position = None
-                self._after_epoch(x_t, batch_size)
-                record = {"epoch": len(self.history_) + 1, "loss": float(np.mean(losses)),
+                self._after_epoch(corpus.x, batch_size)
+                record = {"epoch": len(self.history_) + 1,
+                          "loss": loss_sum.item() / n_losses if n_losses else float("nan"),
                           "seconds": time.perf_counter() - start}
                 if x_val is not None:
                     record["val_loss"] = self.evaluate_loss(x_val, batch_size=batch_size,
@@ -187,32 +206,40 @@ class Encoder:
                     check_windows(x_val)), "start": modules_checksum(self.modules_),
                 "n_history": len(self.history_)}
 
-    def _train_epoch(self, x_t, batch_size, optimizer, scaler, use_amp, gen, position=None,
-                     after_batch=None) -> list[float]:
-        """One epoch; ``position`` (``order``, ``next``, ``losses``) resumes one part-way."""
+    def _train_epoch(self, corpus: Corpus, batch_size, optimizer, scaler, draws, position=None,
+                     after_batch=None) -> tuple[torch.Tensor, int]:
+        """One epoch: ``(sum of the batch losses, float64 on the device; number of batches)``.
+        ``draws``: the (host, device) generators; ``position`` (``order``, ``next``,
+        ``loss_sum``, ``n_losses``) resumes one part-way."""
         for module in self.modules_.values():
             module.train()
+        host, on_device = draws
         if position is None:
-            order, begin, losses = torch.randperm(len(x_t), generator=gen), 0, []
+            order, begin, n_losses = torch.randperm(len(corpus.x), generator=host), 0, 0
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device_)
         else:
-            order, begin, losses = position["order"], position["next"], list(position["losses"])
+            order, begin, n_losses = position["order"], position["next"], position["n_losses"]
+            loss_sum = position["loss_sum"].to(self.device_)
+        order_at = corpus.indices(order)
         for start in range(begin, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order_at[start:start + batch_size]
             if len(idx) < 2:  # contrastive losses need a pair
                 continue
-            xb = x_t[idx].to(self.device_, non_blocking=True)
+            xb = corpus.batch(idx)
             with self._autocast():
-                loss = self._loss(xb, gen)
+                loss = self._loss(xb, host, on_device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             self._clip(optimizer, scaler)
             scaler.step(optimizer)
             scaler.update()
             self._after_step()
-            losses.append(loss.item())
+            loss_sum += loss.detach().double()
+            n_losses += 1
             if after_batch is not None:
-                after_batch({"order": order, "next": start + batch_size, "losses": losses})
-        return losses
+                after_batch({"order": order, "next": start + batch_size, "loss_sum": loss_sum,
+                             "n_losses": n_losses})
+        return loss_sum, n_losses
 
     def _autocast(self, training: bool = True):
         """The autocast of the config's ``precision`` on this device; in training on CUDA, also
@@ -229,38 +256,52 @@ class Encoder:
 
     @torch.no_grad()
     def evaluate_loss(self, x: np.ndarray, batch_size: int | None = None, seed: int = 0) -> float:
-        """Mean SSL loss on ``x`` with training-mode stochasticity drawn from ``seed``."""
-        x_t = torch.from_numpy(check_windows(x))
+        """Mean SSL loss on ``x`` with training-mode stochasticity drawn from ``seed``; the batch
+        losses are summed on the device and read once."""
+        corpus = Corpus(torch.from_numpy(check_windows(x)), self.device_)
         batch_size = batch_size or self.config.batch_size
         gen = torch_generator(seed)
+        on_device, _ = device_generator(gen, self.device_)
         for module in self.modules_.values():
             module.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device_)
+        n_losses = 0
         with numerics(self.device_, self.config), self._autocast(training=False):
-            losses = [self._loss(x_t[i:i + batch_size].to(self.device_), gen).item()
-                      for i in range(0, len(x_t), batch_size) if len(x_t[i:i + batch_size]) > 1]
-        return float(np.mean(losses)) if losses else float("nan")
+            for start in range(0, len(corpus.x), batch_size):
+                if len(corpus.x[start:start + batch_size]) > 1:
+                    xb = corpus.slice(start, start + batch_size)
+                    loss_sum += self._loss(xb, gen, on_device).double()
+                    n_losses += 1
+        return loss_sum.item() / n_losses if n_losses else float("nan")
 
     @torch.no_grad()
-    def features(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Time-resolved features ``[N, D', T']`` from the inference network (eval mode)."""
-        return self._run(x, batch_size, lambda net, xb: net(xb))
+    def features(self, x: np.ndarray, batch_size: int = 256, dtype=np.float32) -> np.ndarray:
+        """Time-resolved features ``[N, D', T']`` from the inference network (eval mode), written
+        batch by batch into one array of ``dtype`` (float32; float16 halves the memory and keeps
+        about 3 significant digits)."""
+        return self._run(x, batch_size, lambda net, xb: net(xb), dtype)
 
     @torch.no_grad()
     def encode(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Instance embeddings ``[N, D]`` from the inference network (eval mode)."""
         return self._run(x, batch_size, lambda net, xb: net.embed(xb))
 
-    def _run(self, x, batch_size, fn) -> np.ndarray:
+    def _run(self, x, batch_size, fn, dtype=np.float32) -> np.ndarray:
         x = check_windows(x)
         self.build(x.shape[-1])
         net = self._inference_network()
         was_training = net.training
         net.eval()
+        out = None
         with numerics(self.device_, self.config), self._autocast(training=False):
-            out = [fn(net, torch.from_numpy(x[i:i + batch_size]).to(self.device_)).float().cpu()
-                   for i in range(0, len(x), batch_size)]
+            for start in range(0, len(x), batch_size):
+                xb = torch.from_numpy(x[start:start + batch_size]).to(self.device_)
+                value = fn(net, xb).float().cpu()
+                if out is None:  # one array for all batches: no list of parts, no concatenation
+                    out = np.empty((len(x), *value.shape[1:]), dtype=dtype)
+                out[start:start + len(value)] = value.numpy()
         net.train(was_training)
-        return torch.cat(out).numpy()
+        return out
 
     def begin_continuation(self, mode: str = "genuine") -> str:
         """Prepare a continuation (docs/deviations.md, row 19); returns what it starts from.
@@ -271,14 +312,18 @@ class Encoder:
     def training_record(self) -> dict:
         """What a ``fit`` trains with, for the lineage: the optimiser (class, lr, weight decay,
         betas), gradient clipping and the numerics (``use_amp``: float16 autocast on CUDA;
-        ``precision``)."""
+        ``precision``; ``cudnn_benchmark``, ``allow_tf32``); after a fit, also its
+        ``fit_record_`` (device, autocast in effect, corpus placement, device generator seed)."""
         probe = self._optimizer([torch.zeros(1, requires_grad=True)], self.config.lr)
         record = {"optimizer": type(probe).__name__,
                   **{k: probe.defaults[k] for k in ("lr", "weight_decay", "betas")
                      if k in probe.defaults}}
         return {**record, "grad_clip": getattr(self.config, "grad_clip", None),
                 "use_amp": getattr(self.config, "use_amp", True),
-                "precision": getattr(self.config, "precision", "fp32")}
+                "precision": getattr(self.config, "precision", "fp32"),
+                "cudnn_benchmark": getattr(self.config, "cudnn_benchmark", False),
+                "allow_tf32": getattr(self.config, "allow_tf32", False),
+                **getattr(self, "fit_record_", {})}
 
     def trainable_network(self) -> Network:
         """A fresh copy of the inference network to fine-tune (never the averaged copy itself)."""
@@ -372,9 +417,9 @@ def restore(cls: type[Encoder], state: dict, device: str | None = None, path="<m
 class _Loop:
     """The training state of one :meth:`Encoder.fit` call, for its checkpoints."""
 
-    def __init__(self, encoder: Encoder, optimizer, scaler, generator, callback):
+    def __init__(self, encoder: Encoder, optimizer, scaler, generators_, callback):
         self.encoder, self.optimizer, self.scaler = encoder, optimizer, scaler
-        self.generator = generator
+        self.generators = generators_  # host first, then the device's if it has its own
         owner = getattr(callback, "__self__", callback)
         self.stateful = owner if hasattr(owner, "state_dict") else None
 
@@ -383,7 +428,7 @@ class _Loop:
         return {"epochs_done": n_epochs_done, "position": position,
                 "modules": {k: m.state_dict() for k, m in enc.modules_.items()},
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_state([self.generator]), "history": enc.history_,
+                "rng": rng_state(self.generators), "history": enc.history_,
                 "callback": self.stateful.state_dict() if self.stateful else None}
 
     def resume(self, checkpoint: Checkpointer) -> tuple[int, dict | None]:
@@ -396,7 +441,7 @@ class _Loop:
             module.load_state_dict(saved["modules"][name], strict=True)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"], [self.generator])
+        set_rng_state(saved["rng"], self.generators)
         enc.history_ = list(saved["history"])
         if self.stateful is not None and saved["callback"] is not None:
             self.stateful.load_state_dict(saved["callback"])

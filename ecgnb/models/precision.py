@@ -11,6 +11,12 @@ process-wide setting behind a user's back.
 - ``precision``: ``"fp32"`` (no autocast on CPU; CUDA keeps its float16 mixed precision when the
   config's ``use_amp`` is on) or ``"bf16"`` (``torch.autocast`` with bfloat16 on CPU or CUDA; no
   gradient scaler needed). Losses and softmaxes run in float32 inside the backbones either way.
+- ``cudnn_benchmark`` and ``allow_tf32``: cuDNN's autotuner (``torch.backends.cudnn.benchmark``:
+  it times the convolution algorithms for every new input shape and keeps the fastest, so it pays
+  where shapes repeat) and TensorFloat-32 in CUDA matrix products and convolutions
+  (``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32``: 10-bit mantissas
+  in float32 products). Set for the block on every device (they change nothing on a CPU) and
+  recorded by :func:`numerics_record`.
 """
 from __future__ import annotations
 
@@ -61,11 +67,43 @@ def autocast(device: torch.device, precision: str, use_amp: bool = False):
 
 
 @contextlib.contextmanager
+def backend_flags(cudnn_benchmark: bool = False, allow_tf32: bool = False) -> Iterator[None]:
+    """cuDNN's autotuner and TF32 as given for the block; the previous values restored after."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    previous = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = (bool(cudnn_benchmark),
+                                                            bool(allow_tf32), bool(allow_tf32))
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = previous
+
+
+@contextlib.contextmanager
 def numerics(device: torch.device, config) -> Iterator[None]:
-    """Denormal flushing as ``config.flush_denormal`` says (default on) for the block; on a
-    GPU the CPU's setting is left alone."""
-    if device.type != "cpu":
-        yield
-        return
-    with flush_denormal(getattr(config, "flush_denormal", True)):
-        yield
+    """The config's ``cudnn_benchmark`` and ``allow_tf32`` (default off) and, on the CPU, its
+    denormal flushing (default on) for the block; on a GPU the CPU's flushing is left alone."""
+    with backend_flags(getattr(config, "cudnn_benchmark", False),
+                       getattr(config, "allow_tf32", False)):
+        if device.type != "cpu":
+            yield
+            return
+        with flush_denormal(getattr(config, "flush_denormal", True)):
+            yield
+
+
+def autocast_dtype(device: torch.device, precision: str, use_amp: bool = False) -> str | None:
+    """What :func:`autocast` computes in on ``device``: "bf16", "fp16" or None (float32)."""
+    if check_precision(precision) == "bf16":
+        return "bf16"
+    return "fp16" if use_amp and device.type == "cuda" else None
+
+
+def numerics_record(device: torch.device, config, use_amp: bool = False) -> dict:
+    """The numerics a run on ``device`` trains with, for its record."""
+    return {"device": device.type,
+            "autocast": autocast_dtype(device, getattr(config, "precision", "fp32"), use_amp),
+            "cudnn_benchmark": bool(getattr(config, "cudnn_benchmark", False)),
+            "allow_tf32": bool(getattr(config, "allow_tf32", False)),
+            "flush_denormal": bool(getattr(config, "flush_denormal", True))
+            and device.type == "cpu"}

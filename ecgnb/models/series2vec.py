@@ -75,6 +75,8 @@ class Series2VecConfig:
     cut-offs ``lowpass_hz``/``highpass_hz`` (order ``filter_order``) are in Hz at this rate.
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
     see :mod:`ecgnb.models.precision`.
+    ``cudnn_benchmark`` is on (every batch has the same shapes); ``allow_tf32`` (off): TF32 in CUDA
+    products and convolutions.
     """
 
     emb_size: int = 16
@@ -98,6 +100,8 @@ class Series2VecConfig:
     use_amp: bool = True
     precision: str = "fp32"
     flush_denormal: bool = True
+    cudnn_benchmark: bool = True
+    allow_tf32: bool = False
 
     def __post_init__(self):
         check_precision(self.precision)
@@ -254,7 +258,7 @@ class OrderInvariantAttention(nn.Module):
             return h
         if generator is None:
             raise ValueError("dropout in training mode needs a generator")
-        keep = torch.rand(h.shape, generator=generator) >= self.p
+        keep = torch.rand(h.shape, generator=generator, device=generator.device) >= self.p
         return h * keep.to(h.device, h.dtype) / (1 - self.p)
 
 
@@ -283,9 +287,11 @@ class Series2Vec(Encoder):
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.RAdam(params, lr=lr)
 
-    def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _loss(self, xb: torch.Tensor, generator: torch.Generator,
+              device_generator: torch.Generator) -> torch.Tensor:
+        """Dropout masks from ``device_generator``; the spectrum filter's draw from ``generator``."""
         z_time, z_frequency = self.network_.representations(xb)
-        z_time = self.modules_["attention"](z_time, generator)
+        z_time = self.modules_["attention"](z_time, device_generator)
         target_time, target_frequency = self.targets(xb, generator)
         return (similarity_loss(z_time, target_time)
                 + similarity_loss(z_frequency, target_frequency))

@@ -8,8 +8,10 @@ both (each with its own mask) and applies the hierarchical contrastive loss
 temporal contrast at every level of a max-pool pyramid over time. Inference uses a weight-averaged
 copy of the network (SWA), as published.
 
-Every random draw (crop extents, per-instance offsets, masks, dropout, long-series windows) comes
-from the generator that ``fit`` passes to :meth:`TS2Vec._loss`.
+Every random draw comes from the generators that ``fit`` passes to :meth:`TS2Vec._loss`: crop
+extents and long-series windows (values the host needs) from the host generator, per-instance
+offsets and masks from the device generator, dropout from a device generator seeded per batch from
+the host generator (:mod:`ecgnb.models.device`).
 
 Layouts: windows ``x [B, 1, T]``; network features ``[B, D, T]`` (channels first, same ``T`` as the
 input, ``D = output_dims = 320``); loss inputs ``z [B, T, C]`` (time second, as in the paper);
@@ -42,7 +44,9 @@ class TS2VecConfig:
     training series are split into ``T // max_train_length`` equal sections, and a random window of
     that length is taken per batch (published behaviour; the study's 720-sample windows need none).
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.models.precision`. ``recompute_blocks``: the residual blocks keep only their inputs
+    see :mod:`ecgnb.models.precision`.
+    ``cudnn_benchmark`` is off: every batch draws a new crop length, and the autotuner would time
+    the convolutions again for each. ``allow_tf32`` (off): TF32 in CUDA products and convolutions. ``recompute_blocks``: the residual blocks keep only their inputs
     for the backward pass (see :class:`ConvBlock`); same results, less memory, a little compute.
     ``loss_impl``: ``"fast"`` (a hand-derived gradient) or ``"autograd"`` (the readable form to
     change), see :mod:`ecgnb.models.ts2vec_loss`; the same values.
@@ -68,6 +72,8 @@ class TS2VecConfig:
     use_amp: bool = True
     precision: str = "fp32"
     flush_denormal: bool = True
+    cudnn_benchmark: bool = False
+    allow_tf32: bool = False
     recompute_blocks: bool = True
     loss_impl: str = "fast"
 
@@ -95,17 +101,17 @@ def draw_timestamp_mask(mode: str, n_batch: int, n_timesteps: int, generator: to
     ``binomial``: each timestamp kept with probability ``p``; ``continuous``: 5 masked runs of
     10 % of ``T`` per series; ``all_true``, ``all_false``; ``mask_last``: only the last step masked.
     """
-    shape = (n_batch, n_timesteps)
+    shape, device = (n_batch, n_timesteps), generator.device
     if mode == "binomial":
-        return torch.rand(shape, generator=generator) < p
+        return torch.rand(shape, generator=generator, device=device) < p
     if mode == "continuous":
         return _continuous_mask(n_batch, n_timesteps, generator)
     if mode == "all_true":
-        return torch.ones(shape, dtype=torch.bool)
+        return torch.ones(shape, dtype=torch.bool, device=device)
     if mode == "all_false":
-        return torch.zeros(shape, dtype=torch.bool)
+        return torch.zeros(shape, dtype=torch.bool, device=device)
     if mode == "mask_last":
-        mask = torch.ones(shape, dtype=torch.bool)
+        mask = torch.ones(shape, dtype=torch.bool, device=device)
         mask[:, -1] = False
         return mask
     raise ValueError(f"mask mode '{mode}' not in {MASK_MODES}")
@@ -115,18 +121,21 @@ def _continuous_mask(n_batch: int, n_timesteps: int, generator: torch.Generator,
                      n_runs: int = 5, run_share: float = 0.1) -> torch.Tensor:
     n_runs = max(min(n_runs, n_timesteps // 2), 1)
     run_length = max(int(run_share * n_timesteps), 1)
-    starts = torch.randint(0, n_timesteps - run_length + 1, (n_batch, n_runs, 1), generator=generator)
-    t = torch.arange(n_timesteps)
+    starts = torch.randint(0, n_timesteps - run_length + 1, (n_batch, n_runs, 1),
+                           generator=generator, device=generator.device)
+    t = torch.arange(n_timesteps, device=generator.device)
     masked = ((t >= starts) & (t < starts + run_length)).any(dim=1)
     return ~masked
 
 
-def draw_overlapping_crops(x: torch.Tensor, min_overlap: int, generator: torch.Generator
+def draw_overlapping_crops(x: torch.Tensor, min_overlap: int, generator: torch.Generator,
+                           device_generator: torch.Generator | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The published two-crop sampling of ``x [B, C, T]``.
 
     An overlap length ``crop_l`` in ``[min_overlap, T]`` and its position are drawn per batch, then
-    extents ``[eleft, right)`` and ``[left, eright)`` around it, then one shift per series. Returns
+    extents ``[eleft, right)`` and ``[left, eright)`` around it (from ``generator``: the host
+    needs them), then one shift per series (from ``device_generator``, default ``generator``). Returns
     ``(view1 [B, C, right - eleft], view2 [B, C, eright - left], crop_l)``: the overlap is the last
     ``crop_l`` steps of ``view1`` and the first ``crop_l`` steps of ``view2``.
     """
@@ -143,7 +152,9 @@ def draw_overlapping_crops(x: torch.Tensor, min_overlap: int, generator: torch.G
     right = left + crop_l
     eleft = int(draw(0, left + 1))
     eright = int(draw(right, n_timesteps + 1))
-    shift = draw(-eleft, n_timesteps - eright + 1, (x.shape[0],))
+    shifts = generator if device_generator is None else device_generator
+    shift = torch.randint(-eleft, n_timesteps - eright + 1, (x.shape[0],), generator=shifts,
+                          device=shifts.device)
     view1 = take_per_row(x, shift + eleft, right - eleft)
     view2 = take_per_row(x, shift + left, eright - left)
     return view1, view2, crop_l
@@ -151,7 +162,7 @@ def draw_overlapping_crops(x: torch.Tensor, min_overlap: int, generator: torch.G
 
 def take_per_row(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
     """``x [B, C, T]``, ``starts [B]`` -> ``[B, C, length]``: series b from ``starts[b]`` on."""
-    idx = (starts[:, None] + torch.arange(length)).to(x.device)  # [B, length]
+    idx = (starts[:, None] + torch.arange(length, device=starts.device)).to(x.device)  # [B, length]
     return torch.gather(x, 2, idx[:, None, :].expand(-1, x.shape[1], -1))
 
 
@@ -366,14 +377,18 @@ class TS2Vec(Encoder):
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)
 
-    def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Hierarchical contrastive loss of two overlapping crops of ``xb [B, 1, T]``."""
+    def _loss(self, xb: torch.Tensor, generator: torch.Generator,
+              device_generator: torch.Generator) -> torch.Tensor:
+        """Hierarchical contrastive loss of two overlapping crops of ``xb [B, 1, T]``: crop
+        extents from ``generator``, shifts and masks from ``device_generator``, the dropout
+        from a generator on ``xb``'s device seeded per batch from ``generator``."""
         c = self.config
         xb = self._random_window(xb, generator)
-        view1, view2, crop_l = draw_overlapping_crops(xb, 2 ** (c.temporal_unit + 1), generator)
+        view1, view2, crop_l = draw_overlapping_crops(xb, 2 ** (c.temporal_unit + 1), generator,
+                                                      device_generator)
         dropout_gen = _device_generator(generator, xb.device)
-        z1 = self._encode_view(view1, generator, dropout_gen)[..., -crop_l:]
-        z2 = self._encode_view(view2, generator, dropout_gen)[..., :crop_l]
+        z1 = self._encode_view(view1, device_generator, dropout_gen)[..., -crop_l:]
+        z2 = self._encode_view(view2, device_generator, dropout_gen)[..., :crop_l]
         with torch.autocast(xb.device.type, enabled=False):  # raw dot products: keep float32
             return hierarchical_contrastive_loss(z1.float().transpose(1, 2),
                                                  z2.float().transpose(1, 2), c.alpha,
@@ -395,7 +410,7 @@ class TS2Vec(Encoder):
 
     def _after_step(self) -> None:
         if self.config.use_swa:
-            self.averaged_.update_parameters(self.network_)
+            average_step(self.averaged_, self.network_)
 
     def _inference_network(self) -> Network:
         return self.averaged_.module if self.config.use_swa else self.network_
@@ -453,6 +468,21 @@ class TS2Vec(Encoder):
             self.averaged_.n_averaged.zero_()
             self.averaged_.update_parameters(self.network_)
         return self
+
+
+@torch.no_grad()
+def average_step(averaged: AveragedModel, model: nn.Module) -> None:
+    """``AveragedModel.update_parameters`` for an average already started (``n_averaged >= 1``),
+    without reading the count on the host (``update_parameters`` does, a device sync per step):
+    ``avg += (p - avg) / (n + 1)`` per parameter, the same arithmetic as torch's own per-parameter
+    update; buffers are copied (``use_buffers=False``); ``n += 1``."""
+    n_averaged = averaged.n_averaged
+    for p_averaged, p_model in zip(averaged.module.parameters(), model.parameters()):
+        p_model = p_model.detach().to(p_averaged.device)
+        p_averaged.detach().copy_(p_averaged + (p_model - p_averaged) / (n_averaged + 1))
+    for b_averaged, b_model in zip(averaged.module.buffers(), model.buffers()):
+        b_averaged.detach().copy_(b_model.detach().to(b_averaged.device))
+    n_averaged += 1
 
 
 def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:

@@ -40,6 +40,8 @@ class TSTCCConfig:
     clean training windows (:meth:`TSTCC._after_epoch`); ``False`` keeps the published behaviour.
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
     see :mod:`ecgnb.models.precision`.
+    ``cudnn_benchmark`` is on (every batch has the same shapes); ``allow_tf32`` (off): TF32 in CUDA
+    products and convolutions.
     """
 
     input_channels: int = 1
@@ -70,6 +72,8 @@ class TSTCCConfig:
     use_amp: bool = True
     precision: str = "fp32"
     flush_denormal: bool = True
+    cudnn_benchmark: bool = True
+    allow_tf32: bool = False
     clean_bn_stats: bool = True
 
     def __post_init__(self):
@@ -78,8 +82,9 @@ class TSTCCConfig:
 
 # ----------------------------------------------------------------------------- augmentations
 def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal draws from ``generator`` (CPU), moved to ``like``'s device and dtype."""
-    return torch.randn(shape, generator=generator).to(like.device, like.dtype)
+    """Standard normal draws from ``generator`` on its device, moved to ``like``'s device and dtype."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(like.device,
+                                                                                like.dtype)
 
 
 def scaling(x: torch.Tensor, sigma: float, generator: torch.Generator,
@@ -110,14 +115,16 @@ def permutation(x: torch.Tensor, max_segments: int, generator: torch.Generator) 
     if max_segments < 2 or n_steps < 3:
         raise ValueError(f"permutation needs max_segments >= 2 and T >= 3, "
                          f"got max_segments={max_segments}, T={n_steps}")
-    n_segments = torch.randint(1, max_segments, (n_batch,), generator=generator)
+    on = generator.device  # every draw and index is made on the generator's device
+    n_segments = torch.randint(1, max_segments, (n_batch,), generator=generator, device=on)
     n_cuts = max_segments - 2
-    cuts = torch.rand(n_batch, n_steps - 2, generator=generator).argsort(dim=1)[:, :n_cuts]
-    use_cut = torch.arange(n_cuts) < (n_segments - 1)[:, None]  # [B, n_cuts]
-    steps = torch.arange(n_steps)
+    cuts = torch.rand(n_batch, n_steps - 2, generator=generator, device=on).argsort(dim=1)
+    cuts = cuts[:, :n_cuts]
+    use_cut = torch.arange(n_cuts, device=on) < (n_segments - 1)[:, None]  # [B, n_cuts]
+    steps = torch.arange(n_steps, device=on)
     segment = ((cuts[:, :, None] <= steps) & use_cut[:, :, None]).sum(dim=1)  # [B, T]
-    order_keys = torch.rand(n_batch, max_segments - 1, generator=generator)
-    order_keys[torch.arange(max_segments - 1) >= n_segments[:, None]] = 2.0  # unused segments last
+    order_keys = torch.rand(n_batch, max_segments - 1, generator=generator, device=on)
+    order_keys[torch.arange(max_segments - 1, device=on) >= n_segments[:, None]] = 2.0  # unused last
     rank = order_keys.argsort(dim=1).argsort(dim=1)  # new position of each segment
     warp = (rank.gather(1, segment) * n_steps + steps).argsort(dim=1)
     return x.gather(2, warp[:, None, :].expand(n_batch, n_channels, n_steps).to(x.device))
@@ -338,10 +345,12 @@ class TSTCC(Encoder):
         self.modules_["projection_head"] = projection_head(cfg.tc_hidden_dim,
                                                            cfg.final_out_channels)
 
-    def _loss(self, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Loss of one batch ``xb [B, 1, T]``: lambda_tc * (tc1 + tc2) + lambda_cc * NT-Xent."""
+    def _loss(self, xb: torch.Tensor, generator: torch.Generator,
+              device_generator: torch.Generator) -> torch.Tensor:
+        """Loss of one batch ``xb [B, 1, T]``: lambda_tc * (tc1 + tc2) + lambda_cc * NT-Xent.
+        The views are drawn from ``device_generator``, the prediction times from ``generator``."""
         cfg = self.config
-        weak, strong = augment(xb, cfg, generator)
+        weak, strong = augment(xb, cfg, device_generator)
         z_weak = F.normalize(self.network_(weak), dim=1)  # unit norm over channels, as published
         z_strong = F.normalize(self.network_(strong), dim=1)
         temporal = self.modules_["temporal_contrasting"]
@@ -379,7 +388,7 @@ class TSTCC(Encoder):
             norm.momentum = None
             norm.train()
         for start in range(0, len(x_t), batch_size):
-            net(x_t[start:start + batch_size].to(self.device_))
+            net(x_t[start:start + batch_size].to(self.device_, non_blocking=True))
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum
         net.train(was_training)

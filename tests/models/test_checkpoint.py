@@ -94,11 +94,11 @@ def _interrupted_fit(name, path, fail_at, **fit_kwargs):
     else:
         loss = enc._loss
 
-        def failing_loss(xb, gen):
+        def failing_loss(xb, *generators):
             calls["n"] += 1
             if calls["n"] == k:
                 raise Stop
-            return loss(xb, gen)
+            return loss(xb, *generators)
         enc._loss = failing_loss
     with pytest.raises(Stop):
         enc.fit(windows(), checkpoint=path, **fit_kwargs)

@@ -123,3 +123,45 @@ def test_softdtw_benchmark_smoke():
     assert [len(r["values"]) for r in rows] == [3, 2, 3]
     assert max_relative_difference(rows[0]["values"], rows[-1]["values"]) < 1e-10
     assert "tslearn" in format_softdtw(rows, 12, 0.1)
+
+
+SIMULATED_KERNEL = """
+import sys
+import numpy as np
+from numba import config
+from ecgnb.models.softdtw import soft_dtw_cuda_arrays
+assert config.ENABLE_CUDASIM
+x = np.load(sys.argv[1])
+rows, cols = np.triu_indices(len(x))
+for gamma, n_threads in [(float(g), int(n)) for g, n in zip(sys.argv[3::2], sys.argv[4::2])]:
+    out = np.full((len(x), len(x)), np.nan)
+    soft_dtw_cuda_arrays(x, rows, cols, gamma, out, n_threads=n_threads)
+    np.save(f"{sys.argv[2]}-{gamma}-{n_threads}.npy", out)
+"""
+
+
+def test_cuda_kernel_matches_reference_under_the_simulator(tmp_path):
+    """The fused kernel, run by numba's CUDA simulator (every thread a Python thread, the
+    barriers real): 4 threads striding over diagonals of up to 11 cells, and one thread per cell."""
+    import os
+    import subprocess
+    import sys
+
+    x = np.random.default_rng(3).normal(size=(4, 11)) * 2.0
+    np.save(tmp_path / "x.npy", x)
+    runs = [(0.1, 4), (1.0, 32)]
+    args = [str(v) for run in runs for v in run]
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    subprocess.run([sys.executable, "-c", SIMULATED_KERNEL, str(tmp_path / "x.npy"),
+                    str(tmp_path / "out"), *args], env=env, check=True, timeout=600)
+    for gamma, n_threads in runs:
+        out = np.load(tmp_path / f"out-{gamma}-{n_threads}.npy")
+        np.testing.assert_allclose(out, reference_matrix(x, gamma), rtol=1e-6)
+        np.testing.assert_allclose(out, soft_dtw_numba(x, gamma), rtol=1e-12)
+
+
+def test_cuda_method_without_a_gpu_is_an_error_and_auto_stays_on_the_cpu():
+    x = np.random.default_rng(4).normal(size=(3, 6))
+    with pytest.raises(Exception):
+        pairwise_soft_dtw(torch.from_numpy(x), method="cuda")
+    assert_close(pairwise_soft_dtw(torch.from_numpy(x)).numpy(), reference_matrix(x, 0.1))
