@@ -304,6 +304,8 @@ def pairwise_soft_dtw(x, gamma: float = 0.1, decimate: int = 1, method: str = "a
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
     is_torch = isinstance(x, torch.Tensor)
+    if method == "cuda" and not (is_torch and x.is_cuda):
+        raise ValueError("method 'cuda' needs a CUDA tensor")
     with torch.no_grad():
         x = decimate_series(_as_2d(x.detach() if is_torch else np.asarray(x)), decimate)
         on_gpu = is_torch and x.is_cuda

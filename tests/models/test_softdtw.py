@@ -162,6 +162,6 @@ def test_cuda_kernel_matches_reference_under_the_simulator(tmp_path):
 
 def test_cuda_method_without_a_gpu_is_an_error_and_auto_stays_on_the_cpu():
     x = np.random.default_rng(4).normal(size=(3, 6))
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="CUDA tensor"):
         pairwise_soft_dtw(torch.from_numpy(x), method="cuda")
     assert_close(pairwise_soft_dtw(torch.from_numpy(x)).numpy(), reference_matrix(x, 0.1))
