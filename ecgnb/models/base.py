@@ -446,7 +446,7 @@ class _Loop:
         if self.stateful is not None and saved["callback"] is not None:
             self.stateful.load_state_dict(saved["callback"])
         position = saved["position"]
-        checkpoint.resumed_from = {"epoch": saved["epochs_done"] + (position is not None),
+        checkpoint.resumed_from = {"epoch": saved["epochs_done"] + 1,  # the epoch it resumes in
                                    "batch": None if position is None else int(position["next"]),
                                    "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         return saved["epochs_done"], position
