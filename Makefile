@@ -51,7 +51,7 @@ bench: $(STAMP)
 # A slice of params/grids/paper.yaml on paper-size data, timed and extrapolated to the whole grid
 # (docs/performance.md). Reads ECGNB_FRAGMENT_ROOT/ECGNB_WESAD_ROOT when both are set; else it first
 # generates the paper-size embedded data under $$ECGNB_DATA (default ./data) if missing: about
-# 4.4 GB and 5 min. Then about 15 min on 2 cores: make rehearse [BATCHES=2] [BACKBONES=ts2vec]
+# 4.4 GB and 5 min. Then 27 min on a busy 2-core machine: make rehearse [BATCHES=2] [BACKBONES=ts2vec]
 rehearse: $(STAMP)
 	$(BIN)/python -m ecgnb.bench rehearse $(if $(BATCHES),--batches $(BATCHES)) \
 	  $(if $(BACKBONES),--backbones $(BACKBONES))
