@@ -424,21 +424,32 @@ def embedded_data(cache_dir="data", seed: int = 0, small: bool = False, size: st
     suffix += "" if scale == 1.0 else f"-x{scale:g}"
     name = f"embedded-v{GENERATOR_VERSION}-seed{seed}{suffix}"
     final = Path(cache_dir) / name
-    paths = {"fragment": final / "fragment", "wesad": final / "wesad"}
-    if (final / COMPLETE_MARKER).exists():
-        return paths
-    if final.exists():
-        warnings.warn(f"removing incomplete embedded data at {final}")
-        shutil.rmtree(final)
-    tmp = Path(cache_dir) / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     settings = embedded_settings(size, scale)
-    try:
+
+    def write(tmp: Path) -> dict:
         make_fragment_db(tmp / "fragment", seed=seed, **settings["fragment"])
         make_wesad(tmp / "wesad", seed=seed, **settings["wesad"])
-        (tmp / COMPLETE_MARKER).write_text(json.dumps(
-            {"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "scale": scale,
-             **settings}, indent=1))
+        return {"generator_version": GENERATOR_VERSION, "seed": seed, "size": size,
+                "scale": scale, **settings}
+    generate_once(final, write, "embedded data")
+    return {"fragment": final / "fragment", "wesad": final / "wesad"}
+
+
+def generate_once(final: Path, write, what: str) -> Path:
+    """Build the folder ``final`` once: ``write(tmp)`` fills a temporary folder and returns its
+    completion record (written last), then the folder is renamed into place, so an interrupted
+    generation never looks complete. A complete folder is returned as it is."""
+    if (final / COMPLETE_MARKER).exists():
+        return final
+    if final.exists():
+        warnings.warn(f"removing incomplete {what} at {final}")
+        shutil.rmtree(final)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / COMPLETE_MARKER).parent.mkdir(parents=True, exist_ok=True)
+        record = write(tmp)
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(record, indent=1))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -446,7 +457,7 @@ def embedded_data(cache_dir="data", seed: int = 0, small: bool = False, size: st
         tmp.rename(final)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
-    return paths
+    return final
 
 
 def folder_size(path) -> int:

@@ -24,10 +24,6 @@ fold 10. Three in four MI records are inferior (seen in lead II), one in four an
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +31,7 @@ import pandas as pd
 import wfdb
 
 from ecgnb.data.signals import decimate
+from ecgnb.data.simulate import generate_once
 from ecgnb.data.rhythms import AMP, OFFSET, Q, R, S, SIGMA, T1, T2, beat_times, draw_patient, \
     nuisance, render_beats
 
@@ -45,7 +42,6 @@ FS = 500  # drawn and written at 500 Hz (records500), decimated to 100 Hz (recor
 FS_LR = 100
 DURATION_S = 10.0
 ADC_GAIN = 1000.0  # adu per mV, as PTB-XL's headers
-COMPLETE_MARKER = ".complete"
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 # code: (description, diagnostic, rhythm, diagnostic_class, diagnostic_subclass)
 STATEMENTS = {
@@ -224,22 +220,8 @@ def embedded_ptbxl(cache_dir="data", seed: int = 0) -> Path:
     """Generate (once) and return the sample's folder, ``cache_dir/embedded-ptbxl-v<version>-
     seed<seed>/``; built in a temporary folder and renamed into place."""
     final = Path(cache_dir) / f"embedded-ptbxl-v{GENERATOR_VERSION}-seed{seed}"
-    if (final / COMPLETE_MARKER).exists():
-        return final
-    if final.exists():
-        warnings.warn(f"removing incomplete embedded PTB-XL sample at {final}")
-        shutil.rmtree(final)
-    tmp = Path(cache_dir) / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def write(tmp: Path) -> dict:
         make_ptbxl(tmp, seed=seed)
-        (tmp / COMPLETE_MARKER).write_text(json.dumps({"generator_version": GENERATOR_VERSION,
-                                                        "seed": seed}))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        tmp.rename(final)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+        return {"generator_version": GENERATOR_VERSION, "seed": seed}
+    return generate_once(final, write, "embedded PTB-XL sample")
