@@ -36,7 +36,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ecgnb.config import DataWarning
+from ecgnb.config import DataWarning, fsync_file, fsync_folder
 from ecgnb.data.formats import WESAD_CLASSES, wesad_paths, wesad_windows
 from ecgnb.data.windows import DataError, Windows
 from ecgnb.runs import data_root
@@ -147,10 +147,11 @@ def build_corpus_folder(folder: Path, paths: list[Path], sources: list, settings
                     warnings=[str(w.message) for w in caught
                               if issubclass(w.category, DataWarning)])
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        for path in [*tmp.iterdir(), tmp]:
-            _fsync(path)
+        for path in tmp.iterdir():
+            fsync_file(path)
+        fsync_folder(tmp)
         os.rename(tmp, folder)
-        _fsync(folder.parent)
+        fsync_folder(folder.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -203,11 +204,3 @@ def _discard(folder: Path) -> None:
         shutil.rmtree(folder)
     for tmp in folder.parent.glob(f".{folder.name}.tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
