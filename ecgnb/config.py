@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import subprocess
+import threading
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -178,7 +179,7 @@ def code_files(notebook: str | Path, root: Path = PACKAGE_ROOT) -> dict[str, str
     for a notebook outside it) to :func:`file_digest`. An edit to a file outside this closure
     (the command line, the benchmarks, docs, tests) leaves a run's identity as it was."""
     notebook = Path(notebook).resolve()
-    modules = _imported_modules(ast.parse(notebook_code(notebook)), root.name)
+    modules = _imported_modules(parse_python(notebook_code(notebook)), root.name)
     files = {**{shown_path(p, root.parent): file_digest(p) for p in module_closure(modules, root)},
              shown_path(notebook, root.parent): file_digest(notebook)}
     return dict(sorted(files.items()))
@@ -213,11 +214,23 @@ def _module_files(module: str, root: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
+# CPython 3.11's ast.parse is not thread-safe: two threads parsing at once (a sweep's runs
+# computing their code identity) can fail with "SystemError: AST constructor recursion depth
+# mismatch". One parse at a time.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_python(source: str) -> ast.AST:
+    """``ast.parse``, one thread at a time."""
+    with _PARSE_LOCK:
+        return ast.parse(source)
+
+
 @lru_cache(maxsize=4096)
 def _module_imports(path: str, mtime_ns: int, size: int, root: str) -> tuple[str, ...]:
     """The package modules the source file at ``path`` imports (cached per file version)."""
     parts = Path(path).relative_to(Path(root).parent).with_suffix("").parts
-    return tuple(_imported_modules(ast.parse(Path(path).read_text()), parts[0], parts[:-1]))
+    return tuple(_imported_modules(parse_python(Path(path).read_text()), parts[0], parts[:-1]))
 
 
 def _imported_modules(tree: ast.AST, package: str, here: tuple[str, ...] = ()) -> list[str]:
@@ -289,7 +302,8 @@ def write_json(path: str | Path, obj: Any, durable: bool = False) -> Path:
     records that vouch for other files (a run's completion record)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # one temporary name per writer: two writers of one file never share (and unlink) a temp file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     text = json.dumps(obj, indent=2, default=_jsonable)
     try:
         with open(tmp, "w") as handle:

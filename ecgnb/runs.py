@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import warnings
 from functools import lru_cache
@@ -367,16 +368,25 @@ class DataWarningRecorder:
 
 
 _RECORDERS: list[DataWarningRecorder] = []  # the open run's, from start_stage to finish_stage
+# A kernel holds one run; threads that start and finish runs in one process (a sweep's stand-in
+# executors) take turns, so no two of them close the same recorder.
+_RECORDERS_LOCK = threading.Lock()
 
 
 def _record_data_warnings(out: Path) -> None:
     """Open the recorder of run ``out``, closing the one an unfinished run left open."""
-    _stop_recording()
-    _RECORDERS.append(DataWarningRecorder(out).__enter__())
+    with _RECORDERS_LOCK:
+        _stop_recording_locked()
+        _RECORDERS.append(DataWarningRecorder(out).__enter__())
 
 
 def _stop_recording(out: Path | None = None) -> None:
     """Close the open recorder (only if it records ``out``, when given)."""
+    with _RECORDERS_LOCK:
+        _stop_recording_locked(out)
+
+
+def _stop_recording_locked(out: Path | None = None) -> None:
     if _RECORDERS and (out is None or _RECORDERS[-1].out.resolve() == Path(out).resolve()):
         _RECORDERS.pop().__exit__(None, None, None)
 

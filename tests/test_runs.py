@@ -298,6 +298,58 @@ def test_the_stages_code_leaves_out_the_command_line_and_the_benchmarks():
         "pretraining"])
 
 
+class _Finalized:
+    """Cyclic garbage with a finalizer: collecting it runs Python code, where threads switch."""
+
+    def __del__(self):
+        sum(range(50))
+
+
+def test_code_identity_is_computed_safely_by_parallel_runs():
+    # A sweep's runs compute their code identity in parallel threads; CPython 3.11's ast.parse
+    # is not thread-safe (raw, this loop fails about one parse in ten with a SystemError).
+    import threading
+    from ecgnb import config
+    source, errors = (config.PACKAGE_ROOT / "config.py").read_text(), []
+
+    def parse_many():
+        for _ in range(60):
+            for _ in range(20):
+                garbage = _Finalized()
+                garbage.cycle = garbage
+            try:
+                config.parse_python(source)
+            except SystemError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=parse_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_runs_started_and_finished_by_threads_close_their_own_recorders(tmp_path):
+    import threading
+    errors = []
+
+    def one_run(i):
+        try:
+            for k in range(20):
+                out = runs.start_stage({}, "pretraining", str(tmp_path / f"r{i}-{k}"))
+                runs.finish_stage(out)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_run, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and runs._RECORDERS == []
+
+
 def test_a_shared_plotly_bundle_that_fails_to_write_leaves_no_temp_file(outputs, monkeypatch):
     from ecgnb import plots
     real = Path.write_text

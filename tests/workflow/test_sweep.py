@@ -155,8 +155,8 @@ def test_failure_skips_dependants_only_and_stays_failed(tmp_path, outputs, fake_
 @pytest.mark.slow
 def test_changed_parameter_reruns_the_run_and_its_dependants(tmp_path, outputs, fake_nb):
     grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
-    sweep.run_sweep(grid, jobs=2, progress=False)
-    assert len(executions(outputs)) == 4
+    first = sweep.run_sweep(grid, jobs=2, progress=False)
+    assert len(executions(outputs)) == 4, {n: (s.state, s.error) for n, s in first.items()}
     changed = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, regularization={"n_epochs": 3}))
     result = states(sweep.run_sweep(changed, jobs=2, progress=False))
     assert sorted(executions(outputs)[4:]) == ["t/finetuning/ts2vec-ecg-continued1-f1.0",
@@ -252,14 +252,17 @@ def test_parents_finish_before_children_and_devices_are_not_shared(tmp_path, out
             assert device not in busy
             busy.add(device)
             done = {n for n, _ in log}
-        assert set(grid_.runs[name].parents) <= done
-        plain(grid_, name, parent_hashes, device)
-        with lock:
-            busy.discard(device)
+        try:
+            assert set(grid_.runs[name].parents) <= done
+            plain(grid_, name, parent_hashes, device)
+        finally:
+            with lock:
+                busy.discard(device)
 
     result = sweep.run_sweep(grid, jobs=2, devices=["cuda:0", "cuda:1"], progress=False,
                              execute=execute)
-    assert {s.state for s in result.values()} == {"done"}
+    assert {s.state for s in result.values()} == {"done"}, \
+        {n: (s.state, s.error) for n, s in result.items()}
     assert {d for _, d in log} == {"cuda:0", "cuda:1"}
 
 
