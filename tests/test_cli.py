@@ -174,8 +174,9 @@ def test_execute_takes_parameters_on_the_command_line(outputs, tmp_path, monkeyp
 @pytest.mark.slow
 def test_notebook_04_scores_a_card_s_k_classes(outputs, tmp_path, embedded_small, ptbxl_sample,
                                                wfdb_task, capsys):
-    """Supervised baselines and SSL heads on a WFDB folder with a labels CSV (3 classes) and on a
-    PTB-XL-layout folder (5 classes), each given as a card on the command line."""
+    """An SSL head on a WFDB folder with a labels CSV (3 classes) and a supervised baseline on a
+    PTB-XL-layout folder (5 classes), each given as a card on the command line (one run each: the
+    card is read the same way whatever the cell)."""
     nb04 = str(PROJECT_ROOT / NOTEBOOKS["finetuning"])
     data = ["-p", "wesad_root", str(embedded_small["wesad"]),
             "-p", "fragment_root", str(embedded_small["fragment"])]
@@ -187,17 +188,17 @@ def test_notebook_04_scores_a_card_s_k_classes(outputs, tmp_path, embedded_small
         "sampling": 100}), name="ptbxl.yaml")
     assert cli.main(["execute", NB02, *data, "-p", "n_epochs", "1", "-p", "n_windows", "64",
                      "-p", "target", str(wfdb_card), "--quiet"]) == 0
-    for card, k in ((wfdb_card, 3), (ptbxl_card, 5)):
-        for name, encoder in (("ssl", "pretraining/interactive"), ("supervised", "none")):
-            run = f"finetuning/{card.stem}-{name}"
-            assert cli.main(["execute", nb04, *data, "-p", "target", str(card),
-                             "-p", "encoder_run", encoder, "-p", "baselines", "[mlp]",
-                             "-p", "heads", "[mlp]", "-p", "modes", "[lp]", "-p", "n_epochs", "2",
-                             "--run-name", run, "--quiet"]) == 0, capsys.readouterr().err
-            cells = sorted((outputs / run / runs.CELLS).iterdir())
-            assert len(cells) == 1
-            metrics = json.loads((cells[0] / runs.CELL_METRICS).read_text())
-            assert len(metrics["per_class_f1"]) == k and 0 <= metrics["macro_f1"] <= 1
+    for card, k, name, encoder in ((wfdb_card, 3, "ssl", "pretraining/interactive"),
+                                   (ptbxl_card, 5, "supervised", "none")):
+        run = f"finetuning/{card.stem}-{name}"
+        assert cli.main(["execute", nb04, *data, "-p", "target", str(card),
+                         "-p", "encoder_run", encoder, "-p", "baselines", "[mlp]",
+                         "-p", "heads", "[mlp]", "-p", "modes", "[lp]", "-p", "n_epochs", "2",
+                         "--run-name", run, "--quiet"]) == 0, capsys.readouterr().err
+        cells = sorted((outputs / run / runs.CELLS).iterdir())
+        assert len(cells) == 1
+        metrics = json.loads((cells[0] / runs.CELL_METRICS).read_text())
+        assert len(metrics["per_class_f1"]) == k and 0 <= metrics["macro_f1"] <= 1
 
 
 def test_data_writes_under_the_data_root_and_offers_the_paper_size(tmp_path, monkeypatch, capsys):
