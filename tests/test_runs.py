@@ -305,49 +305,47 @@ class _Finalized:
         sum(range(50))
 
 
+def _in_threads(work, n: int = 4) -> list[Exception]:
+    """Run ``work(i)`` in ``n`` threads at once; the exceptions they raised."""
+    import threading
+    errors = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def test_code_identity_is_computed_safely_by_parallel_runs():
     # A sweep's runs compute their code identity in parallel threads; CPython 3.11's ast.parse
     # is not thread-safe (raw, this loop fails about one parse in ten with a SystemError).
-    import threading
     from ecgnb import config
-    source, errors = (config.PACKAGE_ROOT / "config.py").read_text(), []
+    source = (config.PACKAGE_ROOT / "config.py").read_text()
 
-    def parse_many():
+    def parse_many(_):
         for _ in range(60):
             for _ in range(20):
                 garbage = _Finalized()
                 garbage.cycle = garbage
-            try:
-                config.parse_python(source)
-            except SystemError as exc:
-                errors.append(exc)
+            config.parse_python(source)
 
-    threads = [threading.Thread(target=parse_many) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert _in_threads(parse_many) == []
 
 
 def test_runs_started_and_finished_by_threads_close_their_own_recorders(tmp_path):
-    import threading
-    errors = []
+    def runs_of(i):
+        for k in range(20):
+            runs.finish_stage(runs.start_stage({}, "pretraining", str(tmp_path / f"r{i}-{k}")))
 
-    def one_run(i):
-        try:
-            for k in range(20):
-                out = runs.start_stage({}, "pretraining", str(tmp_path / f"r{i}-{k}"))
-                runs.finish_stage(out)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one_run, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == [] and runs._RECORDERS == []
+    assert _in_threads(runs_of) == [] and runs._RECORDERS == []
 
 
 def test_a_shared_plotly_bundle_that_fails_to_write_leaves_no_temp_file(outputs, monkeypatch):

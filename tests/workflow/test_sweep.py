@@ -125,6 +125,11 @@ def states(statuses) -> dict[str, str]:
     return {name: s.state for name, s in statuses.items()}
 
 
+def outcomes(statuses) -> dict[str, tuple]:
+    """Each run's state and error (what a failed assertion shows)."""
+    return {name: (s.state, s.error) for name, s in statuses.items()}
+
+
 # --------------------------------------------------------------------------- with papermill
 @pytest.mark.slow
 def test_failure_skips_dependants_only_and_stays_failed(tmp_path, outputs, fake_nb):
@@ -156,7 +161,7 @@ def test_failure_skips_dependants_only_and_stays_failed(tmp_path, outputs, fake_
 def test_changed_parameter_reruns_the_run_and_its_dependants(tmp_path, outputs, fake_nb):
     grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
     first = sweep.run_sweep(grid, jobs=2, progress=False)
-    assert len(executions(outputs)) == 4, {n: (s.state, s.error) for n, s in first.items()}
+    assert len(executions(outputs)) == 4, outcomes(first)
     changed = load_grid(write_grid(tmp_path / "g.yaml", fake_nb, regularization={"n_epochs": 3}))
     result = states(sweep.run_sweep(changed, jobs=2, progress=False))
     assert sorted(executions(outputs)[4:]) == ["t/finetuning/ts2vec-ecg-continued1-f1.0",
@@ -261,8 +266,7 @@ def test_parents_finish_before_children_and_devices_are_not_shared(tmp_path, out
 
     result = sweep.run_sweep(grid, jobs=2, devices=["cuda:0", "cuda:1"], progress=False,
                              execute=execute)
-    assert {s.state for s in result.values()} == {"done"}, \
-        {n: (s.state, s.error) for n, s in result.items()}
+    assert {s.state for s in result.values()} == {"done"}, outcomes(result)
     assert {d for _, d in log} == {"cuda:0", "cuda:1"}
 
 
