@@ -195,6 +195,14 @@ def _demo_exploration() -> None:
         print(f"done: {run_name} -> {outputs_root() / run_name}")
 
 
+def _convert_encoder(args) -> int:
+    from ecgnb.models import convert_encoder
+
+    old = convert_encoder(args.path)
+    print(f"converted {args.path} (the original is kept as {old})")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgnb", description=__doc__,
@@ -234,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="a grid YAML, e.g. params/grids/demo.yaml")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time (default 1; with --ray: every ready run, Ray queues them)")
-    p.add_argument("--devices", default="", help="e.g. cuda:0,cuda:1: one run per GPU at a time")
+    p.add_argument("--devices", default="",
+                   help="e.g. cuda:0,cuda:1: each run on one of them, the least busy first "
+                        "(with more --jobs than devices, runs share them round-robin)")
     p.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
                    help="run on Ray: alone, a local Ray instance; 'auto', HOST:PORT or "
                         "ray://HOST:PORT join a running cluster (see the grid's resources)")
@@ -246,9 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs that failed with the same parameters")
     p.add_argument("--accept-old-code", action="store_true",
-                   help="keep finished runs recorded by another version of the code their "
-                        "notebook imports or of torch/numpy/scikit-learn (default: run them "
-                        "again; --dry-run names the files that changed)")
+                   help="keep finished runs recorded by another version of the code they "
+                        "executed or of a library that computes (default: run them again; "
+                        "--dry-run names the files that changed)")
     p.add_argument("--keep-superseded", type=int, default=None, metavar="N",
                    help="a finished run that runs again is set aside in <run>/superseded/; "
                         "keep the N newest per run, delete older ones (default 3; 0 keeps none)")
@@ -268,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", default=None, metavar="DIR",
                    help="also write the key figures as PNG images into DIR (e.g. docs/)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("convert-encoder",
+                       help="rewrite an encoder.pt of an older ecgnb as data only (trusted files)",
+                       description="Encoders are read as data (torch.load weights_only=True). "
+                                   "One written by an older ecgnb holds Python objects: this "
+                                   "reads it once with full unpickling, which runs whatever "
+                                   "the file asks for, so use it only on files you trust, and "
+                                   "writes it back in the current format (the old file is "
+                                   "kept as <name>.old.pt).")
+    p.add_argument("path", help="the encoder.pt to convert")
+    p.set_defaults(func=_convert_encoder)
 
     p = sub.add_parser("demo", help="the main job on the embedded data")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")

@@ -8,24 +8,29 @@ is re-executed skips the cells that are already complete.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ecgnb import models, recipes, runs
-from ecgnb.config import pick_device, write_json
+from ecgnb.config import pick_device
+from ecgnb.files import atomic_write, write_json
 from ecgnb.data import DataConfig, Windows
 from ecgnb.data.corpora import check_encoder_data
 from ecgnb.evaluation import metrics
 from ecgnb.evaluation.train import SUPERVISED, TrainConfig, run_cell
 from ecgnb.models.base import CheckpointError, Encoder
 from ecgnb.models.heads import Classifier, build_head
+from ecgnb.models.checkpoint import array_checksum
 from ecgnb.models.hinception import ENSEMBLE_BASELINES, HInceptionTime, build_baseline
+from ecgnb.provenance import code_identity
 from ecgnb.runs import NO_ENCODER, Cell
 
 
@@ -124,23 +129,42 @@ def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
               splits: dict, out: Path) -> pd.DataFrame:
     """Run every cell not yet complete under ``out/cells``; returns one summary row per cell."""
     todo = list(cells(cfg))
+    data = data_identity(fragments, splits)
     for cell in tqdm(todo, desc="cells", leave=False):
         folder = runs.cell_folder(out, cell)
-        if runs.is_cell_complete(folder):
-            continue
-        start = time.time()
         config = train_config(cfg, cell, None if encoder is None else encoder.name)
+        identity = cell_identity(config, encoder, data)
+        if runs.cell_problem(folder, identity) is None:
+            continue  # finished by an earlier attempt with these settings, data and code
+        shutil.rmtree(folder, ignore_errors=True)  # a finished run's copy is in superseded/
+        start = time.time()
         result = run_cell(encoder, fragments, splits, config,
                           checkpoint_dir=out / runs.CHECKPOINTS, name=cell.name)
         folder.mkdir(parents=True, exist_ok=True)
         result.history.to_csv(folder / "history.csv", index=False)
-        torch.save(result.model.state_dict(), folder / runs.CELL_MODEL)
+        with atomic_write(folder / runs.CELL_MODEL) as tmp:
+            torch.save(result.model.state_dict(), tmp)
+        files = runs.run_code()
         record = {**source, **dataclasses.asdict(cell), **result.label_record(),
-                  "mlp_head": config.mlp_head, "cell": cell.name, "wall_s": time.time() - start}
+                  "mlp_head": config.mlp_head, "cell": cell.name, "wall_s": time.time() - start,
+                  "identity": identity, "code": code_identity(files), "code_files": files}
         write_json(folder / runs.CELL_RECORD, record)
         metrics.write_run(folder, result.test_metrics, result.predictions,
                           extra={**result.summary(), "cell": record})
     return summarize(out, todo)
+
+
+def data_identity(fragments: Windows, splits: dict) -> dict:
+    """Checksums of the labelled windows and of the split a run's cells train and test on."""
+    return {"x": array_checksum(fragments.x), "y": array_checksum(np.asarray(fragments.y)),
+            "splits": {k: array_checksum(np.asarray(v)) for k, v in sorted(splits.items())}}
+
+
+def cell_identity(config: TrainConfig, encoder, data: dict) -> dict:
+    """What a cell's result depends on besides the code: its training settings, the encoder's
+    weights and the data (:func:`ecgnb.runs.cell_problem` compares it before reusing a cell)."""
+    return {"config": dataclasses.asdict(config), "data": data,
+            "encoder": None if encoder is None else encoder.weights_hash()}
 
 
 def summarize(out: Path, todo: list[Cell]) -> pd.DataFrame:

@@ -25,6 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from ecgnb.files import write_text
 from ecgnb.maps import (COLOR_BY, EmbeddingMap, comparison_figure, label_colors, panel_traces,
                         split_legend, thumbnail)
 from ecgnb.plots import plotlyjs_for
@@ -299,14 +300,9 @@ def _figure_div(fig: go.Figure, include_plotlyjs: bool | str) -> str:
 
 def _write_page(path, title: str, body: str) -> Path:
     """Write a full HTML page atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_STYLE}</style></head><body>{body}</body></html>")
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, page, durable=False)
 
 
 def write_thumbnails(maps: Sequence[EmbeddingMap], folder, dpi: int = 110) -> list[Path]:

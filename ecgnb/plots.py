@@ -9,7 +9,6 @@ still open offline as long as the outputs folder travels whole.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +20,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from plotly.subplots import make_subplots
 
+from ecgnb.files import write_text
 from ecgnb import runs
 from ecgnb.data import Windows
 from ecgnb.data.signals import power_spectrum
@@ -203,15 +203,7 @@ def plotlyjs_for(path, share: bool | None = None) -> str | bool:
     folder = root if path.is_relative_to(root) else path.parent
     bundle = folder / f"plotly-{get_plotlyjs_version()}.min.js"
     if not bundle.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = bundle.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            tmp.write_text(get_plotlyjs(), encoding="utf-8")
-            tmp.replace(bundle)
-        except BaseException:  # a full disk: no half-written temp file stays behind
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
+        write_text(bundle, get_plotlyjs(), durable=False)
     return Path(os.path.relpath(bundle, path.parent)).as_posix()
 
 
@@ -227,8 +219,5 @@ def write_html(figures: dict[str, go.Figure], path, share_plotlyjs: bool | None 
         parts.append(f"<section><h2>{name}</h2>{body}</section>")
     html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ecgnb figures</title></head>"
             "<body style='font-family:sans-serif'>" + "".join(parts) + "</body></html>")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, html, durable=False)
 

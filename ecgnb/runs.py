@@ -3,20 +3,25 @@
 Every notebook execution is a *run*, named by its path relative to the outputs root, e.g.
 ``pretraining/smoke-ts2vec`` or ``demo/regularization/ts2vec-ecg-continued1``. A run folder holds:
 
-- ``config.json``: resolved parameters, seed, package versions, the code's identity, git commit,
-  device and the data warnings of the run (first cell);
+- ``config.json``: resolved parameters, seed, package versions, git commit, device and the data
+  warnings of the run (first cell);
 - the stage's artefacts (``encoder.pt``, ``figures.html``, ``<stage>.json`` summaries ...);
 - for stage 04, one folder per downstream cell under ``cells/<cell name>/`` with ``cell.json``,
   ``model.pt``, ``history.csv``, ``predictions.csv`` and ``metrics.json`` (written last, naming
-  its siblings with their sizes and checksums);
+  its siblings with their sizes and checksums); ``cell.json`` records the cell's identity (its
+  settings, the encoder's weights hash, the data's checksums) and code, and a cell is reused by
+  a later attempt only when all of them match (:func:`cell_problem`);
 - the executed notebook (runs made by the runner);
 - ``_SUCCESS.json``, the *completion record*: written last, atomically and flushed to the disk,
-  it names every artefact with its size and SHA-256, the parameters and their hash, and the code's
-  identity: ``code`` (a source hash and the torch/numpy/scikit-learn versions) and
-  ``code_files``, the digest of every file the run executed (:func:`ecgnb.config.code_files`:
-  the notebook and the modules it imports), from which :func:`code_change` names what changed;
-- ``superseded/<hash>-<time>/``: earlier complete results of the run, set aside when it ran again
-  under other parameters or code (:func:`set_aside`); no reader takes them for the run.
+  it names every artefact with its size and SHA-256, the parameters and their hash, what the
+  run read and executed: ``code_files`` (the digest of its notebook and of every module of the
+  package its kernel loaded, :func:`ecgnb.provenance.loaded_code`) and ``code`` (their source
+  hash and the versions of :data:`ecgnb.provenance.LIBRARIES`), from which :func:`code_change`
+  names what changed; ``data`` (the fingerprint of every data file or folder it read,
+  :func:`data_change`); ``inputs`` (its parents' result identities and its cards' digests);
+- ``superseded/<hash>-<time>/``: earlier complete results of the run, set aside when it runs
+  again, by a sweep, ``ecgnb execute --overwrite`` or by hand (:func:`set_aside`); no reader
+  takes them for the run.
 
 **One rule**: a run is complete only when its completion record can be read and every artefact it
 names is on disk with that size and checksum (:func:`completion_problem`). Every reader asks this
@@ -44,10 +49,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ecgnb.config import (DataWarning, code_files, code_identity, file_digest, fsync_file,
-                          git_commit, library_versions, math_threads, package_files,
-                          package_versions, pick_device, seed_everything, source_hash,
-                          write_json)
+from ecgnb import provenance
+from ecgnb.config import DataWarning, math_threads, pick_device, seed_everything
+from ecgnb.files import fsync_file, write_json
+from ecgnb.provenance import (changed_files, changed_libraries, code_identity, file_digest,
+                              git_commit, package_versions, shown_path)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SUCCESS = "_SUCCESS.json"  # the completion record, written last (see the module docstring)
@@ -63,6 +69,7 @@ CELL_MODEL = "model.pt"
 CELL_METRICS = "metrics.json"  # written last in a cell folder: marks a complete cell
 CELL_PREDICTIONS = "predictions.csv"  # the test predictions of a cell (every metric recomputable)
 SUPERSEDED = "superseded"  # earlier complete results of a run, set aside (see set_aside)
+KEEP_SUPERSEDED = 3  # complete results set aside per run (ecgnb run --keep-superseded)
 # One name per stage: notebook ``NN_<stage>``, module ``ecgnb.<stage>``, grid section and run prefix.
 STAGES = ("exploration", "pretraining", "regularization", "finetuning", "embeddings", "results")
 NOTEBOOKS = {stage: f"notebooks/{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, 1)}
@@ -126,32 +133,36 @@ def completion_record(folder: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def code_change(record: dict | None, notebook: str | Path | None = None) -> str | None:
+def code_change(record: dict | None) -> str | None:
     """How the code that recorded a run differs from this code (None when it is the same):
-    ``code changed: ecgnb/models/ts2vec.py, torch 2.3.0 -> 2.4.0``. With ``notebook``, the run's
-    code is that notebook's import closure now (a new import counts); without, the files the
-    record lists. A record without per-file digests (an older ecgnb) is compared with the whole
-    package: ``recorded by other code (source_hash ... -> ...)``."""
+    ``code changed: ecgnb/models/ts2vec.py, torch 2.3.0 -> 2.4.0``. The run's code is the files
+    its record lists (every module the run loaded, and its notebook): an edit to any other file
+    leaves it as it was. A record without per-file digests (an older ecgnb) has changed."""
     recorded, files = (record or {}).get("code") or {}, (record or {}).get("code_files")
-    versions = [f"{k} {recorded.get(k)} -> {v}" for k, v in library_versions().items()
-                if recorded.get(k) != v]
     if not isinstance(files, dict):
-        current = code_identity()
-        changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items()
-                   if recorded.get(k) != v]
-        return f"recorded by other code ({', '.join(changed)})" if changed else None
-    now = code_files(notebook) if notebook is not None else {p: _digest_now(p) for p in files}
-    paths = sorted(p for p in set(files) | set(now) if files.get(p) != now.get(p))
+        return "recorded by other code (an older ecgnb, without per-file digests)"
+    paths, versions = changed_files(files), changed_libraries(recorded)
     if not paths and not versions:
         return None
     shown = paths[:3] + ([f"{len(paths) - 3} more"] if len(paths) > 3 else [])
     return "code changed: " + ", ".join(shown + versions)
 
 
-def _digest_now(path: str) -> str | None:
-    """The digest of a recorded file as it is now (None: gone)."""
-    full = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
-    return file_digest(full) if full.is_file() else None
+def data_change(record: dict | None, seen: dict[str, str] | None = None) -> str | None:
+    """Which data a run read have changed since (None: none): ``data changed: /data/wesad``.
+    ``seen`` memoises fingerprints between calls (one plan looks at a root once)."""
+    seen = {} if seen is None else seen
+    for path, digest in sorted(((record or {}).get("data") or {}).items()):
+        if path not in seen:
+            seen[path] = provenance.fingerprint(path, fingerprint_cache())
+        if seen[path] != digest:
+            return f"data changed: {path}" + (" is gone" if seen[path] == "missing" else "")
+    return None
+
+
+def fingerprint_cache() -> Path:
+    """The file that keeps data files' SHA-256 between looks (:func:`ecgnb.provenance.fingerprint`)."""
+    return data_root() / ".fingerprints.json"
 
 
 def is_code_change(note: str | None) -> bool:
@@ -203,16 +214,16 @@ def start_stage(config, stage: str, output_dir: str = "",
     """
     out = run_output_dir(output_dir, stage)
     out.mkdir(parents=True, exist_ok=True)
+    set_aside_complete(out)  # a finished result run again by hand is kept, not overwritten
     for marker in RECORDS:
         (out / marker).unlink(missing_ok=True)
     params = config if isinstance(config, dict) else dataclasses.asdict(config)
     seed = params.get("seed")
     if seed is not None:
         seed_everything(seed)
-    files = _stage_code(stage)
+    provenance.forget_reads()
     record = {"stage": stage, "params": params, "seed": seed, "versions": package_versions(),
-              "code": {"source_hash": source_hash(files), **library_versions()},
-              "code_files": files, "git_commit": git_commit(),
+              "git_commit": git_commit(),
               "device": str(pick_device(params.get("device"))),
               "by_runner": bool(output_dir) if by_runner is None else by_runner,
               "torch_threads": math_threads(),
@@ -222,13 +233,13 @@ def start_stage(config, stage: str, output_dir: str = "",
     return out
 
 
-def _stage_code(stage: str) -> dict[str, str]:
-    """:func:`ecgnb.config.code_files` of the stage's notebook (the whole package for a stage
-    without one); the runner records the code of the notebook it ran instead."""
-    notebook = PROJECT_ROOT / NOTEBOOKS.get(stage, "-")
-    if notebook.is_file():
-        return code_files(notebook)
-    return package_files()
+def run_code(notebook: Path | None = None) -> dict[str, str]:
+    """The code of a run so far: every module of the package this process loaded, and
+    ``notebook`` (whose code cells the process executed) when given."""
+    files = provenance.loaded_code()
+    if notebook is not None and Path(notebook).is_file():
+        files[shown_path(notebook)] = file_digest(notebook)
+    return dict(sorted(files.items()))
 
 
 def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
@@ -238,9 +249,13 @@ def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
     out = Path(output_dir)
     _stop_recording(out)
     config = read_json(out / CONFIG)
+    # a run by hand or by nbval executed the stage's own notebook; the runner adds the one it ran
+    files = run_code(None if config.get("by_runner") else
+                     PROJECT_ROOT / NOTEBOOKS.get(config.get("stage"), "-"))
     record = {"stage": config.get("stage"), "started": config["started"],
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": config.get("code"),
-              "code_files": config.get("code_files"),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": code_identity(files),
+              "code_files": files, "data": provenance.data_read(fingerprint_cache()),
+              "inputs": config.get("inputs", {}),
               "warnings": config.get("warnings", []), "summary": summary or {},
               "artefacts": list_artefacts(out)}
     if config.get("by_runner"):
@@ -251,11 +266,13 @@ def finish_stage(output_dir: Path, summary: dict | None = None) -> Path:
 
 
 def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: float,
-                     code: dict[str, str] | None = None, params: dict | None = None) -> Path:
+                     notebook_code: dict[str, str] | None = None, params: dict | None = None,
+                     inputs: dict | None = None) -> Path:
     """The runner's last step, after papermill saved ``notebook`` into ``folder``: write the
-    completion record (the notebook's artefacts, the executed notebook, the parameter hash and,
-    when given, the parameters and ``code``, the :func:`ecgnb.config.code_files` of the
-    notebook the runner executed)."""
+    completion record: the notebook's artefacts and the executed notebook, the parameter hash
+    and, when given, the parameters, ``inputs`` (the parents' result identities, the cards'
+    digests) and ``notebook_code`` (``{path: digest}`` of the notebook the runner executed,
+    added to the modules the kernel loaded)."""
     folder = Path(folder)
     if not (folder / PENDING).is_file():
         raise RuntimeError(f"{folder}: the notebook ended without its last cell "
@@ -266,11 +283,13 @@ def complete_pending(folder: Path, notebook: Path, params_hash: str, wall_s: flo
         raise RuntimeError(f"{folder}: artefacts changed after the notebook listed them: {problem}")
     fsync_file(notebook)
     artefacts = {**record["artefacts"], Path(notebook).name: file_record(notebook)}
-    if code is not None:
-        record.update(code={"source_hash": source_hash(code), **library_versions()},
-                      code_files=code)
+    if notebook_code is not None:
+        files = dict(sorted({**(record.get("code_files") or {}), **notebook_code}.items()))
+        record.update(code=code_identity(files), code_files=files)
     if params is not None:
         record["params"] = params
+    if inputs is not None:
+        record["inputs"] = inputs
     write_json(folder / SUCCESS, {**record, "artefacts": artefacts, "params_hash": params_hash,
                                   "wall_s": wall_s, "completed_by": "runner"}, durable=True)
     (folder / PENDING).unlink(missing_ok=True)
@@ -463,6 +482,18 @@ def is_cell_complete(folder: Path) -> bool:
     return isinstance(files, dict) and artefacts_problem(folder, files) is None
 
 
+def cell_problem(folder: Path, identity: dict) -> str | None:
+    """Why the cell in ``folder`` cannot be reused for a cell of ``identity`` (its settings,
+    encoder and data, as :func:`ecgnb.finetuning.cell_identity` gives them); None when it can:
+    complete, of the same identity, and computed by the code and libraries there are now."""
+    if not is_cell_complete(folder):
+        return "incomplete" if Path(folder).is_dir() else "not run"
+    record = read_json(Path(folder) / CELL_RECORD)
+    if record.get("identity") != json.loads(json.dumps(identity, sort_keys=True, default=str)):
+        return "other settings, encoder or data"
+    return code_change(record)
+
+
 def complete_cells(run_dir: Path) -> list[str]:
     """Sorted names of the complete cells of a notebook-04 run."""
     return sorted(p.parent.name for p in (Path(run_dir) / CELLS).glob(f"*/{CELL_METRICS}")
@@ -478,10 +509,14 @@ def finished_runs(folder: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- superseded results
-def set_aside(folder: Path, tag: str, keep: int) -> Path:
+def set_aside(folder: Path, tag: str, keep: int = KEEP_SUPERSEDED,
+              reusable: tuple[str, ...] = (CELLS,)) -> Path:
     """Move the complete result in ``folder`` to ``folder/superseded/<tag>-<time>/`` (the run
     runs again under other parameters or code), then delete the oldest set-aside results beyond
-    the ``keep`` newest. Only set-aside copies are ever deleted. Returns the copy's folder."""
+    the ``keep`` newest. Only set-aside copies are ever deleted. The entries named in
+    ``reusable`` (the downstream cells, each of which records its own identity and is reused
+    only when it matches, :func:`cell_problem`) are copied rather than moved. Returns the copy's
+    folder."""
     folder = Path(folder)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     target = folder / SUPERSEDED / f"{tag}-{stamp}"
@@ -491,11 +526,26 @@ def set_aside(folder: Path, tag: str, keep: int) -> Path:
         target = folder / SUPERSEDED / f"{tag}-{stamp}-{n}"
     target.mkdir(parents=True)
     for entry in sorted(folder.iterdir()):
-        if entry.name != SUPERSEDED:
+        if entry.name in reusable and entry.is_dir():
+            shutil.copytree(entry, target / entry.name)
+        elif entry.name != SUPERSEDED:
             entry.rename(target / entry.name)
     for old in superseded_results(folder)[max(0, keep):]:
         shutil.rmtree(old)
     return target
+
+
+def set_aside_complete(folder: Path, digest: str | None = None,
+                       keep: int = KEEP_SUPERSEDED) -> Path | None:
+    """Set the complete result in ``folder`` aside (tagged with its parameter hash when that is
+    not ``digest``, else with its source hash); None when there is none."""
+    record = completion_record(folder)
+    if record is None or not is_complete(folder):
+        return None
+    changed = digest is None or record.get("params_hash") != digest
+    tag = record.get("params_hash") if changed and record.get("params_hash") else \
+        (record.get("code") or {}).get("source_hash")
+    return set_aside(folder, str(tag or "unknown"), keep)
 
 
 def superseded_results(folder: Path) -> list[Path]:

@@ -36,11 +36,12 @@ def _complete_run(folder, params_hash="h", summary=None, warnings=()):
     """Make ``folder`` a complete run the way the runner does: config.json, the notebook's
     pending record, an executed notebook, then the completion record."""
     from ecgnb import runs
-    from ecgnb.config import code_identity, write_json
+    from ecgnb.files import write_json
+    from ecgnb.provenance import code_identity
 
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / runs.CONFIG, {"stage": "test", "started": "", "by_runner": True,
-                                      "code": code_identity(), "warnings": list(warnings)})
+                                      "code": code_identity({}), "warnings": list(warnings)})
     runs.finish_stage(folder, summary)
     notebook = folder / "run.ipynb"
     notebook.write_text("{}")

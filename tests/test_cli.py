@@ -207,8 +207,8 @@ def test_data_writes_under_the_data_root_and_offers_the_paper_size(tmp_path, mon
     monkeypatch.setenv("ECGNB_DATA", str(tmp_path / "root"))
     assert cli.main(["data", "--size", "small"]) == 0
     out = capsys.readouterr().out
-    from ecgnb.data.simulate import GENERATOR_VERSION
+    from ecgnb.data.simulate import GENERATOR_VERSION, generator_digest
 
-    folder = tmp_path / "root" / f"embedded-v{GENERATOR_VERSION}-seed0-small"
+    folder = tmp_path / "root" / f"embedded-v{GENERATOR_VERSION}-{generator_digest()}-seed0-small"
     assert (folder / "wesad" / "S2" / "S2.pkl").is_file()
     assert "MB)" in out and "small data ready in" in out

@@ -7,7 +7,7 @@ import ecgnb
 PACKAGE = pathlib.Path(ecgnb.__file__).parent
 # Lowest first. A module may import modules of its own layer or of lower ones only.
 LAYERS = (
-    ("ecgnb.config", "ecgnb.recipes", "ecgnb.runs"),
+    ("ecgnb.files", "ecgnb.provenance", "ecgnb.config", "ecgnb.recipes", "ecgnb.runs"),
     ("ecgnb.data",),
     ("ecgnb.models",),
     ("ecgnb.evaluation",),

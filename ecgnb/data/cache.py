@@ -12,36 +12,39 @@ under ``<data root>/cache/wesad-<key>/``::
     meta.json    classes, fs, shape, the byte size of each array, the sources and settings, the
                  data warnings of the build (raised again on every read)
 
-The key is a hash of the identity of every pickle read (resolved path, size, mtime_ns), the
-channels, fs, window_s, stride, fraction, seed and :data:`CACHE_VERSION`: a changed pickle gives
-another key, hence a rebuild. Concurrent runs that need the same corpus take an exclusive
-``fcntl.flock`` on ``wesad-<key>.lock``; the first builds, the others wait, then read. A build
-writes into a temporary folder, fsyncs it and renames it into place, so a reader only ever sees a
-complete folder; a folder that fails its checks (a missing or truncated array, unreadable JSON)
-is deleted and rebuilt, and temporary folders left by a killed build are removed.
+The key is a hash of the content of every pickle read (:func:`ecgnb.provenance.fingerprint`,
+cached by path, size and mtime), of the code that windows them (:data:`WINDOWING_CODE` and every
+module of the package it imports) and of the channels, fs, window_s, stride, fraction and seed:
+a changed pickle or an edit to the windowing gives another key, hence a rebuild. A build writes
+into a folder private to its process, flushes it and publishes it by one rename
+(:func:`ecgnb.files.atomic_folder`); where two processes build the same corpus at once, the first
+rename wins and the other discards its copy. No lock is taken, so the cache holds on shared file
+systems that do not honour ``flock`` (NFS, Lustre) across the nodes of a cluster. A folder that
+fails its checks (a missing or truncated array, unreadable JSON) is moved out of the way and
+rebuilt; temporary folders older than :data:`STALE_TMP_S` (left by killed builds) are removed.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ecgnb.config import DataWarning, fsync_file, fsync_folder
+from ecgnb import provenance
+from ecgnb.config import DataWarning
 from ecgnb.data.formats import WESAD_CLASSES, wesad_paths, wesad_windows
 from ecgnb.data.windows import DataError, Windows
-from ecgnb.runs import data_root
+from ecgnb.files import atomic_folder
+from ecgnb.runs import data_root, fingerprint_cache
 
-CACHE_VERSION = "1"  # bump when the windowing in ecgnb.data.formats changes its output
+WINDOWING_CODE = ("ecgnb.data.formats", "ecgnb.data.cache")  # and what they import
+STALE_TMP_S = 24 * 3600.0  # a temporary build folder this old belongs to no live build
 CACHE_FOLDER = "cache"
 META = "meta.json"
 ARRAYS = ("x", "y", "groups", "domains")
@@ -67,12 +70,9 @@ def cached_wesad(root, channels: Sequence[str] = ("ECG",), fs: float = 360.0,
     folder = corpus_folder(sources, settings, cache_dir)
     windows = read_corpus(folder)
     if windows is None:
-        with exclusive_lock(folder.parent / f"{folder.name}.lock"):
-            windows = read_corpus(folder)  # another process may have built it meanwhile
-            if windows is None:
-                _discard(folder)
-                build_corpus_folder(folder, paths, sources, settings)
-                windows = read_corpus(folder)
+        _discard(folder)
+        build_corpus_folder(folder, paths, sources, settings)
+        windows = read_corpus(folder)
     if windows is None:
         raise DataError(f"{folder}: the cached corpus just built does not read back; delete "
                         "the folder and run again")
@@ -85,28 +85,15 @@ def corpus_folder(sources: list, settings: dict, cache_dir=None) -> Path:
 
 
 def source_identity(path: Path) -> list:
-    """[resolved path, size in bytes, mtime in ns] of one source file."""
-    stat = path.stat()
-    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    """[resolved path, content fingerprint] of one source file."""
+    return [str(Path(path).resolve()), provenance.fingerprint(path, fingerprint_cache())]
 
 
 def corpus_key(sources: list, settings: dict) -> str:
-    """16 hex digits naming the corpus of ``sources`` windowed with ``settings``."""
-    text = json.dumps({"version": CACHE_VERSION, "sources": sources, "settings": settings},
-                      sort_keys=True)
+    """16 hex digits naming the corpus of ``sources`` windowed with ``settings`` by this code."""
+    text = json.dumps({"code": provenance.modules_digest(WINDOWING_CODE), "sources": sources,
+                       "settings": settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- read
@@ -132,29 +119,20 @@ def read_corpus(folder: Path) -> Windows | None:
 
 # --------------------------------------------------------------------------- build
 def build_corpus_folder(folder: Path, paths: list[Path], sources: list, settings: dict) -> None:
-    """Window every subject into a temporary folder, one subject in memory at a time, then
-    fsync and rename it to ``folder``."""
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    """Window every subject into a private temporary folder, one subject in memory at a time,
+    then publish it as ``folder`` (:func:`ecgnb.files.atomic_folder`)."""
     start = time.perf_counter()
-    try:
+    with atomic_folder(folder) as tmp:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
             parts = _write_parts(tmp, paths, settings)
         meta = _assemble(tmp, parts, settings)
-        meta.update(sources=sources, settings=settings, version=CACHE_VERSION,
+        meta.update(sources=sources, settings=settings,
+                    code=provenance.modules_digest(WINDOWING_CODE),
                     build_s=round(time.perf_counter() - start, 2),
                     warnings=[str(w.message) for w in caught
                               if issubclass(w.category, DataWarning)])
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        for path in tmp.iterdir():
-            fsync_file(path)
-        fsync_folder(tmp)
-        os.rename(tmp, folder)
-        fsync_folder(folder.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for w in caught:  # data warnings come back from meta.json on every read; others now
         if not issubclass(w.category, DataWarning):
             warnings.warn(w.message, w.category, stacklevel=3)
@@ -196,11 +174,21 @@ def _assemble(tmp: Path, parts: list[dict], settings: dict) -> dict:
 
 
 def _discard(folder: Path) -> None:
-    """Remove a cached folder that failed its checks, and the temporary folders of killed
-    builds of the same key (the caller holds the key's lock: no live build owns them)."""
+    """Move a cached folder that failed its checks out of the way (one rename, so a concurrent
+    reader sees it whole or not at all) and remove it; remove temporary folders of the cache
+    older than :data:`STALE_TMP_S`."""
     if folder.exists():
         warnings.warn(f"{folder}: incomplete or corrupt cached corpus; rebuilding it",
                       DataWarning, stacklevel=4)
-        shutil.rmtree(folder)
-    for tmp in folder.parent.glob(f".{folder.name}.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        doomed = folder.with_name(f".{folder.name}.corrupt-{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            folder.rename(doomed)
+        except OSError:  # another process moved it first
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+    for tmp in folder.parent.glob(".*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass

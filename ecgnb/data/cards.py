@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ecgnb import provenance
 from ecgnb.data import ptbxl, records
 from ecgnb.data.formats import load_fragment
 from ecgnb.data.windows import DataError, Windows
@@ -78,6 +79,7 @@ class Card:
             if not root.is_dir():
                 raise self.error(f"root {self.root} is not a folder of the embedded sample "
                                  f"{root.parent}")
+            provenance.note_read(root)
             return root
         expanded = os.path.expanduser(os.path.expandvars(self.root))
         if "$" in expanded:
@@ -86,6 +88,7 @@ class Card:
         root = Path(expanded)
         if not root.is_dir():
             raise self.error(f"root {root} does not exist or is not a folder")
+        provenance.note_read(root)
         return root
 
 
@@ -109,6 +112,7 @@ def read_card(path, kind: str | None = None) -> Card:
     file = card_path(path)
     if not file.is_file():
         raise DataError(f"card {where}: no such file")
+    provenance.note_read(file)
     try:
         spec = yaml.safe_load(file.read_text())
     except yaml.YAMLError as exc:

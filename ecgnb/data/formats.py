@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import wfdb
 
+from ecgnb import provenance
 from ecgnb.config import DataWarning
 from ecgnb.data import signals
 from ecgnb.data.splits import stratified_share
@@ -42,6 +43,7 @@ def load_fragment(root, fs: float = 360.0) -> Windows:
     (the number that starts the record name, e.g. ``418`` of ``418_C_VF_277s_frag``).
     """
     root = _existing_dir(root, "Fragment DB root")
+    provenance.note_read(root)
     xs, ys, groups = [], [], []
     for label, name in enumerate(FRAGMENT_CLASSES):
         frag = root / name / "frag"
@@ -182,14 +184,34 @@ def _wesad_paths(root: Path, subjects: Sequence[str] | None) -> list[Path]:
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: subject pickle missing")
+        provenance.note_read(path)
     return paths
 
 
+# What a WESAD pickle holds besides builtin containers and strings: NumPy arrays and scalars
+# (and, in a pickle re-saved by Python 3, the bytes of their buffers). Anything else a pickle
+# asks for (a function to call, a class to build) is refused unloaded.
+PICKLE_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")} | {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds data (:data:`PICKLE_GLOBALS`) and nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which is no data type "
+                                         "of a WESAD pickle; refused without running it")
+        return super().find_class(module, name)
+
+
 def read_wesad_pickle(path: Path) -> dict:
-    """Load one (Python-2) WESAD pickle; keys normalised to ``str``; structure checked."""
+    """Load one (Python-2) WESAD pickle with :class:`_DataOnlyUnpickler` (a tampered file cannot
+    run code); keys normalised to ``str``; structure checked."""
     try:
         with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="latin1")
+            raw = _DataOnlyUnpickler(f, encoding="latin1").load()
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt pickles raise many types
         raise DataError(f"{path}: unreadable pickle ({type(exc).__name__}: {exc})") from exc
     data = _str_keys(raw)

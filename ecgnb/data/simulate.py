@@ -9,7 +9,6 @@ simulators (ECGSYN beat, respiration, EDA, EMG).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import struct
@@ -23,10 +22,13 @@ import wfdb
 from scipy import signal as sps
 from tqdm.auto import tqdm
 
+from ecgnb import provenance
+from ecgnb.files import atomic_folder
 from ecgnb.data.rhythms import (CLASS_FOLDERS, FRAGMENT_S, band_noise, fragment_name, plan_episodes,
                                 render_waves, simulate_episode)
 
-GENERATOR_VERSION = "1"  # bump when the generated data change
+GENERATOR_VERSION = "1"  # the folder layout; the generator's code is in the folder name too
+GENERATOR_FILES = ("data/simulate.py", "data/rhythms.py", "data/signals.py")
 
 ADC_GAIN = 200.0  # adu per mV, as in the MIT-BIH Malignant Ventricular Ectopy Database
 FS_CHEST = 700
@@ -415,14 +417,14 @@ def embedded_data(cache_dir="data", seed: int = 0, small: bool = False, size: st
     ``size``: "small" (tests: 120 fragments from 12 records, 3 subjects x 0.5 min per condition),
     "demo" (600 fragments from 40 records, 4 subjects) or "paper" (the real sizes, see
     :data:`SIZES`); None: "small" if ``small`` else "demo". ``scale`` < 1 shrinks a size
-    (tests). The trees live in cache_dir/embedded-v{GENERATOR_VERSION}-seed{seed}[-size][-xscale]/.
+    (tests). The trees live in cache_dir/embedded-v{GENERATOR_VERSION}-{generator_digest()}-seed{seed}[-size][-xscale]/.
     They are built in a temporary folder and renamed into place, so an interrupted generation
     never looks complete.
     """
     size = size or ("small" if small else "demo")
     suffix = "" if size == "demo" else f"-{size}"
     suffix += "" if scale == 1.0 else f"-x{scale:g}"
-    name = f"embedded-v{GENERATOR_VERSION}-seed{seed}{suffix}"
+    name = f"embedded-v{GENERATOR_VERSION}-{generator_digest()}-seed{seed}{suffix}"
     final = Path(cache_dir) / name
     settings = embedded_settings(size, scale)
 
@@ -435,28 +437,27 @@ def embedded_data(cache_dir="data", seed: int = 0, small: bool = False, size: st
     return {"fragment": final / "fragment", "wesad": final / "wesad"}
 
 
+def generator_digest(files=GENERATOR_FILES) -> str:
+    """8 hex digits of the code that generates the embedded data: an edit to it gives another
+    folder, so no run reads data that the generator would no longer write."""
+    root = Path(__file__).resolve().parents[1]
+    return provenance.source_hash({f: provenance.file_digest(root / f) for f in files})[:8]
+
+
 def generate_once(final: Path, write, what: str) -> Path:
-    """Build the folder ``final`` once: ``write(tmp)`` fills a temporary folder and returns its
-    completion record (written last), then the folder is renamed into place, so an interrupted
-    generation never looks complete. A complete folder is returned as it is."""
+    """Build the folder ``final`` once: ``write(tmp)`` fills a private temporary folder and
+    returns its completion record (written last), then the folder is published by one rename
+    (:func:`ecgnb.files.atomic_folder`), so an interrupted generation never looks complete. A
+    complete folder is returned as it is."""
     if (final / COMPLETE_MARKER).exists():
         return final
     if final.exists():
         warnings.warn(f"removing incomplete {what} at {final}")
         shutil.rmtree(final)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / COMPLETE_MARKER).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(final) as tmp:
         record = write(tmp)
+        (tmp / COMPLETE_MARKER).parent.mkdir(parents=True, exist_ok=True)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(record, indent=1))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        tmp.rename(final)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -31,7 +31,7 @@ import pandas as pd
 import wfdb
 
 from ecgnb.data.signals import decimate
-from ecgnb.data.simulate import generate_once
+from ecgnb.data.simulate import GENERATOR_FILES, generate_once, generator_digest
 from ecgnb.data.rhythms import AMP, OFFSET, Q, R, S, SIGMA, T1, T2, beat_times, draw_patient, \
     nuisance, render_beats
 
@@ -217,9 +217,10 @@ def _statements() -> pd.DataFrame:
 
 
 def embedded_ptbxl(cache_dir="data", seed: int = 0) -> Path:
-    """Generate (once) and return the sample's folder, ``cache_dir/embedded-ptbxl-v<version>-
+    """Generate (once) and return the sample's folder, ``cache_dir/embedded-ptbxl-v<version>-<code>-
     seed<seed>/``; built in a temporary folder and renamed into place."""
-    final = Path(cache_dir) / f"embedded-ptbxl-v{GENERATOR_VERSION}-seed{seed}"
+    code = generator_digest(GENERATOR_FILES + ("data/simulate_ptbxl.py",))
+    final = Path(cache_dir) / f"embedded-ptbxl-v{GENERATOR_VERSION}-{code}-seed{seed}"
 
     def write(tmp: Path) -> dict:
         make_ptbxl(tmp, seed=seed)

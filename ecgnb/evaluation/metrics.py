@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from ecgnb.files import atomic_write
 from ecgnb.runs import write_cell_metrics
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
@@ -233,9 +234,8 @@ def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").unlink(missing_ok=True)
-    tmp = folder / "predictions.csv.tmp"
-    predictions.to_csv(tmp, index=False)
-    tmp.replace(folder / "predictions.csv")
+    with atomic_write(folder / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
     ci = {m: list(bootstrap_ci(predictions, m, n_boot, ci_seed, level=level)) for m in ci_metrics}
     record = {**metrics, "ci": ci, "ci_level": level, "ci_n_boot": n_boot, "ci_unit": "group",
               "n_groups": int(predictions["group"].nunique()), **(extra or {})}

@@ -362,7 +362,8 @@ def _generators_of(model: nn.Module) -> list[torch.Generator]:
 
 def _fingerprint(model, train, val, config: TrainConfig, n_classes: int) -> dict:
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("verbose",)}
-    return {"config": settings, "n_classes": n_classes,
+    device = next(model.parameters()).device.type
+    return {"config": settings, "n_classes": n_classes, "device": device,
             "start": modules_checksum({"model": model}),
             **{f"{name}_{i}": array_checksum(t.numpy()) for name, part in (("train", train),
                                                                           ("val", val))

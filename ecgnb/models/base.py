@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,10 +39,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ecgnb.config import pick_device, reject_unknown, torch_generator
+from ecgnb.files import atomic_write
 from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_checksum,
                                     modules_checksum, rng_state, set_rng_state)
 from ecgnb.models.device import Corpus, device_generator, generators
 from ecgnb.models.precision import autocast, numerics, numerics_record
+
+
+ENCODER_FORMAT = "ecgnb-encoder-2"  # tensors and plain values, read with weights_only=True
+
+
+def plain(value):
+    """``value`` as plain JSON values (numbers, strings, lists, dicts): what a file read with
+    ``torch.load(weights_only=True)`` may hold beside tensors."""
+    return json.loads(json.dumps(value, default=_plain_default))
+
+
+def _plain_default(obj):
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
 
 
 class CheckpointError(ValueError):
@@ -204,7 +223,7 @@ class Encoder:
                 "n_epochs": n_epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "x": array_checksum(x), "x_val": None if x_val is None else array_checksum(
                     check_windows(x_val)), "start": modules_checksum(self.modules_),
-                "n_history": len(self.history_)}
+                "n_history": len(self.history_), "device": self.device_.type}
 
     def _train_epoch(self, corpus: Corpus, batch_size, optimizer, scaler, draws, position=None,
                      after_batch=None) -> tuple[torch.Tensor, int]:
@@ -337,23 +356,21 @@ class Encoder:
     # ----------------------------------------------------------------- persistence
     def state(self) -> dict[str, Any]:
         return {
-            "format": "ecgnb-encoder-1",
+            "format": ENCODER_FORMAT,
             "backbone": self.name,
             "config": dataclasses.asdict(self.config),
             "seed": self.seed,
             "n_timesteps": self.n_timesteps_,
             "modules": {k: m.state_dict() for k, m in self.modules_.items()},
-            "history": self.history_,
-            "lineage": self.lineage,
+            "history": plain(self.history_),
+            "lineage": plain(self.lineage),
         }
 
     def save(self, path) -> Path:
         """Write weights + config + history + lineage to ``path`` (a ``.pt`` file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            torch.save(self.state(), tmp)
         return path
 
     def state_dict(self) -> dict[str, dict]:

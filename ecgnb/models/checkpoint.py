@@ -7,19 +7,25 @@ complete state when it is; :meth:`Checkpointer.load` gives that state back to th
 - **Atomic.** A checkpoint is written to a temporary file in the same folder, flushed to the
   disk (``fsync``), renamed over the previous one, and the folder is flushed: a kill at any moment
   leaves either the previous checkpoint or the new one, never half a file.
-- **Time-based.** One is due when ``every_s`` seconds of training have passed since the last
-  write (or since the fit started), checked at every safe point; ``every_s=0`` writes at every
-  epoch end. The time spent writing is kept in :attr:`Checkpointer.seconds_writing`.
-- **Same run only.** A checkpoint carries the *fingerprint* of the fit that wrote it (the
-  settings, the data's shape and checksum, the starting weights). A checkpoint of another fit is
-  set aside (renamed ``*.stale.pt``) with a warning, never resumed from.
+- **Cadence.** At an epoch end one is written whenever the time since the last write is at least
+  :data:`OVERHEAD_FACTOR` times what the last write took (the writing stays under 2 % of the
+  training time, and a short run checkpoints every epoch); within an epoch, every ``every_s``
+  seconds (10 minutes by default); ``every_s=0`` writes at every epoch end and never within one. The time spent
+  writing is kept in :attr:`Checkpointer.seconds_writing`.
+- **Same fit, same code, same device only.** A checkpoint carries the *fingerprint* of the fit
+  that wrote it (the settings, the data's shape and checksum, the starting weights, the device
+  type) and the digest of every module of the package loaded when it was written
+  (:func:`ecgnb.provenance.loaded_code`) with the library versions. A checkpoint of another fit,
+  of code that has changed since or of another kind of device is set aside (renamed
+  ``*.stale.pt``) with a warning, never resumed from.
+- **Data, not code.** The file holds tensors and plain values only (numbers, strings, lists,
+  dicts) and is read with ``torch.load(weights_only=True)``: loading it runs no code.
 - **Every generator.** :func:`rng_state` captures torch's global generators (CPU and CUDA),
   NumPy's and Python's, and any ``torch.Generator`` the loop uses; :func:`set_rng_state` puts
   them back, so that the draws after a resume are those an uninterrupted run would make.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -32,11 +38,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ecgnb.config import fsync_folder
+from ecgnb import provenance
+from ecgnb.files import atomic_write
 
-CHECKPOINT_EVERY_S = 600.0  # default interval: 10 minutes of training
+CHECKPOINT_EVERY_S = 600.0  # default interval within an epoch: 10 minutes of training
+OVERHEAD_FACTOR = 50  # at an epoch end: write when the time since the last write is 50 x its cost
 EVERY_S_VARIABLE = "ECGNB_CHECKPOINT_EVERY_S"  # overrides the interval of the stages' fits
-FORMAT = "ecgnb-checkpoint-1"
+FORMAT = "ecgnb-checkpoint-2"  # tensors and plain values (weights_only)
 
 
 class Checkpointer:
@@ -51,49 +59,51 @@ class Checkpointer:
         self.n_writes = 0
         self.seconds_writing = 0.0
         self.resumed_from: dict | None = None  # where the fit resumed (epoch, batch), if it did
+        self.last_write_s = 0.0  # what the last write took (the cadence at epoch ends)
         self._last = time.monotonic()
 
     def due(self, end_of_epoch: bool) -> bool:
-        """Whether the loop should write now: ``every_s`` passed (``every_s=0``: every epoch)."""
-        if self.every_s == 0:
-            return end_of_epoch
-        return time.monotonic() - self._last >= self.every_s
+        """Whether the loop should write now (see the cadence in the module docstring)."""
+        elapsed = time.monotonic() - self._last
+        if end_of_epoch:
+            return self.every_s == 0 or elapsed >= OVERHEAD_FACTOR * self.last_write_s
+        return self.every_s > 0 and elapsed >= self.every_s
 
     def save(self, state: dict[str, Any]) -> Path:
-        """Write ``state`` atomically, with this fit's fingerprint."""
+        """Write ``state`` atomically, with this fit's fingerprint and the code's identity."""
         start = time.monotonic()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save({"format": FORMAT, "fingerprint": self.fingerprint, "state": state},
-                           handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):  # a full disk: keep the first error
-                tmp.unlink(missing_ok=True)
-            raise
-        fsync_folder(self.path.parent)
+        files = provenance.loaded_code()
+        saved = {"format": FORMAT, "fingerprint": self.fingerprint, "code_files": files,
+                 "libraries": provenance.library_versions(), "state": state}
+        with atomic_write(self.path) as tmp:
+            torch.save(saved, tmp)
         self.n_writes += 1
         self._last = time.monotonic()
-        self.seconds_writing += self._last - start
+        self.last_write_s = self._last - start
+        self.seconds_writing += self.last_write_s
         return self.path
 
     def load(self) -> dict[str, Any] | None:
-        """The state of this fit's checkpoint, or None (no file, or another fit's: set aside)."""
+        """The state of this fit's checkpoint, or None (no file, or one of another fit, code or
+        device: set aside)."""
         if not self.path.exists():
             return None
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
             fingerprint = saved["fingerprint"]
         except Exception as exc:  # noqa: BLE001 - an unreadable file is set aside like a stale one
-            self._set_aside(f"it cannot be read ({type(exc).__name__}: {exc})")
+            self._set_aside(f"it cannot be read as a checkpoint of this version "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
             return None
         if saved.get("format") != FORMAT or fingerprint != self.fingerprint:
             self._set_aside("it was written by another fit: "
                             + fingerprint_difference(fingerprint, self.fingerprint))
+            return None
+        changed = provenance.changed_files(saved.get("code_files") or {}) \
+            + provenance.changed_libraries(saved.get("libraries") or {})
+        if changed or not saved.get("code_files"):
+            self._set_aside("it was written by other code: "
+                            + (", ".join(changed[:3]) or "no code record"))
             return None
         return saved["state"]
 
@@ -131,11 +141,14 @@ def modules_checksum(modules: dict[str, torch.nn.Module]) -> str:
 
 
 def rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, Any]:
-    """Every random state a training loop may draw from (see the module docstring)."""
+    """Every random state a training loop may draw from (see the module docstring), as tensors
+    and plain values."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
     return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(), "python": random.getstate(),
-            "generators": [g.get_state() for g in generators]}
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position),
+                      int(has_gauss), float(gauss)],
+            "python": random.getstate(), "generators": [g.get_state() for g in generators]}
 
 
 def set_rng_state(state: dict[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
@@ -143,7 +156,8 @@ def set_rng_state(state: dict[str, Any], generators: Sequence[torch.Generator] =
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     random.setstate(state["python"])
     if len(state["generators"]) != len(generators):
         raise ValueError(f"checkpoint has {len(state['generators'])} generators, "
@@ -153,7 +167,7 @@ def set_rng_state(state: dict[str, Any], generators: Sequence[torch.Generator] =
 
 
 def checkpoint_args(folder, name: str) -> dict:
-    """The checkpoint keywords of a stage's fit: ``<folder>/<name>.pt`` every
+    """The checkpoint keywords of a stage's fit: ``<folder>/<name>.pt``, within an epoch every
     :data:`CHECKPOINT_EVERY_S` seconds (or ``$ECGNB_CHECKPOINT_EVERY_S``); none without a folder."""
     if folder is None:
         return {}

@@ -2,8 +2,9 @@
 
 - :func:`collect_results`: one row per *complete* cell (``cells/<cell>/metrics.json`` matching its
   files) of every *complete* run (:func:`ecgnb.runs.is_complete`) under a folder, rebuilt from
-  the files each time; ``code_hash`` says which code produced each row (:func:`code_note` when
-  rows mix codes) and :func:`collect_warnings` the data warnings runs recorded.
+  the files each time; ``code_hash`` says which code produced each row, ``code_change`` what of
+  it has changed since (:func:`code_note`), and :func:`collect_warnings` the data warnings runs
+  recorded.
 - :func:`collect_summaries`: the JSON summaries of notebooks 02 and 03, one row per run.
 - :func:`synthetic_results`: a table with a planted structure, for smoke runs and tests.
 
@@ -14,7 +15,7 @@ records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the me
 of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
 ``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
 ``n_test``, ``n_classes`` (of the task), ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
-``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
+``code_change``, ``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgnb.files import atomic_write
 from ecgnb import runs
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
 from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
@@ -80,6 +82,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
                 "recipe": info.get("recipe", "ecgnb"),  # cells before recipes ran ours
                 "params_hash": run_record.get("params_hash"),
                 "code_hash": (run_record.get("code") or {}).get("source_hash"),
+                "code_change": runs.code_change(run_record) or "",
                 "warnings": "; ".join(run_record.get("warnings") or []),
                 "wall_s": info.get("wall_s"),
                 "run_wall_s": run_record.get("wall_s")})
@@ -105,12 +108,18 @@ def _with_seed_mean_ci(frame: pd.DataFrame, root: Path,
 
 
 def code_note(results: pd.DataFrame) -> str | None:
-    """A line when the rows were produced by more than one version of the code (else None)."""
-    if "code_hash" not in results or results["code_hash"].nunique(dropna=False) <= 1:
+    """A line when some rows were computed by code that has changed since (else None). Runs
+    of different backbones load different modules, so their ``code_hash`` differs by design;
+    what matters is whether the code each run executed is still the code there is."""
+    if "code_change" not in results:
         return None
-    counts = results.groupby("code_hash", dropna=False)["run"].nunique()
-    parts = ", ".join(f"{code}: {n} run(s)" for code, n in counts.items())
-    return f"rows come from {len(counts)} versions of the code ({parts}); see column code_hash"
+    old = results[results["code_change"].fillna("").astype(str) != ""]
+    if old.empty:
+        return None
+    first = old.iloc[0]
+    return (f"{old['run'].nunique()} run(s) in this table were computed by code that has "
+            f"changed since, e.g. {first['run']} ({first['code_change']}); run them again "
+            "(see column code_change)")
 
 
 def collect_warnings(folder, root=None) -> list[tuple[str, str]]:
@@ -138,10 +147,8 @@ def write_csv(frame: pd.DataFrame, *paths) -> list[Path]:
     """Write ``frame`` to each path atomically (temp file + rename); never appends."""
     written = []
     for path in map(Path, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        frame.to_csv(tmp, index=False)
-        tmp.replace(path)
+        with atomic_write(path, durable=False) as tmp:
+            frame.to_csv(tmp, index=False)
         written.append(path)
     return written
 

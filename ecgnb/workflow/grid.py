@@ -52,7 +52,7 @@ from ecgnb.data.scenarios import SCENARIOS, Scenario, slug
 from ecgnb.runs import NO_ENCODER, PROJECT_ROOT
 from ecgnb.runs import NOTEBOOKS as STAGE_NOTEBOOKS
 from ecgnb.workflow.runner import (ParameterError, declared_parameters, params_hash, read_yaml,
-                                   validate_parameters)
+                                   resolve_params, validate_parameters)
 
 # Grid sections: a stage each, but the baselines, which run the finetuning notebook without encoder.
 SECTIONS = ("pretraining", "regularization", "finetuning", "baselines", "embeddings")
@@ -106,7 +106,9 @@ class Grid:
         return f"{self.name}/{name}"
 
     def hashes(self) -> dict[str, str]:
-        """Per run: ``params_hash(params, parents' hashes)`` (a parent change reaches its dependants)."""
+        """Per run: ``params_hash(params, parents' hashes)`` (a parent's parameters reach its
+        dependants; a parent that runs again or whose result changed reaches them through the
+        sweep's plan, :func:`ecgnb.workflow.sweep.stale_reason`)."""
         out: dict[str, str] = {}
         for name, run in self.runs.items():
             out[name] = params_hash(run.params, tuple(out[p] for p in run.parents))
@@ -189,6 +191,8 @@ def expand(spec: dict, source: Path, use_declared: bool = True) -> Grid:
     if spec.get("embeddings") is not None:
         for seed in seeds:
             runs += expander.embeddings(backbones, {r.name for r in runs}, seed)
+    # data folders and cards as the runs will read them (two folders, two hashes)
+    runs = [dataclasses.replace(r, params=resolve_params(r.params)) for r in runs]
     return Grid(spec["name"], Path(source), {r.name: r for r in runs}, _resources(spec, where))
 
 

@@ -3,9 +3,11 @@
 The run folder is ``<outputs>/<stage>/<params-stem>/`` (or an explicit run name). It holds
 the executed notebook, ``config.json`` (resolved parameters, versions, git commit), figures, and,
 once papermill has saved the executed notebook, the completion record ``_SUCCESS.json`` that the
-runner writes last (:func:`ecgnb.runs.complete_pending`) with the run's parameters and code
-(:func:`ecgnb.config.code_files` of the notebook); a failed run gets ``_FAILED.json`` where the
-disk allows it, and its error line says whether it was written.
+runner writes last (:func:`ecgnb.runs.complete_pending`) with the run's parameters (data folders
+and cards resolved, :func:`resolve_params`), its code (the notebook and every module the kernel
+loaded), the data it read and its inputs (the parents' result identities, the cards' digests);
+a failed run gets ``_FAILED.json`` where the disk allows it, and its error line says whether it
+was written. ``--overwrite`` sets a finished result aside under ``superseded/`` first.
 
 A kernel that fails to start is started again at once; one that dies mid-run raises
 :class:`~ecgnb.workflow.kernel.KernelDied`, which names the signal and the kernel's peak memory
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -28,8 +31,10 @@ from pathlib import Path
 
 import yaml
 
-from ecgnb import runs
-from ecgnb.config import code_files, range_problem, write_json
+from ecgnb import provenance, runs
+from ecgnb.data import cards
+from ecgnb.config import range_problem
+from ecgnb.files import write_json
 from ecgnb.runs import FAILED, NO_ENCODER, PROJECT_ROOT, run_folder, stage_of
 from ecgnb.workflow import kernel as K
 from ecgnb.workflow.kernel import KernelDied
@@ -40,6 +45,8 @@ RUNNER_KEYS = ("output_dir",)  # set by the runner, never by a params file
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 PARENT_KEYS = ("parent_run", "encoder_run", "runs")  # parameters that name other runs
+ROOT_KEYS = ("fragment_root", "wesad_root")  # parameters that name data folders
+CARD_KEYS = ("target", "corpus", "scenario")  # parameters that may name a dataset card
 
 
 class ParameterError(KeyError):
@@ -152,9 +159,52 @@ def read_yaml(path: Path):
 
 
 def params_hash(params: dict, parents: tuple[str, ...] = ()) -> str:
-    """Stable hash of resolved parameters and the parents' hashes."""
-    blob = json.dumps({"params": params, "parents": list(parents)}, sort_keys=True, default=str)
+    """Stable hash of a run's parameters as it will read them (variables expanded, paths
+    resolved, :func:`resolve_params`), the contents of the dataset cards they name
+    (:func:`card_digests`) and the parents' hashes."""
+    blob = json.dumps({"params": resolve_params(params), "parents": list(parents),
+                       "cards": card_digests(params)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_params(params: dict) -> dict:
+    """``params`` with the data folders and cards they name as the run will read them:
+    ``~`` and ``${VARIABLE}`` expanded and the path made absolute (a relative path is taken from
+    the project folder, where notebooks run). Two data folders give two hashes; an unset variable
+    stays as written (the run then fails naming it)."""
+    out = dict(params)
+    for key in ROOT_KEYS + CARD_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str) or not value or (key in CARD_KEYS and not cards.is_card(value)):
+            continue
+        expanded = os.path.expanduser(os.path.expandvars(value))
+        if "$" not in expanded:
+            out[key] = str((PROJECT_ROOT / expanded).resolve())
+    return out
+
+
+def card_digests(params: dict) -> dict[str, str]:
+    """``{card path: digest of its contents}`` for every card the parameters name (a card
+    that is missing digests as "missing": the run then fails naming it)."""
+    out = {}
+    for key in CARD_KEYS:
+        value = resolve_params(params).get(key)
+        if isinstance(value, str) and cards.is_card(value):
+            path = Path(value)
+            out[key] = provenance.file_digest(path) if path.is_file() else "missing"
+    return out
+
+
+def parent_results(params: dict) -> dict[str, str | None]:
+    """``{parent run: its result identity}`` (:func:`ecgnb.provenance.result_id`) of the runs a
+    run reads, as they are now."""
+    out = {}
+    for key in PARENT_KEYS:
+        names = params.get(key)
+        for name in names if isinstance(names, list) else [names]:
+            if name and name != NO_ENCODER:
+                out[name] = provenance.result_id(runs.completion_record(run_folder(name)))
+    return out
 
 
 def execute(notebook, params: dict | str | Path, run_name: str | None = None,
@@ -171,11 +221,13 @@ def execute(notebook, params: dict | str | Path, run_name: str | None = None,
         raise ValueError("a run name is needed when params are given as a dict")
     validate_parameters(notebook, params, where)
     check_parents(params, where)
+    params = resolve_params(params)
     folder = run_folder(run_name)
     digest = params_hash(params, parents_hash)
     if runs.is_complete(folder) and not overwrite:
         raise FileExistsError(f"run '{run_name}' already finished in {folder}; "
                               "pass --overwrite to run it again")
+    runs.set_aside_complete(folder, digest)  # --overwrite keeps the finished result aside
     return _papermill(notebook, {**params, "output_dir": str(folder.resolve())}, folder, digest,
                       progress, kernel, cwd)
 
@@ -184,13 +236,16 @@ def _papermill(notebook, params, folder, digest, progress, kernel, cwd) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for record in runs.RECORDS:  # the completion record goes first: nothing stale looks complete
         (folder / record).unlink(missing_ok=True)
-    code = code_files(notebook)  # the code this execution imports, before any kernel reads it
+    # the notebook's code and the inputs as they are before any kernel reads them
+    code = {provenance.shown_path(notebook): provenance.file_digest(notebook)}
+    inputs = {"parents": parent_results(params), "cards": card_digests(params)}
     run_params = {k: v for k, v in params.items() if k not in RUNNER_KEYS}
     start = time.time()
     executed = folder / notebook.name
     try:
         run_kernel(notebook, executed, params, progress, kernel, cwd)
-        runs.complete_pending(folder, executed, digest, time.time() - start, code, run_params)
+        runs.complete_pending(folder, executed, digest, time.time() - start, code, run_params,
+                              inputs)
     except Exception as exc:  # an interrupt is no failure: the run stays pending
         line = failure_line(exc)
         problem = _record_failure(folder, line, digest, time.time() - start,

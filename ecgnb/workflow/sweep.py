@@ -3,29 +3,33 @@
 A run's state is read from its folder ``<outputs>/<grid>/<run>`` before anything starts:
 
 - ``cached``: the run is complete (:func:`ecgnb.runs.is_complete`: its completion record matches
-  every artefact on disk), records the run's current hash (its parameters and its parents'
-  hashes, :meth:`ecgnb.workflow.grid.Grid.hashes`) and was produced by this code: the files its
-  notebook executes (:func:`ecgnb.config.code_files`: the notebook and the ``ecgnb`` modules it
-  imports, transitively) and the torch/numpy/scikit-learn versions are those recorded. An edit
-  elsewhere (the command line, the benchmarks) leaves it cached. A run recorded by other code
-  runs again unless ``accept_old_code``;
+  every artefact on disk), records the run's current hash (its parameters with data folders and
+  cards resolved, the cards' contents and its parents' hashes,
+  :meth:`ecgnb.workflow.grid.Grid.hashes`), and nothing it read has changed since
+  (:func:`stale_reason`): no parent runs again, each parent's result is the one it read
+  (:func:`ecgnb.provenance.result_id`), the code it executed (the notebook and every module its
+  kernel loaded) and the libraries that computed are those recorded, and the data it read have
+  the recorded fingerprints. An edit to code a run did not load (the command line, another
+  backbone) leaves it cached. A run recorded by other code runs again unless
+  ``accept_old_code``; every run downstream of a run that runs again runs again too;
 - ``failed``: ``_FAILED.json`` records the current hash; kept failed (its dependants ``skipped``)
   unless ``retry_failed``;
 - ``pending``: anything else (never run, interrupted, or run with other parameters).
 
 A run that is not cached has a ``note`` saying why (``ecgnb run --dry-run`` shows it):
-"code changed: ecgnb/models/ts2vec.py", "parameters changed: lr 0.001 -> 0.0003", "parent runs
-again: ...", "incomplete", "failed before: ...".
+"code changed: ecgnb/models/ts2vec.py", "parameters changed: lr 0.001 -> 0.0003", "parent
+pretraining/ts2vec-ecg runs again", "parent ...'s result changed since", "data changed: ...",
+"incomplete", "failed before: ...".
 
 Pending runs start, ``jobs`` at a time, once their parents are ``cached`` or ``done``; a failure
 marks every dependant ``skipped`` and the rest continues. A run whose kernel died (killed by the
 out-of-memory killer, :class:`~ecgnb.workflow.kernel.KernelDied`) runs again, up to ``retries``
 times, in the same folder (it resumes from what the notebook kept). Before a run starts, its
-folder is prepared (:func:`prepare_folder`): a complete result of other parameters or code is
-set aside under ``superseded/`` (the ``keep_superseded`` newest per run are kept), an
-incomplete attempt with another hash or other code is removed (so no stale cell survives), and
-an interrupted attempt with the same hash and code is kept (notebook 04 resumes its finished
-cells; ``checkpoints/`` stay) but for its temporary files. A sweep killed at any moment leaves
+folder is prepared (:func:`prepare_folder`): a complete result is set aside under
+``superseded/`` (the ``keep_superseded`` newest per run are kept), an incomplete attempt with
+another hash is removed, and one with the same hash keeps its checkpoints and finished cells,
+which resume or are reused only where their own records match the run's settings, code and
+device. A sweep killed at any moment leaves
 nothing that looks complete. Before the first run, the sweep checks that the runs to do fit the
 free space of the grid folder (:mod:`ecgnb.workflow.disk`; ``disk_check=False`` skips it).
 ``<outputs>/<grid>/sweep.json`` records every run's state, hash, wall time and error, rewritten
@@ -38,7 +42,8 @@ the weights and, through training, the scores; one count for every run keeps a g
 the same under ``--jobs 1`` and ``--jobs 2`` (a user's ``OMP_NUM_THREADS`` wins, and each run
 records its count in ``config.json``). With ``devices`` (e.g. ``("cuda:0", "cuda:1")``) each run executes in a child process whose
 kernel sees only its device (``CUDA_VISIBLE_DEVICES``), so ``device: auto`` picks it and the
-run's hash does not depend on where it ran.
+run's hash does not depend on where it ran; with more ``jobs`` than devices, each run goes to the
+device with the fewest runs on it (round-robin), never to an unlisted one.
 """
 from __future__ import annotations
 
@@ -57,9 +62,9 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from ecgnb import runs
-from ecgnb.config import code_identity, write_json
-from ecgnb.runs import FAILED, outputs_root
+from ecgnb import provenance, runs
+from ecgnb.files import write_json
+from ecgnb.runs import FAILED, KEEP_SUPERSEDED, outputs_root
 from ecgnb.workflow import disk, runner
 from ecgnb.workflow.grid import SECTIONS, STAGE_OF_SECTION, Grid
 from ecgnb.workflow.kernel import KernelDied
@@ -72,7 +77,6 @@ LOCK_FILE = ".sweep.lock"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RUN_THREADS = 1  # math threads per kernel, independent of --jobs (reproducible numbers)
 RETRIES = 3  # further attempts of a run whose kernel died (as Ray's for a lost node)
-KEEP_SUPERSEDED = 3  # complete results set aside per run (ecgnb run --keep-superseded)
 KERNEL_DIED_STATUS = 75  # exit status of a run's child process whose kernel died
 
 
@@ -111,14 +115,16 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
     selected = set(grid.select(only))
     hashes = grid.hashes()
     out: dict[str, RunStatus] = {}
+    seen: dict[str, str] = {}  # data fingerprints, one look per path and plan
     for name, run in grid.runs.items():
         folder = run_folder(grid, name)
         status = RunStatus(name, run.section, hashes[name], run.parents, folder=str(folder))
         failed_parents = [p for p in run.parents if out[p].state in ("failed", "skipped")]
         complete = runs.is_complete(folder, hashes[name])
         record = runs.completion_record(folder)
-        status.note = runs.code_change(record, run.notebook) if complete else None
-        if complete and (status.note is None or accept_old_code):
+        status.note = stale_reason(grid, run, record, out, seen) if complete else None
+        if complete and (status.note is None
+                         or (accept_old_code and runs.is_code_change(status.note))):
             status.state = "cached"
             status.wall_s = record.get("wall_s")
         elif name not in selected:
@@ -134,6 +140,24 @@ def plan(grid: Grid, only: str | None = None, retry_failed: bool = False,
     return out
 
 
+def stale_reason(grid: Grid, run, record: dict, planned: dict[str, RunStatus],
+                 seen: dict[str, str]) -> str | None:
+    """Why a complete run of the current parameters is no longer current (None: it is): a
+    parent runs again, a parent's result changed since the run read it, the code it executed
+    or a library changed, or the data it read changed."""
+    again = [p for p in run.parents if planned[p].state not in FINISHED_OK]
+    if again:
+        return f"parent {again[0]} runs again"
+    recorded = (record.get("inputs") or {}).get("parents")
+    for parent in run.parents:
+        if not isinstance(recorded, dict):
+            return "recorded without its parents' results (an older ecgnb)"
+        now = provenance.result_id(runs.completion_record(run_folder(grid, parent)))
+        if recorded.get(grid.run_id(parent)) != now:
+            return f"parent {parent}'s result changed since"
+    return runs.code_change(record) or runs.data_change(record, seen)
+
+
 def _reason(run, folder: Path, record: dict | None, digest: str,
             planned: dict[str, RunStatus]) -> str | None:
     """Why a pending run runs, other than code (None: it never ran)."""
@@ -145,6 +169,10 @@ def _reason(run, folder: Path, record: dict | None, digest: str,
         change = params_change(recorded, run.params)
         if change:
             return f"parameters changed: {change}"
+        cards = ((record.get("inputs") or {}).get("cards")) or {}
+        edited = sorted(k for k, v in runner.card_digests(run.params).items() if cards.get(k) != v)
+        if edited:
+            return f"card changed: {run.params[edited[0]]}"
         again = [p for p in run.parents if planned[p].state != "cached"]
         return f"parent runs again: {again[0]}" if again else "a parent ran again since"
     failure = _read(folder / FAILED).get("error")
@@ -234,31 +262,21 @@ def to_do(grid: Grid, statuses: dict[str, RunStatus]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- executing one run
-def prepare_folder(folder: Path, digest: str, code: dict | None = None,
-                   keep: int = KEEP_SUPERSEDED) -> None:
-    """Make ``folder`` ready for an attempt with parameter hash ``digest`` and ``code`` (the
-    run's :func:`~ecgnb.config.code_identity`; default: the whole package's): a complete result
-    is set aside (:func:`ecgnb.runs.set_aside`, ``keep`` per run), an incomplete attempt with
-    another hash or other code is removed (its ``checkpoints/`` too when the parameters differ),
-    one with the same hash and code keeps all but its temporary files. Records this attempt."""
-    code = code or code_identity()
-    record = runs.completion_record(folder)
-    if record is not None and runs.is_complete(folder):
-        changed = record.get("params_hash") != digest
-        tag = record.get("params_hash") if changed else (record.get("code") or {}).get(
-            "source_hash")
-        runs.set_aside(folder, str(tag or "unknown"), keep)
-    elif folder.exists():
-        attempt = _read(folder / ATTEMPT)
-        same_params = attempt.get("params_hash") == digest
-        if not same_params or attempt.get("code") != code:
-            kept = {runs.SUPERSEDED} | ({runs.CHECKPOINTS} if same_params else set())
-            _remove_all_but(folder, kept)
-        else:
-            for tmp in folder.rglob("*.tmp"):
-                if runs.SUPERSEDED not in tmp.relative_to(folder).parts:
-                    tmp.unlink(missing_ok=True)
-    write_json(folder / ATTEMPT, {"params_hash": digest, "code": code, "started": time.time()})
+def prepare_folder(folder: Path, digest: str, keep: int = KEEP_SUPERSEDED) -> None:
+    """Make ``folder`` ready for an attempt with parameter hash ``digest``: a complete result is
+    set aside (:func:`ecgnb.runs.set_aside`, ``keep`` per run; its downstream cells are copied,
+    to be reused where they match); an incomplete attempt with another hash is removed; one with
+    the same hash keeps its ``checkpoints/`` and ``cells/`` (each of which is resumed or reused
+    only when its own record matches this run's settings, code and device) and loses the rest.
+    Records this attempt."""
+    if runs.set_aside_complete(folder, digest, keep) is None and folder.exists():
+        same_params = _read(folder / ATTEMPT).get("params_hash") == digest
+        kept = {runs.SUPERSEDED} | ({runs.CHECKPOINTS, runs.CELLS} if same_params else set())
+        _remove_all_but(folder, kept)
+    for tmp in folder.rglob("*.tmp") if folder.exists() else ():
+        if runs.SUPERSEDED not in tmp.relative_to(folder).parts and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+    write_json(folder / ATTEMPT, {"params_hash": digest, "started": time.time()})
 
 
 def _remove_all_but(folder: Path, kept: set[str]) -> None:
@@ -303,10 +321,9 @@ def _attempt(execute: Executor, grid: Grid, name: str, hashes: dict[str, str],
              keep: int = KEEP_SUPERSEDED) -> tuple[float, str | None]:
     """One run, in its prepared folder; run again while its kernel dies (``retries`` times)."""
     start = time.time()
-    code = code_identity(grid.runs[name].notebook)
     parents = tuple(hashes[p] for p in grid.runs[name].parents)
     for attempt in range(retries + 1):
-        prepare_folder(run_folder(grid, name), hashes[name], code, keep)
+        prepare_folder(run_folder(grid, name), hashes[name], keep)
         try:
             where = execute(grid, name, parents, device)
             return time.time() - start, where or device
@@ -403,7 +420,7 @@ class _Scheduler:
                  keep=KEEP_SUPERSEDED):
         self.grid, self.statuses, self.jobs, self.execute = grid, statuses, jobs, execute
         self.retries, self.keep = retries, keep
-        self.free = list(devices)
+        self.devices = {d: 0 for d in devices}  # device -> runs on it now
         self.hashes = {n: s.hash for n, s in statuses.items()}
         self.order = _priority(grid)
         self.running: dict[Future, str] = {}
@@ -448,18 +465,27 @@ class _Scheduler:
 
     def _start(self, pool: ThreadPoolExecutor, name: str) -> None:
         status = self.statuses[name]
-        status.device = self.free.pop(0) if self.free else None
+        status.device = self._least_loaded()
         status.state, status.error = "running", None
         future = pool.submit(_attempt, self.execute, self.grid, name, self.hashes, status.device,
                              self.retries, self.keep)
         self.running[future] = name
         self.save()
 
+    def _least_loaded(self) -> str | None:
+        """The device with the fewest runs on it now (the first of equals); None: no devices.
+        With more jobs than devices, runs share devices round-robin."""
+        if not self.devices:
+            return None
+        device = min(self.devices, key=self.devices.get)
+        self.devices[device] += 1
+        return device
+
     def _finish(self, future: Future) -> None:
         name = self.running.pop(future)
         status = self.statuses[name]
         if status.device is not None:
-            self.free.append(status.device)
+            self.devices[status.device] -= 1
         error = future.exception()
         if error is None:
             status.state, (status.wall_s, status.device) = "done", future.result()

@@ -241,3 +241,29 @@ def test_a_350_hz_pickle_read_as_700_hz_is_an_error(wesad_root):
     with pytest.raises(DataError, match=r"S2.pkl: the chest signals and labels last 30 s at 700 Hz "
                                         r"but wrist ACC lasts 60 s .* probably at 350 Hz"):
         load_wesad(wesad_root)
+
+
+class _Planted:
+    """Unpickling this runs ``os.system``: what a tampered data file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_wesad_pickle_that_would_run_code_is_refused_unrun(wesad_root, tmp_path):
+    """The WESAD reader builds data only (dicts, strings, NumPy arrays): a pickle that asks for
+    a callable is one DataError naming the file and what it asked for, and nothing ran."""
+    marker = tmp_path / "ran"
+    path = wesad_root / "S3" / "S3.pkl"
+    with open(path, "rb") as f:
+        data = pickle.load(f, encoding="latin1")
+    data["label"] = _Planted(marker)
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=2)
+    with pytest.raises(DataError, match=r"S3\.pkl: unreadable pickle .*posix\.system.*refused"):
+        load_wesad(wesad_root, subjects=["S3"])
+    assert not marker.exists()

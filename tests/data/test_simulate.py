@@ -9,8 +9,8 @@ import pytest
 import wfdb
 
 from ecgnb.data import simulate
-from ecgnb.data.simulate import (GENERATOR_VERSION, embedded_data, make_fragment_db, make_wesad,
-                            write_py2_pickle)
+from ecgnb.data.simulate import (GENERATOR_VERSION, embedded_data, generator_digest,
+                                  make_fragment_db, make_wesad, write_py2_pickle)
 from ecgnb.data.rhythms import CLASS_FOLDERS, RHYTHMS, Patient, draw_patient, fragment_name
 
 NAME_PATTERN = re.compile(r"^\d{3}_C_[A-Za-z]+_\d+(_\d+)?s_frag$")
@@ -147,7 +147,7 @@ def test_stress_raises_heart_rate(small):
 
 def test_cache_reuses_generation(small):
     cache = small["fragment"].parent.parent
-    assert small["fragment"].parent.name == f"embedded-v{GENERATOR_VERSION}-seed0-small"
+    assert small["fragment"].parent.name == f"embedded-v{GENERATOR_VERSION}-{generator_digest()}-seed0-small"
     def stamps(tree):
         return {p: p.stat().st_mtime_ns for p in tree.rglob("*") if p.is_file()}
     before = stamps(small["fragment"].parent)
@@ -176,7 +176,7 @@ def test_paper_size_structure_at_a_small_scale(tmp_path):
     assert 100_000 < len(settings["wesad"]["subjects"]) * labelled_s / 0.4 < 110_000
     scale = 0.01
     paths = embedded_data(tmp_path, size="paper", scale=scale)
-    assert paths["wesad"].parent.name == f"embedded-v{GENERATOR_VERSION}-seed0-paper-x0.01"
+    assert paths["wesad"].parent.name == f"embedded-v{GENERATOR_VERSION}-{generator_digest()}-seed0-paper-x0.01"
     subjects = sorted(p.name for p in paths["wesad"].iterdir())
     assert sorted(subjects) == sorted(settings["wesad"]["subjects"])
     data = _load(paths["wesad"] / "S17" / "S17.pkl")

@@ -39,3 +39,46 @@ def test_fit_trains_at_the_given_lr_and_leaves_the_config_unchanged(name, monkey
     assert dataclasses.replace(encoder.config, lr=config.lr) == config
     with pytest.raises(TypeError, match="learning_rate"):
         encoder.set_params(learning_rate=0.1)
+
+
+class _Planted:
+    """Unpickling this runs ``os.system``: what a tampered encoder file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_an_encoder_file_that_would_run_code_is_refused_unrun(tmp_path):
+    """Encoders are read as data (weights_only): a file that asks for a callable is one
+    CheckpointError naming it and saying how to convert an older encoder, and nothing ran."""
+    import torch
+
+    enc = ecgnb.models.build("ts2vec", device="cpu", verbose=False, hidden_dims=8,
+                             output_dims=8, depth=1).build(32)
+    path = enc.save(tmp_path / "encoder.pt")
+    assert ecgnb.models.load(path).weights_hash() == enc.weights_hash()  # data only: loads
+    state = torch.load(path, weights_only=True)
+    state["lineage"] = [_Planted(tmp_path / "ran")]
+    torch.save(state, path)
+    with pytest.raises(ecgnb.models.CheckpointError, match="refused.*convert-encoder"):
+        ecgnb.models.load(path)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_encoder_of_the_previous_format_is_converted_once(tmp_path):
+    import torch
+
+    enc = ecgnb.models.build("tstcc", device="cpu", verbose=False, final_out_channels=16,
+                             mid_channels=(8, 16), tc_hidden_dim=16, tc_n_layers=1,
+                             tc_n_heads=2, tc_mlp_dim=16, timesteps=6).build(64)
+    path = tmp_path / "encoder.pt"
+    torch.save({**enc.state(), "format": "ecgnb-encoder-1",
+                "lineage": [{"weights": np.float64(1.5)}]}, path)  # a NumPy object inside
+    with pytest.raises(ecgnb.models.CheckpointError, match="convert-encoder"):
+        ecgnb.models.load(path)
+    old = ecgnb.models.convert_encoder(path)
+    assert old.is_file() and ecgnb.models.load(path).weights_hash() == enc.weights_hash()

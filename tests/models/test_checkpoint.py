@@ -67,8 +67,76 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_due_by_time_and_every_epoch():
     assert Checkpointer("x.pt", {}, every_s=0).due(end_of_epoch=True)
     assert not Checkpointer("x.pt", {}, every_s=0).due(end_of_epoch=False)
-    assert not Checkpointer("x.pt", {}, every_s=3600).due(end_of_epoch=True)
+    assert not Checkpointer("x.pt", {}, every_s=3600).due(end_of_epoch=False)
     assert Checkpointer("x.pt", {}, every_s=1e-9).due(end_of_epoch=False)
+
+
+def test_an_epoch_end_is_due_once_fifty_times_the_last_write_has_passed(tmp_path):
+    """The epoch-end cadence keeps the writing under 2 % of the time: a short run checkpoints
+    at its first epoch end, then whenever 50 x the last write's time has passed."""
+    ckpt = Checkpointer(tmp_path / "fit.pt", {}, every_s=3600)
+    assert ckpt.due(end_of_epoch=True)  # nothing written yet
+    ckpt.save({"epoch": 1})
+    ckpt.last_write_s = 0.02  # as if the write took 20 ms
+    ckpt._last = time.monotonic()
+    assert not ckpt.due(end_of_epoch=True)  # 1 s has not passed
+    ckpt._last -= 1.01
+    assert ckpt.due(end_of_epoch=True)
+
+
+def test_a_checkpoint_of_other_code_is_set_aside(tmp_path, monkeypatch):
+    """An interrupted fit started again after an edit to code it had loaded does not resume
+    the old code's state."""
+    from ecgnb import provenance
+
+    path = tmp_path / "fit.pt"
+    Checkpointer(path, {"lr": 1e-3}, every_s=0).save({"epoch": 3})
+    real = provenance.file_digest
+    edited = "ecgnb/models/checkpoint.py"
+    monkeypatch.setattr(provenance, "file_digest", lambda p: "0" * 16
+                        if provenance.shown_path(p) == edited else real(p))
+    with pytest.warns(UserWarning, match=f"other code: {edited}"):
+        assert Checkpointer(path, {"lr": 1e-3}).load() is None
+    assert (tmp_path / "fit.stale.pt").exists()
+
+
+def test_a_checkpoint_written_on_another_device_is_set_aside(tmp_path):
+    path = tmp_path / "fit.pt"
+    _interrupted_fit("ts2vec", path, ("epoch", 2), n_epochs=3, batch_size=16, lr=1e-2,
+                     checkpoint_every_s=0)
+    saved = torch.load(path, weights_only=True)
+    saved["fingerprint"]["device"] = "cuda"  # as written on a GPU
+    torch.save(saved, path)
+    with pytest.warns(UserWarning, match="device: 'cuda' -> 'cpu'"):
+        enc = encoder("ts2vec").fit(windows(), n_epochs=3, batch_size=16, lr=1e-2,
+                                    checkpoint=path, checkpoint_every_s=0)
+    assert enc.checkpoint_.resumed_from is None
+
+
+class _Planted:
+    """Unpickling this runs ``os.system``: what a tampered file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(tmp_path):
+    path, marker = tmp_path / "fit.pt", tmp_path / "ran"
+    torch.save({"format": "ecgnb-checkpoint-2", "fingerprint": {}, "state": _Planted(marker)},
+               path)
+    with pytest.warns(UserWarning, match="cannot be read"):
+        assert Checkpointer(path, {}).load() is None
+    assert not marker.exists() and (tmp_path / "fit.stale.pt").exists()
+
+
+def test_checkpoints_hold_data_only(tmp_path):
+    path = tmp_path / "fit.pt"
+    _interrupted_fit("tstcc", path, ("epoch", 2), n_epochs=3, batch_size=16, lr=1e-2,
+                     checkpoint_every_s=0)
+    assert torch.load(path, weights_only=True)["state"]["epochs_done"] == 1
 
 
 def test_rng_state_round_trip():

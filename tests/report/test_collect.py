@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from ecgnb import runs
-from ecgnb.config import code_identity, write_json
+from ecgnb.files import write_json
 from ecgnb.report import collect, tables
 from ecgnb.report.tables import KEYS, METRICS
 
@@ -35,7 +35,7 @@ def test_results_only_from_complete_cells_of_complete_runs(tmp_path, complete_ru
                                                               "mlp-lp-f1-s0", "abc")
     assert (row["macro_f1"], row["val_macro_f1"], row["macro_f1_ci_low"]) == (0.55, 0.5, 0.45)
     assert (row["accuracy"], row["weighted_f1"], row["wall_s"]) == (0.7, 0.65, 2.0)
-    assert row["code_hash"] == code_identity()["source_hash"] and collect.code_note(rows) is None
+    assert row["code_change"] == "" and collect.code_note(rows) is None
 
     csv = root / "g" / "results.csv"
     collect.write_csv(rows, csv)

@@ -3,7 +3,7 @@ tables and figures.html."""
 import pandas as pd
 
 from ecgnb import cli, runs
-from ecgnb.config import write_json
+from ecgnb.files import write_json
 from ecgnb.report.tables import KEYS, METRICS
 
 

@@ -180,8 +180,9 @@ def test_a_corpus_card_is_a_scenario(tmp_path, fake_nb):
 def test_the_ptbxl_grid_transfers_to_the_embedded_ptbxl_card():
     grid = grids.load_grid(GRIDS / "ptbxl.yaml")
     down = [r for r in grid.runs.values() if r.section in ("finetuning", "baselines")]
-    assert down and all(r.params["target"] == "params/datasets/embedded-ptbxl.yaml" for r in down)
-    assert all(r.params["target"] == "params/datasets/embedded-ptbxl.yaml"
+    card = str(PROJECT_ROOT / "params/datasets/embedded-ptbxl.yaml")  # resolved, as read
+    assert down and all(r.params["target"] == card for r in down)
+    assert all(r.params["target"] == card
                for r in grid.runs.values() if r.section == "pretraining")
 
 

@@ -72,6 +72,11 @@ def test_execute_params_file_with_papermill(outputs, tmp_path):
     assert find_run("exploration/smoke") == folder
     with pytest.raises(FileExistsError, match="--overwrite"):
         runner.execute(NB01, params, cwd=tmp_path)
+    first = record["artefacts"]["figures.html"]["sha256"]
+    runner.execute(NB01, params, cwd=tmp_path, overwrite=True)  # the result is set aside first
+    aside, = (folder / "superseded").iterdir()
+    assert json.loads((aside / SUCCESS).read_text())["artefacts"]["figures.html"]["sha256"] == first
+    assert find_run("exploration/smoke") == folder
 
 
 @pytest.mark.slow

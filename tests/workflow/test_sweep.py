@@ -13,14 +13,15 @@ import nbformat
 import pytest
 import yaml
 
-from ecgnb import cli, config, runs
+from ecgnb import cli, provenance, runs
 from ecgnb.workflow import disk, sweep
-from ecgnb.config import code_files, code_identity, write_json
+from ecgnb.files import write_json
+from ecgnb.provenance import code_files
 from ecgnb.report.collect import collect_results
 from ecgnb.workflow.grid import load_grid
 from ecgnb.runs import FAILED, PROJECT_ROOT, SUCCESS
 from ecgnb.workflow.kernel import KernelDied
-from ecgnb.workflow.runner import params_hash
+from ecgnb.workflow.runner import params_hash, parent_results
 
 PARAMETERS = '''backbone: str = ""
 corpus: str = ""
@@ -229,8 +230,13 @@ def fake_execute(log: list):
         runs.finish_stage(folder)
         (folder / "fake.ipynb").write_text("{}")
         run = grid.runs[name]
+        # this process holds every module the tests imported: the notebook's static closure
+        # stands for what a kernel of it would have loaded
+        pending = runs.read_json(folder / runs.PENDING)
+        write_json(folder / runs.PENDING, {**pending, "code_files": {}})
         runs.complete_pending(folder, folder / "fake.ipynb", digest, 0.05,
-                              code_files(run.notebook), run.params)
+                              code_files(run.notebook), run.params,
+                              {"parents": parent_results(run.params)})
     return execute
 
 
@@ -341,11 +347,10 @@ def test_a_torn_run_is_redone_by_the_next_sweep(tmp_path, outputs, fake_nb):
 
 def edited(monkeypatch, *paths: str) -> None:
     """Make ``paths`` (as recorded: ``ecgnb/runs.py``) read as edited since the runs ran."""
-    real = config.file_digest
+    real = provenance.file_digest
     def digest(path):
-        return "0" * 16 if config.shown_path(path) in paths else real(path)
-    monkeypatch.setattr(config, "file_digest", digest)
-    monkeypatch.setattr(runs, "file_digest", digest)
+        return "0" * 16 if provenance.shown_path(path) in paths else real(path)
+    monkeypatch.setattr(provenance, "file_digest", digest)
 
 
 def test_an_edit_reruns_only_the_runs_whose_notebook_imports_it(tmp_path, outputs, fake_nb,
@@ -361,7 +366,7 @@ def test_an_edit_reruns_only_the_runs_whose_notebook_imports_it(tmp_path, output
     record = runs.completion_record(sweep.run_folder(grid, "finetuning/ts2vec-ecg-f1.0"))
     assert {"ecgnb/models/ts2vec.py", "ecgnb/runs.py", "ecgnb/__init__.py",
             str(models_nb)} <= set(record["code_files"])
-    assert record["code"]["source_hash"] == code_identity(models_nb)["source_hash"]
+    assert record["code"]["source_hash"] == provenance.source_hash(code_files(models_nb))
 
     edited(monkeypatch, "ecgnb/cli.py", "ecgnb/bench/__init__.py")  # outside every notebook's code
     assert {s.state for s in sweep.plan(grid).values()} == {"cached"}
@@ -404,13 +409,17 @@ def test_dry_run_says_why_a_run_runs_again(tmp_path, outputs, fake_nb, capsys):
     assert "(parameters changed: n_epochs 2 -> 3)" in capsys.readouterr().out
 
 
-def test_other_code_removes_an_interrupted_attempt(tmp_path, monkeypatch):
+def test_an_interrupted_attempt_keeps_cells_and_checkpoints_for_their_own_checks(tmp_path):
+    """The same parameters: finished cells and checkpoints stay (each is reused or resumed only
+    when its own record matches the settings, code and device); the rest goes."""
     folder = tmp_path / "run"
     sweep.prepare_folder(folder, "aaa")
-    (folder / "cells" / "old").mkdir(parents=True)
-    monkeypatch.setattr(sweep, "code_identity", lambda: {"source_hash": "other"})
+    for rel in ("cells/old/metrics.json", "checkpoints/fit.pt", "figures.html"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("x")
     sweep.prepare_folder(folder, "aaa")
-    assert not (folder / "cells").exists()
+    assert (folder / "cells" / "old").is_dir() and (folder / "checkpoints" / "fit.pt").is_file()
+    assert not (folder / "figures.html").exists()
 
 
 def test_a_sweep_killed_while_running_is_marked_interrupted(tmp_path, outputs, fake_nb):
