@@ -44,7 +44,7 @@ class FinetuneConfig(DataConfig):
     modes: tuple[str, ...] = ("lp", "ft")
     seeds: tuple[int, ...] = (0,)
     label_fraction: float = 1.0
-    recipe: str = "ecgnb"  # "study" or "ecgnb" (ecgnb.recipes): the None values below
+    recipe: str = "ecgnb"  # "study", "ecgnb" or "smoke" (ecgnb.recipes): the None values below
     n_epochs: int | None = None
     optimizer: str | None = None  # adamw or adam
     lr: float | None = None
@@ -59,12 +59,15 @@ class FinetuneConfig(DataConfig):
     encoder_lr_ratio: float | None = None  # encoder_optimizer "same": share of the head's rate
     finetune_mask: str | None = None  # none or binomial (TS2Vec fine-tuning)
     mlp_head: str | None = None  # ecgnb or study
-    batch_size: int = 64
+    batch_size: int | None = 64  # None: the recipe's (notebook 04 passes None)
     patience: int | None = None  # 0: no early stopping
     imbalance: str | None = None
-    select_on: str | None = None  # macro_f1 or val_loss
+    select_on: str | None = None  # macro_f1, val_loss or last
+    loss_average: str | None = None  # samples or batches (the study's: mean of batch means)
+    encoder_decay: str | None = None  # radam encoder: decoupled (the study's) or l2
     use_amp: bool | None = None  # float16 autocast on CUDA
-    n_members: int = 5  # H-InceptionTime's ensemble size
+    n_members: int | None = 5  # H-InceptionTime's ensemble size; None: the recipe's
+    shortcut: str | None = None  # H-InceptionTime's shortcuts: conv or identity (the study's)
     device: str = "auto"
 
     def __post_init__(self):
@@ -113,8 +116,8 @@ def load_encoder(cfg: FinetuneConfig, fragments: Windows | None = None,
 TRAIN_FIELDS = ("recipe", "n_epochs", "optimizer", "lr", "weight_decay", "warmup_epochs",
                 "schedule", "lr_factor", "lr_patience", "min_lr", "grad_clip",
                 "encoder_optimizer", "encoder_lr_ratio", "finetune_mask", "mlp_head",
-                "batch_size", "patience", "imbalance", "select_on", "use_amp", "n_members",
-                "device")
+                "batch_size", "patience", "imbalance", "select_on", "loss_average",
+                "encoder_decay", "use_amp", "n_members", "shortcut", "device")
 
 
 def train_config(cfg: FinetuneConfig, cell: Cell, backbone: str | None = None,
@@ -146,7 +149,8 @@ def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
             torch.save(result.model.state_dict(), tmp)
         files = runs.run_code()
         record = {**source, **dataclasses.asdict(cell), **result.label_record(),
-                  "mlp_head": config.mlp_head, "cell": cell.name, "wall_s": time.time() - start,
+                  "mlp_head": config.mlp_head, "shortcut": config.shortcut, "cell": cell.name,
+                  "wall_s": time.time() - start,
                   "identity": identity, "code": code_identity(files), "code_files": files}
         write_json(folder / runs.CELL_RECORD, record)
         metrics.write_run(folder, result.test_metrics, result.predictions,
@@ -208,7 +212,8 @@ def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder
     state = torch.load(cell_dir / runs.CELL_MODEL, map_location="cpu", weights_only=True)
     variant = {"mlp_head": cell.get("mlp_head", "ecgnb")} if cell["head"] == "mlp" else {}
     if cell["mode"] == SUPERVISED:
-        model = _baseline(cell["head"], n_classes, n_timesteps, state, variant)
+        model = _baseline(cell["head"], n_classes, n_timesteps, state, variant,
+                          cell.get("shortcut") or "conv")
     elif encoder is None:
         raise ValueError(f"{cell_dir}: a '{cell['mode']}' cell needs its encoder to be rebuilt")
     else:
@@ -223,9 +228,10 @@ def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder
     return model.to(pick_device(device)).eval()
 
 
-def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict,
-              variant: dict) -> nn.Module:
+def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict, variant: dict,
+              shortcut: str = "conv") -> nn.Module:
     if name not in ENSEMBLE_BASELINES:
         return build_baseline(name, n_classes, n_timesteps, seed=0, **variant)
     members = {int(k.split(".")[1]) for k in state if k.startswith("members.")}
-    return HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)))
+    return HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)),
+                                     shortcut=shortcut)

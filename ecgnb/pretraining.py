@@ -13,7 +13,8 @@ from ecgnb.models.checkpoint import checkpoint_args, resumed_from
 from ecgnb.models.lineage import lineage_record, timestamp
 
 
-# Smoke-sized networks for tests and the demo; "study" uses each backbone's published defaults.
+# Smoke-sized networks (``model_size: small``) for tests, the demo and ``recipe: smoke``;
+# "study" uses each backbone's published defaults.
 SMALL_MODELS: dict[str, dict] = {
     "ts2vec": {"hidden_dims": 16, "output_dims": 64, "depth": 3},
     "tstcc": {"mid_channels": (16, 32), "final_out_channels": 64, "tc_n_layers": 1,
@@ -35,14 +36,15 @@ class PretrainConfig(DataConfig):
     backbone: str = "ts2vec"
     corpus: str = "ECG"
     corpus_fraction: float | None = None  # share of each subject's windows; None: the study's
-    n_windows: int = 0  # cap on training windows (seeded subsample); 0: all
-    n_epochs: int = 600  # 0: no training (the "untrained" reference, at its initial weights)
+    # n_windows, n_epochs, model_size: None takes the recipe's (ecgnb.recipes.PRETRAINING)
+    n_windows: int | None = None  # cap on training windows (seeded subsample); 0: all
+    n_epochs: int | None = None  # 0: no training (the "untrained" reference: initial weights)
     batch_size: int = 64
     lr: float | None = None  # None: the backbone's default
-    model_size: str = "study"  # "study" (published sizes) or "small" (smoke tests, demo)
+    model_size: str | None = None  # "study" (published sizes) or "small" (smoke tests, demo)
     model_overrides: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
-    recipe: str = "ecgnb"  # "study" or "ecgnb": the defaults below (ecgnb.recipes.PRETRAINING)
+    recipe: str = "ecgnb"  # "study", "ecgnb" or "smoke": every None (ecgnb.recipes.PRETRAINING)
     selection: str | None = None  # "holdout", "train_loss" or "last"; None: the recipe's
     use_amp: bool | None = None  # float16 autocast on CUDA; None: the recipe's (study: off)
     device: str = "auto"
@@ -50,6 +52,7 @@ class PretrainConfig(DataConfig):
     def __post_init__(self):
         super().__post_init__()
         recipes.check_recipe(self.recipe)
+        recipes.fill(self, "pretraining", ("n_epochs", "model_size", "n_windows"))
         if self.selection is not None and self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
 

@@ -1,17 +1,20 @@
-"""Both training recipes side by side, one section per stage.
+"""The training recipes side by side, one section per stage.
 
 ``"study"`` is the study's published code, setting by setting, with its defects fixed
-(docs/deviations.md, rows marked *defect fixed*); ``"ecgnb"`` is ours. Every parameter that a
-notebook leaves ``None`` takes its recipe's value from the tables below; an explicit value always
-wins. The ledger's "switch" column names these keys, and ``tests/test_recipes.py`` checks that
-every switch of a *choice* row resolves here under both recipes.
+(docs/deviations.md, rows marked *defect fixed*); ``"ecgnb"`` is ours. ``"smoke"`` is ours at
+smoke sizes (few epochs, small networks, capped corpora): the notebooks' default, so that a
+notebook run with its own parameters takes seconds on a CPU, while ``recipe: study`` or
+``recipe: ecgnb`` alone runs the full epochs and network sizes. Every parameter that a notebook
+leaves ``None`` takes its recipe's value from the tables below; an explicit value always wins.
+The ledger's "switch" column names these keys, and ``tests/test_recipes.py`` checks that every
+switch of a *choice* row resolves here under both recipes.
 
 A value is either one setting or a dict keyed by model (supervised baselines) or by backbone
 (pretraining, continuation, the fine-tuned encoder's optimiser); :func:`value` picks the entry.
 """
 from __future__ import annotations
 
-RECIPES = ("ecgnb", "study")
+RECIPES = ("ecgnb", "study", "smoke")
 BACKBONES = ("ts2vec", "tstcc", "series2vec")
 SUPERVISED_MODELS = ("hinception", "mlp", "fcn")
 
@@ -22,22 +25,35 @@ def check_recipe(recipe: str) -> str:
     return recipe
 
 
+def _smoke(table: dict[str, dict], **sizes) -> dict:
+    """Ours (``table["ecgnb"]``) with the smoke ``sizes``."""
+    return {**table["ecgnb"], **sizes}
+
+
 # --------------------------------------------------------------------------- pretraining (02)
 # selection: "holdout" = the lowest SSL loss on the held-out subject (TS2Vec: computed with the
 # averaged network, the one used downstream), "train_loss" = the lowest training loss (the
 # study's Series2Vec), "last" = the last epoch (the study's TS-TCC: downstream loaded `_last`).
-# use_amp: float16 mixed precision on CUDA (CPU runs are float32 either way).
+# use_amp: float16 mixed precision on CUDA (CPU runs are float32 either way). model_size:
+# "study" (each backbone's published sizes) or "small" (ecgnb.pretraining.SMALL_MODELS);
+# n_windows: a cap on the training windows (0: all).
 PRETRAINING: dict[str, dict] = {
     "ecgnb": {"selection": {"ts2vec": "last", "tstcc": "last", "series2vec": "last"},
-              "use_amp": True},
+              "use_amp": True, "n_epochs": 600, "model_size": "study", "n_windows": 0},
     "study": {"selection": {"ts2vec": "holdout", "tstcc": "last", "series2vec": "train_loss"},
-              "use_amp": False},
+              "use_amp": False, "n_epochs": 600, "model_size": "study", "n_windows": 0},
 }
+PRETRAINING["smoke"] = _smoke(PRETRAINING, n_epochs=2, model_size="small", n_windows=192)
 # Backbone config fields where the study's code differs from our backbone defaults (ledger rows
-# on TS-TCC); applied before the size preset and the explicit ``model_overrides``.
+# on TS-TCC, and the numerics: the study ran with PyTorch's defaults, TF32 in cuDNN convolutions
+# and no autotuner; ours: no TF32, the autotuner where shapes repeat); applied before the size
+# preset and the explicit ``model_overrides``.
+STUDY_NUMERICS = {"allow_tf32": True, "cudnn_benchmark": False}
 BACKBONE_SETTINGS: dict[str, dict[str, dict]] = {
     "ecgnb": {},
-    "study": {"tstcc": {"betas": (0.9, 0.999), "clean_bn_stats": False}},
+    "study": {"ts2vec": dict(STUDY_NUMERICS), "series2vec": dict(STUDY_NUMERICS),
+              "tstcc": {"betas": (0.9, 0.999), "clean_bn_stats": False, **STUDY_NUMERICS}},
+    "smoke": {},
 }
 
 # --------------------------------------------------------------------------- continuation (03)
@@ -47,58 +63,80 @@ BACKBONE_SETTINGS: dict[str, dict[str, dict]] = {
 # back a grouped 20 % of the target's training records as its validation (True) or trains on
 # all of them (False, the study's: it validated on target test data, a leak that ecgnb never
 # repeats, so a study "extended" run has no held-out part and keeps its last epoch).
+# n_windows: a cap on the continuation windows (0: all). The epochs are the scenario step's.
 CONTINUATION: dict[str, dict] = {
     "ecgnb": {"selection": {"ts2vec": "last", "tstcc": "last", "series2vec": "last"},
-              "use_amp": True, "target_holdout": True},
+              "use_amp": True, "target_holdout": True, "n_windows": 0},
     "study": {"selection": {"ts2vec": "val", "tstcc": "last", "series2vec": "train_loss"},
-              "use_amp": False, "target_holdout": False},
+              "use_amp": False, "target_holdout": False, "n_windows": 0},
 }
+CONTINUATION["smoke"] = _smoke(CONTINUATION, n_windows=192)
 
 # --------------------------------------------------------------------------- downstream heads (04)
 # Linear probing and fine-tuning. schedule: ReduceLROnPlateau on the validation loss
 # ("plateau_val") or the training loss ("plateau_train"), or "none"; patience 0 = no early
-# stopping; grad_clip 0 = no clipping. encoder_optimizer (fine-tuning): "same" = the head's
-# optimiser class, encoder at ``lr * encoder_lr_ratio`` and the head's weight decay; "radam" = a
-# separate RAdam at the backbone's pretraining rate and weight decay (ENCODER_RADAM), the study's,
-# whose encoder at 3-10x the head's rate collapsed for TS-TCC and Series2Vec. finetune_mask:
-# TS2Vec's binomial timestamp mask in the fine-tuned network's training forward ("binomial",
-# the study's) or none; backbones without a mask ignore it. mlp_head: "ecgnb" (one hidden
-# layer, ReLU, dropout 0.2) or "study" (two hidden layers, LeakyReLU, input dropout 0.1).
+# stopping; grad_clip 0 = no clipping. select_on: the kept epoch, the best on validation
+# "macro_f1" (ties -> lower loss) or "val_loss", or the "last" (the epoch behind every number of
+# the study's table, its best state being kept by reference). encoder_optimizer (fine-tuning):
+# "same" = the head's optimiser class, encoder at ``lr * encoder_lr_ratio`` and the head's
+# weight decay; "radam" = a separate RAdam at the backbone's pretraining rate and weight decay
+# (ENCODER_RADAM), the study's, whose encoder at 3-10x the head's rate collapsed for TS-TCC and
+# Series2Vec. finetune_mask: TS2Vec's binomial timestamp mask in the fine-tuned network's
+# training forward ("binomial", the study's) or none; backbones without a mask ignore it.
+# mlp_head: "ecgnb" (one hidden layer, ReLU, dropout 0.2) or "study" (two hidden layers,
+# LeakyReLU, input dropout 0.1). loss_average: the training loss (fed to a "plateau_train"
+# schedule) and the validation loss as the mean over "samples" or the mean of per-batch means
+# ("batches", the study's: a last partial batch weighs as much as a full one). Numerics on CUDA:
+# allow_tf32 (TF32 in cuDNN convolutions; matrix products stay float32, PyTorch's default),
+# cudnn_benchmark (the autotuner), cudnn_deterministic (deterministic cuDNN algorithms); the
+# study's are PyTorch's defaults with the deterministic flag of its seeding helper.
 HEADS: dict[str, dict] = {
-    "ecgnb": {"n_epochs": 300, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
-              "warmup_epochs": 5, "schedule": "plateau_val", "lr_factor": 0.5,
-              "lr_patience": 10, "min_lr": 0.0, "grad_clip": 1.0, "patience": 30,
-              "imbalance": "weights", "select_on": "macro_f1", "use_amp": True,
-              "encoder_optimizer": "same", "encoder_lr_ratio": 0.1, "finetune_mask": "none",
-              "mlp_head": "ecgnb"},
-    "study": {"n_epochs": 300, "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0,
-              "warmup_epochs": 0, "schedule": "none", "lr_factor": 0.1, "lr_patience": 10,
-              "min_lr": 0.0, "grad_clip": 0.0, "patience": 0, "imbalance": "none",
-              "select_on": "val_loss", "use_amp": False, "encoder_optimizer": "radam",
+    "ecgnb": {"n_epochs": 300, "batch_size": 64, "optimizer": "adamw", "lr": 1e-3,
+              "weight_decay": 1e-4, "warmup_epochs": 5, "schedule": "plateau_val",
+              "lr_factor": 0.5, "lr_patience": 10, "min_lr": 0.0, "grad_clip": 1.0,
+              "patience": 30, "imbalance": "weights", "select_on": "macro_f1", "use_amp": True,
+              "loss_average": "samples", "allow_tf32": False, "cudnn_benchmark": True,
+              "cudnn_deterministic": False, "encoder_optimizer": "same",
+              "encoder_lr_ratio": 0.1, "finetune_mask": "none", "mlp_head": "ecgnb"},
+    "study": {"n_epochs": 300, "batch_size": 64, "optimizer": "adam", "lr": 1e-4,
+              "weight_decay": 0.0, "warmup_epochs": 0, "schedule": "none", "lr_factor": 0.1,
+              "lr_patience": 10, "min_lr": 0.0, "grad_clip": 0.0, "patience": 0,
+              "imbalance": "none", "select_on": "val_loss", "use_amp": False,
+              "loss_average": "batches", "allow_tf32": True, "cudnn_benchmark": False,
+              "cudnn_deterministic": True, "encoder_optimizer": "radam",
               "encoder_lr_ratio": 0.1, "finetune_mask": "binomial", "mlp_head": "study"},
 }
+HEADS["smoke"] = _smoke(HEADS, n_epochs=8)
 # The study's encoder optimiser in fine-tuning: RAdam built from the backbone's pretraining
-# config (TS2Vec: no weight decay given to RAdam; TS-TCC: 3e-4; Series2Vec: 0).
+# config (TS2Vec: no weight decay given to RAdam; TS-TCC: 3e-4; Series2Vec: 0), its weight decay
+# decoupled as in the RAdam implementation the study used (p -= lr * weight_decay * p).
 ENCODER_RADAM: dict[str, dict] = {
-    "ts2vec": {"lr": 1e-3, "weight_decay": 0.0},
-    "tstcc": {"lr": 3e-4, "weight_decay": 3e-4},
-    "series2vec": {"lr": 1e-3, "weight_decay": 0.0},
+    "ts2vec": {"lr": 1e-3, "weight_decay": 0.0, "decay": "decoupled"},
+    "tstcc": {"lr": 3e-4, "weight_decay": 3e-4, "decay": "decoupled"},
+    "series2vec": {"lr": 1e-3, "weight_decay": 0.0, "decay": "decoupled"},
 }
 
 # --------------------------------------------------------------------------- supervised baselines (04)
 # The study's main_supervised.py: Adam lr 1e-3, weight decay 1e-3 for FCN and MLP and 0 for
 # H-InceptionTime, ReduceLROnPlateau on the *training* loss (factor 0.1, patience 10, min_lr 0),
-# 300 epochs, the best epoch on validation loss. Ours: the heads' recipe.
+# 300 epochs at batch 64, the best epoch on validation loss. Ours: the heads' recipe.
+# n_members: H-InceptionTime's ensemble size. shortcut: H-InceptionTime's residual connections,
+# "conv" (1x1 convolution and batch norm, then ReLU: InceptionTime's reference) or "identity"
+# (the input added as it is, no parameters: the study's).
+_NOT_SUPERVISED = ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask")
 SUPERVISED: dict[str, dict] = {
-    "ecgnb": {k: v for k, v in HEADS["ecgnb"].items()
-              if k not in ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask")},
-    "study": {"n_epochs": 300, "optimizer": "adam", "lr": 1e-3,
+    "ecgnb": {**{k: v for k, v in HEADS["ecgnb"].items() if k not in _NOT_SUPERVISED},
+              "n_members": 5, "shortcut": "conv"},
+    "study": {"n_epochs": 300, "batch_size": 64, "optimizer": "adam", "lr": 1e-3,
               "weight_decay": {"hinception": 0.0, "mlp": 1e-3, "fcn": 1e-3},
               "warmup_epochs": 0, "schedule": "plateau_train", "lr_factor": 0.1,
               "lr_patience": 10, "min_lr": 0.0, "grad_clip": 0.0, "patience": 0,
               "imbalance": "none", "select_on": "val_loss", "use_amp": False,
-              "mlp_head": "study"},
+              "loss_average": "batches", "allow_tf32": True, "cudnn_benchmark": False,
+              "cudnn_deterministic": True, "mlp_head": "study", "n_members": 5,
+              "shortcut": "identity"},
 }
+SUPERVISED["smoke"] = _smoke(SUPERVISED, n_epochs=8, n_members=2)
 
 STAGES: dict[str, dict[str, dict]] = {"pretraining": PRETRAINING, "continuation": CONTINUATION,
                                       "heads": HEADS, "supervised": SUPERVISED}
@@ -118,7 +156,16 @@ def value(stage: str, recipe: str, name: str, key: str | None = None):
 
 def values(stage: str, recipe: str, key: str | None = None) -> dict:
     """Every setting of ``stage`` under ``recipe``, per-model values resolved for ``key``."""
-    return {name: value(stage, recipe, name, key) for name in STAGES[stage][check_recipe(recipe)]}
+    table = STAGES[stage][check_recipe(recipe)]
+    return {name: value(stage, recipe, name, key) for name in table}
+
+
+def fill(config, stage: str, names, key: str | None = None) -> None:
+    """Set each of ``names`` that ``config`` (a frozen dataclass) leaves ``None`` to the
+    recipe's value (``config.recipe``), so the config holds what the run uses."""
+    for name in names:
+        if getattr(config, name) is None:
+            object.__setattr__(config, name, value(stage, config.recipe, name, key))
 
 
 def backbone_settings(recipe: str, backbone: str) -> dict:
@@ -127,7 +174,7 @@ def backbone_settings(recipe: str, backbone: str) -> dict:
 
 
 def encoder_radam(backbone: str) -> dict:
-    """The study's fine-tuning RAdam (``lr``, ``weight_decay``) for ``backbone``."""
+    """The study's fine-tuning RAdam (``lr``, ``weight_decay``, ``decay``) for ``backbone``."""
     if backbone not in ENCODER_RADAM:
         raise ValueError(f"encoder_optimizer 'radam' needs a backbone of {sorted(ENCODER_RADAM)},"
                          f" got {backbone!r}")

@@ -36,7 +36,7 @@ class RegularizationConfig(DataConfig):
     batch_size: int = 64
     channels: tuple[str, ...] = ()  # perturbing domains; empty: the step's whole corpus
     corpus_fraction: float | None = None  # share of each subject's windows; None: the study's
-    n_windows: int = 0  # cap on continuation windows; 0: all
+    n_windows: int | None = None  # cap on continuation windows; 0: all; None: the recipe's
     selection: str | None = None  # "last" epoch, lowest loss on the continuation corpus's "val"
     # (held-out subject / records) or "train_loss"; None: the recipe's for the parent's backbone
     continuation: str = "genuine"  # TS2Vec: "genuine" (ours) or "study" (averaged network only)
@@ -50,6 +50,7 @@ class RegularizationConfig(DataConfig):
     def __post_init__(self):
         super().__post_init__()
         recipes.check_recipe(self.recipe)
+        recipes.fill(self, "continuation", ("n_windows",))
         if self.continuation not in CONTINUATIONS:
             raise ValueError(f"continuation must be one of {CONTINUATIONS}, "
                              f"got '{self.continuation}'")

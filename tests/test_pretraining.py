@@ -55,8 +55,9 @@ def test_recipe_defaults_of_stage_02():
     assert {b: c.selection_ for b, c in study.items()} == \
         {"ts2vec": "holdout", "tstcc": "last", "series2vec": "train_loss"}
     assert not any(c.use_amp_ for c in study.values())
-    assert model_config("tstcc", "study", {}, "study") == {"betas": (0.9, 0.999),
-                                                           "clean_bn_stats": False}
+    assert model_config("tstcc", "study", {}, "study") == {
+        "betas": (0.9, 0.999), "clean_bn_stats": False, "allow_tf32": True,
+        "cudnn_benchmark": False}
     assert model_config("tstcc", "study", {"betas": (0.9, 0.99)}, "study")["betas"] == (0.9, 0.99)
     assert model_config("tstcc", "study", {}, "ecgnb") == {}
 

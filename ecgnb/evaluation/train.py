@@ -12,11 +12,13 @@
   (``head`` = ``hinception`` | ``mlp`` | ``fcn``); ``hinception`` trains ``n_members`` networks,
   each fresh and seeded independently, and averages their probabilities (H-InceptionTime).
 
-Two recipes (``recipe``; :mod:`ecgnb.recipes`, every value overridable): ``"ecgnb"`` (ours) and
+Recipes (``recipe``; :mod:`ecgnb.recipes`, every value overridable): ``"ecgnb"`` (ours),
 ``"study"`` (the study's code: Adam at 1e-4 for the heads, its supervised script's recipe for the
-baselines, the best epoch on validation loss). In both, the best epoch is chosen on the
-*validation* split only (``select_on``: macro-F1, ties -> lower loss; or the loss), its state
-deep-copied and restored; the test split is scored once, afterwards. Mixed precision
+baselines, the best epoch on validation loss) and ``"smoke"`` (ours at smoke sizes). In all, the
+kept epoch is chosen on the *validation* split only (``select_on``: macro-F1, ties -> lower loss;
+or the loss; or simply the last epoch, the paper's own numbers), its state deep-copied and
+restored; the test split is scored once, afterwards. The training and validation losses are means
+over samples or, as the study's, means of per-batch means (``loss_average``). Mixed precision
 (``use_amp``) only on CUDA.
 
 Layouts: windows ``x [N, 1, T]``; labels ``y [N]`` in ``0..K-1``; logits ``[B, K]``.
@@ -54,7 +56,7 @@ from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_che
                                     checkpoint_args,
                                     modules_checksum, rng_state, set_rng_state)
 from ecgnb.models.lineage import timestamp
-from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, HInceptionTime,
+from ecgnb.models.hinception import (BASELINES, ENSEMBLE_BASELINES, SHORTCUTS, HInceptionTime,
                                      build_baseline, member_seeds)
 from ecgnb.models.device import Corpus
 from ecgnb.models.precision import numerics
@@ -62,10 +64,12 @@ from ecgnb.models.precision import numerics
 SUPERVISED = "supervised"  # the baselines' mode: a raw-signal model trained from scratch
 MODES = ("lp", "ft", SUPERVISED)
 IMBALANCE = ("weights", "sampler", "none")
-SELECT_ON = ("macro_f1", "val_loss")
+SELECT_ON = ("macro_f1", "val_loss", "last")
+LOSS_AVERAGES = ("samples", "batches")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("plateau_val", "plateau_train", "none")
 ENCODER_OPTIMIZERS = ("same", "radam")
+ENCODER_DECAYS = ("decoupled", "l2")  # the "radam" encoder's weight decay
 FINETUNE_MASKS = ("none", "binomial")
 FEATURE_DTYPES = ("float32", "float16")
 FEATURE_BATCH = 64  # windows per encoder pass when caching features: its activations stay small
@@ -81,17 +85,20 @@ class TrainConfig:
     ``schedule``: ReduceLROnPlateau (``lr_patience``, ``lr_factor``, ``min_lr``) on the
     validation or the training loss, or none. ``grad_clip``: max gradient norm (0: none).
     ``encoder_optimizer`` (ft): "same" (encoder group at ``lr * encoder_lr_ratio``) or "radam"
-    (the study's: RAdam at the ``backbone``'s pretraining rate); ``encoder_lr`` and
-    ``encoder_weight_decay`` are resolved from it (None outside fine-tuning).
+    (the study's: RAdam at the ``backbone``'s pretraining rate); ``encoder_lr``,
+    ``encoder_weight_decay`` and, for "radam", ``encoder_decay`` ("decoupled", the study's, or
+    "l2") are resolved from it (None outside fine-tuning).
     ``finetune_mask`` (ft): TS2Vec's timestamp mask in training mode. ``mlp_head``: the MLP
-    variant (heads and the raw-signal baseline).
-    ``flush_denormal``: training and prediction flush subnormal floats; ``cudnn_benchmark`` (on:
-    every batch of a cell has one shape) and ``allow_tf32`` (off): cuDNN's autotuner and TF32 on
-    CUDA (``ecgnb.models.precision``). ``feature_dtype`` (lp): the cached encoder outputs'
-    type, ``float32`` or ``float16`` (half the memory; about 3 significant digits, values beyond
-    65504 refused).
+    variant (heads and the raw-signal baseline). ``select_on``: "macro_f1", "val_loss" or "last"
+    (no early stopping then). ``loss_average``: "samples" or "batches" (mean of batch means).
+    ``flush_denormal``: training and prediction flush subnormal floats; ``cudnn_benchmark``,
+    ``allow_tf32`` and ``cudnn_deterministic``: cuDNN's autotuner, TF32 in its convolutions and
+    its deterministic algorithms on CUDA (``ecgnb.models.precision``). ``feature_dtype`` (lp):
+    the cached encoder outputs' type, ``float32`` or ``float16`` (half the memory; about 3
+    significant digits, values beyond 65504 refused).
     ``label_fraction`` < 1 trains on :func:`~ecgnb.data.splits.label_subset` of the training split.
-    ``n_members``: H-InceptionTime's ensemble size (other models train one network)."""
+    ``n_members`` and ``shortcut`` (supervised): H-InceptionTime's ensemble size and residual
+    connections ("conv" or "identity"); other models train one network."""
 
     head: str = "mlp"
     mode: str = "ft"
@@ -104,7 +111,8 @@ class TrainConfig:
     encoder_lr_ratio: float | None = None
     encoder_lr: float | None = None
     encoder_weight_decay: float | None = None
-    batch_size: int = 64
+    encoder_decay: str | None = None
+    batch_size: int | None = None
     weight_decay: float | None = None
     warmup_epochs: int | None = None
     schedule: str | None = None
@@ -115,16 +123,19 @@ class TrainConfig:
     grad_clip: float | None = None
     imbalance: str | None = None
     select_on: str | None = None
+    loss_average: str | None = None
     use_amp: bool | None = None
     finetune_mask: str | None = None
     mlp_head: str | None = None
     label_fraction: float = 1.0
-    n_members: int = 5
+    n_members: int | None = None
+    shortcut: str | None = None
     seed: int = 0
     device: str | None = None
     flush_denormal: bool = True
-    cudnn_benchmark: bool = True
-    allow_tf32: bool = False
+    cudnn_benchmark: bool | None = None
+    allow_tf32: bool | None = None
+    cudnn_deterministic: bool | None = None
     feature_dtype: str = "float32"
     verbose: bool = True
 
@@ -135,17 +146,26 @@ class TrainConfig:
         for name, value in recipes.values(stage, self.recipe, self.head).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        _one_of("optimizer", self.optimizer, OPTIMIZERS)
-        _one_of("schedule", self.schedule, SCHEDULES)
-        _one_of("imbalance", self.imbalance, IMBALANCE)
-        _one_of("select_on", self.select_on, SELECT_ON)
-        _one_of("mlp_head", self.mlp_head, MLP_VARIANTS)
-        _one_of(f"head (mode={self.mode})", self.head,
-                tuple(BASELINES) if self.mode == SUPERVISED else tuple(HEADS))
+        self._check_choices()
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         check_ranges(self)
         self._resolve_encoder()
+
+    def _check_choices(self) -> None:
+        _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        _one_of("imbalance", self.imbalance, IMBALANCE)
+        _one_of("select_on", self.select_on, SELECT_ON)
+        _one_of("loss_average", self.loss_average, LOSS_AVERAGES)
+        _one_of("mlp_head", self.mlp_head, MLP_VARIANTS)
+        _one_of(f"head (mode={self.mode})", self.head,
+                tuple(BASELINES) if self.mode == SUPERVISED else tuple(HEADS))
+        if self.mode == SUPERVISED:
+            _one_of("shortcut", self.shortcut, tuple(SHORTCUTS))
+        if self.select_on == "last" and self.patience:
+            warnings.warn(f"select_on 'last' keeps the last epoch: patience {self.patience} "
+                          "stops nothing", stacklevel=4)
 
     def _resolve_encoder(self) -> None:
         """The fine-tuned encoder's optimiser settings (None outside fine-tuning)."""
@@ -156,14 +176,14 @@ class TrainConfig:
         _one_of("finetune_mask", self.finetune_mask, FINETUNE_MASKS)
         if self.mode != "ft":  # linear probing: the encoder is frozen
             self.encoder_optimizer = self.encoder_lr_ratio = self.finetune_mask = None
-            self.encoder_lr = self.encoder_weight_decay = None
+            self.encoder_lr = self.encoder_weight_decay = self.encoder_decay = None
             return
         if self.encoder_optimizer == "radam":
-            radam = recipes.encoder_radam(self.backbone)
-            self.encoder_lr = radam["lr"] if self.encoder_lr is None else self.encoder_lr
-            if self.encoder_weight_decay is None:
-                self.encoder_weight_decay = radam["weight_decay"]
+            self._resolve_radam()
         else:
+            if self.encoder_decay is not None:
+                raise ValueError("encoder_decay sets the 'radam' encoder optimiser's; with "
+                                 "encoder_optimizer 'same' the head's optimiser decides")
             if self.encoder_lr is None:
                 self.encoder_lr = self.lr * self.encoder_lr_ratio
             if self.encoder_weight_decay is None:
@@ -172,6 +192,15 @@ class TrainConfig:
             warnings.warn(f"encoder lr {self.encoder_lr:g} >= head lr {self.lr:g}: the encoder "
                           "learns at or above the head's rate (the study's fine-tuning collapsed "
                           "so, docs/deviations.md)", stacklevel=3)
+
+    def _resolve_radam(self) -> None:
+        """The study's encoder RAdam (:func:`ecgnb.recipes.encoder_radam`) where not set."""
+        radam = recipes.encoder_radam(self.backbone)
+        self.encoder_lr = radam["lr"] if self.encoder_lr is None else self.encoder_lr
+        if self.encoder_weight_decay is None:
+            self.encoder_weight_decay = radam["weight_decay"]
+        self.encoder_decay = radam["decay"] if self.encoder_decay is None else self.encoder_decay
+        _one_of("encoder_decay", self.encoder_decay, ENCODER_DECAYS)
 
 
 def _one_of(name: str, value: str, allowed) -> None:
@@ -238,7 +267,8 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 # --------------------------------------------------------------------------- the loop
 def make_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
     """AdamW or Adam over the model; in fine-tuning the encoder is a group of its own at
-    ``encoder_lr`` (``encoder_optimizer="same"``) or has its own RAdam (``"radam"``)."""
+    ``encoder_lr`` (``encoder_optimizer="same"``) or has its own RAdam (``"radam"``, its weight
+    decay decoupled or L2 as ``encoder_decay`` says)."""
     optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     if not (config.mode == "ft" and isinstance(model, Classifier)):
         params = [p for p in model.parameters() if p.requires_grad]
@@ -248,7 +278,9 @@ def make_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.O
                "lr": config.encoder_lr, "weight_decay": config.encoder_weight_decay}
     head = {"params": list(model.head.parameters()), "name": "head", "lr": config.lr}
     if config.encoder_optimizer == "radam":
-        return [optimizer([head], weight_decay=config.weight_decay), torch.optim.RAdam([encoder])]
+        radam = torch.optim.RAdam([encoder],
+                                  decoupled_weight_decay=config.encoder_decay == "decoupled")
+        return [optimizer([head], weight_decay=config.weight_decay), radam]
     return [optimizer([encoder, head], weight_decay=config.weight_decay)]
 
 
@@ -306,7 +338,8 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "val_macro_f1": val_f1, "lr": optimizers[0].param_groups[-1]["lr"],
                             "seconds": time.perf_counter() - start})
-            best.update(epoch, _selection_score(val_loss, val_f1, config.select_on), model)
+            best.update(epoch, _selection_score(epoch, val_loss, val_f1, config.select_on),
+                        model)
             if epoch >= config.warmup_epochs and config.schedule != "none":
                 for plateau in plateaus:
                     plateau.step(val_loss if config.schedule == "plateau_val" else train_loss)
@@ -370,8 +403,11 @@ def _fingerprint(model, train, val, config: TrainConfig, n_classes: int) -> dict
                for i, t in enumerate(part)}}
 
 
-def _selection_score(val_loss: float, val_f1: float, select_on: str) -> tuple:
-    """Lower is better: ``(-macro-F1, loss)`` (ties -> lower loss) or ``(loss,)``."""
+def _selection_score(epoch: int, val_loss: float, val_f1: float, select_on: str) -> tuple:
+    """Lower is better: ``(-macro-F1, loss)`` (ties -> lower loss), ``(loss,)`` or, for the
+    last epoch, ``(-epoch,)`` (every epoch beats the one before)."""
+    if select_on == "last":
+        return (-float(epoch),)
     return (-val_f1, val_loss) if select_on == "macro_f1" else (val_loss,)
 
 
@@ -409,13 +445,14 @@ def _warm_up(groups: list[dict], base_lrs: list[float], epoch: int, warmup_epoch
 
 def _train_epoch(model, loader, data: tuple[Corpus, Corpus], criterion, optimizers, scaler,
                  config, device) -> float:
-    """One epoch over ``loader``'s index batches into ``data`` (x, y); the mean batch loss
-    weighted by batch size, summed on the device and read once."""
+    """One epoch over ``loader``'s index batches into ``data`` (x, y); the mean of the batch
+    losses, weighted by batch size (``loss_average="samples"``) or not ("batches"), summed on
+    the device and read once."""
     model.train()
     batches = [idx for (idx,) in loader]  # the epoch's draws, made up front
     order, sizes = data[0].indices(torch.cat(batches)), [len(idx) for idx in batches]
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    start = 0
+    start, by_samples = 0, config.loss_average == "samples"
     for size in sizes:
         idx, start = order[start:start + size], start + size
         xb, yb = as_input(_gather(data[0], idx)), _gather(data[1], idx)
@@ -432,8 +469,8 @@ def _train_epoch(model, loader, data: tuple[Corpus, Corpus], criterion, optimize
         for optimizer in optimizers:
             scaler.step(optimizer)
         scaler.update()
-        loss_sum += loss.detach().double() * size
-    return loss_sum.item() / sum(sizes)
+        loss_sum += loss.detach().double() * (size if by_samples else 1)
+    return loss_sum.item() / (sum(sizes) if by_samples else len(sizes))
 
 
 def _gather(data: Corpus, idx: torch.Tensor) -> torch.Tensor:
@@ -479,12 +516,21 @@ def prediction_batch(x: torch.Tensor, config: TrainConfig) -> int:
 
 
 def _validate(model, val, criterion, config, device) -> tuple[float, float]:
+    """Validation loss (the mean over samples, or of the losses of consecutive batches of
+    ``batch_size``, per ``loss_average``) and macro-F1."""
     logits = predict_logits(model, val[0], prediction_batch(val[0], config), device,
                             config.use_amp)
-    loss = criterion(logits.to(device), val[1].to(device)).item()
+    loss = _mean_loss(criterion, logits.to(device), val[1].to(device), config)
     f1 = f1_score(val[1].numpy(), logits.argmax(1).numpy(), labels=np.arange(logits.shape[1]),
                   average="macro", zero_division=0)
     return float(loss), float(f1)
+
+
+def _mean_loss(criterion, logits: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> float:
+    if config.loss_average == "samples":
+        return criterion(logits, y).item()
+    batches = zip(logits.split(config.batch_size), y.split(config.batch_size))
+    return torch.stack([criterion(lb, yb) for lb, yb in batches]).mean().item()
 
 
 # --------------------------------------------------------------------------- one cell
@@ -572,6 +618,8 @@ def _train_models(encoder, windows, inputs, config, after_epoch, checkpoint_dir=
 
 def _fresh_model(encoder, config, n_classes, n_timesteps, seed) -> Classifier:
     variant = {"mlp_head": config.mlp_head} if config.head == "mlp" else {}
+    if config.mode == SUPERVISED and config.head in ENSEMBLE_BASELINES:
+        variant = {"shortcut": config.shortcut}
     if config.mode == SUPERVISED:
         return build_baseline(config.head, n_classes, n_timesteps, seed, **variant)
     network = encoder.trainable_network()

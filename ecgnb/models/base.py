@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,17 +49,18 @@ ENCODER_FORMAT = "ecgnb-encoder-2"  # tensors and plain values, read with weight
 
 
 def plain(value):
-    """``value`` as plain JSON values (numbers, strings, lists, dicts): what a file read with
-    ``torch.load(weights_only=True)`` may hold beside tensors."""
-    return json.loads(json.dumps(value, default=_plain_default))
-
-
-def _plain_default(obj):
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    """``value`` as plain values (numbers, strings, booleans, None, lists, tuples, dicts): what a
+    file read with ``torch.load(weights_only=True)`` may hold beside tensors. NumPy scalars and
+    arrays become numbers and lists; anything else its text."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, (np.generic, np.ndarray)):  # before float: np.float64 is a float
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 class CheckpointError(ValueError):
@@ -332,7 +332,8 @@ class Encoder:
         """What a ``fit`` trains with, for the lineage: the optimiser (class, lr, weight decay,
         betas), gradient clipping and the numerics (``use_amp``: float16 autocast on CUDA;
         ``precision``; ``cudnn_benchmark``, ``allow_tf32``); after a fit, also its
-        ``fit_record_`` (device, autocast in effect, corpus placement, device generator seed)."""
+        ``fit_record_`` (device, autocast in effect, corpus placement, device generator seed) and,
+        for a checkpointed fit, how many checkpoints it wrote and the seconds that took."""
         probe = self._optimizer([torch.zeros(1, requires_grad=True)], self.config.lr)
         record = {"optimizer": type(probe).__name__,
                   **{k: probe.defaults[k] for k in ("lr", "weight_decay", "betas")
@@ -342,7 +343,14 @@ class Encoder:
                 "precision": getattr(self.config, "precision", "fp32"),
                 "cudnn_benchmark": getattr(self.config, "cudnn_benchmark", False),
                 "allow_tf32": getattr(self.config, "allow_tf32", False),
-                **getattr(self, "fit_record_", {})}
+                **getattr(self, "fit_record_", {}), **self._checkpoint_record()}
+
+    def _checkpoint_record(self) -> dict:
+        checkpoint = getattr(self, "checkpoint_", None)
+        if checkpoint is None:
+            return {}
+        return {"checkpoint_writes": checkpoint.n_writes,
+                "checkpoint_s": round(checkpoint.seconds_writing, 4)}
 
     def trainable_network(self) -> Network:
         """A fresh copy of the inference network to fine-tune (never the averaged copy itself)."""

@@ -125,7 +125,7 @@ class InceptionModule(nn.Module):
 
 
 class InceptionShortcut(nn.Module):
-    """Residual connection: ``ReLU(BN(conv1x1(residual)) + out)``."""
+    """Residual connection of InceptionTime's reference: ``ReLU(BN(conv1x1(residual)) + out)``."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -136,17 +136,39 @@ class InceptionShortcut(nn.Module):
         return torch.relu(self.project(residual) + out)
 
 
+class IdentityShortcut(nn.Module):
+    """Residual connection of the study's code: ``out + residual``, the residual broadcast over
+    the channels when it has one (the univariate input). No parameters, no batch norm, no ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        if in_channels not in (1, out_channels):
+            raise ValueError(f"an identity shortcut adds {in_channels} channels to "
+                             f"{out_channels}: it needs 1 or {out_channels} (shortcut 'conv' "
+                             "projects any number)")
+
+    def forward(self, residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out + residual
+
+
+SHORTCUTS: dict[str, type[nn.Module]] = {"conv": InceptionShortcut, "identity": IdentityShortcut}
+
+
 class HInceptionNetwork(Network):
     """H-Inception feature extractor: ``x [B, C, T] -> features [B, 128, T]``; embedding = GAP.
 
     ``depth`` Inception modules (the first with the hybrid filters when ``use_hybrid``) and a
-    residual shortcut after every third module.
+    residual shortcut after every third module, from the previous shortcut's output (the input,
+    for the first): ``shortcut`` "conv" (:class:`InceptionShortcut`) or "identity"
+    (:class:`IdentityShortcut`).
     """
 
     def __init__(self, in_channels: int = 1, n_filters: int = 32, depth: int = 6,
                  kernel_sizes: Sequence[int] = (40, 20, 10), use_hybrid: bool = True,
-                 use_residual: bool = True):
+                 use_residual: bool = True, shortcut: str = "conv"):
         super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {list(SHORTCUTS)}, got '{shortcut}'")
         self.inception = nn.ModuleList()
         self.shortcuts = nn.ModuleDict()
         channels, residual_channels = in_channels, in_channels
@@ -156,7 +178,7 @@ class HInceptionNetwork(Network):
             self.inception.append(module)
             channels = module.out_channels
             if use_residual and d % 3 == 2:
-                self.shortcuts[str(d)] = InceptionShortcut(residual_channels, channels)
+                self.shortcuts[str(d)] = SHORTCUTS[shortcut](residual_channels, channels)
                 residual_channels = channels
         self.feature_dim = channels
         self.embedding_dim = channels
@@ -192,7 +214,8 @@ class RawSignal(Network):
 
 # --------------------------------------------------------------------------- models and ensemble
 def h_inception(n_classes: int, n_timesteps: int, in_channels: int = 1, **kwargs) -> Classifier:
-    """One H-Inception network: :class:`HInceptionNetwork` + linear layer on the GAP embedding."""
+    """One H-Inception network: :class:`HInceptionNetwork` (``kwargs``, e.g. ``shortcut``) +
+    linear layer on the GAP embedding."""
     network = HInceptionNetwork(in_channels, **kwargs)
     return Classifier(network, build_head("linear", network, n_classes))
 

@@ -11,12 +11,19 @@ process-wide setting behind a user's back.
 - ``precision``: ``"fp32"`` (no autocast on CPU; CUDA keeps its float16 mixed precision when the
   config's ``use_amp`` is on) or ``"bf16"`` (``torch.autocast`` with bfloat16 on CPU or CUDA; no
   gradient scaler needed). Losses and softmaxes run in float32 inside the backbones either way.
-- ``cudnn_benchmark`` and ``allow_tf32``: cuDNN's autotuner (``torch.backends.cudnn.benchmark``:
-  it times the convolution algorithms for every new input shape and keeps the fastest, so it pays
-  where shapes repeat) and TensorFloat-32 in CUDA matrix products and convolutions
-  (``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32``: 10-bit mantissas
-  in float32 products). Set for the block on every device (they change nothing on a CPU) and
-  recorded by :func:`numerics_record`.
+- ``cudnn_benchmark``, ``allow_tf32`` and ``cudnn_deterministic``: cuDNN's autotuner
+  (``torch.backends.cudnn.benchmark``: it times the convolution algorithms for every new input
+  shape and keeps the fastest, so it pays where shapes repeat), TensorFloat-32 in cuDNN
+  convolutions (``torch.backends.cudnn.allow_tf32``: 10-bit mantissas in float32 products) and
+  cuDNN's deterministic algorithms (``torch.backends.cudnn.deterministic``). Matrix products stay
+  in full float32 (``torch.backends.cuda.matmul.allow_tf32`` off, PyTorch's default). Set for the
+  block on every device (they change nothing on a CPU); the autotuner and TF32 are recorded by
+  :func:`numerics_record`.
+
+PyTorch's own defaults, which the study ran with: TF32 in cuDNN convolutions on, the autotuner
+off, matrix products in float32. ecgnb's backbones and heads turn TF32 off (float32 results then
+do not depend on the GPU generation) and the autotuner on where every batch has one shape; the
+recipes hold both (:mod:`ecgnb.recipes`).
 """
 from __future__ import annotations
 
@@ -67,24 +74,28 @@ def autocast(device: torch.device, precision: str, use_amp: bool = False):
 
 
 @contextlib.contextmanager
-def backend_flags(cudnn_benchmark: bool = False, allow_tf32: bool = False) -> Iterator[None]:
-    """cuDNN's autotuner and TF32 as given for the block; the previous values restored after."""
+def backend_flags(cudnn_benchmark: bool = False, allow_tf32: bool = False,
+                  deterministic: bool = False) -> Iterator[None]:
+    """cuDNN's autotuner, TF32 in its convolutions and its deterministic algorithms as given for
+    the block, matrix products in float32; the previous values restored after."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    previous = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
-    cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = (bool(cudnn_benchmark),
-                                                            bool(allow_tf32), bool(allow_tf32))
+    previous = (cudnn.benchmark, cudnn.allow_tf32, cudnn.deterministic, matmul.allow_tf32)
+    cudnn.benchmark, cudnn.allow_tf32 = bool(cudnn_benchmark), bool(allow_tf32)
+    cudnn.deterministic, matmul.allow_tf32 = bool(deterministic), False
     try:
         yield
     finally:
-        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = previous
+        cudnn.benchmark, cudnn.allow_tf32, cudnn.deterministic, matmul.allow_tf32 = previous
 
 
 @contextlib.contextmanager
 def numerics(device: torch.device, config) -> Iterator[None]:
-    """The config's ``cudnn_benchmark`` and ``allow_tf32`` (default off) and, on the CPU, its
-    denormal flushing (default on) for the block; on a GPU the CPU's flushing is left alone."""
+    """The config's ``cudnn_benchmark``, ``allow_tf32`` and ``cudnn_deterministic`` (default off)
+    and, on the CPU, its denormal flushing (default on) for the block; on a GPU the CPU's
+    flushing is left alone."""
     with backend_flags(getattr(config, "cudnn_benchmark", False),
-                       getattr(config, "allow_tf32", False)):
+                       getattr(config, "allow_tf32", False),
+                       getattr(config, "cudnn_deterministic", False)):
         if device.type != "cpu":
             yield
             return

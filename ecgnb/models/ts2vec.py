@@ -46,7 +46,8 @@ class TS2VecConfig:
     ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
     see :mod:`ecgnb.models.precision`.
     ``cudnn_benchmark`` is off: every batch draws a new crop length, and the autotuner would time
-    the convolutions again for each. ``allow_tf32`` (off): TF32 in CUDA products and convolutions. ``recompute_blocks``: the residual blocks keep only their inputs
+    the convolutions again for each. ``allow_tf32`` (off): TF32 in cuDNN convolutions (matrix
+    products stay float32). ``recompute_blocks``: the residual blocks keep only their inputs
     for the backward pass (see :class:`ConvBlock`); same results, less memory, a little compute.
     ``loss_impl``: ``"fast"`` (a hand-derived gradient) or ``"autograd"`` (the readable form to
     change), see :mod:`ecgnb.models.ts2vec_loss`; the same values.

@@ -36,9 +36,11 @@ from ecgnb.report.tables import BACKBONE_ORDER, BASELINE_NAMES, KEYS, LABELS, ME
 SEED_MEAN_N_BOOT = 2000  # resamples of the interval of a cell's mean over seeds
 # What a cell trained with (metrics.json's resolved ``train_config``), as ``train_<name>``.
 TRAIN_COLUMNS = ("optimizer", "lr", "weight_decay", "schedule", "lr_factor", "lr_patience",
-                 "min_lr", "warmup_epochs", "n_epochs", "patience", "select_on", "imbalance",
-                 "grad_clip", "use_amp", "encoder_optimizer", "encoder_lr",
-                 "encoder_weight_decay", "finetune_mask", "mlp_head")
+                 "min_lr", "warmup_epochs", "n_epochs", "batch_size", "patience", "select_on",
+                 "loss_average", "imbalance", "grad_clip", "use_amp", "encoder_optimizer",
+                 "encoder_lr", "encoder_weight_decay", "encoder_decay", "finetune_mask",
+                 "mlp_head", "n_members", "shortcut", "allow_tf32", "cudnn_benchmark",
+                 "cudnn_deterministic")
 
 
 def collect_results(folder, root=None) -> pd.DataFrame:

@@ -115,6 +115,30 @@ def test_best_state_is_deep_copied_and_restored(task):
     assert result.summary()["best_epoch"] == result.best_epoch
 
 
+def test_select_on_last_keeps_the_last_epoch(task):
+    """The paper's own selection: the wrecked last epoch is what the cell keeps and scores."""
+    windows, splits = task
+    snapshots = {}
+
+    def wreck_last_epoch(epoch, model):
+        if epoch == 5:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+                model.linear.bias[0] = 10.0  # always predicts class 0
+        snapshots[epoch] = copy.deepcopy(model.state_dict())
+
+    config = TrainConfig(head="linear", mode="lp", lr=1e-2, select_on="last", patience=0,
+                         **{**QUICK, "n_epochs": 5})
+    result = run_cell(tiny_encoder(), windows, splits, config, after_epoch=wreck_last_epoch)
+    assert result.best_epoch == 5 and result.summary()["select_on"] == "last"
+    for key, value in result.model.head.state_dict().items():
+        assert torch.equal(value.cpu(), snapshots[5][key].cpu()), key
+    assert (result.predictions["y_pred"] == 0).all()
+    with pytest.warns(UserWarning, match="patience 30 stops nothing"):
+        TrainConfig(head="linear", mode="lp", select_on="last", verbose=False)
+
+
 def test_selection_never_reads_the_test_split_and_runs_are_seeded(task):
     windows, splits = task
     encoder = tiny_encoder()

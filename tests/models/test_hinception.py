@@ -97,3 +97,23 @@ def test_ensemble_members_are_independent():
     x = torch.randn(4, 1, T)
     mean_proba = torch.stack([m(x).softmax(-1) for m in members]).mean(0)
     torch.testing.assert_close(ensemble(x).softmax(-1), mean_proba)
+
+
+def test_identity_shortcuts_add_the_residual_as_it_is():
+    net = HInceptionNetwork(shortcut="identity").eval()
+    assert not [p for s in net.shortcuts.values() for p in [*s.parameters(), *s.buffers()]]
+    x = torch.randn(2, 1, T)
+    with torch.no_grad():
+        h = x
+        for d in range(3):
+            h = net.inception[d](h)
+        first = h + x  # the univariate input over all 128 channels
+        for d in range(3, 6):
+            h = net.inception[d](h if d > 3 else first)
+        torch.testing.assert_close(net(x), h + first, rtol=0, atol=0)
+    conv = HInceptionNetwork()
+    assert sum(p.numel() for p in conv.parameters()) > sum(p.numel() for p in net.parameters())
+    with pytest.raises(ValueError, match="identity shortcut"):
+        HInceptionNetwork(in_channels=3, shortcut="identity")
+    with pytest.raises(ValueError, match="shortcut"):
+        HInceptionNetwork(shortcut="dense")

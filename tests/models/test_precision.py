@@ -72,3 +72,29 @@ def test_bf16_precision_trains_and_encodes_in_float32_out(backbone):
     assert np.isfinite(enc.history_[0]["loss"])
     emb = enc.encode(windows(3, 64))
     assert emb.dtype == np.float32 and np.isfinite(emb).all()
+
+
+def cuda_flags() -> tuple:
+    """(autotuner, TF32 in cuDNN convolutions, deterministic cuDNN, TF32 in matrix products)."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    return cudnn.benchmark, cudnn.allow_tf32, cudnn.deterministic, matmul.allow_tf32
+
+
+@pytest.mark.parametrize("recipe, downstream, pretraining", [
+    ("study", (False, True, True, False), (False, True, False, False)),  # PyTorch's defaults
+    ("ecgnb", (True, False, False, False), (True, False, False, False)),
+])
+def test_each_recipe_trains_under_its_numerics(recipe, downstream, pretraining):
+    from ecgnb.evaluation.train import TrainConfig, fit_classifier
+    from ecgnb.pretraining import model_config
+    before, seen = cuda_flags(), []
+    x, y = torch.randn(20, 4), torch.arange(20) % 2
+    config = TrainConfig(head="linear", mode="lp", recipe=recipe, n_epochs=1, verbose=False,
+                         device="cpu")
+    fit_classifier(torch.nn.Linear(4, 2), (x, y), (x, y), config, n_classes=2,
+                   after_epoch=lambda epoch, model: seen.append(cuda_flags()))
+    enc = build("tstcc", device="cpu", verbose=False,
+                **model_config("tstcc", "small", {"timesteps": 2}, recipe))
+    enc.fit(windows(n_timesteps=64), n_epochs=1, batch_size=6,
+            callback=lambda epoch, record: seen.append(cuda_flags()))
+    assert seen == [downstream, pretraining] and cuda_flags() == before
