@@ -56,10 +56,12 @@ rehearse: $(STAMP)
 	$(BIN)/python -m ecgnb.bench rehearse $(if $(BATCHES),--batches $(BATCHES)) \
 	  $(if $(BACKBONES),--backbones $(BACKBONES))
 
-# Every stage at smoke size on the GPU against the CPU, rates, the paper grid's GPU hours;
-# without CUDA one line and exit 0 (docs/performance.md)
-gpu-check: $(STAMP)
-	$(BIN)/python -m ecgnb.bench gpu-check
+# Every CUDA path on the GPU against the CPU, rates, the paper grids' GPU hours; without CUDA
+# one line and exit 0 (docs/performance.md). On a GPU machine without network or pip, name an
+# interpreter that already has CUDA torch and the packages listed there: nothing is installed,
+# .venv is not built: make gpu-check GPU_PYTHON=python3
+gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
+	$(if $(GPU_PYTHON),PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON),$(BIN)/python) -m ecgnb.bench gpu-check
 
 clean-outputs:
 	rm -rf outputs/*/ outputs/results.csv

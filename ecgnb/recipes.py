@@ -39,7 +39,7 @@ def _smoke(table: dict[str, dict], **sizes) -> dict:
 # n_windows: a cap on the training windows (0: all).
 PRETRAINING: dict[str, dict] = {
     "ecgnb": {"selection": {"ts2vec": "last", "tstcc": "last", "series2vec": "last"},
-              "use_amp": True, "n_epochs": 600, "model_size": "study", "n_windows": 0},
+              "use_amp": False, "n_epochs": 600, "model_size": "study", "n_windows": 0},
     "study": {"selection": {"ts2vec": "holdout", "tstcc": "last", "series2vec": "train_loss"},
               "use_amp": False, "n_epochs": 600, "model_size": "study", "n_windows": 0},
 }
@@ -49,12 +49,16 @@ PRETRAINING["smoke"] = _smoke(PRETRAINING, n_epochs=2, model_size="small", n_win
 # and no autotuner; ours: no TF32, the autotuner where shapes repeat); applied before the size
 # preset and the explicit ``model_overrides``.
 STUDY_NUMERICS = {"allow_tf32": True, "cudnn_benchmark": False}
+# Ours on CUDA: TF32 in cuDNN convolutions and float32 otherwise, no float16 autocast: on an H200
+# at the study's sizes (batch 64 x 720) TF32 trained TS2Vec 3.1x, TS-TCC 1.3x faster than
+# float32, and float16 autocast was slower than float32 for all three (docs/performance.md).
+OUR_NUMERICS = {"allow_tf32": True}
 BACKBONE_SETTINGS: dict[str, dict[str, dict]] = {
-    "ecgnb": {},
+    "ecgnb": {backbone: dict(OUR_NUMERICS) for backbone in ("ts2vec", "tstcc", "series2vec")},
     "study": {"ts2vec": dict(STUDY_NUMERICS), "series2vec": dict(STUDY_NUMERICS),
               "tstcc": {"betas": (0.9, 0.999), "clean_bn_stats": False, **STUDY_NUMERICS}},
-    "smoke": {},
 }
+BACKBONE_SETTINGS["smoke"] = BACKBONE_SETTINGS["ecgnb"]
 
 # --------------------------------------------------------------------------- continuation (03)
 # selection: "val" = the lowest loss on the continuation corpus's held-out subject / records,
@@ -66,7 +70,7 @@ BACKBONE_SETTINGS: dict[str, dict[str, dict]] = {
 # n_windows: a cap on the continuation windows (0: all). The epochs are the scenario step's.
 CONTINUATION: dict[str, dict] = {
     "ecgnb": {"selection": {"ts2vec": "last", "tstcc": "last", "series2vec": "last"},
-              "use_amp": True, "target_holdout": True, "n_windows": 0},
+              "use_amp": False, "target_holdout": True, "n_windows": 0},
     "study": {"selection": {"ts2vec": "val", "tstcc": "last", "series2vec": "train_loss"},
               "use_amp": False, "target_holdout": False, "n_windows": 0},
 }
@@ -94,8 +98,8 @@ HEADS: dict[str, dict] = {
     "ecgnb": {"n_epochs": 300, "batch_size": 64, "optimizer": "adamw", "lr": 1e-3,
               "weight_decay": 1e-4, "warmup_epochs": 5, "schedule": "plateau_val",
               "lr_factor": 0.5, "lr_patience": 10, "min_lr": 0.0, "grad_clip": 1.0,
-              "patience": 30, "imbalance": "weights", "select_on": "macro_f1", "use_amp": True,
-              "loss_average": "samples", "allow_tf32": False, "cudnn_benchmark": True,
+              "patience": 30, "imbalance": "weights", "select_on": "macro_f1", "use_amp": False,
+              "loss_average": "samples", "allow_tf32": True, "cudnn_benchmark": True,
               "cudnn_deterministic": False, "encoder_optimizer": "same",
               "encoder_lr_ratio": 0.1, "finetune_mask": "none", "mlp_head": "ecgnb"},
     "study": {"n_epochs": 300, "batch_size": 64, "optimizer": "adam", "lr": 1e-4,

@@ -99,7 +99,7 @@ RESOLVE = {
     "encoder_lr_ratio": (encoder_ratio, (10.0, 3.0, 10.0), (0.1,) * 3),
     "use_amp": (lambda r: (head(r).use_amp, baseline(r, "hinception").use_amp,
                            PretrainConfig(recipe=r).use_amp_, continuation(r).use_amp_),
-                (False,) * 4, (True,) * 4),
+                (False,) * 4, (False,) * 4),
     "target_holdout": (lambda r: continuation(r).target_holdout_, False, True),
     "selection": (lambda r: (tuple(PretrainConfig(backbone=b, recipe=r).selection_
                                    for b in BACKBONES),
@@ -114,7 +114,7 @@ RESOLVE = {
     "loss_average": (lambda r: (head(r).loss_average, baseline(r, "mlp").loss_average),
                      ("batches",) * 2, ("samples",) * 2),
     "allow_tf32": (lambda r: numerics(r, "allow_tf32"), (True, True, (True,) * 3),
-                   (False, False, (False,) * 3)),
+                   (True, True, (True,) * 3)),
     "cudnn_benchmark": (lambda r: numerics(r, "cudnn_benchmark"), (False, False, (False,) * 3),
                         (True, True, (False, True, True))),  # ours: TS2Vec's crops change shape
     "cudnn_deterministic": (lambda r: (head(r).cudnn_deterministic,

@@ -20,8 +20,9 @@ published, probe, checkpoint, flops, probe-memory, gpu-check, cache, rehearse.
   backbone's training step as achieved FLOP/s and share of that peak (:mod:`ecgnb.bench.flops`).
 - ``probe-memory``: peak resident memory of a linear-probe FCN cell's cached features and one head
   epoch, one fresh process per backbone (:mod:`ecgnb.bench.memory`).
-- ``gpu-check``: every stage at smoke size on a GPU against the CPU, rates and the paper grid's
-  projected GPU hours; one line and exit 0 without CUDA (:mod:`ecgnb.bench.gpu_check`).
+- ``gpu-check``: every CUDA path on a GPU against the CPU (one PASS/FAIL/SKIP line per check),
+  steady-state rates and the paper grids' projected GPU hours; one line and exit 0 without CUDA
+  (:mod:`ecgnb.bench.gpu_check`).
 - ``cache``: a windowed corpus built into the cache of windowed corpora, then loaded from it in a
   new process (:mod:`ecgnb.bench.corpus_cache`).
 - ``rehearse``: a slice of the paper grid on paper-size data, extrapolated to the whole grid
@@ -36,6 +37,7 @@ from typing import Sequence
 
 from ecgnb.bench.pretrain import (bench_pretrain, bench_pretrain_before, bench_probe,
                                   format_pretrain, format_probe)
+from ecgnb.bench.projection import PAPER_TASK
 from ecgnb.bench.softdtw import bench_softdtw, format_softdtw
 from ecgnb.bench.timing import machine_line
 
@@ -102,11 +104,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     flops.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     mem = sub.add_parser("probe-memory", help="peak RSS of a linear-probe FCN cell")
     mem.add_argument("--backbones", default="ts2vec,series2vec")
-    mem.add_argument("--windows", type=int, default=1300, help="fragments in all three splits")
+    mem.add_argument("--windows", type=int, default=sum(PAPER_TASK.values()),
+                     help="fragments in all three splits (default: the paper-size Fragment DB)")
     mem.add_argument("--length", type=int, default=720)
     mem.add_argument("--epochs", type=int, default=1, help="head epochs after caching")
     mem.add_argument("--feature-dtype", default="float32", help="float32 or float16")
-    sub.add_parser("gpu-check", help="smoke stages on CUDA vs CPU, rates, projected GPU hours")
+    sub.add_parser("gpu-check", help="every CUDA path vs the CPU, rates, projected GPU hours")
     args = parser.parse_args(argv)
     if args.command == "published" and not (args.ts2vec_code or args.tstcc_code):
         parser.error("published: give --ts2vec-code and/or --tstcc-code")
@@ -121,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if no_cuda_line() is not None:
             print(no_cuda_line())
             return 0
-        from ecgnb.bench.gpu_stages import check_all
+        from ecgnb.bench.gpu_suite import check_all
 
         return check_all()
     print(machine_line())

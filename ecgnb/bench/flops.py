@@ -6,10 +6,17 @@ on a GPU). Each backbone's training step is then timed (a one-epoch ``fit`` of `
 batches after a warm-up batch, as ``bench pretrain``) and its FLOPs counted on an identical fit
 (same seed: same crops and views) under :class:`torch.utils.flop_counter.FlopCounterMode`.
 
-The counter sees matrix products, convolutions and attention (forward and backward); element-wise
-work, normalisation, the optimiser and Series2Vec's soft-DTW (a numba kernel, not a torch op) are
-not counted, so the share of peak is a lower bound on how busy the machine is, and for Series2Vec
-mostly a measure of how much of a step is not matrix work.
+What is counted, for every backbone alike: the FLOPs (2 per multiply-add) of the aten operations
+in torch's ``flop_registry``, as the step executes them: matrix products (``mm``, ``addmm``,
+``bmm``, ``baddbmm``), convolutions (``convolution`` and ``convolution_backward``) and fused
+attention kernels, in the forward pass, the backward pass, and every recomputation (TS2Vec's
+``recompute_blocks`` runs its blocks' forward twice; its loss's custom backward forms its
+gradient with matrix products, counted there). Not counted: element-wise work, normalisation,
+pooling, softmax, the optimiser, and Series2Vec's soft-DTW (a numba or GPU kernel outside torch's
+dispatcher), so the share of peak is a lower bound on how busy the machine is, and for Series2Vec
+mostly a measure of how much of a step is not matrix work. The table splits the count into
+products, convolutions and attention. TS2Vec's count follows its random crops: the timed and the
+counted fit draw the same crops (same seed and batches); another ``--batches`` draws others.
 """
 from __future__ import annotations
 
@@ -71,8 +78,23 @@ def step_rate(name: str, n_batches: int, batch_size: int, length: int,
     with FlopCounterMode(display=False) as counter:
         fresh().fit(x[batch_size:], n_epochs=1, batch_size=batch_size)
     precision = getattr(timed.config, "precision", "fp32")
+    by_kind = {kind: 0.0 for kind in KINDS}
+    for op, flops in counter.get_flop_counts()["Global"].items():
+        by_kind[kind_of(str(op))] += flops / n_batches
     return dict(backbone=name, device=str(device_), precision=precision,
-                seconds_per_step=seconds, flops_per_step=counter.get_total_flops() / n_batches)
+                seconds_per_step=seconds, flops_per_step=counter.get_total_flops() / n_batches,
+                flops_by_kind=by_kind)
+
+
+KINDS = ("products", "convolutions", "attention")
+
+
+def kind_of(op: str) -> str:
+    """The part of the count an aten operation of the registry belongs to."""
+    name = op.split(".")[1] if op.startswith("aten.") else op
+    if name in ("mm", "addmm", "bmm", "baddbmm", "_scaled_mm"):
+        return "products"
+    return "attention" if "attention" in name else "convolutions"
 
 
 def bench_flops(names: Sequence[str], n_batches: int, batch_size: int, length: int,
@@ -98,13 +120,14 @@ def format_flops(peaks: dict, rows: list[dict], batch_size: int, length: int) ->
     lines = [f"peak (best large matrix product): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
              f"bf16 {bf16}",
              f"training step, batch {batch_size} x [1, {length}], default configs; FLOPs of "
-             "matrix products, convolutions and attention only",
-             f"{'backbone':<12}{'precision':>10}{'s/step':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}"
-             f"{'of peak':>9}"]
+             "matrix products, convolutions and attention (forward, backward, recomputation)",
+             f"{'backbone':<12}{'precision':>10}{'s/step':>9}{'GFLOP/step':>12}"
+             + "".join(f"{k:>14}" for k in KINDS) + f"{'GFLOP/s':>9}{'of peak':>9}"]
     for r in rows:
         rate = r["flops_per_step"] / r["seconds_per_step"]
         lines.append(f"{r['backbone']:<12}{r['precision']:>10}{r['seconds_per_step']:>9.2f}"
-                     f"{r['flops_per_step'] / 1e9:>12.1f}{rate / 1e9:>9.1f}"
-                     f"{share_of_peak(r, peaks):>9.1%}")
+                     f"{r['flops_per_step'] / 1e9:>12.1f}"
+                     + "".join(f"{r['flops_by_kind'][k] / 1e9:>14.1f}" for k in KINDS)
+                     + f"{rate / 1e9:>9.1f}{share_of_peak(r, peaks):>9.1%}")
     lines.append("ratio to the published code: python -m ecgnb.bench published (needs checkouts)")
     return "\n".join(lines)

@@ -1,38 +1,43 @@
-"""``make gpu-check`` (``python -m ecgnb.bench gpu-check``): the checks to run the day a GPU is here.
+"""``make gpu-check`` (``python -m ecgnb.bench gpu-check``): the checks to run when a GPU is lent.
 
-Without CUDA it prints one line and exits 0. With CUDA, at smoke size (tiny networks, synthetic
-windows, seconds each):
+Without CUDA it prints one line and exits 0. With CUDA it prints the machine, then one line per
+check: ``PASS``, ``FAIL`` or ``SKIP``, what it measured, its bound and its seconds; a check that
+raises is a FAIL naming the error, and the run goes on. Exit status 1 when a check failed. It
+sets ``ECGNB_STRICT_GPU=1`` (:mod:`ecgnb.models.softdtw`) for itself and its children: any
+soft-DTW that would leave the fused kernel raises instead of falling back.
 
-1. **One step, GPU against CPU.** Per backbone, with dropout off, float32 (no autocast, no TF32)
-   and the same draws (a CPU generator for both sides), the loss and gradients of one batch from
-   the same weights: the computation is then the same function on both devices and only the
-   order of floating-point sums differs. Tolerance: loss within ``STEP_RTOL`` (1e-4) relative,
-   gradient cosine above ``GRADIENT_COSINE`` (0.9999).
-2. **Every stage on the GPU.** Pretraining of each backbone (2 epochs, its own device generator,
-   so its draws differ from the CPU's), in float32 and in bf16, a continuation (1 epoch), an LP
-   and an FT cell and a supervised baseline. A GPU fit draws other crops and masks than a CPU fit
-   of the same seed, so curves agree only statistically: each loss curve within
-   ``CURVE_RTOL`` (0.15) relative of the CPU's, and the embeddings of the two fitted encoders
-   (linear CKA on the same windows) above ``FIT_CKA`` (0.9); the frozen encoder's embeddings on the
-   two devices (same weights, eval mode) above ``ENCODE_CKA`` (0.9999). Cells must finish with
-   finite losses.
-3. **Soft-DTW.** The fused CUDA kernel against the numba CPU kernel on a batch of 64 x 720
-   (1e-9 relative), and both timed.
-4. **Rates and the paper grid.** Training samples/s per backbone at the study's sizes (batch 64,
-   720 samples, default configs) and seconds per fine-tuning epoch of one cell, projected onto the
-   paper grid (:data:`PAPER_GRID`) in GPU hours.
-
-Exit status 1 when a check fails.
+1. **Per backbone, at smoke size** (tiny networks, 96 windows of 128 samples;
+   :mod:`ecgnb.bench.gpu_stages`): one batch's loss and gradients from the same weights and draws
+   on the GPU and the CPU (dropout off, float32: loss within ``STEP_RTOL`` relative, gradient
+   cosine above ``GRADIENT_COSINE``); 2-epoch fits on both devices (other draws: loss curves within
+   ``CURVE_RTOL``, fitted embeddings' linear CKA above ``FIT_CKA``; one set of weights encoded on
+   both above ``ENCODE_CKA``); bf16 and fp16-AMP fits against fp32 (``CURVE_RTOL``); a
+   continuation; a fit interrupted after an epoch and resumed from its checkpoint against an
+   uninterrupted one (the same weights up to the spread of two uninterrupted fits); the host
+   synchronisations a training step makes (CUDA's own detector: none in fp32, the gradient
+   scaler's one under fp16 AMP).
+2. **Cells**: an LP and an FT cell per backbone and a supervised baseline, finite losses.
+3. **Soft-DTW**: each fused kernel (Triton, numba.cuda) against the numba CPU kernel on 64 x 720
+   (1e-9 relative), timed beside the torch sweep; the strict ``auto`` path.
+4. **Devices**: ``cuda:1`` and two jobs pinned by ``--devices``' mechanism where there are two
+   GPUs; notebook 02 through papermill where papermill is installed (else a SKIP line each).
+5. **Rates** (:mod:`ecgnb.bench.gpu_rates`): steady-state training samples/s and steps/s per
+   backbone at the study's sizes with the settings of ``params/grids/paper.yaml`` (recipe study:
+   fp32) and ``paper-ecgnb.yaml`` (fp16 AMP), fp32 with TF32 and bf16 beside them; where a step's
+   time goes; seconds per cell epoch; then each grid's GPU hours (:mod:`ecgnb.bench.projection`).
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import time
+import traceback
 
 import numpy as np
 import torch
 
 STEP_RTOL, GRADIENT_COSINE = 1e-4, 0.9999
 CURVE_RTOL, FIT_CKA, ENCODE_CKA = 0.15, 0.9, 0.9999
+SOFTDTW_RTOL = 1e-9
 SMOKE = {"ts2vec": dict(hidden_dims=16, output_dims=32, depth=3, dropout=0.0),
          "tstcc": dict(final_out_channels=32, mid_channels=(16, 32), tc_hidden_dim=32,
                        tc_n_layers=1, tc_n_heads=2, tc_mlp_dim=32, timesteps=6, dropout=0.0,
@@ -40,21 +45,42 @@ SMOKE = {"ts2vec": dict(hidden_dims=16, output_dims=32, depth=3, dropout=0.0),
          "series2vec": dict(emb_size=8, rep_size=32, n_heads=2, dim_ff=32, dropout=0.0)}
 
 
-@dataclasses.dataclass(frozen=True)
-class PaperGrid:
-    """What the paper's runs train (the assumptions the projection prints)."""
+class Report:
+    """The lines of a gpu-check: one per check, and the failures."""
 
-    pretrain_epochs: int = 600
-    corpora: tuple = (("ECG", 105_000), ("All", 5 * 21_000), ("no-ECG", 4 * 21_000))
-    n_backbones: int = 3
-    continuation_epochs: int = 600  # each pretrained encoder continued on the target fragments
-    continuation_windows: int = 845  # the Fragment DB's training split at paper size
-    n_cells: int = 108
-    n_seeds: int = 5
-    cell_epochs: int = 300
+    def __init__(self):
+        self.failures: list[str] = []
+        self.counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+        self._start = time.perf_counter()
 
+    def line(self, verdict: str, what: str, detail: str = "") -> None:
+        self.counts[verdict] += 1
+        if verdict == "FAIL":
+            self.failures.append(what)
+        print(f"{verdict} {what}" + (f": {detail}" if detail else ""), flush=True)
 
-PAPER_GRID = PaperGrid()
+    def check(self, what: str, value: float, ok: bool, bound: str, seconds: float | None = None):
+        took = "" if seconds is None else f" [{seconds:.1f} s]"
+        self.line("PASS" if ok else "FAIL", what, f"{value:.4g} ({bound}){took}")
+
+    def skip(self, what: str, why: str) -> None:
+        self.line("SKIP", what, why)
+
+    @contextlib.contextmanager
+    def guard(self, what: str):
+        """A check's block: an exception is this check's FAIL line, and the run goes on."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - every problem in one run
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.line("FAIL", what, f"{type(exc).__name__}: {exc} ({where.filename.split('/')[-1]}"
+                                    f":{where.lineno})")
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {k}" for k, n in self.counts.items())
+        verdict = "all checks passed" if not self.failures else "FAILED: " + "; ".join(
+            self.failures)
+        return f"gpu-check: {verdict} ({counts}; {time.perf_counter() - self._start:.0f} s)"
 
 
 def relative_curve_difference(curve, reference) -> float:
@@ -74,20 +100,18 @@ def linear_cka(x, y) -> float:
     return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
 
 
-def project_gpu_hours(pretrain_samples_per_s: dict[str, float],
-                      cell_epoch_s: dict[str, float], grid: PaperGrid = PAPER_GRID) -> dict:
-    """GPU hours of the paper grid from measured rates: pretraining (every backbone on every
-    corpus), continuations, and downstream cells (each cell at the mean epoch time of the
-    backbones' cells). Returns hours per part and the total."""
-    pretrain = sum(grid.pretrain_epochs * n_windows / rate
-                   for rate in pretrain_samples_per_s.values() for _, n_windows in grid.corpora)
-    continuation = sum(len(grid.corpora) * grid.continuation_epochs * grid.continuation_windows
-                       / rate for rate in pretrain_samples_per_s.values())
-    mean_epoch_s = float(np.mean(list(cell_epoch_s.values())))
-    cells = grid.n_cells * grid.n_seeds * grid.cell_epochs * mean_epoch_s
-    hours = {"pretraining": pretrain / 3600, "continuations": continuation / 3600,
-             "cells": cells / 3600}
-    return {**hours, "total": sum(hours.values())}
+def weights_difference(a: dict, b: dict) -> float:
+    """Largest ``|a - b|`` over the floating-point tensors of two encoders' ``state_dict()``s,
+    relative to the largest ``|b|``."""
+    diff = scale = 0.0
+    for name, modules in b.items():
+        for key, value in modules.items():
+            if value.is_floating_point():
+                other = a[name][key].detach().cpu().double()
+                value = value.detach().cpu().double()
+                diff = max(diff, float((other - value).abs().max()))
+                scale = max(scale, float(value.abs().max()))
+    return diff / max(scale, 1e-30)
 
 
 def no_cuda_line() -> str | None:

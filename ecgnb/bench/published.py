@@ -22,6 +22,7 @@ batch replaces the draws of both (the per-series shifts stay random).
 """
 from __future__ import annotations
 
+import inspect
 import statistics
 import sys
 import time
@@ -77,12 +78,20 @@ def _script_our_crops(script: list[tuple]) -> None:
 
     crops = iter(script)
 
-    def scripted(x: torch.Tensor, min_overlap: int, generator: torch.Generator):
+    def scripted(x: torch.Tensor, min_overlap: int, generator: torch.Generator,
+                 device_generator: torch.Generator | None = None):
+        """:func:`ecgnb.models.ts2vec.draw_overlapping_crops` with the extents of the script."""
         crop_l, left, eleft, eright = next(crops)
-        shift = torch.randint(-eleft, x.shape[-1] - eright + 1, (x.shape[0],), generator=generator)
+        shifts = generator if device_generator is None else device_generator
+        shift = torch.randint(-eleft, x.shape[-1] - eright + 1, (x.shape[0],), generator=shifts,
+                              device=shifts.device)
         return (ts2vec.take_per_row(x, shift + eleft, left + crop_l - eleft),
                 ts2vec.take_per_row(x, shift + left, eright - left), crop_l)
 
+    if (list(inspect.signature(scripted).parameters)
+            != list(inspect.signature(ts2vec.draw_overlapping_crops).parameters)):
+        raise TypeError("ecgnb.models.ts2vec.draw_overlapping_crops changed its parameters: "
+                        "change the bench's scripted copy with it")
     ts2vec.draw_overlapping_crops = scripted  # this process only runs this measurement
 
 

@@ -21,14 +21,14 @@ Per backbone, in a fresh process (its own peak memory), with the grid's settings
   grid's cells;
 - baselines: the same per model (H-InceptionTime: each of its members).
 
-Disk per run is what the run keeps: ``encoder.pt``, or the cells' ``model.pt``. Machine hours
-assume the runs one after another with this process's torch threads; core hours multiply them
-by the threads.
+The rates go to :func:`ecgnb.bench.projection.project` with the corpus sizes as loaded (the model
+``make gpu-check`` projects with too). Disk per run is what the run keeps: ``encoder.pt``, or the
+cells' ``model.pt``. Hours assume the runs one after another with this process's torch threads;
+core hours multiply them by the threads.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 import time
@@ -36,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgnb.bench.projection import (EXTENDED_CORPUS, PAPER_GRID, backbone_of,
+                                    format_projection, project, runs_of)
 from ecgnb.bench.timing import in_fresh_process, peak_rss_mb
-from ecgnb.runs import PROJECT_ROOT, data_root
+from ecgnb.runs import data_root
 
-PAPER_GRID = PROJECT_ROOT / "params" / "grids" / "paper.yaml"
 ROOT_VARIABLES = {"fragment": "ECGNB_FRAGMENT_ROOT", "wesad": "ECGNB_WESAD_ROOT"}
-EXTENDED_CORPUS = "target"
 
 
 def paper_roots() -> dict[str, Path]:
@@ -65,10 +65,6 @@ def _fields(cls, params: dict, **changes):
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in names}
     return cls(**{**values, **changes})
-
-
-def _runs(grid, section: str) -> list:
-    return [r for r in grid.runs.values() if r.section == section]
 
 
 # --------------------------------------------------------------------------- measurements
@@ -109,79 +105,92 @@ def _batches_s(fn, x: np.ndarray, batch_size: int, n_batches: int) -> float:
     return (time.perf_counter() - start) / n_batches
 
 
-def measure_ssl(pretrain_params: dict, n_batches: int) -> dict:
-    """Per-batch seconds of pretraining (ECG) and continued training (no-ECG, target), held-out
-    loss batches, peak RSS and the encoder's size on disk (run in a fresh process)."""
+def grid_encoder(params: dict, device: str | None = None):
+    """The encoder of a pretraining run's params (the recipe's settings, its size, precision)
+    and the run's config: ``(encoder, PretrainConfig)``."""
     from ecgnb import models, pretraining
-    from ecgnb.data import DataConfig, load_corpus
 
-    cfg = _fields(pretraining.PretrainConfig, pretrain_params)
+    cfg = _fields(pretraining.PretrainConfig, params)
     overrides = {"use_amp": cfg.use_amp_,
                  **pretraining.model_config(cfg.backbone, cfg.model_size, cfg.model_overrides,
                                             cfg.recipe)}
     if cfg.backbone == "series2vec":
         overrides.setdefault("fs", cfg.fs)
-    encoder = models.build(cfg.backbone, device=cfg.device, seed=0, verbose=False, **overrides)
+    encoder = models.build(cfg.backbone, device=device or cfg.device, seed=0, verbose=False,
+                           **overrides)
+    return encoder, cfg
+
+
+def measure_ssl(pretrain_params: dict, n_batches: int) -> dict:
+    """Per-batch seconds of pretraining (ECG) and continued training (no-ECG, target), held-out
+    loss batches, peak RSS and the encoder's size on disk (run in a fresh process):
+    ``{"ssl": {label: {"batch_s", "val_batch_s"}}, "encoder_mb", "peak_mb"}``."""
+    from ecgnb.data import DataConfig, load_corpus
+
+    encoder, cfg = grid_encoder(pretrain_params)
     data, bs = _fields(DataConfig, pretrain_params), cfg.batch_size
     n = (n_batches + 1) * bs
-    out = {}
+    ssl = {}
     for label, corpus in (("pretrain", cfg.corpus), ("continued", "no-ECG"),
                           ("extended", EXTENDED_CORPUS)):
         # a cap of 4 n keeps n validation windows (load_corpus keeps a quarter of the cap)
         train, val = load_corpus(corpus, data, n_windows=4 * n, seed=0, target_holdout=False)
         x = np.ascontiguousarray(train.x[:n])
-        out[f"{label}_batch_s"] = _batches_s(
-            lambda xb: encoder.fit(xb, n_epochs=1, batch_size=bs, verbose=False), x, bs, n_batches)
+        ssl[label] = {"batch_s": _batches_s(
+            lambda xb: encoder.fit(xb, n_epochs=1, batch_size=bs, verbose=False), x, bs,
+            n_batches), "val_batch_s": 0.0}
         if cfg.selection_ == "holdout" and len(val) >= n:  # the held-out loss of every epoch
-            out[f"{label}_val_batch_s"] = _batches_s(
+            ssl[label]["val_batch_s"] = _batches_s(
                 lambda xb: encoder.evaluate_loss(xb, bs), np.ascontiguousarray(val.x[:n]), bs,
                 n_batches)
     with tempfile.TemporaryDirectory() as tmp:
-        out["encoder_mb"] = encoder.save(Path(tmp) / "encoder.pt").stat().st_size / 2**20
-    out["peak_mb"] = own_peak_mb()
-    return out
+        encoder_mb = encoder.save(Path(tmp) / "encoder.pt").stat().st_size / 2**20
+    return {"ssl": ssl, "encoder_mb": encoder_mb, "peak_mb": own_peak_mb()}
 
 
 def measure_cells(finetune_params: dict, backbone: str | None, kinds: list[tuple[str, str]],
                   n_batches: int) -> dict:
     """One epoch of one cell per (head, mode) with the grid's settings, on a slice of the
     fragments (``n_batches`` batches of training windows, a batch of validation and of test
-    windows, every class in each): per cell its epoch and set-up seconds extrapolated to the
-    whole task by window counts, and the model's size; peak RSS (fresh process)."""
-    from ecgnb import finetuning, models, pretraining
+    windows, every class in each): per cell its epoch seconds per training and validation window
+    and its set-up seconds per fragment (:mod:`ecgnb.bench.projection`), the model's size; the
+    task's split sizes; peak RSS (fresh process)."""
+    from ecgnb import finetuning
     from ecgnb.data import target_task
-    from ecgnb.evaluation.train import run_cell
 
     cfg = _fields(finetuning.FinetuneConfig, finetune_params, n_epochs=1, seeds=(0,))
     fragments, splits = target_task(cfg)
     part, part_splits = _slice_task(fragments, splits, {"train": n_batches * cfg.batch_size,
                                                         "val": cfg.batch_size,
                                                         "test": cfg.batch_size})
-    epoch_scale = (len(splits["train"]) + len(splits["val"])) / (
-        len(part_splits["train"]) + len(part_splits["val"]))
-    setup_scale = len(fragments) / len(part)
     encoder = None
     if backbone is not None:
-        overrides = pretraining.model_config(backbone, "study", {}, cfg.recipe)
-        if backbone == "series2vec":
-            overrides.setdefault("fs", cfg.fs)
-        encoder = models.build(backbone, device=cfg.device, seed=0, verbose=False, **overrides)
-    out = {"n_train": len(splits["train"])}
+        encoder, _ = grid_encoder({**finetune_params, "backbone": backbone,
+                                   "model_size": "study"})
+    cells, model_mb = {}, {}
     for head, mode in kinds:
         config = finetuning.train_config(cfg, finetuning.Cell(head, mode, 0, cfg.label_fraction),
                                          backbone)
-        start = time.perf_counter()
-        result = run_cell(encoder, part, part_splits, config)
-        total = time.perf_counter() - start
-        epoch_s = float(result.history["seconds"].sum())
-        n_members = int(result.history["member"].nunique())
-        size = sum(t.numel() * t.element_size() for t in result.model.state_dict().values())
-        out[f"{head}-{mode}"] = {"epoch_s": epoch_s / n_members * epoch_scale,
-                                 "n_members": n_members,
-                                 "setup_s": max(0.0, total - epoch_s) * setup_scale,
-                                 "model_mb": size / 2**20}
-    out["peak_mb"] = own_peak_mb()
-    return out
+        cells[f"{head}-{mode}"], model_mb[f"{head}-{mode}"] = cell_rates(
+            encoder, part, part_splits, config)
+    return {"cells": cells, "model_mb": model_mb, "peak_mb": own_peak_mb(),
+            "task": {name: len(idx) for name, idx in splits.items()}}
+
+
+def cell_rates(encoder, windows, splits: dict, config) -> tuple[dict, float]:
+    """One cell's run on ``windows``: the median epoch's seconds per training and validation
+    window (one member), the set-up's seconds per window, the members; the model's size in MB."""
+    from ecgnb.evaluation.train import run_cell
+
+    start = time.perf_counter()
+    result = run_cell(encoder, windows, splits, config)
+    total = time.perf_counter() - start
+    seconds = result.history["seconds"]
+    size = sum(t.numel() * t.element_size() for t in result.model.state_dict().values())
+    return {"epoch_s_per_window": float(seconds.median()) / (len(splits["train"])
+                                                              + len(splits["val"])),
+            "setup_s_per_window": max(0.0, total - float(seconds.sum())) / len(windows),
+            "n_members": int(result.history["member"].nunique())}, size / 2**20
 
 
 def _slice_task(windows, splits: dict, sizes: dict) -> tuple:
@@ -203,118 +212,62 @@ def rehearse(n_batches: int = 2, backbones=None, grid_path=PAPER_GRID) -> list[d
     """The table's rows, one per stage and backbone (see the module docstring)."""
     import torch
 
-    from ecgnb.data import scenarios
     from ecgnb.workflow.grid import load_grid
 
     paper_roots()
     grid = load_grid(grid_path)
-    pre_runs = {r.params["backbone"]: r for r in _runs(grid, "pretraining")
+    pre_runs = {r.params["backbone"]: r for r in runs_of(grid, "pretraining")
                 if r.params.get("corpus") == "ECG" and r.params.get("n_epochs", 1) > 0}
     backbones = list(backbones or pre_runs)
     common = next(iter(pre_runs.values())).params
-    needed = sorted({r.params["corpus"] for r in _runs(grid, "pretraining")}
+    needed = sorted({r.params["corpus"] for r in runs_of(grid, "pretraining")}
                     | {"no-ECG", EXTENDED_CORPUS})
     sizes = in_fresh_process(corpus_sizes, common, needed)  # keeps this process small
-    threads = torch.get_num_threads()
-    rows = []
+    rates, measured = {}, {}
     for backbone in backbones:
         ssl = in_fresh_process(measure_ssl, pre_runs[backbone].params, n_batches)
         print(f"{backbone} SSL: {_rounded(ssl)}", flush=True)
-        rows += _ssl_rows(grid, backbone, ssl, sizes, scenarios)
-        ft_run = next(r for r in _runs(grid, "finetuning") if r.params.get("encoder_run", "")
-                      .split("/")[-1].startswith(f"{backbone}-"))
+        ft_run = next(r for r in runs_of(grid, "finetuning") if backbone_of(r) == backbone)
         kinds = [(h, m) for h in ft_run.params["heads"] for m in ft_run.params["modes"]]
         cells = in_fresh_process(measure_cells, ft_run.params, backbone, kinds, n_batches)
         print(f"{backbone} cells: {_rounded(cells)}", flush=True)
-        rows.append(_cell_row(grid, "finetuning", backbone, cells, kinds,
-                              [r for r in _runs(grid, "finetuning")
-                               if f"/{backbone}-" in r.params.get("encoder_run", "")]))
-    base = _runs(grid, "baselines")
+        rates[backbone] = {"ssl": ssl["ssl"], "cells": cells["cells"]}
+        measured[backbone] = (ssl, cells)
+    base = runs_of(grid, "baselines")
     if base:
         kinds = [(m, "supervised") for m in base[0].params["baselines"]]
         cells = in_fresh_process(measure_cells, base[0].params, None, kinds, n_batches)
         print(f"baselines: {_rounded(cells)}", flush=True)
-        rows.append(_cell_row(grid, "baselines", "-", cells, kinds, base))
+        rates["baselines"] = {"cells": cells["cells"]}
+        measured["-"] = (None, cells)
+    rows = project(grid, rates, sizes, cells["task"], backbones)
     for row in rows:
-        row["core_h"] = row["machine_h"] * threads
+        _add_resources(row, *measured[row["backbone"]], torch.get_num_threads())
     return rows
+
+
+def _add_resources(row: dict, ssl: dict | None, cells: dict, threads: int) -> None:
+    """Peak memory, disk per run and core hours beside a projected row."""
+    if row["stage"] in ("pretraining", "regularization"):
+        row["peak_mb"], row["disk_mb"] = ssl["peak_mb"], ssl["encoder_mb"]
+    else:
+        sizes = list(cells["model_mb"].values())
+        row["peak_mb"] = cells["peak_mb"]
+        row["disk_mb"] = float(np.mean(sizes)) * row["n_cells"] / max(1, row["runs"])
+    row["core_h"] = row["hours"] * threads
 
 
 def _rounded(values: dict) -> dict:
-    return {k: _rounded(v) if isinstance(v, dict) else round(v, 3) if isinstance(v, float) else v
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 6) if isinstance(v, float) else v
             for k, v in values.items()}
 
 
-def _ssl_rows(grid, backbone: str, ssl: dict, sizes: dict, scenarios) -> list[dict]:
-    """Pretraining and regularization rows of one backbone."""
-    rows = []
-    pre = [r for r in _runs(grid, "pretraining") if r.params["backbone"] == backbone]
-    hours, epochs = 0.0, []
-    for run in pre:
-        corpus, n_epochs = run.params["corpus"], int(run.params.get("n_epochs") or 0)
-        epoch = _epoch_s(ssl, "pretrain", sizes[corpus], run.params["batch_size"])
-        hours += n_epochs * epoch / 3600
-        epochs.append(n_epochs)
-    ecg = _epoch_s(ssl, "pretrain", sizes["ECG"], 64)
-    rows.append(_row("pretraining", backbone, len(pre), epochs, ssl["pretrain_batch_s"], ecg,
-                     ssl["peak_mb"], ssl["encoder_mb"], hours, "ECG"))
-    reg = [r for r in _runs(grid, "regularization") if r.params.get("parent_run", "")
-           .split("/")[-1].startswith(f"{backbone}-")]
-    hours, epochs = 0.0, []
-    for run in reg:
-        step = scenarios.get(run.params["scenario"]).last_step
-        n_epochs = int(run.params.get("n_epochs") or step.n_epochs)
-        label = "extended" if step.corpus == EXTENDED_CORPUS else "continued"
-        hours += n_epochs * _epoch_s(ssl, label, sizes[step.corpus],
-                                     run.params["batch_size"]) / 3600
-        epochs.append(n_epochs)
-    no_ecg = _epoch_s(ssl, "continued", sizes["no-ECG"], 64)
-    rows.append(_row("regularization", backbone, len(reg), epochs, ssl["continued_batch_s"],
-                     no_ecg, ssl["peak_mb"], ssl["encoder_mb"], hours, "no-ECG"))
-    return rows
-
-
-def _epoch_s(ssl: dict, label: str, size: dict, batch_size: int) -> float:
-    """An epoch at full size: training batches, plus held-out loss batches where measured."""
-    train = math.ceil(size["n_train"] / batch_size) * ssl[f"{label}_batch_s"]
-    val = math.ceil(size["n_val"] / batch_size) * ssl.get(f"{label}_val_batch_s", 0.0)
-    return train + val
-
-
-def _cell_row(grid, section: str, backbone: str, cells: dict, kinds, runs) -> dict:
-    """A finetuning or baselines row: every run's cells, each the grid's epochs long."""
-    n_epochs = int(runs[0].params.get("n_epochs") or 300)
-    per_cell = [cells[f"{h}-{m}"] for h, m in kinds]
-    cell_h = [(c["setup_s"] + n_epochs * c["n_members"] * c["epoch_s"]) / 3600 for c in per_cell]
-    n_cells = sum(r.n_cells for r in runs)
-    hours = n_cells * float(np.mean(cell_h))
-    disk = sum(c["model_mb"] for c in per_cell) * n_cells / max(1, len(runs)) / len(per_cell)
-    epoch = float(np.mean([c["epoch_s"] * c["n_members"] for c in per_cell]))
-    return _row(section, backbone, len(runs), [n_epochs], float("nan"), epoch, cells["peak_mb"],
-                disk, hours, f"{cells['n_train']} fragments, {n_cells} cells")
-
-
-def _row(stage, backbone, n_runs, epochs, batch_s, epoch_s, peak_mb, disk_mb, hours, on) -> dict:
-    return {"stage": stage, "backbone": backbone, "runs": n_runs,
-            "epochs": "/".join(str(e) for e in sorted(set(epochs))), "batch_s": batch_s,
-            "epoch_s": epoch_s, "peak_mb": peak_mb, "disk_mb": disk_mb, "machine_h": hours,
-            "on": on}
+REHEARSAL_COLUMNS = (("peak_mb", "peak MB", ".0f"), ("disk_mb", "disk MB/run", ".1f"),
+                     ("core_h", "core h", ",.0f"))
 
 
 def format_rehearsal(rows: list[dict]) -> str:
-    header = (f"{'stage':<15}{'backbone':<11}{'runs':>5}{'epochs':>12}{'s/batch':>9}"
-              f"{'s/epoch':>10}{'peak MB':>9}{'disk MB/run':>12}{'machine h':>11}"
-              f"{'core h':>9}  epoch of")
-    lines = [header]
-    for r in rows:
-        batch = "-" if math.isnan(r["batch_s"]) else f"{r['batch_s']:.2f}"
-        lines.append(f"{r['stage']:<15}{r['backbone']:<11}{r['runs']:>5}{r['epochs']:>12}"
-                     f"{batch:>9}{r['epoch_s']:>10.0f}{r['peak_mb']:>9.0f}{r['disk_mb']:>12.1f}"
-                     f"{r['machine_h']:>11.0f}{r['core_h']:>9.0f}  {r['on']}")
-    total = sum(r["machine_h"] for r in rows)
-    lines.append(f"whole grid: {total:,.0f} machine hours ({total / 24:,.0f} days), "
-                 f"{sum(r['core_h'] for r in rows):,.0f} core hours on this machine")
-    return "\n".join(lines)
+    return format_projection(rows, "this machine", REHEARSAL_COLUMNS)
 
 
 def main(n_batches: int = 2, backbones=None) -> None:

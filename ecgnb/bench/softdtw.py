@@ -1,5 +1,5 @@
 """``python -m ecgnb.bench softdtw``: pairwise soft-DTW of one batch, ours (numba, torch, and the
-CUDA kernel where there is a GPU) against tslearn's ``cdist_soft_dtw``.
+fused Triton and numba.cuda kernels where there is a GPU) against tslearn's ``cdist_soft_dtw``.
 
 Beside the times it prints what each GPU path launches per batch: the torch sweep's aten
 operations, counted on the CPU (each is at least one CUDA kernel launch), and the fused kernel's
@@ -41,14 +41,7 @@ def bench_softdtw(n_series: int, length: int, gamma: float, repeats: int, paths:
     if "torch" in paths:
         rows.append(_bench_torch_cpu(x[:torch_cpu_series], gamma))
     if "cuda" in paths and torch.cuda.is_available():
-        from ecgnb.models.softdtw import soft_dtw_cuda
-
-        x_gpu = torch.from_numpy(x).cuda()
-        soft_dtw_cuda(x_gpu[:2, :8], gamma)  # compile
-        seconds, values = best_time(lambda: soft_dtw_cuda(x_gpu, gamma), repeats,
-                                    torch.cuda.synchronize)
-        rows.append(dict(path=f"ours CUDA kernel {torch.cuda.get_device_name()}",
-                         seconds=seconds, values=values.cpu().numpy(), note=f"best of {repeats}"))
+        rows += [_bench_fused(x, gamma, repeats, kernel) for kernel in ("triton", "numba-cuda")]
     if "torch" in paths and torch.cuda.is_available():
         x_gpu = torch.from_numpy(x).cuda()
         soft_dtw_torch(x_gpu[:2, :8], gamma)
@@ -81,15 +74,35 @@ def count_aten_ops(run) -> int:
 
 def gpu_launches(length: int, gamma: float) -> dict:
     """Per batch of series of ``length`` samples: aten operations of the torch sweep (kernel
-    launches on a GPU) and of the fused kernel's preparation (plus its one launch)."""
+    launches on a GPU) and of the Triton kernel's preparation (pairs, output, scratch, gamma;
+    plus its one launch)."""
     from ecgnb.models.softdtw import soft_dtw_torch
 
+    from ecgnb.models.softdtw_gpu import _pairs
+
     x = torch.zeros(4, length, dtype=torch.float64)
-    prepare = count_aten_ops(lambda: (x.to(torch.float64).contiguous(),
-                                      torch.triu_indices(4, 4),
-                                      torch.empty(4, 4, dtype=torch.float64)))
+    prepare = count_aten_ops(lambda: (_pairs(x), torch.empty(10, 2, 1024, dtype=torch.float64),
+                                      torch.full((1,), gamma, dtype=torch.float64)))
     return {"torch sweep": count_aten_ops(lambda: soft_dtw_torch(x, gamma)),
             "cuda kernel": prepare + 1}
+
+
+def _bench_fused(x: np.ndarray, gamma: float, repeats: int, kernel: str) -> dict:
+    """One fused GPU kernel (:mod:`ecgnb.models.softdtw_gpu`); a row of NaN where it cannot run."""
+    from ecgnb.models.softdtw import pairwise_soft_dtw
+    from ecgnb.models.softdtw_gpu import KernelUnavailable
+
+    x_gpu = torch.from_numpy(x).cuda()
+    name = f"ours {kernel} {torch.cuda.get_device_name()}"
+    try:
+        pairwise_soft_dtw(x_gpu[:2, :8], gamma, method=kernel)  # compile
+    except KernelUnavailable as exc:
+        return dict(path=name, seconds=float("nan"), values=np.full((len(x), len(x)), np.nan),
+                    note=f"cannot run: {exc}"[:120])
+    seconds, values = best_time(lambda: pairwise_soft_dtw(x_gpu, gamma, method=kernel), repeats,
+                                torch.cuda.synchronize)
+    return dict(path=name, seconds=seconds, values=values.cpu().numpy(),
+                note=f"best of {repeats}")
 
 
 def _bench_torch_cpu(x: np.ndarray, gamma: float) -> dict:
@@ -132,7 +145,7 @@ def format_softdtw(rows: list[dict], length: int, gamma: float) -> str:
              f"{'max rel diff':>14}  note"]
     for row in rows:
         speed_up = max_diff = "-"
-        if reference is not None:
+        if reference is not None and np.isfinite(row["seconds"]):
             n = len(row["values"])
             speed_up = f"{pairs_per_second(row) / pairs_per_second(reference):.1f}x"
             max_diff = f"{max_relative_difference(row['values'], reference['values'][:n, :n]):.1e}"
@@ -140,6 +153,6 @@ def format_softdtw(rows: list[dict], length: int, gamma: float) -> str:
                      f"{pairs_per_second(row):>10.1f}{speed_up:>10}{max_diff:>14}  {row['note']}")
     launches = gpu_launches(length, gamma)
     lines.append(f"GPU launches per batch at T={length}: torch sweep {launches['torch sweep']:,} "
-                 f"aten ops (>= 1 kernel each); CUDA kernel 1 launch + "
+                 f"aten ops (>= 1 kernel each); fused kernel 1 launch + "
                  f"{launches['cuda kernel'] - 1} torch ops")
     return "\n".join(lines)

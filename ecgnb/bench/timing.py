@@ -20,7 +20,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides CPU s
 
 def machine_line() -> str:
     """One line naming what a benchmark ran on: CPU model, cores, the flags of :data:`CPU_FLAGS`
-    it has, torch and its threads, and the GPU if there is one."""
+    it has, the load average (1 min) as the benchmark starts, torch and its threads, and the GPU
+    if there is one. The load matters: other processes on the cores stall torch's threads at
+    every parallel operation (docs/performance.md, "Threads on a busy machine")."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -36,8 +38,8 @@ def machine_line() -> str:
     has = [f for f in CPU_FLAGS if f in flags] if flags else ["flags unknown"]
     listed = " ".join(has) or "none of " + " ".join(CPU_FLAGS)
     gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    return (f"machine: {model}, {os.cpu_count()} cores, {listed}; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; {gpu}")
+    return (f"machine: {model}, {os.cpu_count()} cores, {listed}; load {os.getloadavg()[0]:.1f}; "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; {gpu}")
 
 
 def synthetic_batch(n_series: int, length: int, seed: int = 0) -> np.ndarray:

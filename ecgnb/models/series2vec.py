@@ -307,15 +307,25 @@ class Series2Vec(Encoder):
                 soft_dtw = pairwise_soft_dtw(x, gamma=cfg.gamma, decimate=cfg.softdtw_decimate)
             else:  # the official code on [B, 1, T]: one T-dim point per series
                 soft_dtw = torch.cdist(x, x) ** 2
-            spectra = filtered_spectra(x, self.filter_gain(x.shape[-1], generator))
+            spectra = filtered_spectra(x, self.filter_gain(x.shape[-1], generator, x.device))
             return (upper_triangle(soft_dtw).to(x.device, torch.float32), torch.pdist(spectra))
 
-    def filter_gain(self, n_timesteps: int, generator: torch.Generator) -> torch.Tensor:
-        """This batch's spectral gain ``[T // 2 + 1]``; "random" draws low/high-pass (p=0.5)."""
+    def filter_gain(self, n_timesteps: int, generator: torch.Generator,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+        """This batch's spectral gain ``[T // 2 + 1]`` (float32, on ``device``); "random" draws
+        low/high-pass (p=0.5). Each gain is computed and placed once per length, filter and device
+        and kept: a training step copies nothing from the host."""
         cfg = self.config
         kind = cfg.spectrum_filter
         if kind == "random":
             kind = "lowpass" if torch.rand((), generator=generator) < 0.5 else "highpass"
-        gain = spectral_filter_gain(n_timesteps, cfg.fs, kind, cfg.lowpass_hz, cfg.highpass_hz,
-                                    cfg.filter_order)
-        return torch.from_numpy(gain).float()
+        gains = self.__dict__.setdefault("_gains", {})
+        key = (n_timesteps, kind, cfg.fs, cfg.lowpass_hz, cfg.highpass_hz, cfg.filter_order,
+               str(device))
+        if key not in gains:  # both kinds of a random filter at once: no copy in a later step
+            both = ("lowpass", "highpass") if cfg.spectrum_filter == "random" else (kind,)
+            for each in both:
+                gain = spectral_filter_gain(n_timesteps, cfg.fs, each, cfg.lowpass_hz,
+                                            cfg.highpass_hz, cfg.filter_order)
+                gains[(n_timesteps, each, *key[2:])] = torch.from_numpy(gain).float().to(device)
+        return gains[key]

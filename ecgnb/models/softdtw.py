@@ -19,34 +19,35 @@ Two implementations that agree to ~1e-14 relative (and with tslearn):
   factored out before ``exp``). Within a pair it sweeps the anti-diagonals of ``R``, whose
   cells are independent, with branch-free arithmetic that LLVM vectorises; three rolling
   diagonals of ``T + 2`` values stay in L1.
-- :func:`soft_dtw_cuda` (GPU): one fused numba.cuda kernel, launched once per batch on torch's
-  current stream (no synchronisation): one thread block per pair, whose threads sweep the
-  anti-diagonals of ``R`` in shared memory (three rolling diagonals of ``T + 2`` float64),
-  a barrier between diagonals. Float64, soft-min factored like the CPU kernel, with the
-  device's ``exp`` and ``log``. Tests run it under numba's CUDA simulator
-  (``NUMBA_ENABLE_CUDASIM=1``, :func:`soft_dtw_cuda_arrays` on numpy arrays).
+- the fused GPU kernels (:mod:`ecgnb.models.softdtw_gpu`): one launch per batch on the
+  tensor's device and torch's current stream, a Triton kernel or, where Triton cannot run, a
+  numba.cuda one; both float64, sweeping the anti-diagonals of ``R`` per pair.
 - :func:`soft_dtw_torch` (any device): all pairs at once, sweeping the anti-diagonals
   ``i + j = s`` of ``R`` (2T sequential steps, each vectorised over pairs and cells): about 15
-  kernel launches per diagonal, some 20,000 per batch at T = 720. It runs where the CUDA kernel
-  cannot be compiled (no NVVM), and on CPU (tests).
+  kernel launches per diagonal, some 30,000 per batch at T = 720. It runs where no fused
+  kernel can (with a warning), and on CPU (tests).
 
-:func:`pairwise_soft_dtw` dispatches: CUDA tensors -> the CUDA kernel (the torch path, with a
-warning, when numba cannot compile for the device), everything else -> numba. The first numba
-call compiles (tens of seconds); ``cache=True`` keeps the CPU machine code in ``__pycache__`` for
-later processes. Threads: :func:`set_cpu_threads`.
+:func:`pairwise_soft_dtw` dispatches: CUDA tensors -> a fused kernel, everything else -> numba.
+Where no fused kernel runs, it warns once and takes the torch sweep; with ``ECGNB_STRICT_GPU=1``
+in the environment (``make gpu-check`` sets it) it raises instead, naming the cause. The first
+numba call compiles (tens of seconds); ``cache=True`` keeps the CPU machine code in
+``__pycache__`` for later processes. Threads: :func:`set_cpu_threads`.
 """
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numba
 import numpy as np
 import torch
-from numba import cuda, njit, prange
+from numba import njit, prange
 
-METHODS = ("auto", "numba", "torch", "cuda")
-CUDA_THREADS = 256  # threads per pair: each handles every 256th cell of a diagonal
+# "cuda": the first fused kernel that runs; "triton", "numba-cuda": that kernel only
+METHODS = ("auto", "numba", "torch", "cuda", "triton", "numba-cuda")
+FUSED = ("cuda", "triton", "numba-cuda")
+STRICT_VARIABLE = "ECGNB_STRICT_GPU"  # set (not "0"): a CUDA tensor never leaves the fused kernel
 
 
 # --------------------------------------------------------------------------- numba (CPU)
@@ -152,75 +153,6 @@ def soft_dtw_numba(x: np.ndarray, gamma: float = 0.1) -> np.ndarray:
     return _soft_dtw_upper(x, float(gamma), rows.astype(np.int64), cols.astype(np.int64))
 
 
-# --------------------------------------------------------------------------- numba.cuda (GPU)
-@cuda.jit(device=True)
-def _soft_min3_device(r1, r2, r3, gamma):
-    """Stable soft-min of three values (+inf allowed, not all three)."""
-    r_min = min(r1, min(r2, r3))
-    total = (math.exp((r_min - r1) / gamma) + math.exp((r_min - r2) / gamma)
-             + math.exp((r_min - r3) / gamma))
-    return r_min - gamma * math.log(total)
-
-
-@cuda.jit
-def _soft_dtw_blocks(x, rows, cols, gamma, out):
-    """Block ``k`` computes soft-DTW of ``(x[rows[k]], x[cols[k]])`` into ``out`` (both halves).
-
-    Shared memory (dynamic, ``3 * (T + 2)`` float64) holds diagonals ``s % 3``; diagonal ``s``
-    keeps ``R[i, s - i]`` at offset ``i``, as in the CPU kernel. Threads stride over the valid
-    rows ``lo..hi`` of each diagonal; a barrier separates the diagonals.
-    """
-    k, tid, n_threads = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
-    length = x.shape[1]
-    width = length + 2
-    a, b = rows[k], cols[k]
-    diagonals = cuda.shared.array(0, dtype=numba.float64)
-    for i in range(tid, 3 * width, n_threads):
-        diagonals[i] = math.inf  # V_1 (R[0, 1], R[1, 0]) and the padding: +inf
-    cuda.syncthreads()
-    if tid == 0:
-        diagonals[0] = 0.0  # V_0: R[0, 0] = 0
-    cuda.syncthreads()
-    for s in range(2, 2 * length + 1):
-        current, last, before = (s % 3) * width, ((s - 1) % 3) * width, ((s - 2) % 3) * width
-        lo, hi = max(1, s - length), min(length, s - 1)
-        for i in range(lo + tid, hi + 1, n_threads):
-            diff = x[a, i - 1] - x[b, s - i - 1]
-            diagonals[current + i] = diff * diff + _soft_min3_device(
-                diagonals[before + i - 1], diagonals[last + i - 1], diagonals[last + i], gamma)
-        if tid == 0:  # the neighbours that the next two diagonals read
-            diagonals[current + lo - 1] = math.inf
-            diagonals[current + hi + 1] = math.inf
-        cuda.syncthreads()
-    if tid == 0:
-        value = diagonals[((2 * length) % 3) * width + length]
-        out[a, b] = value
-        out[b, a] = value
-
-
-def soft_dtw_cuda_arrays(x, rows, cols, gamma: float, out, stream=0,
-                         n_threads: int | None = None) -> None:
-    """Launch :func:`_soft_dtw_blocks` on ``x [B, T]`` float64, the pairs ``(rows, cols)`` and
-    ``out [B, B]`` float64 (device arrays, or numpy under the CUDA simulator): one launch.
-    ``n_threads`` per block defaults to ``T`` rounded up to a warp, at most :data:`CUDA_THREADS`."""
-    length = x.shape[1]
-    n_threads = n_threads or min(CUDA_THREADS, 32 * -(-length // 32))
-    shared_bytes = 3 * (length + 2) * 8
-    _soft_dtw_blocks[len(rows), n_threads, stream, shared_bytes](x, rows, cols, float(gamma), out)
-
-
-def soft_dtw_cuda(x: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
-    """Pairwise soft-DTW ``[B, B]`` (float64) of a CUDA tensor ``x`` ``[B, T]`` with the fused
-    kernel, queued on torch's current stream (the result is ready in stream order, unsynchronised)."""
-    x = _as_2d(x).to(torch.float64).contiguous()
-    rows, cols = torch.triu_indices(len(x), len(x), device=x.device)
-    out = torch.empty(len(x), len(x), dtype=torch.float64, device=x.device)
-    stream = cuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
-    arrays = [cuda.as_cuda_array(t, sync=False) for t in (x, rows, cols, out)]
-    soft_dtw_cuda_arrays(*arrays[:3], gamma, arrays[3], stream)
-    return out
-
-
 # --------------------------------------------------------------------------- torch (GPU/CPU)
 def soft_dtw_torch(x: torch.Tensor, gamma: float = 0.1,
                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -295,8 +227,9 @@ def pairwise_soft_dtw(x, gamma: float = 0.1, decimate: int = 1, method: str = "a
     """Pairwise soft-DTW ``[B, B]`` (float64, diagonal included) of ``x`` ``[B, T]``.
 
     ``x`` may be numpy or torch; a ``[B, 1, T]`` batch of univariate windows is accepted too.
-    ``decimate > 1`` computes on :func:`decimate_series` ``(x, decimate)``. ``method``:
-    "auto" (the CUDA kernel for CUDA tensors, numba otherwise), "numba", "torch" or "cuda".
+    ``decimate > 1`` computes on :func:`decimate_series` ``(x, decimate)``. ``method``: "auto"
+    (a fused kernel for CUDA tensors, numba otherwise), "numba", "torch", or a fused kernel:
+    "cuda" (the first that runs), "triton", "numba-cuda".
     Returns numpy for numpy input, a tensor on ``x``'s device for torch input. No gradients.
     """
     if method not in METHODS:
@@ -304,13 +237,13 @@ def pairwise_soft_dtw(x, gamma: float = 0.1, decimate: int = 1, method: str = "a
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
     is_torch = isinstance(x, torch.Tensor)
-    if method == "cuda" and not (is_torch and x.is_cuda):
-        raise ValueError("method 'cuda' needs a CUDA tensor")
+    if method in FUSED and not _on_gpu(x):
+        raise ValueError(f"method {method!r} needs a CUDA tensor")
     with torch.no_grad():
         x = decimate_series(_as_2d(x.detach() if is_torch else np.asarray(x)), decimate)
-        on_gpu = is_torch and x.is_cuda
-        if method == "cuda" or (method == "auto" and on_gpu):
-            values = _soft_dtw_on_gpu(x, gamma, fall_back=method == "auto")
+        on_gpu = _on_gpu(x)
+        if method in FUSED or (method == "auto" and on_gpu):
+            values = _fused(x, gamma, method)
             if values is not None:
                 return values
         if method == "torch" or (method == "auto" and on_gpu):
@@ -320,20 +253,34 @@ def pairwise_soft_dtw(x, gamma: float = 0.1, decimate: int = 1, method: str = "a
         return torch.from_numpy(values).to(x.device) if is_torch else values
 
 
-_CUDA_FAILURE: list[str] = []  # why the CUDA kernel could not run in this process, once known
+def _on_gpu(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_cuda
 
 
-def _soft_dtw_on_gpu(x, gamma: float, fall_back: bool):
-    """The CUDA kernel's result, or None when it cannot run and ``fall_back`` (warned once)."""
-    if not _CUDA_FAILURE:
-        try:
-            return soft_dtw_cuda(x, gamma)
-        except Exception as exc:  # noqa: BLE001 - no driver, no NVVM, ...: say so once
-            if not fall_back:
-                raise
-            _CUDA_FAILURE.append(f"{type(exc).__name__}: {exc}")
-            warnings.warn(f"soft-DTW: the CUDA kernel cannot run here ({_CUDA_FAILURE[0]}); "
-                          "using the torch anti-diagonal sweep", RuntimeWarning, stacklevel=3)
+def is_strict() -> bool:
+    """Whether a CUDA tensor must get a fused kernel (``ECGNB_STRICT_GPU`` set, not "0")."""
+    return os.environ.get(STRICT_VARIABLE, "0") not in ("", "0")
+
+
+_WARNED: list[str] = []  # the fallback warning, once per process
+
+
+def _fused(x: torch.Tensor, gamma: float, method: str):
+    """A fused kernel's result; None where none runs and ``method`` is "auto" (warned once),
+    except in strict mode, which raises :class:`~ecgnb.models.softdtw_gpu.KernelUnavailable`."""
+    from ecgnb.models import softdtw_gpu
+
+    kernels = softdtw_gpu.KERNELS if method in ("auto", "cuda") else (method,)
+    try:
+        return softdtw_gpu.fused_soft_dtw(x, gamma, kernels)
+    except softdtw_gpu.KernelUnavailable as exc:
+        if method != "auto" or is_strict():
+            raise
+        if not _WARNED:
+            _WARNED.append(str(exc))
+            warnings.warn(f"soft-DTW: {exc}; using the torch anti-diagonal sweep "
+                          f"({STRICT_VARIABLE}=1 makes this an error)", RuntimeWarning,
+                          stacklevel=3)
     return None
 
 

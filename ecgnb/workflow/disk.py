@@ -1,9 +1,10 @@
 """Room for a sweep: the disk space its runs will take, checked before the first one starts.
 
-A run to do is estimated at the median size of the finished runs of its stage under the outputs
-root (the sizes their completion records list; results set aside under ``superseded/`` are not
-counted), or at :data:`DEFAULT_RUN_BYTES` for a stage with none yet. A sweep whose estimate does
-not fit the free space of its grid folder stops before anything runs (:func:`check_space`);
+A run to do is estimated at the median size of the finished runs of its stage in the sweep's own
+grid folder (the sizes their completion records list; results set aside under ``superseded/`` are
+not counted), or at :data:`DEFAULT_RUN_BYTES` for a stage with none yet: another grid's runs (the
+demo's, a few MB) say nothing of this grid's sizes. A sweep whose estimate does not fit the free
+space of its grid folder stops before anything runs (:func:`check_space`);
 ``ecgnb run --no-disk-check`` skips the check.
 """
 from __future__ import annotations
@@ -71,8 +72,9 @@ def free_space(folder: Path) -> float:
 
 
 def space_line(stages: list[str], folder: Path, root: Path) -> tuple[str, bool]:
-    """One line on the space the runs of ``stages`` need in ``folder`` and whether it fits."""
-    needed, free = space_needed(stages, root), free_space(folder)
+    """One line on the space the runs of ``stages`` need in ``folder`` (the grid's folder under
+    the outputs ``root``, whose finished runs are the estimate) and whether it fits."""
+    needed, free = space_needed(stages, folder), free_space(folder)
     fits = needed <= free
     line = (f"disk: the {len(stages)} run(s) to do need about {human_size(needed)} in {folder}, "
             f"{human_size(free)} free")
@@ -85,6 +87,6 @@ def check_space(stages: list[str], folder: Path, root: Path) -> None:
         return
     line, fits = space_line(stages, folder, root)
     if not fits:
-        raise NotEnoughSpace(f"not enough {line} (estimated from finished runs of each stage, "
-                             "or defaults); free space, use --outputs on another disk, or pass "
-                             "--no-disk-check")
+        raise NotEnoughSpace(f"not enough {line} (estimated from this grid's finished runs of "
+                             "each stage, or defaults); free space, use --outputs on another "
+                             "disk, or pass --no-disk-check")

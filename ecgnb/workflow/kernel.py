@@ -11,15 +11,17 @@ node, is no verdict on the notebook); a notebook that raises is not.
 A kernel that dies or hangs before it answers its first request (:func:`is_start_failure`, e.g.
 two kernels starting at once that picked the same port) ran nothing: the runner starts it again
 at once (:data:`START_TRIES`), and the run goes on as if nothing happened.
+
+jupyter_client is imported when a kernel is first watched, not with this module: the grid, its
+runner and ``make gpu-check`` load without the notebook stack.
 """
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
 from pathlib import Path
-
-from jupyter_client.manager import AsyncKernelManager
 
 from ecgnb.workflow.disk import human_size
 
@@ -48,7 +50,7 @@ class KernelWatch:
     def manager_class(self) -> type:
         """A :class:`WatchedKernelManager` class reporting to this watch (papermill and nbclient
         take the class and build the manager themselves)."""
-        return type("WatchedKernelManager", (WatchedKernelManager,), {"watch": self})
+        return type("WatchedKernelManager", (watched_manager(),), {"watch": self})
 
     def started(self, process) -> None:
         self.process, self.started_at = process, time.time()
@@ -82,15 +84,27 @@ class KernelWatch:
                 "kernel_s": None if self.started_at is None else time.time() - self.started_at}
 
 
-class WatchedKernelManager(AsyncKernelManager):
-    """nbclient's kernel manager, handing the kernel process to :attr:`watch` once launched."""
+@functools.lru_cache(maxsize=None)
+def watched_manager() -> type:
+    """:class:`WatchedKernelManager`: nbclient's kernel manager, handing the kernel process to
+    its ``watch`` once launched (built on first use, when jupyter_client is imported)."""
+    from jupyter_client.manager import AsyncKernelManager
 
-    watch: KernelWatch | None = None
+    class WatchedKernelManager(AsyncKernelManager):
+        watch: KernelWatch | None = None
 
-    async def _async_launch_kernel(self, kernel_cmd, **kw):  # jupyter_client's launch hook
-        await super()._async_launch_kernel(kernel_cmd, **kw)
-        if self.watch is not None:
-            self.watch.started(self.provisioner.process)
+        async def _async_launch_kernel(self, kernel_cmd, **kw):  # jupyter_client's launch hook
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            if self.watch is not None:
+                self.watch.started(self.provisioner.process)
+
+    return WatchedKernelManager
+
+
+def __getattr__(name: str):
+    if name == "WatchedKernelManager":
+        return watched_manager()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _peak_rss(status: Path) -> int | None:

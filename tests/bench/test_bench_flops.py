@@ -1,4 +1,5 @@
 """ecgnb.bench.flops and ecgnb.bench.memory at tiny sizes: the numbers they print are consistent."""
+import pytest
 import torch
 
 from ecgnb.bench.flops import format_flops, matmul_peak, share_of_peak, step_rate
@@ -12,6 +13,19 @@ def test_step_flops_and_share_of_peak():
     share = share_of_peak(row, peaks)
     assert share == row["flops_per_step"] / row["seconds_per_step"] / peaks["fp32"]
     assert "ts2vec" in format_flops(peaks, [row], 8, 64)
+    parts = row["flops_by_kind"]
+    assert sum(parts.values()) == pytest.approx(row["flops_per_step"])
+    assert parts["products"] > 0 and parts["convolutions"] > 0  # its loss, its encoder
+
+
+def test_every_counted_operation_has_a_kind():
+    from torch.utils.flop_counter import flop_registry
+
+    from ecgnb.bench.flops import kind_of
+    kinds = {str(op): kind_of(str(op)) for op in flop_registry}
+    assert kinds["aten.mm"] == kinds["aten.bmm"] == "products"
+    assert kinds["aten.convolution_backward"] == "convolutions"
+    assert kinds["aten._flash_attention_forward"] == "attention"
 
 
 def test_probe_memory_caches_the_fcn_features_in_the_requested_type():

@@ -13,18 +13,16 @@ def test_real_data_roots_are_used_as_given(monkeypatch, tmp_path):
     assert not (tmp_path / "data").exists()  # nothing generated
 
 
-def test_an_epoch_is_its_batches_at_full_size():
-    ssl = {"pretrain_batch_s": 2.0, "pretrain_val_batch_s": 0.5}
-    size = {"n_train": 640, "n_val": 65}
-    assert rehearse._epoch_s(ssl, "pretrain", size, 64) == 10 * 2.0 + 2 * 0.5
-    assert rehearse._epoch_s({"continued_batch_s": 1.0}, "continued", size, 64) == 10.0
-
-
-def test_the_table_totals_the_stages():
-    rows = [rehearse._row("pretraining", "ts2vec", 4, [600], 2.0, 3000.0, 1500.0, 2.5, 10.0,
-                          "ECG"),
-            rehearse._row("baselines", "-", 1, [300], math.nan, 5.0, 800.0, 1.0, 2.0, "x")]
-    for row in rows:
-        row["core_h"] = 2 * row["machine_h"]
+def test_the_table_carries_memory_disk_and_core_hours():
+    rows = [{"stage": "pretraining", "backbone": "ts2vec", "runs": 4, "epochs": "600",
+             "windows": 2.4e8, "batch_s": 2.0, "epoch_s": 3000.0, "hours": 10.0, "on": "ECG",
+             "n_cells": 0},
+            {"stage": "baselines", "backbone": "-", "runs": 1, "epochs": "300", "windows": 1e6,
+             "batch_s": math.nan, "epoch_s": 5.0, "hours": 2.0, "on": "x", "n_cells": 15}]
+    rehearse._add_resources(rows[0], {"peak_mb": 1500.0, "encoder_mb": 2.5}, None, 2)
+    rehearse._add_resources(rows[1], None, {"peak_mb": 800.0, "model_mb": {"a": 1.0, "b": 3.0}},
+                            2)
+    assert rows[1]["disk_mb"] == 2.0 * 15 and rows[0]["core_h"] == 20.0
     text = rehearse.format_rehearsal(rows)
-    assert "whole grid: 12 machine hours" in text and "24 core hours" in text
+    assert "whole grid: 12.0 hours (0.5 days) on this machine" in text
+    assert "1500" in text and "30.0" in text and "core h" in text

@@ -1,12 +1,18 @@
 """A training step that does not wait for the device, checked on the CPU: one read of the loss per
-epoch, the device generator seeded once per fit (recorded, checkpointed, reproducible), the
-corpus placement rule, the backend flags, and TS2Vec's weight average without a host read."""
+epoch, no read of a device value and no data-dependent shape in a step, the device generator
+seeded once per fit (recorded, checkpointed, reproducible), the corpus placement rule, the backend
+flags, and TS2Vec's weight average without a host read; on a GPU, the synchronisations per step
+counted by CUDA itself."""
+import collections
 import copy
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import ecgnb.models.device as device_module
 from ecgnb.models import build
@@ -60,6 +66,96 @@ def test_the_loss_is_read_once_per_epoch_and_once_per_validation(name, monkeypat
     sums = [m for m, t in reads if t.dtype == torch.float64 and t.dim() == 0]
     assert sums == ["item"] * 4
     assert all(np.isfinite(h["loss"]) and np.isfinite(h["val_loss"]) for h in enc.history_)
+
+
+# Operations that make the host wait for a device tensor: a read of its value, or an output
+# whose shape depends on its values (a boolean mask).
+WAITING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2",
+               "unique_consecutive", "repeat_interleave"}
+
+
+class DeviceWaits(TorchDispatchMode):
+    """Counts, per operation, the host waits a GPU run of the block would make. Device tensors
+    are the marked ones (parameters, batches), what is computed from them, and what is drawn from
+    a generator in ``device_generators`` (ids)."""
+
+    def __init__(self, device_generators: set):
+        super().__init__()
+        self.ids, self.kept = set(), []  # kept alive, so that no id is reused
+        self.device_generators = device_generators
+        self.waits = collections.Counter()
+
+    def mark(self, tensors) -> None:
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                self.ids.add(id(t))
+                self.kept.append(t)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        on_device = any(id(t) in self.ids for t in inputs)
+        name = func.__name__.split(".")[0]
+        masked = name.startswith("index") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in inputs[1:])
+        if on_device and (name in WAITING_OPS or masked):
+            self.waits[name] += 1
+        out = func(*args, **kwargs)
+        if on_device or id(kwargs.get("generator")) in self.device_generators:
+            self.mark(tree_flatten(out)[0])
+        return out
+
+
+def _waits(name: str, n_batches: int, monkeypatch) -> collections.Counter:
+    """Host waits of a one-epoch fit of ``n_batches`` batches, as a GPU run would make them."""
+    generators_made = set()
+
+    def marked(host, device):
+        on_device, seed = device_generator(host, device)
+        generators_made.add(id(on_device))
+        return on_device, seed
+    import ecgnb.models.base as base
+    monkeypatch.setattr(base, "device_generator", marked)
+    enc = encoder(name).build(96)
+    mode = DeviceWaits(generators_made)
+    mode.mark([t for m in enc.modules_.values() for t in [*m.parameters(), *m.buffers()]])
+    loss = enc._loss
+
+    def marked_loss(xb, *gens):
+        mode.mark([xb])
+        return loss(xb, *gens)
+    enc._loss = marked_loss
+    with mode:
+        enc.fit(windows(8 * n_batches), n_epochs=1, batch_size=8)
+    return mode.waits
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_a_training_step_never_waits_for_the_device(name, monkeypatch, separate_generator):
+    """The waits of a 5-batch epoch are those of a 1-batch epoch (the epoch's one read of its
+    loss sum): a step adds none (TS-TCC's batch-norm pass included, one batch per step)."""
+    one, five = _waits(name, 1, monkeypatch), _waits(name, 5, monkeypatch)
+    assert one == five == collections.Counter({"_local_scalar_dense": 1})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_cuda_counts_no_synchronisation_in_a_training_step(name):
+    """CUDA's own sync detector (``torch.cuda.set_sync_debug_mode``): a 5-batch epoch makes as
+    many synchronisations as a 1-batch one (fp32, no gradient scaler)."""
+    def syncs(n_batches):
+        enc = build(name, device="cuda", seed=0, verbose=False, use_amp=False, **TINY[name])
+        x = windows(8 * n_batches)
+        enc.fit(x[:8], n_epochs=1, batch_size=8)  # compile, allocate
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                enc.fit(x, n_epochs=1, batch_size=8)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+    assert syncs(5) == syncs(1)
 
 
 def test_device_generator_is_seeded_once_per_fit_recorded_and_reproducible(separate_generator):

@@ -83,6 +83,20 @@ def test_targets_match_pairwise_references():
     np.testing.assert_allclose(freq_target.numpy(), expected, rtol=1e-4)
 
 
+def test_filter_gains_are_computed_once_per_length_filter_and_device():
+    """A step reads its gain from the encoder's kept tensors: no host-to-device copy per batch;
+    a changed setting (here fs) gets its own gain."""
+    enc = small(spectrum_filter="random")
+    enc.filter_gain(180, torch_generator(0), "cpu")
+    assert len(enc._gains) == 2  # a random filter's first draw places both kinds: no later copy
+    drawn = {enc.filter_gain(180, torch_generator(seed), "cpu").data_ptr() for seed in range(8)}
+    assert len(drawn) == 2 and len(enc._gains) == 2  # low-pass and high-pass, each made once
+    gain = enc.filter_gain(180, torch_generator(0), "cpu")
+    assert gain.dtype == torch.float32 and gain is enc.filter_gain(180, torch_generator(0), "cpu")
+    enc.set_params(fs=250.0)
+    assert not torch.equal(enc.filter_gain(180, torch_generator(0), "cpu"), gain)
+
+
 def test_similarity_loss_matches_loop_reference():
     rng = np.random.default_rng(0)
     z, target = rng.normal(size=(5, 3)), rng.uniform(1, 9, size=10)

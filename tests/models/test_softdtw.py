@@ -1,4 +1,6 @@
-"""Pairwise soft-DTW: numba and torch paths vs a plain dynamic-programming reference and tslearn."""
+"""Pairwise soft-DTW: numba, torch and the fused GPU kernels (under numba's CUDA simulator and
+Triton's interpreter) vs a plain dynamic-programming reference and tslearn; the GPU dispatch and
+its strict mode, simulated on the CPU."""
 import math
 import warnings
 
@@ -6,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ecgnb.models.softdtw import (decimate_series, pairwise_soft_dtw, soft_dtw_numba, soft_dtw_torch)
+from ecgnb.models import softdtw, softdtw_gpu
+from ecgnb.models.softdtw import (STRICT_VARIABLE, decimate_series, pairwise_soft_dtw,
+                                  soft_dtw_numba, soft_dtw_torch)
+from ecgnb.models.softdtw_gpu import KernelUnavailable
 
 GAMMAS = (0.01, 0.1, 1.0, 10.0)
 
@@ -129,7 +134,7 @@ SIMULATED_KERNEL = """
 import sys
 import numpy as np
 from numba import config
-from ecgnb.models.softdtw import soft_dtw_cuda_arrays
+from ecgnb.models.softdtw_gpu import soft_dtw_cuda_arrays
 assert config.ENABLE_CUDASIM
 x = np.load(sys.argv[1])
 rows, cols = np.triu_indices(len(x))
@@ -165,3 +170,110 @@ def test_cuda_method_without_a_gpu_is_an_error_and_auto_stays_on_the_cpu():
     with pytest.raises(ValueError, match="CUDA tensor"):
         pairwise_soft_dtw(torch.from_numpy(x), method="cuda")
     assert_close(pairwise_soft_dtw(torch.from_numpy(x)).numpy(), reference_matrix(x, 0.1))
+
+
+TRITON_INTERPRETED = """
+import sys
+import numpy as np
+import torch
+from ecgnb.models.softdtw_gpu import soft_dtw_triton
+x = np.load(sys.argv[1])
+for gamma in (0.1, 1.0):
+    np.save(f"{sys.argv[2]}-{gamma}.npy", soft_dtw_triton(torch.from_numpy(x), gamma).numpy())
+"""
+
+
+def test_triton_kernel_matches_reference_under_the_interpreter(tmp_path):
+    """The Triton kernel, run by Triton's interpreter on the CPU (each program one block of
+    numpy lanes): its arithmetic, not the GPU's barrier. Skipped where triton is absent."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    x = np.random.default_rng(3).normal(size=(4, 11)) * 2.0
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    subprocess.run([sys.executable, "-c", TRITON_INTERPRETED, str(tmp_path / "x.npy"),
+                    str(tmp_path / "out")], env=env, check=True, timeout=600)
+    for gamma in (0.1, 1.0):
+        out = np.load(tmp_path / f"out-{gamma}.npy")
+        np.testing.assert_allclose(out, reference_matrix(x, gamma), rtol=1e-6)
+        np.testing.assert_allclose(out, soft_dtw_numba(x, gamma), rtol=1e-12)
+
+
+@pytest.fixture
+def no_fused_kernel(monkeypatch):
+    """CPU tensors stand in for CUDA ones, and no fused kernel runs (as without NVVM)."""
+    def unavailable(x, gamma, kernels=softdtw_gpu.KERNELS):
+        raise KernelUnavailable("no fused soft-DTW kernel can run here: numba-cuda: "
+                                "AttributeError: module 'numpy' has no attribute 'row_stack'")
+    monkeypatch.setattr(softdtw_gpu, "fused_soft_dtw", unavailable)
+    monkeypatch.setattr(softdtw, "_on_gpu", lambda x: isinstance(x, torch.Tensor))
+    monkeypatch.setattr(softdtw, "_WARNED", [])
+
+
+def test_without_a_fused_kernel_auto_warns_once_and_takes_the_torch_sweep(no_fused_kernel,
+                                                                        monkeypatch):
+    monkeypatch.delenv(STRICT_VARIABLE, raising=False)
+    x = np.random.default_rng(7).normal(size=(3, 6))
+    with pytest.warns(RuntimeWarning, match="row_stack.*torch anti-diagonal sweep"):
+        values = pairwise_soft_dtw(torch.from_numpy(x))
+    assert_close(values.numpy(), reference_matrix(x, 0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pairwise_soft_dtw(torch.from_numpy(x))  # warned once per process
+    with pytest.raises(KernelUnavailable):
+        pairwise_soft_dtw(torch.from_numpy(x), method="cuda")  # a named kernel never falls back
+
+
+@pytest.mark.parametrize("value", ["1", "yes"])
+def test_strict_mode_raises_with_the_cause(no_fused_kernel, monkeypatch, value):
+    monkeypatch.setenv(STRICT_VARIABLE, value)
+    with pytest.raises(KernelUnavailable, match="row_stack"):
+        pairwise_soft_dtw(torch.zeros(3, 6, dtype=torch.float64))
+    monkeypatch.setenv(STRICT_VARIABLE, "0")
+    with pytest.warns(RuntimeWarning):
+        pairwise_soft_dtw(torch.zeros(3, 6, dtype=torch.float64))
+
+
+def test_fused_dispatch_takes_the_first_kernel_that_runs_and_names_every_cause(monkeypatch):
+    calls = []
+    first, second = softdtw_gpu.KERNELS
+
+    def broken(x, gamma):
+        calls.append(first)
+        raise ImportError("no NVVM")
+
+    def working(x, gamma):
+        calls.append(second)
+        return soft_dtw_torch(x, gamma)
+    monkeypatch.setattr(softdtw_gpu, "_UNAVAILABLE", {})
+    monkeypatch.setattr(softdtw_gpu, "RUNNERS", {first: broken, second: working})
+    x = torch.from_numpy(np.random.default_rng(8).normal(size=(3, 5)))
+    assert_close(softdtw_gpu.fused_soft_dtw(x, 0.1).numpy(), reference_matrix(x.numpy(), 0.1))
+    softdtw_gpu.fused_soft_dtw(x, 0.1)
+    assert calls == [first, second, second]  # a failed kernel is not tried again
+    assert softdtw_gpu.unavailable() == {first: "ImportError: no NVVM"}
+    monkeypatch.setitem(softdtw_gpu.RUNNERS, second, broken)
+    monkeypatch.setattr(softdtw_gpu, "_UNAVAILABLE", {})
+    with pytest.raises(KernelUnavailable, match=f"{first}: ImportError.*{second}: ImportError"):
+        softdtw_gpu.fused_soft_dtw(x, 0.1)
+
+
+def test_numpy_alias_for_numba_only_where_missing(monkeypatch):
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    assert softdtw_gpu.numpy_alias_for_numba() is True
+    assert np.row_stack is np.vstack
+    assert softdtw_gpu.numpy_alias_for_numba() is False
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", softdtw_gpu.KERNELS)
+def test_fused_kernels_on_a_gpu_match_numba(kernel):
+    x = np.random.default_rng(9).normal(size=(8, 100))
+    try:
+        values = pairwise_soft_dtw(torch.from_numpy(x).cuda(), method=kernel)
+    except KernelUnavailable as exc:
+        pytest.skip(str(exc))
+    assert_close(values.cpu().numpy(), soft_dtw_numba(x, 0.1), rtol=1e-9)
