@@ -36,6 +36,11 @@ import numpy as np
 import torch
 
 STEP_RTOL, GRADIENT_COSINE = 1e-4, 0.9999
+# A resumed fit against an uninterrupted one: GPU kernels that sum with atomics differ from run
+# to run, and training amplifies the difference by a varying factor, so the bound is 10 x the
+# spread of two uninterrupted fits with a floor; a resume that lost a generator's state or the
+# optimiser's moments differs by orders of magnitude more (other crops, masks, steps).
+RESUME_FLOOR = 1e-3
 CURVE_RTOL, FIT_CKA, ENCODE_CKA = 0.15, 0.9, 0.9999
 SOFTDTW_RTOL = 1e-9
 SMOKE = {"ts2vec": dict(hidden_dims=16, output_dims=32, depth=3, dropout=0.0),
