@@ -266,12 +266,16 @@ def prepare_folder(folder: Path, digest: str, keep: int = KEEP_SUPERSEDED) -> No
     """Make ``folder`` ready for an attempt with parameter hash ``digest``: a complete result is
     set aside (:func:`ecgnb.runs.set_aside`, ``keep`` per run; its downstream cells are copied,
     to be reused where they match); an incomplete attempt with another hash is removed; one with
-    the same hash keeps its ``checkpoints/`` and ``cells/`` (each of which is resumed or reused
-    only when its own record matches this run's settings, code and device) and loses the rest.
+    the same hash keeps its records (``_*``), ``checkpoints/`` and ``cells/`` (each of which is
+    resumed or reused only when its own record matches this run's settings, code and device) and
+    loses the rest.
     Records this attempt."""
     if runs.set_aside_complete(folder, digest, keep) is None and folder.exists():
         same_params = _read(folder / ATTEMPT).get("params_hash") == digest
         kept = {runs.SUPERSEDED} | ({runs.CHECKPOINTS, runs.CELLS} if same_params else set())
+        # the run's records stay (a Ray node's _attempts.jsonl); the runner renews the others
+        kept |= {e.name for e in folder.iterdir() if e.name.startswith("_")} if same_params \
+            else set()
         _remove_all_but(folder, kept)
     for tmp in folder.rglob("*.tmp") if folder.exists() else ():
         if runs.SUPERSEDED not in tmp.relative_to(folder).parts and tmp.is_file():
