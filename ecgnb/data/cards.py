@@ -29,13 +29,17 @@ FORMATS = {"target": ("wfdb", "npz", "ptbxl", "fragment"), "corpus": ("wfdb", "n
 EMBEDDED = {"fragment": ("fragment", "wfdb"), "ptbxl": ("ptbxl", "wfdb")}
 LONG = ("crop_center", "crop_start", "windows")
 SHORT = ("pad", "drop")
-TASKS = ("superdiagnostic",)
+TASKS = ptbxl.TASKS
 SAMPLINGS = (100, 500)
+ALL_LEADS = "all"  # channels: all, every lead of the record
 COMMON_KEYS = ("kind", "format", "root", "embedded", "description")
 # The keys each (kind, format) takes besides COMMON_KEYS.
-KEYS = {("target", "wfdb"): ("labels", "channel", "window_s", "fs", "classes", "long", "short"),
-        ("target", "npz"): ("labels", "channel", "window_s", "fs", "classes", "long", "short"),
-        ("target", "ptbxl"): ("task", "channel", "sampling", "window_s", "long"),
+KEYS = {("target", "wfdb"): ("labels", "channel", "channels", "multilabel", "window_s", "fs",
+                             "classes", "long", "short"),
+        ("target", "npz"): ("labels", "channel", "channels", "multilabel", "window_s", "fs",
+                            "classes", "long", "short"),
+        ("target", "ptbxl"): ("task", "channel", "channels", "multilabel", "min_records",
+                              "sampling", "window_s", "long"),
         ("target", "fragment"): (),
         ("corpus", "wfdb"): ("channels", "fs", "window_s", "stride_s"),
         ("corpus", "npz"): ("channels", "fs", "window_s", "stride_s")}
@@ -53,21 +57,32 @@ class Card:
     embedded: str = ""
     description: str = ""
     labels: str = "labels.csv"  # wfdb/npz targets: CSV under root (record,label,group[,split])
-    channel: str | int = 0  # target: lead name or index (ptbxl: II)
-    channels: tuple = (0,)  # corpus: lead names or indices, each its own univariate row
+    channel: str | int = 0  # target: lead name or index (ptbxl: II); x [N, 1, T]
+    # Lead names or indices, or ("all",): a target's C leads (x [N, C, T]); a corpus's leads,
+    # each its own univariate row. None: the target's `channel`, the corpus's lead 0.
+    channels: tuple | None = None
+    multilabel: bool = False  # target: every class of a record (y an [N, K] indicator matrix)
     window_s: float = 2.0  # the length of one example (the pretraining windows': 2 s)
     stride_s: float | None = None  # corpus: between window starts (None: window_s)
     fs: float | None = None  # for files that do not state their rate; accepts mixed rates
     classes: tuple[str, ...] = ()  # the class order (empty: sorted labels)
     long: str = "crop_center"  # a record longer than window_s: crop_center, crop_start, windows
     short: str = "pad"  # a record shorter than window_s: pad (edge values), drop
-    task: str = "superdiagnostic"  # ptbxl
+    task: str = "superdiagnostic"  # ptbxl: superdiagnostic, subdiagnostic, diagnostic, ...
+    min_records: int = 1  # ptbxl: a class of the task holds at least this many records
     sampling: int = 100  # ptbxl: records100 or records500
 
     @property
     def name(self) -> str:
         """The card's file stem (``params/datasets/ptbxl.yaml`` -> ``ptbxl``)."""
         return Path(self.path).stem
+
+    @property
+    def leads(self) -> tuple:
+        """The leads read from each record, in order (``("all",)``: every lead it has)."""
+        if self.channels is not None:
+            return self.channels
+        return (self.channel,) if self.kind == "target" else (0,)
 
     def error(self, problem: str) -> DataError:
         return DataError(f"card {self.path}: {problem}")
@@ -133,6 +148,9 @@ def read_card(path, kind: str | None = None) -> Card:
         raise DataError(f"card {where}: unknown key(s) {unknown} for a {card_kind} card of "
                         f"format {card_format}; known: {sorted(known)}")
     values = {k: v for k, v in spec.items() if v is not None}
+    if "channel" in values and "channels" in values:
+        raise DataError(f"card {where}: give channel (one lead) or channels (a list of leads, "
+                        "or all), not both")
     for key in ("classes", "channels"):
         if key in values:
             values[key] = tuple(values[key]) if isinstance(values[key], list) else (values[key],)
@@ -158,9 +176,38 @@ def _checked(card: Card) -> Card:
             raise card.error(f"{key} must be one of {list(allowed)}, got {getattr(card, key)!r}")
     if len(set(card.classes)) != len(card.classes):
         raise card.error(f"classes are listed twice: {list(card.classes)}")
+    if not isinstance(card.multilabel, bool):
+        raise card.error(f"multilabel must be true or false, got {card.multilabel!r}")
+    if isinstance(card.min_records, bool) or not isinstance(card.min_records, int) \
+            or card.min_records < 1:
+        raise card.error(f"min_records must be a whole number >= 1, got {card.min_records!r}")
+    _check_channels(card)
+    return card
+
+
+def _check_channels(card: Card) -> None:
+    """``channels``: names or indices, each once, or ``all`` alone; PTB-XL's names are known."""
+    if card.channels is None:
+        return
     if not card.channels:
         raise card.error("channels: name at least one lead")
-    return card
+    odd = [c for c in card.channels if isinstance(c, bool) or not isinstance(c, (str, int))]
+    if odd:
+        raise card.error(f"channels: {odd[0]!r} is neither a lead name nor an index")
+    folded = [str(c).casefold() for c in card.channels]
+    if ALL_LEADS in folded and len(folded) > 1:
+        raise card.error(f"channels: '{ALL_LEADS}' stands alone (every lead of the record), got "
+                         f"{list(card.channels)}")
+    twice = sorted({c for c in folded if folded.count(c) > 1})
+    if twice:
+        raise card.error(f"channels: lead(s) {twice} listed twice")
+    if card.format == "ptbxl" and folded != [ALL_LEADS]:
+        known = [lead.casefold() for lead in ptbxl.LEADS]
+        unknown = [c for c in card.channels if (str(c).casefold() not in known if
+                                                isinstance(c, str) else not 0 <= c < len(known))]
+        if unknown:
+            raise card.error(f"channels: unknown lead {unknown[0]!r}; PTB-XL's leads are "
+                             f"{list(ptbxl.LEADS)} (or indices 0-11, or all)")
 
 
 def _embedded_root(name: str, data_seed: int, small: bool) -> Path:
@@ -192,14 +239,16 @@ def load_target(card: Card, fs: float, data_seed: int = 0,
 
 def check_task(card: Card, windows: Windows, given: dict[str, np.ndarray] | None) -> None:
     """At least two classes; with given splits, every class in each split and no group in two;
-    without, every class in at least :data:`MIN_GROUPS` groups (one per split)."""
-    present = sorted(set(windows.y.tolist()))
+    without, every class in at least :data:`MIN_GROUPS` groups (one per split). A multi-label
+    window counts for each of its classes."""
+    indicator = windows.indicator() == 1
+    present = np.flatnonzero(indicator.any(axis=0))
     if len(present) < 2:
         raise card.error(f"{len(present)} class ({list(windows.classes)}): a task needs at "
                          "least 2 classes")
     if given is None:
         for k, cls in enumerate(windows.classes):
-            n_groups = len(set(windows.groups[windows.y == k]))
+            n_groups = len(set(windows.groups[indicator[:, k]]))
             if n_groups < MIN_GROUPS:
                 raise card.error(f"class '{cls}' has {n_groups} group(s) but the grouped train/"
                                  f"val/test split needs at least {MIN_GROUPS}: add records of "
@@ -207,7 +256,7 @@ def check_task(card: Card, windows: Windows, given: dict[str, np.ndarray] | None
         return
     seen: dict[str, str] = {}
     for name, idx in given.items():
-        missing = [c for k, c in enumerate(windows.classes) if not (windows.y[idx] == k).any()]
+        missing = [c for k, c in enumerate(windows.classes) if not indicator[idx, k].any()]
         if missing:
             raise card.error(f"split '{name}' has no record of class(es) {missing}: every split "
                              "scored needs every class")
@@ -224,8 +273,8 @@ def load_corpus_card(card: Card, fs: float, channels=None, fraction: float = 1.0
                      seed: int = 0, data_seed: int = 0) -> Windows:
     """The unlabelled windows ``[N, 1, window_s*fs]`` of a corpus card, each channel its own row
     (``domains`` = channel, ``groups`` = record), z-scored per window; ``channels`` overrides the
-    card's; ``fraction`` keeps a seeded share of each record's windows; ``data_seed``: of an
-    embedded sample."""
+    card's (``all``: every lead of each record); ``fraction`` keeps a seeded share of each
+    record's windows; ``data_seed``: of an embedded sample."""
     if channels:
         card = dataclasses.replace(card, channels=tuple(channels))
     return records.load_unlabelled(card, card.root_path(data_seed), fs, fraction, seed)

@@ -4,7 +4,8 @@ import pytest
 
 from ecgnb.data.formats import FRAGMENT_CLASSES
 from ecgnb.data.rhythms import fragment_name, plan_episodes
-from ecgnb.data.splits import check_disjoint, label_subset, split_grouped, stratified_share
+from ecgnb.data.splits import (check_disjoint, label_subset, split_card, split_grouped,
+                                stratified_share)
 from ecgnb.data.windows import DataError, Windows
 
 
@@ -101,3 +102,119 @@ def test_label_subset_reads_windows():
     idx = label_subset(windows, 0.3, seed=0, within=splits["train"])
     assert set(idx) < set(splits["train"])
     assert set(windows.y[idx]) == set(windows.y[splits["train"]])
+
+
+# --------------------------------------------------------------------------- multi-label
+def multilabel_groups(n_groups=120, n_labels=6, seed=0):
+    """An indicator matrix ``[N, K]`` of windows in groups (patients of 1-4 records): label k
+    has prevalence 0.5 / (k + 1); a group's records share most of its labels."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, n_groups)
+    groups = np.repeat([f"p{g}" for g in range(n_groups)], sizes)
+    base = rng.random((n_groups, n_labels)) < 0.5 / (np.arange(n_labels) + 1)
+    y = base[np.repeat(np.arange(n_groups), sizes)] ^ (rng.random((len(groups), n_labels)) < 0.03)
+    y[~y.any(1), 0] = True  # every window has a label
+    return y.astype(np.int8), groups
+
+
+def test_stratify_groups_shares_every_label_like_the_windows():
+    """Iterative stratification over whole groups: each label's share of windows in each
+    subset is close to the subset's share, and every group is in exactly one subset."""
+    from ecgnb.data.splits import group_counts, stratify_groups
+
+    y, groups = multilabel_groups(n_groups=300)
+    counts, sizes, group = group_counts(y, groups)
+    subset = stratify_groups(counts, sizes, (0.7, 0.2, 0.1), np.random.default_rng(0))
+    assert set(subset) == {0, 1, 2}
+    for s, share in enumerate((0.7, 0.2, 0.1)):
+        label_share = counts[subset == s].sum(0) / counts.sum(0)
+        assert np.abs(label_share - share).max() < 0.05, (s, label_share)
+        assert abs(sizes[subset == s].sum() / sizes.sum() - share) < 0.05
+    random = np.random.default_rng(0).choice(3, size=len(counts), p=(0.7, 0.2, 0.1))
+    worse = np.abs(counts[random == 2].sum(0) / counts.sum(0) - 0.1).mean()
+    assert np.abs(counts[subset == 2].sum(0) / counts.sum(0) - 0.1).mean() < worse
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.25, 0.5])
+def test_multilabel_label_subset_is_grouped_covers_every_label_and_is_seeded(fraction):
+    y, groups = multilabel_groups()
+    within = np.flatnonzero(np.isin(groups, [f"p{g}" for g in range(100)]))
+    idx = label_subset((y, groups), fraction, seed=3, within=within)
+    assert set(idx) <= set(within) and np.all(np.diff(idx) > 0)
+    for g in np.unique(groups[idx]):  # whole patients in, or out
+        assert set(within[groups[within] == g]) <= set(idx)
+    assert y[idx].any(axis=0).all()  # every label, at every fraction
+    assert abs(len(idx) / len(within) - fraction) < 0.05 + 0.5 * (fraction < 0.1)
+    np.testing.assert_array_equal(label_subset((y, groups), fraction, 3, within), idx)
+    assert not np.array_equal(label_subset((y, groups), fraction, 4, within), idx)
+    np.testing.assert_array_equal(label_subset((y, groups), 1.0, 3, within), within)
+
+
+def test_multilabel_label_subset_reads_windows_and_keeps_a_rare_label():
+    y, groups = multilabel_groups(n_groups=60)
+    y[:, -1] = 0
+    y[groups == "p7", -1] = 1  # one patient holds the last label
+    windows = Windows(x=np.zeros((len(y), 12, 4), np.float32), y=y, groups=groups,
+                      domains=np.full(len(y), "ECG"), fs=100.0,
+                      classes=tuple(f"c{k}" for k in range(y.shape[1])))
+    idx = label_subset(windows, 0.1, seed=0)
+    assert "p7" in set(groups[idx]) and windows.y[idx].any(axis=0).all()
+
+
+def test_split_grouped_of_multilabel_windows():
+    y, groups = multilabel_groups()
+    windows = Windows(x=np.zeros((len(y), 2, 4), np.float32), y=y, groups=groups,
+                      domains=np.full(len(y), "ECG"), fs=100.0,
+                      classes=tuple(f"c{k}" for k in range(y.shape[1])))
+    splits = split_grouped(windows, val=0.15, test=0.2, seed=1)
+    assert sorted(np.concatenate(list(splits.values()))) == list(range(len(windows)))
+    check_disjoint(windows, splits)
+    for name, share in (("train", 0.65), ("val", 0.15), ("test", 0.2)):
+        assert windows.y[splits[name]].any(axis=0).all(), name
+        assert abs(len(splits[name]) / len(windows) - share) < 0.05
+    again = split_grouped(windows, val=0.15, test=0.2, seed=1)
+    assert all(np.array_equal(again[k], splits[k]) for k in splits)
+    card = split_card(windows, splits)
+    assert card["windows"].sum() == windows.y.sum()
+
+
+def reference_choose_records(counts, fraction, rng):
+    """choose_records the slow, obvious way: rebuild every neighbouring subset and cost it."""
+    totals, order = counts.sum(0), rng.permutation(len(counts))
+    target = fraction * totals
+
+    def cost(kept):
+        return float((np.abs(counts[kept].sum(0) - target) / totals).sum())
+
+    keep = np.zeros(len(counts), dtype=bool)
+    for k in np.argsort((counts > 0).sum(0), kind="stable"):
+        if counts[keep, k].sum() == 0:
+            keep[next(r for r in order if counts[r, k] > 0)] = True
+    while True:
+        flips = [[r] for r in order] + [[r_in, r_out] for r_in in order[keep[order]]
+                                        for r_out in order[~keep[order]]]
+        for flip in flips:
+            trial = keep.copy()
+            trial[flip] = ~trial[flip]
+            if (counts[trial].sum(0) > 0).all() and cost(trial) < cost(keep) - 1e-12:
+                keep = trial
+                break
+        else:
+            return keep
+
+
+def test_choose_records_matches_the_slow_reference():
+    from ecgnb.data.splits import choose_records
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n_records, n_classes = int(rng.integers(3, 30)), int(rng.integers(1, 10))
+        counts = (rng.random((n_records, n_classes)) < 0.4) * rng.integers(1, 20, (n_records,
+                                                                                  n_classes))
+        counts = counts[:, counts.sum(0) > 0].astype(float)
+        if not counts.size:
+            continue
+        fraction, seed = float(rng.choice([0.05, 0.1, 0.3, 0.5, 0.9])), int(rng.integers(100))
+        np.testing.assert_array_equal(
+            choose_records(counts, fraction, np.random.default_rng(seed)),
+            reference_choose_records(counts, fraction, np.random.default_rng(seed)))
