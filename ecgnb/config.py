@@ -47,14 +47,15 @@ PARAMETER_RANGES: dict[str, Range] = {
     "n_epochs": COUNT, "batch_size": COUNT, "n_members": COUNT,
     "n_examples": COUNT, "k_neighbors": COUNT, "n_boot": COUNT, "n_neighbors": Range(2),
     "n_windows": NON_NEGATIVE, "n_corpus_windows": NON_NEGATIVE, "min_dist": NON_NEGATIVE,
-    "lr": POSITIVE, "encoder_lr_ratio": POSITIVE, "fs": POSITIVE,
+    "lr": POSITIVE, "encoder_lr_ratio": POSITIVE, "encoder_lr": POSITIVE, "fs": POSITIVE,
     "label_fraction": SHARE, "corpus_fraction": SHARE,
     "val_share": Range(0, 1, low_open=True), "test_share": Range(0, 1, low_open=True),
     "seed": NON_NEGATIVE, "seeds": NON_NEGATIVE, "data_seed": NON_NEGATIVE,
     "split_seed": NON_NEGATIVE,
     # downstream training (0: no early stopping, no warm-up, no clipping)
     "patience": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE, "lr_patience": NON_NEGATIVE,
-    "weight_decay": NON_NEGATIVE, "min_lr": NON_NEGATIVE, "grad_clip": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE, "encoder_weight_decay": NON_NEGATIVE, "min_lr": NON_NEGATIVE,
+    "grad_clip": NON_NEGATIVE,
     "lr_factor": Range(0, 1, low_open=True),
 }
 # Where a stage gives a parameter another range: pretraining for 0 epochs is the "untrained"

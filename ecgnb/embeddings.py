@@ -3,7 +3,7 @@
 A :class:`RunSource` is one cell of a notebook-04 run: the encoder *before* fine-tuning (from the
 cell's ``encoder_run``; ``None`` for the supervised baselines) and the trained classifier
 (``model.pt``). :func:`embed` gives, for windows ``x [N, 1, T]``, vectors ``[N, D]`` at one of
-the layers :data:`LAYERS` (notebook 05's parameter ``stages`` and the maps' ``stage`` name them):
+the layers :data:`LAYERS` (notebook 05's parameter ``layers`` and the maps' ``layer`` name them):
 
 - ``encoder``: ``encoder.encode(x)``, the pretrained (or continued) representation;
 - ``finetuned``: the classifier's own network, ``network.embed(x)`` (equal to ``encoder`` after
@@ -31,7 +31,7 @@ from torch import nn
 from ecgnb import models, runs
 from ecgnb.data import DataConfig, Windows, load_corpus
 from ecgnb.data.corpora import check_encoder_data
-from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.evaluation.settings import SUPERVISED
 from ecgnb.finetuning import load_classifier
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import HInceptionTime
@@ -46,7 +46,7 @@ class EmbeddingConfig(DataConfig):
     runs: tuple[str, ...] = ("demo/finetuning/ts2vec-ecg-f1.0",
                              "demo/finetuning/ts2vec-ecg-continued1-f1.0")  # `make demo`
     cells: tuple[str, ...] = ("mlp-lp-f1-s0",)  # one per run, one for all, or empty: the first
-    stages: tuple[str, ...] = ("encoder", "finetuned", "head")  # layers of LAYERS
+    layers: tuple[str, ...] = ("encoder", "finetuned", "head")  # layers of LAYERS
     split: str = "test"  # target split placed on the map fitted on the training split
     corpus: str = "All+target"  # pretraining corpus mapped by domain; empty: none
     n_corpus_windows: int = 600  # seeded subsample of the corpus (0: all)
@@ -59,9 +59,9 @@ class EmbeddingConfig(DataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        unknown = sorted(set(self.stages) - set(LAYERS))
-        if unknown or not self.stages:
-            raise ValueError(f"stages must be a non-empty subset of {LAYERS}, got {self.stages}")
+        unknown = sorted(set(self.layers) - set(LAYERS))
+        if unknown or not self.layers:
+            raise ValueError(f"layers must be a non-empty subset of {LAYERS}, got {self.layers}")
         if self.split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got '{self.split}'")
         if not self.runs:
@@ -97,7 +97,7 @@ class RunSource:
         return f"{backbone} {scenario} · {self.cell_name}"
 
     @property
-    def stages(self) -> tuple[str, ...]:
+    def layers(self) -> tuple[str, ...]:
         return LAYERS if self.encoder is not None else LAYERS[1:]
 
 
@@ -184,19 +184,19 @@ def sample_corpus(corpus: Windows, n_windows: int, seed: int) -> Windows:
 
 
 # --------------------------------------------------------------------------- extraction
-def embed(source: RunSource, stage: str, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Vectors ``[N, D]`` of windows ``x [N, 1, T]`` at ``stage`` (see module docstring)."""
-    if stage not in source.stages:
-        raise ValueError(f"stage '{stage}' is not available for {source.label}; "
-                         f"available: {source.stages}")
-    if stage == "encoder":
+def embed(source: RunSource, layer: str, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Vectors ``[N, D]`` of windows ``x [N, 1, T]`` at ``layer`` (see module docstring)."""
+    if layer not in source.layers:
+        raise ValueError(f"layer '{layer}' is not available for {source.label}; "
+                         f"available: {source.layers}")
+    if layer == "encoder":
         return source.encoder.encode(x, batch_size=batch_size)
     model = source.classifier
     fn: Callable[[torch.Tensor], torch.Tensor] = {
         "finetuned": lambda xb: _network_embedding(model, xb),
         "head": lambda xb: _head_input(model, xb),
         "logits": model,
-    }[stage]
+    }[layer]
     return _batched(model, fn, x, batch_size)
 
 

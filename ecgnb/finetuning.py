@@ -25,7 +25,8 @@ from ecgnb.files import atomic_write, write_json
 from ecgnb.data import DataConfig, Windows
 from ecgnb.data.corpora import check_encoder_data
 from ecgnb.evaluation import metrics
-from ecgnb.evaluation.train import SUPERVISED, TrainConfig, run_cell
+from ecgnb.evaluation.cell import run_cell
+from ecgnb.evaluation.settings import SUPERVISED, HeadTraining, TrainConfig
 from ecgnb.models.base import CheckpointError, Encoder
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.models.checkpoint import array_checksum
@@ -35,8 +36,11 @@ from ecgnb.runs import NO_ENCODER, Cell
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig(DataConfig):
-    """Parameters of notebooks/04_finetuning.ipynb (same names as its parameters cell)."""
+class FinetuneConfig(DataConfig, HeadTraining):
+    """Parameters of notebooks/04_finetuning.ipynb (same names as its parameters cell): the data
+    (:class:`~ecgnb.data.DataConfig`), the cells (encoder run or baselines, heads, modes, seeds,
+    label fraction) and the training knobs of :class:`~ecgnb.evaluation.settings.HeadTraining`
+    (``None``: the ``recipe``'s, resolved per cell, :func:`train_config`)."""
 
     encoder_run: str = "pretraining/interactive"  # or "none": the supervised baselines
     baselines: tuple[str, ...] = ("hinception", "mlp", "fcn")
@@ -44,30 +48,6 @@ class FinetuneConfig(DataConfig):
     modes: tuple[str, ...] = ("lp", "ft")
     seeds: tuple[int, ...] = (0,)
     label_fraction: float = 1.0
-    recipe: str = "ecgnb"  # "study", "ecgnb" or "smoke" (ecgnb.recipes): the None values below
-    n_epochs: int | None = None
-    optimizer: str | None = None  # adamw or adam
-    lr: float | None = None
-    weight_decay: float | None = None  # per model under study (baselines)
-    warmup_epochs: int | None = None
-    schedule: str | None = None  # plateau_val, plateau_train or none
-    lr_factor: float | None = None
-    lr_patience: int | None = None
-    min_lr: float | None = None
-    grad_clip: float | None = None  # 0: no clipping
-    encoder_optimizer: str | None = None  # same or radam (fine-tuning)
-    encoder_lr_ratio: float | None = None  # encoder_optimizer "same": share of the head's rate
-    finetune_mask: str | None = None  # none or binomial (TS2Vec fine-tuning)
-    mlp_head: str | None = None  # ecgnb or study
-    batch_size: int | None = 64  # None: the recipe's (notebook 04 passes None)
-    patience: int | None = None  # 0: no early stopping
-    imbalance: str | None = None
-    select_on: str | None = None  # macro_f1, val_loss or last
-    loss_average: str | None = None  # samples or batches (the study's: mean of batch means)
-    encoder_decay: str | None = None  # radam encoder: decoupled (the study's) or l2
-    use_amp: bool | None = None  # float16 autocast on CUDA
-    n_members: int | None = 5  # H-InceptionTime's ensemble size; None: the recipe's
-    shortcut: str | None = None  # H-InceptionTime's shortcuts: conv or identity (the study's)
     device: str = "auto"
 
     def __post_init__(self):
@@ -98,7 +78,7 @@ def load_encoder(cfg: FinetuneConfig, fragments: Windows | None = None,
     An encoder trained with another target normalisation, or on target records that ``splits``
     puts in validation or test, is refused (:class:`~ecgnb.data.DataError`)."""
     if cfg.is_supervised:
-        return None, {"backbone": "supervised", "scenario": NO_ENCODER,
+        return None, {"backbone": SUPERVISED, "scenario": NO_ENCODER,
                       "encoder_run": NO_ENCODER, "recipe": cfg.recipe, "pretrain_seed": None}
     encoder = models.load(runs.find_encoder(cfg.encoder_run), device=cfg.device)
     check_encoder_data(encoder.lineage, cfg, fragments, splits,
@@ -112,20 +92,12 @@ def load_encoder(cfg: FinetuneConfig, fragments: Windows | None = None,
                      else None}
 
 
-# The FinetuneConfig fields a cell's TrainConfig takes under the same name.
-TRAIN_FIELDS = ("recipe", "n_epochs", "optimizer", "lr", "weight_decay", "warmup_epochs",
-                "schedule", "lr_factor", "lr_patience", "min_lr", "grad_clip",
-                "encoder_optimizer", "encoder_lr_ratio", "finetune_mask", "mlp_head",
-                "batch_size", "patience", "imbalance", "select_on", "loss_average",
-                "encoder_decay", "use_amp", "n_members", "shortcut", "device")
-
-
 def train_config(cfg: FinetuneConfig, cell: Cell, backbone: str | None = None,
                  verbose: bool = False) -> TrainConfig:
     """The cell's training config, resolved from the recipe (``backbone``: the encoder's)."""
-    return TrainConfig(head=cell.head, mode=cell.mode, backbone=backbone,
-                       label_fraction=cell.label_fraction, seed=cell.seed, verbose=verbose,
-                       **{name: getattr(cfg, name) for name in TRAIN_FIELDS})
+    return TrainConfig.for_cell(cfg, head=cell.head, mode=cell.mode, backbone=backbone,
+                                label_fraction=cell.label_fraction, seed=cell.seed,
+                                device=cfg.device, verbose=verbose)
 
 
 def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,

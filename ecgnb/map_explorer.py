@@ -1,13 +1,13 @@
 """The embedding explorer: interactive in JupyterLab, and its offline export for batch runs.
 
 :class:`Explorer` shows two maps side by side (run A and run B, e.g. "ECG" vs "ECG continued1")
-with Dropdowns for the runs, the stage, the split and the colouring (class, domain, source
+with Dropdowns for the runs, the layer, the split and the colouring (class, domain, source
 record, correct/incorrect prediction, split); clicking a point shows that window's waveform in a
 third figure and marks the same window on both maps. The callback logic is the plain method
 :meth:`Explorer.select`, so it can be called (and tested) without a browser.
 
 :func:`write_static` writes the same views into one offline HTML file (no network; plotly.js
-embedded, or one copy shared by a batch run's pages): per stage, the runs side by side with a
+embedded, or one copy shared by a batch run's pages): per layer, the runs side by side with a
 colouring menu, and a waveform panel that follows clicks (waveforms stored at display precision). :func:`write_thumbnails` writes matplotlib PNGs of the same coordinates.
 """
 from __future__ import annotations
@@ -82,8 +82,8 @@ class Explorer:
         self.controls = {
             "run_a": widgets.Dropdown(options=sources, value=sources[0], description="run A"),
             "run_b": widgets.Dropdown(options=sources, value=sources[-1], description="run B"),
-            "stage": widgets.Dropdown(options=list(dict.fromkeys(m.stage for m in self.maps)),
-                                      description="stage"),
+            "layer": widgets.Dropdown(options=list(dict.fromkeys(m.layer for m in self.maps)),
+                                      description="layer"),
             "split": widgets.Dropdown(options=splits, description="split",
                                       value=ALL_POINTS if ALL_POINTS in splits else splits[0]),
             "color": widgets.Dropdown(options=COLOR_BY, value=color_by, description="colour"),
@@ -104,8 +104,8 @@ class Explorer:
         """The map shown in ``panel`` (0: run A, 1: run B) for the current choices."""
         view = "corpus" if self.value("split") == "corpus" else "target"
         source = self.value("run_a" if panel == 0 else "run_b")
-        hits = [m for m in self.maps if (m.source, m.stage, m.view) ==
-                (source, self.value("stage"), view)]
+        hits = [m for m in self.maps if (m.source, m.layer, m.view) ==
+                (source, self.value("layer"), view)]
         return hits[0] if hits else None
 
     def _shown(self, m: EmbeddingMap) -> EmbeddingMap:
@@ -124,13 +124,13 @@ class Explorer:
         for panel, (fig, m) in enumerate(zip(self.panels, shown_maps)):
             fig.data = []
             if m is None:
-                fig.layout.title.text = (f"no {self.value('stage')} map for this run "
+                fig.layout.title.text = (f"no {self.value('layer')} map for this run "
                                          f"({self.value('split')})")
                 continue
             shown = self._shown(m)
             fig.add_traces(panel_traces(shown, color, colors) + split_legend([shown])
                            + [_marker_trace()])
-            fig.layout.title.text = f"{m.source}<br>{m.stage}"
+            fig.layout.title.text = f"{m.source}<br>{m.layer}"
             fig.layout.legend.title.text = color
             for index, trace in enumerate(fig.data[:-1]):
                 trace.on_click(functools.partial(self._on_click, panel, index))
@@ -200,21 +200,21 @@ def _marker_trace() -> go.Scatter:
 # --------------------------------------------------------------------------- offline export
 def comparison_figures(maps: Sequence[EmbeddingMap],
                        color_bys: Sequence[str] = COLOR_BY) -> dict[str, go.Figure]:
-    """``"<view> · <stage>"`` -> the runs' maps side by side, with a menu of the colourings
+    """``"<view> · <layer>"`` -> the runs' maps side by side, with a menu of the colourings
     that tell its points apart."""
     figures = {}
-    for view, stage in dict.fromkeys((m.view, m.stage) for m in maps):
-        row = [m for m in maps if (m.view, m.stage) == (view, stage)]
+    for view, layer in dict.fromkeys((m.view, m.layer) for m in maps):
+        row = [m for m in maps if (m.view, m.layer) == (view, layer)]
         usable = [c for c in color_bys
                   if len({v for m in row for v in m.points[c]}) > 1] or list(color_bys[:1])
-        figures[f"{view} · {stage}"] = comparison_figure(row, usable, title=f"{view} · {stage}")
+        figures[f"{view} · {layer}"] = comparison_figure(row, usable, title=f"{view} · {layer}")
     return figures
 
 
 def write_static(maps: Sequence[EmbeddingMap], path, scores: pd.DataFrame | None = None,
                  color_bys: Sequence[str] = COLOR_BY, title: str = "Embedding maps",
                  share_plotlyjs: bool | None = None) -> Path:
-    """One offline HTML page: per view and stage, the runs side by side (colouring menu), the
+    """One offline HTML page: per view and layer, the runs side by side (colouring menu), the
     scores table, and a waveform panel that shows any clicked window (or the one linked as
     ``maps.html#<view>:<window>``). plotly.js embedded or shared as in
     :func:`ecgnb.plots.plotlyjs_for`; waveforms at display precision (:func:`quantize`)."""
@@ -306,7 +306,7 @@ def _write_page(path, title: str, body: str) -> Path:
 
 
 def write_thumbnails(maps: Sequence[EmbeddingMap], folder, dpi: int = 110) -> list[Path]:
-    """PNG thumbnails: target maps by class and corpus maps by domain (rows: stages, columns:
+    """PNG thumbnails: target maps by class and corpus maps by domain (rows: layers, columns:
     runs), drawn with matplotlib from the same coordinates."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -315,8 +315,8 @@ def write_thumbnails(maps: Sequence[EmbeddingMap], folder, dpi: int = 110) -> li
         chosen = [m for m in maps if m.view == view]
         if not chosen:
             continue
-        grid = [[m for m in chosen if m.stage == stage]
-                for stage in dict.fromkeys(m.stage for m in chosen)]
+        grid = [[m for m in chosen if m.layer == layer]
+                for layer in dict.fromkeys(m.layer for m in chosen)]
         fig = thumbnail(grid, color_by)
         fig.savefig(folder / f"maps_{view}.png", dpi=dpi)
         written.append(folder / f"maps_{view}.png")

@@ -87,7 +87,7 @@ def place(reducer, vectors: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- maps
 @dataclasses.dataclass
 class EmbeddingMap:
-    """One run's embeddings at one stage, on a 2-D map.
+    """One run's embeddings at one layer, on a 2-D map.
 
     ``points``: one row per window with ``x, y`` (map coordinates), ``window`` (row of
     ``windows``), ``split`` (train, val, test or corpus), ``class``, ``domain``, ``group``
@@ -96,7 +96,7 @@ class EmbeddingMap:
     """
 
     source: str
-    stage: str
+    layer: str
     view: str
     points: pd.DataFrame
     vectors: np.ndarray
@@ -105,34 +105,34 @@ class EmbeddingMap:
 
     @property
     def title(self) -> str:
-        return f"{self.source} · {self.stage}"
+        return f"{self.source} · {self.layer}"
 
 
-def target_map(source: RunSource, stage: str, fragments: Windows, splits: dict[str, np.ndarray],
+def target_map(source: RunSource, layer: str, fragments: Windows, splits: dict[str, np.ndarray],
                split: str, settings: UMAPSettings, seed: int) -> EmbeddingMap:
     """Fit on the training fragments' embeddings, place ``split`` (val or test) with transform."""
     start = time.perf_counter()
     train_idx, placed_idx = splits["train"], splits[split]
-    train_vec = embed(source, stage, fragments.x[train_idx])
-    placed_vec = embed(source, stage, fragments.x[placed_idx])
+    train_vec = embed(source, layer, fragments.x[train_idx])
+    placed_vec = embed(source, layer, fragments.x[placed_idx])
     reducer = fit_umap(train_vec, settings, seed)
     coords = np.vstack([reducer.embedding_, place(reducer, placed_vec)])
     idx = np.concatenate([train_idx, placed_idx])
     names = np.repeat(["train", split], [len(train_idx), len(placed_idx)])
     points = _points(fragments, idx, names, coords, predict(source, fragments.x[idx]))
-    return EmbeddingMap(source.label, stage, "target", points, np.vstack([train_vec, placed_vec]),
+    return EmbeddingMap(source.label, layer, "target", points, np.vstack([train_vec, placed_vec]),
                         fragments, time.perf_counter() - start)
 
 
-def corpus_map(source: RunSource, stage: str, corpus: Windows, settings: UMAPSettings,
+def corpus_map(source: RunSource, layer: str, corpus: Windows, settings: UMAPSettings,
                seed: int) -> EmbeddingMap:
     """Fit on pretraining-corpus windows (every domain) to see how domains sit."""
     start = time.perf_counter()
-    vectors = embed(source, stage, corpus.x)
+    vectors = embed(source, layer, corpus.x)
     reducer = fit_umap(vectors, settings, seed)
     idx = np.arange(len(corpus))
     points = _points(corpus, idx, np.full(len(corpus), "corpus"), reducer.embedding_, None)
-    return EmbeddingMap(source.label, stage, "corpus", points, vectors, corpus,
+    return EmbeddingMap(source.label, layer, "corpus", points, vectors, corpus,
                         time.perf_counter() - start)
 
 
@@ -153,18 +153,18 @@ def _points(windows: Windows, idx: np.ndarray, split: np.ndarray, coords: np.nda
 
 def build_maps(sources: Sequence[RunSource], cfg: EmbeddingConfig, fragments: Windows,
                splits: dict[str, np.ndarray], corpus: Windows | None = None) -> list[EmbeddingMap]:
-    """Target maps for every source x stage; corpus maps for the stages of :data:`CORPUS_LAYERS`."""
+    """Target maps for every source x layer; corpus maps for the layers of :data:`CORPUS_LAYERS`."""
     settings = UMAPSettings(cfg.n_neighbors, cfg.min_dist, cfg.metric)
-    jobs = [(s, stage, "target") for s in sources for stage in cfg.stages if stage in s.stages]
+    jobs = [(s, layer, "target") for s in sources for layer in cfg.layers if layer in s.layers]
     if corpus is not None:
-        jobs += [(s, stage, "corpus") for s in sources for stage in cfg.stages
-                 if stage in s.stages and stage in CORPUS_LAYERS]
+        jobs += [(s, layer, "corpus") for s in sources for layer in cfg.layers
+                 if layer in s.layers and layer in CORPUS_LAYERS]
     maps = []
-    for source, stage, view in tqdm(jobs, desc="UMAP maps", leave=False):
+    for source, layer, view in tqdm(jobs, desc="UMAP maps", leave=False):
         if view == "target":
-            maps.append(target_map(source, stage, fragments, splits, cfg.split, settings, cfg.seed))
+            maps.append(target_map(source, layer, fragments, splits, cfg.split, settings, cfg.seed))
         else:
-            maps.append(corpus_map(source, stage, corpus, settings, cfg.seed))
+            maps.append(corpus_map(source, layer, corpus, settings, cfg.seed))
     return maps
 
 
@@ -178,7 +178,7 @@ def score_map(m: EmbeddingMap, k: int = 5) -> list[dict]:
     """
     rows = []
     for space, values in (("embedding", m.vectors), ("map", m.points[["x", "y"]].to_numpy())):
-        row = {"run": m.source, "stage": m.stage, "view": m.view, "space": space,
+        row = {"run": m.source, "layer": m.layer, "view": m.view, "space": space,
                "n_windows": len(m.points), "seconds": m.seconds}
         row.update(_target_scores(m, values, k) if m.view == "target" else
                    _corpus_scores(m, values, k))

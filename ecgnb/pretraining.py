@@ -1,6 +1,7 @@
 """Stage 02, self-supervised pretraining on one scenario corpus, with its lineage record."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import ClassVar
 
@@ -24,7 +25,7 @@ SMALL_MODELS: dict[str, dict] = {
 # Checkpoint selection: "holdout" = the epoch with the lowest SSL loss on the held-out subject,
 # "train_loss" = the lowest training loss, "last" = the last epoch; each recipe's per backbone
 # in ecgnb.recipes.PRETRAINING.
-SELECTIONS = ("holdout", "train_loss", "last")
+PRETRAINING_SELECTIONS = ("holdout", "train_loss", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,21 +53,10 @@ class PretrainConfig(DataConfig):
     def __post_init__(self):
         super().__post_init__()
         recipes.check_recipe(self.recipe)
-        recipes.fill(self, "pretraining", ("n_epochs", "model_size", "n_windows"))
-        if self.selection is not None and self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
-
-    @property
-    def selection_(self) -> str:
-        """The checkpoint selection in force (explicit, else the recipe's)."""
-        return self.selection or recipes.value("pretraining", self.recipe, "selection",
-                                               self.backbone)
-
-    @property
-    def use_amp_(self) -> bool:
-        """Mixed precision on CUDA in force (explicit, else the recipe's)."""
-        return recipes.value("pretraining", self.recipe, "use_amp") if self.use_amp is None \
-            else self.use_amp
+        recipes.resolve(self, "pretraining", self.backbone)
+        if self.selection not in PRETRAINING_SELECTIONS:
+            raise ValueError(f"selection must be one of {PRETRAINING_SELECTIONS}, "
+                             f"got '{self.selection}'")
 
 
 def model_config(backbone: str, model_size: str, overrides: dict, recipe: str = "ecgnb") -> dict:
@@ -81,18 +71,18 @@ def model_config(backbone: str, model_size: str, overrides: dict, recipe: str = 
 def initial_twin(encoder: Encoder, seed: int) -> Encoder:
     """The same backbone and config with fresh weights drawn from ``seed`` (with the pretraining
     seed: the network as it was before pretraining), for a pretrained-vs-random probe."""
-    config = {f.name: getattr(encoder.config, f.name) for f in dataclasses.fields(encoder.config)}
-    return models.build(encoder.name, device=encoder.device, seed=seed, verbose=False, **config)
+    return type(encoder)(copy.deepcopy(encoder.config), device=encoder.device, seed=seed,
+                         verbose=False, settings=copy.deepcopy(encoder.settings))
 
 
 def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
              verbose: bool = True, checkpoint_dir=None) -> Encoder:
-    """Build the backbone and run SSL on ``train``; keep the checkpoint of ``cfg.selection_``
+    """Build the backbone and run SSL on ``train``; keep the checkpoint of ``cfg.selection``
     (the lowest held-out loss needs ``val``); appends a lineage record.
 
     ``checkpoint_dir`` (the run's ``checkpoints/``): the fit writes its training state there
     and, run again, resumes from it (:mod:`ecgnb.models.checkpoint`); the lineage says where."""
-    overrides = {"use_amp": cfg.use_amp_,
+    overrides = {"use_amp": cfg.use_amp,
                  **model_config(cfg.backbone, cfg.model_size, cfg.model_overrides, cfg.recipe)}
     if cfg.backbone == "series2vec":
         overrides.setdefault("fs", cfg.fs)
@@ -100,11 +90,11 @@ def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
         overrides["lr"] = cfg.lr
     encoder = models.build(cfg.backbone, device=cfg.device, seed=cfg.seed, verbose=verbose,
                            **overrides)
-    selecting = cfg.selection_ != "last" and cfg.n_epochs > 0
-    if cfg.selection_ == "holdout" and selecting and (val is None or len(val) < 2):
+    selecting = cfg.selection != "last" and cfg.n_epochs > 0
+    if cfg.selection == "holdout" and selecting and (val is None or len(val) < 2):
         raise ValueError("selection 'holdout' needs the held-out subject's windows (val)")
     best = BestState("min")
-    key = "val_loss" if cfg.selection_ == "holdout" else "loss"
+    key = "val_loss" if cfg.selection == "holdout" else "loss"
     started = timestamp()
     encoder.fit(train.x, n_epochs=cfg.n_epochs, batch_size=cfg.batch_size,
                 lr=cfg.lr, x_val=None if val is None else val.x, seed=cfg.seed,
@@ -124,7 +114,7 @@ def pretrain(cfg: PretrainConfig, train: Windows, val: Windows | None = None,
         encoder, cfg, train, val, stage="pretrain" if trained else "untrained",
         scenario=cfg.corpus if trained else UNTRAINED, corpus=cfg.corpus if trained else None,
         epochs=cfg.n_epochs, seed=cfg.seed, recipe=cfg.recipe, selection=selection,
-        started=started, selection_rule=cfg.selection_,
+        started=started, selection_rule=cfg.selection,
         selected_epoch=best.epoch or cfg.n_epochs, start_from="initial weights",
         training=encoder.training_record(), resumed_from=resumed_from(encoder)))
     return encoder

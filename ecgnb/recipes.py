@@ -16,7 +16,7 @@ from __future__ import annotations
 
 RECIPES = ("ecgnb", "study", "smoke")
 BACKBONES = ("ts2vec", "tstcc", "series2vec")
-SUPERVISED_MODELS = ("hinception", "mlp", "fcn")
+BASELINE_MODELS = ("hinception", "mlp", "fcn")
 
 
 def check_recipe(recipe: str) -> str:
@@ -44,10 +44,10 @@ PRETRAINING: dict[str, dict] = {
               "use_amp": False, "n_epochs": 600, "model_size": "study", "n_windows": 0},
 }
 PRETRAINING["smoke"] = _smoke(PRETRAINING, n_epochs=2, model_size="small", n_windows=192)
-# Backbone config fields where the study's code differs from our backbone defaults (ledger rows
-# on TS-TCC, and the numerics: the study ran with PyTorch's defaults, TF32 in cuDNN convolutions
-# and no autotuner; ours: no TF32, the autotuner where shapes repeat); applied before the size
-# preset and the explicit ``model_overrides``.
+# Backbone settings where the study's code differs from our backbone defaults (ledger rows on
+# TS-TCC, and the numerics: the study ran with PyTorch's defaults, TF32 in cuDNN convolutions and
+# no autotuner; ours: OUR_NUMERICS below, the autotuner where shapes repeat); applied before the
+# size preset and the explicit ``model_overrides`` (config fields and FitSettings fields alike).
 STUDY_NUMERICS = {"allow_tf32": True, "cudnn_benchmark": False}
 # Ours on CUDA: TF32 in cuDNN convolutions and float32 otherwise, no float16 autocast: on an H200
 # at the study's sizes (batch 64 x 720) TF32 trained TS2Vec 3.1x, TS-TCC 1.3x faster than
@@ -94,7 +94,7 @@ CONTINUATION["smoke"] = _smoke(CONTINUATION, n_windows=192)
 # allow_tf32 (TF32 in cuDNN convolutions; matrix products stay float32, PyTorch's default),
 # cudnn_benchmark (the autotuner), cudnn_deterministic (deterministic cuDNN algorithms); the
 # study's are PyTorch's defaults with the deterministic flag of its seeding helper.
-HEADS: dict[str, dict] = {
+HEAD_TRAINING: dict[str, dict] = {
     "ecgnb": {"n_epochs": 300, "batch_size": 64, "optimizer": "adamw", "lr": 1e-3,
               "weight_decay": 1e-4, "warmup_epochs": 5, "schedule": "plateau_val",
               "lr_factor": 0.5, "lr_patience": 10, "min_lr": 0.0, "grad_clip": 1.0,
@@ -110,7 +110,7 @@ HEADS: dict[str, dict] = {
               "cudnn_deterministic": True, "encoder_optimizer": "radam",
               "encoder_lr_ratio": 0.1, "finetune_mask": "binomial", "mlp_head": "study"},
 }
-HEADS["smoke"] = _smoke(HEADS, n_epochs=8)
+HEAD_TRAINING["smoke"] = _smoke(HEAD_TRAINING, n_epochs=8)
 # The study's encoder optimiser in fine-tuning: RAdam built from the backbone's pretraining
 # config (TS2Vec: no weight decay given to RAdam; TS-TCC: 3e-4; Series2Vec: 0), its weight decay
 # decoupled as in the RAdam implementation the study used (p -= lr * weight_decay * p).
@@ -127,9 +127,9 @@ ENCODER_RADAM: dict[str, dict] = {
 # n_members: H-InceptionTime's ensemble size. shortcut: H-InceptionTime's residual connections,
 # "conv" (1x1 convolution and batch norm, then ReLU: InceptionTime's reference) or "identity"
 # (the input added as it is, no parameters: the study's).
-_NOT_SUPERVISED = ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask")
-SUPERVISED: dict[str, dict] = {
-    "ecgnb": {**{k: v for k, v in HEADS["ecgnb"].items() if k not in _NOT_SUPERVISED},
+_NOT_BASELINES = ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask")
+BASELINE_TRAINING: dict[str, dict] = {
+    "ecgnb": {**{k: v for k, v in HEAD_TRAINING["ecgnb"].items() if k not in _NOT_BASELINES},
               "n_members": 5, "shortcut": "conv"},
     "study": {"n_epochs": 300, "batch_size": 64, "optimizer": "adam", "lr": 1e-3,
               "weight_decay": {"hinception": 0.0, "mlp": 1e-3, "fcn": 1e-3},
@@ -140,36 +140,45 @@ SUPERVISED: dict[str, dict] = {
               "cudnn_deterministic": True, "mlp_head": "study", "n_members": 5,
               "shortcut": "identity"},
 }
-SUPERVISED["smoke"] = _smoke(SUPERVISED, n_epochs=8, n_members=2)
+BASELINE_TRAINING["smoke"] = _smoke(BASELINE_TRAINING, n_epochs=8, n_members=2)
 
-STAGES: dict[str, dict[str, dict]] = {"pretraining": PRETRAINING, "continuation": CONTINUATION,
-                                      "heads": HEADS, "supervised": SUPERVISED}
+# Every table by the training it sets: notebook 02's pretraining, notebook 03's continuation,
+# notebook 04's heads (linear probing, fine-tuning) and baselines (raw-signal models from scratch).
+TABLES: dict[str, dict[str, dict]] = {"pretraining": PRETRAINING, "continuation": CONTINUATION,
+                                      "heads": HEAD_TRAINING, "baselines": BASELINE_TRAINING}
 
 
-def value(stage: str, recipe: str, name: str, key: str | None = None):
-    """The ``recipe``'s value of ``name`` in ``stage``; ``key`` (a backbone or a model) picks
-    the entry of a per-model value."""
-    found = STAGES[stage][check_recipe(recipe)][name]
+def value(table: str, recipe: str, name: str, key: str | None = None):
+    """The ``recipe``'s value of ``name`` in ``table`` (one of :data:`TABLES`); ``key`` (a
+    backbone or a model) picks the entry of a per-model value."""
+    found = TABLES[table][check_recipe(recipe)][name]
     if isinstance(found, dict):
         if key not in found:
-            raise ValueError(f"{stage} '{name}' of recipe '{recipe}' is set per model "
+            raise ValueError(f"{table} '{name}' of recipe '{recipe}' is set per model "
                              f"({sorted(found)}), got {key!r}")
         return found[key]
     return found
 
 
-def values(stage: str, recipe: str, key: str | None = None) -> dict:
-    """Every setting of ``stage`` under ``recipe``, per-model values resolved for ``key``."""
-    table = STAGES[stage][check_recipe(recipe)]
-    return {name: value(stage, recipe, name, key) for name in table}
+def values(table: str, recipe: str, key: str | None = None) -> dict:
+    """Every setting of ``table`` under ``recipe``, per-model values resolved for ``key``."""
+    names = TABLES[table][check_recipe(recipe)]
+    return {name: value(table, recipe, name, key) for name in names}
 
 
-def fill(config, stage: str, names, key: str | None = None) -> None:
-    """Set each of ``names`` that ``config`` (a frozen dataclass) leaves ``None`` to the
-    recipe's value (``config.recipe``), so the config holds what the run uses."""
-    for name in names:
-        if getattr(config, name) is None:
-            object.__setattr__(config, name, value(stage, config.recipe, name, key))
+def resolve(settings, table: str, key: str | None = None):
+    """Fill every field of ``settings`` (a stage's config or a cell's training settings, frozen
+    or not) that is ``None`` and that ``table`` sets with the value of ``settings.recipe``
+    (``key``: the backbone or model of per-model values), so that the settings hold what the
+    run uses; an explicit value always wins. A value set per model stays ``None`` while ``key``
+    is (a continuation learns its backbone from its parent). Returns ``settings``. Every stage
+    resolves its settings with this function."""
+    for name, found in TABLES[table][check_recipe(settings.recipe)].items():
+        if not hasattr(settings, name) or getattr(settings, name) is not None:
+            continue
+        if not isinstance(found, dict) or key is not None:
+            object.__setattr__(settings, name, value(table, settings.recipe, name, key))
+    return settings
 
 
 def backbone_settings(recipe: str, backbone: str) -> dict:

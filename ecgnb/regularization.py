@@ -22,7 +22,7 @@ from ecgnb.models.lineage import lineage_record, timestamp
 
 # "last" epoch, lowest loss on the continuation corpus's held-out part ("val") or lowest
 # training loss ("train_loss"); each recipe's per backbone in ecgnb.recipes.CONTINUATION.
-SELECTIONS = ("last", "val", "train_loss")
+CONTINUATION_SELECTIONS = ("last", "val", "train_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +50,13 @@ class RegularizationConfig(DataConfig):
     def __post_init__(self):
         super().__post_init__()
         recipes.check_recipe(self.recipe)
-        recipes.fill(self, "continuation", ("n_windows",))
+        recipes.resolve(self, "continuation")  # the selection, set per backbone: see resolved
         if self.continuation not in CONTINUATIONS:
             raise ValueError(f"continuation must be one of {CONTINUATIONS}, "
                              f"got '{self.continuation}'")
-        if self.selection is not None and self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got '{self.selection}'")
+        if self.selection is not None and self.selection not in CONTINUATION_SELECTIONS:
+            raise ValueError(f"selection must be one of {CONTINUATION_SELECTIONS}, "
+                             f"got '{self.selection}'")
         if not scenarios.get(self.scenario).steps:
             raise ValueError(f"scenario '{self.scenario}' has no continuation step; "
                              "base scenarios are produced by notebook 02")
@@ -64,19 +65,9 @@ class RegularizationConfig(DataConfig):
             raise ValueError(f"channels {sorted(set(self.channels) - set(allowed))} cannot perturb "
                              f"a '{self.step.corpus}' step; choose from {list(allowed)}")
 
-    def selection_for(self, backbone: str) -> str:
-        """The checkpoint selection in force for ``backbone`` (explicit, else the recipe's)."""
-        return self.selection or recipes.value("continuation", self.recipe, "selection", backbone)
-
-    @property
-    def use_amp_(self) -> bool:
-        return recipes.value("continuation", self.recipe, "use_amp") if self.use_amp is None \
-            else self.use_amp
-
-    @property
-    def target_holdout_(self) -> bool:
-        return recipes.value("continuation", self.recipe, "target_holdout") \
-            if self.target_holdout is None else self.target_holdout
+    def resolved(self, backbone: str) -> "RegularizationConfig":
+        """These settings with the recipe's values for ``backbone`` (the parent's) filled in."""
+        return recipes.resolve(dataclasses.replace(self), "continuation", backbone)
 
     @property
     def step(self) -> scenarios.Step:
@@ -94,11 +85,12 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
     parent_hash = encoder.weights_hash()
     parent_checkpoint = encoder.lineage[-1].get("selection") if encoder.lineage else None
     started = timestamp()
-    rule = cfg.selection_for(encoder.name)
+    cfg = cfg.resolved(encoder.name)
+    rule = cfg.selection
     use_val = rule == "val" and val is not None and len(val) > 1
     key = "val_loss" if use_val else "loss" if rule == "train_loss" else None
     best, n_before = BestState("min"), len(encoder.history_)
-    encoder.set_params(use_amp=cfg.use_amp_)
+    encoder.set_params(use_amp=cfg.use_amp)
     start_from = encoder.begin_continuation(cfg.continuation)
     if cfg.lr is not None:  # the child's config records the rate it was trained at
         encoder.set_params(lr=cfg.lr)
@@ -119,10 +111,10 @@ def continue_training(encoder: Encoder, train: Windows, val: Windows | None, ste
         encoder, cfg, train, val, stage=step.name, scenario=scenario, corpus=step.corpus,
         epochs=step.n_epochs, seed=cfg.seed, recipe=cfg.recipe, selection=selection,
         started=started, parent=str(parent_path), parent_hash=parent_hash,
-        history_from_epoch=n_before + 1, lr=cfg.lr or encoder.config.lr,
+        history_from_epoch=n_before + 1, lr=cfg.lr or encoder.settings.lr,
         parent_checkpoint=parent_checkpoint, start_from=start_from,
         continuation=cfg.continuation, selection_rule=rule,
-        target_holdout=cfg.target_holdout_ if step.corpus == "target" else None,
+        target_holdout=cfg.target_holdout if step.corpus == "target" else None,
         training=encoder.training_record(), resumed_from=resumed_from(encoder)))
     return encoder
 

@@ -7,7 +7,7 @@ study table and the exact tests, :mod:`~ecgnb.report.build` puts them together p
 (:class:`ResultsConfig`) and the table it reads (:func:`load_results`).
 
 Each row of ``results.csv`` also says what the cell trained with, resolved from its recipe:
-``train_<name>`` for each name of :data:`ecgnb.report.collect.TRAIN_COLUMNS` (optimizer, lr,
+``train_<name>`` for each knob of :class:`ecgnb.evaluation.settings.HeadTraining` (optimizer, lr,
 weight decay, schedule, select_on...).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ecgnb.embeddings and ecgnb.maps: extraction per stage, loading saved cells, scores, UMAP."""
+"""ecgnb.embeddings and ecgnb.maps: extraction per layer, loading saved cells, scores, UMAP."""
 import json
 
 import numpy as np
@@ -43,7 +43,7 @@ def source(encoder, model, mode: str = "ft") -> E.RunSource:
 @pytest.mark.parametrize("head, head_dim", [("mlp", 500), ("fcn", 128), ("linear", 16)])
 def test_every_stage_has_its_shape(encoder, x, head, head_dim):
     src = source(encoder, classifier(encoder, head))
-    shapes = {stage: E.embed(src, stage, x, batch_size=4).shape for stage in E.LAYERS}
+    shapes = {layer: E.embed(src, layer, x, batch_size=4).shape for layer in E.LAYERS}
     assert shapes == {"encoder": (10, 16), "finetuned": (10, 16), "head": (10, head_dim),
                       "logits": (10, N_CLASSES)}
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_linear_probe_finetuned_stage_equals_encoder(encoder, x):
 def test_ensemble_stages_and_no_encoder_stage(x):
     model = HInceptionTime([build_baseline("mlp", N_CLASSES, T, seed=s) for s in (0, 1)])
     src = E.RunSource("run", "mlp-supervised", {"mode": "supervised"}, None, model.eval())
-    assert src.stages == ("finetuned", "head", "logits")
+    assert src.layers == ("finetuned", "head", "logits")
     assert E.embed(src, "head", x).shape == (10, 2 * 500)
     assert E.embed(src, "finetuned", x).shape == (10, 2 * T)
     with pytest.raises(ValueError, match="not available"):
@@ -179,8 +179,8 @@ def test_target_map_fits_train_and_places_test(encoder):
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="stages"):
-        E.EmbeddingConfig(stages=("encoder", "pooled"))
+    with pytest.raises(ValueError, match="layers"):
+        E.EmbeddingConfig(layers=("encoder", "pooled"))
     with pytest.raises(ValueError, match="cells"):
         E.EmbeddingConfig(runs=("a", "b", "c"), cells=("x", "y"))
 

@@ -12,7 +12,7 @@ from ecgnb.data import Windows
 T = 50
 
 
-def fake_map(source: str, stage: str, view: str, seed: int) -> M.EmbeddingMap:
+def fake_map(source: str, layer: str, view: str, seed: int) -> M.EmbeddingMap:
     """A map without UMAP: random coordinates over 12 windows (8 train, 4 test, or corpus)."""
     rng = np.random.default_rng(seed)
     windows = Windows(rng.normal(size=(12, 1, T)).astype(np.float32), np.arange(12) % 3,
@@ -26,12 +26,12 @@ def fake_map(source: str, stage: str, view: str, seed: int) -> M.EmbeddingMap:
         "split": split, "class": np.array(windows.classes)[windows.y], "domain": windows.domains,
         "group": windows.groups, "prediction": prediction,
         "correct": np.where(prediction == windows.y, "correct", "incorrect")})
-    return M.EmbeddingMap(source, stage, view, points, rng.normal(size=(12, 4)), windows, 0.1)
+    return M.EmbeddingMap(source, layer, view, points, rng.normal(size=(12, 4)), windows, 0.1)
 
 
 @pytest.fixture()
 def maps():
-    return [fake_map(src, stage, "target", i) for i, (src, stage) in enumerate(
+    return [fake_map(src, layer, "target", i) for i, (src, layer) in enumerate(
         [("A", "encoder"), ("B", "encoder"), ("A", "head"), ("B", "head")])] + [
         fake_map("A", "encoder", "corpus", 7), fake_map("B", "encoder", "corpus", 8)]
 
@@ -72,7 +72,7 @@ def test_dropdowns_redraw_the_panels(maps):
                                                          "test (placed)"}
     ex.controls["split"].value = "corpus"
     assert ex.panel_map(0).view == "corpus" and len(ex.panels[0].data) > 1
-    ex.controls["stage"].value = "head"  # no corpus map for the head stage
+    ex.controls["layer"].value = "head"  # no corpus map for the head layer
     assert len(ex.panels[0].data) == 0 and "no head map" in ex.panels[0].layout.title.text
     ex.controls["run_b"].value = "A"
     ex.controls["split"].value = X.ALL_POINTS

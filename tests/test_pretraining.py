@@ -23,7 +23,7 @@ def test_holdout_selection_keeps_the_best_holdout_epoch(corpus):
     train, val = corpus
     cfg = PretrainConfig(backbone="ts2vec", corpus="ECG", n_epochs=5, batch_size=16, lr=3e-2,
                          model_overrides=TINY, recipe="study", seed=0)
-    assert cfg.selection_ == "holdout"
+    assert cfg.selection == "holdout"
     encoder = pretrain(cfg, train, val, verbose=False)
     val_losses = [r["val_loss"] for r in encoder.history_]
     best = int(np.argmin(val_losses)) + 1
@@ -46,15 +46,15 @@ def test_the_checkpoint_records_the_learning_rate_it_was_trained_at(corpus):
     train, _ = corpus
     cfg = PretrainConfig(backbone="ts2vec", corpus="ECG", n_epochs=1, batch_size=32, lr=3e-2,
                          model_overrides=TINY, seed=0)
-    assert pretrain(cfg, train, verbose=False).state()["config"]["lr"] == 3e-2
+    assert pretrain(cfg, train, verbose=False).state()["settings"]["lr"] == 3e-2
 
 
 def test_recipe_defaults_of_stage_02():
-    assert PretrainConfig().selection_ == "last" and not PretrainConfig().use_amp_  # TF32 instead
+    assert PretrainConfig().selection == "last" and not PretrainConfig().use_amp  # TF32 instead
     study = {b: PretrainConfig(backbone=b, recipe="study") for b in ("ts2vec", "tstcc", "series2vec")}
-    assert {b: c.selection_ for b, c in study.items()} == \
+    assert {b: c.selection for b, c in study.items()} == \
         {"ts2vec": "holdout", "tstcc": "last", "series2vec": "train_loss"}
-    assert not any(c.use_amp_ for c in study.values())
+    assert not any(c.use_amp for c in study.values())
     assert model_config("tstcc", "study", {}, "study") == {
         "betas": (0.9, 0.999), "clean_bn_stats": False, "allow_tf32": True,
         "cudnn_benchmark": False}

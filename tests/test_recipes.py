@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from ecgnb import recipes
-from ecgnb.evaluation import train
-from ecgnb.evaluation.train import TrainConfig, fit_classifier, make_optimizers
+from ecgnb.evaluation import cell, train
+from ecgnb.evaluation.settings import TrainConfig
+from ecgnb.evaluation.train import fit_classifier, make_optimizers
 from ecgnb.finetuning import FinetuneConfig, train_config
-from ecgnb.models import REGISTRY
+from ecgnb.models import REGISTRY, build
 from ecgnb.models.hinception import build_baseline
 from ecgnb.models.ts2vec import TS2Vec
 from ecgnb.pretraining import SMALL_MODELS, PretrainConfig, model_config
@@ -59,7 +60,7 @@ def continuation(recipe):
 def numerics(recipe, name):
     """``name`` of the heads' config, the baselines' and each backbone's (its defaults with the
     recipe's settings)."""
-    backbones = tuple(getattr(REGISTRY[b].Config(**model_config(b, "study", {}, recipe)), name)
+    backbones = tuple(getattr(build(b, **model_config(b, "study", {}, recipe)).settings, name)
                       for b in BACKBONES)
     return getattr(head(recipe), name), getattr(baseline(recipe, "hinception"), name), backbones
 
@@ -98,12 +99,12 @@ RESOLVE = {
                           (("same", 1e-4),) * 3),
     "encoder_lr_ratio": (encoder_ratio, (10.0, 3.0, 10.0), (0.1,) * 3),
     "use_amp": (lambda r: (head(r).use_amp, baseline(r, "hinception").use_amp,
-                           PretrainConfig(recipe=r).use_amp_, continuation(r).use_amp_),
+                           PretrainConfig(recipe=r).use_amp, continuation(r).use_amp),
                 (False,) * 4, (False,) * 4),
-    "target_holdout": (lambda r: continuation(r).target_holdout_, False, True),
-    "selection": (lambda r: (tuple(PretrainConfig(backbone=b, recipe=r).selection_
+    "target_holdout": (lambda r: continuation(r).target_holdout, False, True),
+    "selection": (lambda r: (tuple(PretrainConfig(backbone=b, recipe=r).selection
                                    for b in BACKBONES),
-                             tuple(continuation(r).selection_for(b) for b in BACKBONES)),
+                             tuple(continuation(r).resolved(b).selection for b in BACKBONES)),
                   (("holdout", "last", "train_loss"), ("val", "last", "train_loss")),
                   (("last",) * 3, ("last",) * 3)),
     "betas": (lambda r: model_config("tstcc", "study", {}, r).get("betas", (0.9, 0.99)),
@@ -162,7 +163,7 @@ def test_every_ledger_switch_resolves_to_each_recipes_value(row, key):
 
 
 def test_recipes_cover_the_same_settings_side_by_side():
-    for stage, table in recipes.STAGES.items():
+    for stage, table in recipes.TABLES.items():
         assert set(table["study"]) == set(table["ecgnb"]) == set(table["smoke"]), stage
     with pytest.raises(ValueError, match="recipe"):
         recipes.value("heads", "paper", "lr")
@@ -255,7 +256,7 @@ def test_the_notebooks_own_defaults_stay_smoke_sized():
 # --------------------------------------------------------------------------- the study's behaviour
 def test_the_study_h_inception_time_has_identity_shortcuts():
     study, ours = baseline("study", "hinception"), baseline("ecgnb", "hinception")
-    model = train._fresh_model(None, study, n_classes=3, n_timesteps=64, seed=0)
+    model = cell._fresh_model(None, study, n_classes=3, n_timesteps=64, seed=0)
     shortcuts = model.network.shortcuts
     assert len(shortcuts) == 2
     assert not [p for s in shortcuts.values() for p in [*s.parameters(), *s.buffers()]]
@@ -266,7 +267,7 @@ def test_the_study_h_inception_time_has_identity_shortcuts():
     (residual, out), summed = seen[0]
     assert residual is x and out.shape == (4, 128, 64)
     torch.testing.assert_close(summed, out + x, rtol=0, atol=0)  # the input over every channel
-    conv = train._fresh_model(None, ours, n_classes=3, n_timesteps=64, seed=0).network.shortcuts
+    conv = cell._fresh_model(None, ours, n_classes=3, n_timesteps=64, seed=0).network.shortcuts
     assert all(list(s.parameters()) for s in conv.values())
 
 
@@ -362,3 +363,26 @@ def test_the_study_training_loss_is_the_mean_of_batch_means():
     assert [len(idx) for (idx,) in loader] == [64, 36]
     assert fit.history[0]["train_loss"] == pytest.approx(np.mean(means), rel=1e-6)
     assert abs(np.mean(means) - over_samples) > 1e-3  # not the mean over samples
+
+
+# --------------------------------------------------------------------------- one place per knob
+def test_each_knob_has_one_name_in_notebook_config_and_recipe_tables():
+    from ecgnb.evaluation.settings import HeadTraining
+    from ecgnb.models.base import FIT_FIELDS
+
+    knobs = {f.name for f in dataclasses.fields(HeadTraining)}
+    declared = set(declared_parameters(PROJECT_ROOT / NOTEBOOKS["finetuning"]))
+    assert knobs <= declared and knobs <= {f.name for f in dataclasses.fields(FinetuneConfig)}
+    derived = {"recipe", "encoder_lr", "encoder_weight_decay", "encoder_decay"}  # from others
+    for name, table in recipes.TABLES.items():
+        assert len({frozenset(values) for values in table.values()}) == 1, name  # every recipe
+    tables = set(recipes.HEAD_TRAINING["study"]) | set(recipes.BASELINE_TRAINING["study"])
+    assert tables == knobs - derived
+    for stage, cls, table in (("pretraining", PretrainConfig, recipes.PRETRAINING),
+                              ("regularization", RegularizationConfig, recipes.CONTINUATION)):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(table["study"]) <= fields <= set(
+            declared_parameters(PROJECT_ROOT / NOTEBOOKS[stage])), stage
+    for backbone in BACKBONES:  # the shared training fields live in FitSettings only
+        own = {f.name for f in dataclasses.fields(REGISTRY[backbone].Config)}
+        assert not own & set(FIT_FIELDS), backbone

@@ -59,8 +59,8 @@ def test_the_child_records_the_learning_rate_it_continued_at(parent, wesad_ecg_s
     child = regularization.continue_training(models.load(parent_path),
                                              wesad_ecg_small.subset(np.arange(64)), None, cfg.step,
                                              parent_path, cfg.scenario, cfg, verbose=False)
-    assert child.state()["config"]["lr"] == child.lineage[-1]["lr"] == 5e-3
-    assert models.load(parent_path).config.lr == parent.config.lr != 5e-3
+    assert child.state()["settings"]["lr"] == child.lineage[-1]["lr"] == 5e-3
+    assert models.load(parent_path).settings.lr == parent.settings.lr != 5e-3
 
 
 @pytest.mark.slow
@@ -128,11 +128,12 @@ def test_parent_of_another_normalisation_is_refused(parent, tmp_path):
 def test_study_recipe_defaults_of_stage_03():
     ours = RegularizationConfig(scenario="ECG continued1")
     study = RegularizationConfig(scenario="ECG continued1", recipe="study")
-    assert (ours.selection_for("ts2vec"), ours.continuation) == ("last", "genuine")
-    assert (study.selection_for("ts2vec"), study.continuation) == ("val", "genuine")
-    assert [study.selection_for(b) for b in ("tstcc", "series2vec")] == ["last", "train_loss"]
-    assert (study.use_amp_, study.target_holdout_, ours.use_amp_, ours.target_holdout_) == \
+    assert (ours.resolved("ts2vec").selection, ours.continuation) == ("last", "genuine")
+    assert (study.resolved("ts2vec").selection, study.continuation) == ("val", "genuine")
+    assert [study.resolved(b).selection for b in ("tstcc", "series2vec")] == ["last", "train_loss"]
+    assert (study.use_amp, study.target_holdout, ours.use_amp, ours.target_holdout) == \
         (False, False, False, True)  # float16 autocast off under both (docs/deviations.md)
-    assert RegularizationConfig(recipe="study", selection="last").selection_for("ts2vec") == "last"
+    explicit = RegularizationConfig(recipe="study", selection="last")
+    assert explicit.resolved("ts2vec").selection == "last"
     with pytest.raises(ValueError, match="continuation"):
         RegularizationConfig(continuation="averaged")

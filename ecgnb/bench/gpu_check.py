@@ -23,8 +23,9 @@ soft-DTW that would leave the fused kernel raises instead of falling back.
    GPUs; notebook 02 through papermill where papermill is installed (else a SKIP line each).
 5. **Rates** (:mod:`ecgnb.bench.gpu_rates`): steady-state training samples/s and steps/s per
    backbone at the study's sizes with the settings of ``params/grids/paper.yaml`` (recipe study:
-   fp32) and ``paper-ecgnb.yaml`` (fp16 AMP), fp32 with TF32 and bf16 beside them; where a step's
-   time goes; seconds per cell epoch; then each grid's GPU hours (:mod:`ecgnb.bench.projection`).
+   fp32) and ``paper-ecgnb.yaml`` (recipe ecgnb: fp32, TF32 convolutions), fp16 AMP and bf16
+   beside them; where a step's time goes; seconds per cell epoch; then each grid's GPU hours
+   (:mod:`ecgnb.bench.projection`).
 """
 from __future__ import annotations
 

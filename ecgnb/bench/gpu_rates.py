@@ -19,6 +19,7 @@ from ecgnb.bench import gpu_stages
 from ecgnb.bench.gpu_check import Report
 from ecgnb.bench.projection import PAPER_GRID, format_projection, project, runs_of
 from ecgnb.bench.timing import synthetic_batch
+from ecgnb.evaluation.settings import SUPERVISED
 
 RATE_BATCHES, RATE_EPOCHS, RATE_LENGTH = 8, 3, 720
 GRIDS = {"study": PAPER_GRID, "ecgnb": PAPER_GRID.with_name("paper-ecgnb.yaml")}
@@ -70,7 +71,7 @@ def ssl_rate(params: dict, n_batches: int = RATE_BATCHES, length: int = RATE_LEN
            "shape": f"{bs} x {length}",
            "first_epoch_s": seconds[0], "loss": encoder.history_[-1]["loss"],
            "autocast": encoder.training_record()["autocast"], "encoder": encoder, "x": x}
-    if cfg.selection_ == "holdout":
+    if cfg.selection == "holdout":
         encoder.evaluate_loss(x[:bs], bs)
         start = time.perf_counter()
         encoder.evaluate_loss(x, bs)  # its result is read: synchronised
@@ -163,7 +164,7 @@ def grid_cell_rates(report: Report, grid, backbones, overrides: dict | None = No
         params = {**run.params, **(overrides or {})}
         cfg = _fields(finetuning.FinetuneConfig, params, n_epochs=2, seeds=(0,),
                       device=gpu_stages.GPU)
-        kinds = ([(m, "supervised") for m in params["baselines"]] if backbone is None else
+        kinds = ([(m, SUPERVISED) for m in params["baselines"]] if backbone is None else
                  [(h, m) for h in params["heads"] for m in params["modes"]])
         cells = {}
         for head, mode in kinds:

@@ -19,6 +19,7 @@ from ecgnb.bench.gpu_check import (CURVE_RTOL, ENCODE_CKA, FIT_CKA, GRADIENT_COS
 from ecgnb.bench.timing import best_time, max_relative_difference, sync, synthetic_batch
 from ecgnb.config import torch_generator
 from ecgnb.models.precision import numerics
+from ecgnb.evaluation.settings import SUPERVISED
 
 T_SMOKE, N_SMOKE = 128, 96
 GPU = "cuda"  # the device checked against the CPU (tests run the checks with "cpu")
@@ -43,7 +44,7 @@ def check_step(name: str, x: np.ndarray, report: Report) -> None:
         for module in enc.modules_.values():
             module.train()
         gen = torch_generator(1)
-        with numerics(enc.device_, enc.config):
+        with numerics(enc.device_, enc.settings):
             loss = enc._loss(torch.from_numpy(x[:32]).to(enc.device_), gen, gen)
             loss.backward()
         grads = torch.cat([p.grad.flatten().cpu() for m in enc.modules_.values()
@@ -145,12 +146,13 @@ def smoke_task(n_groups: int = 15, per_group: int = 8, length: int = T_SMOKE, se
 
 def check_cells(report: Report) -> None:
     """An LP and an FT cell per backbone and a supervised baseline, on the GPU."""
-    from ecgnb.evaluation.train import TrainConfig, run_cell
+    from ecgnb.evaluation.cell import run_cell
+    from ecgnb.evaluation.settings import TrainConfig
 
     windows, splits = smoke_task()
     quick = dict(n_epochs=3, warmup_epochs=1, batch_size=16, verbose=False, device=GPU)
     cells = [(name, mode, head) for name in SMOKE for mode, head in (("lp", "fcn"), ("ft", "mlp"))]
-    for name, mode, head in cells + [(None, "supervised", "fcn")]:
+    for name, mode, head in cells + [(None, SUPERVISED, "fcn")]:
         what = f"{name or 'baseline'} {mode}/{head} cell, test macro-F1"
         with report.guard(what):
             start = time.perf_counter()

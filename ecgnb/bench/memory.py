@@ -24,7 +24,9 @@ def probe_cache_peak(name: str, n_windows: int, length: int, head: str = "fcn",
                      overrides: dict | None = None, n_epochs: int = 0, seed: int = 0) -> dict:
     """Peak RSS (MB) of caching one lp cell's inputs for ``n_windows`` windows (this process),
     then of training the head ``n_epochs`` epochs on them (batch 64)."""
-    from ecgnb.evaluation.train import TrainConfig, _cell_inputs, fit_classifier
+    from ecgnb.evaluation.cell import _cell_inputs
+    from ecgnb.evaluation.settings import TrainConfig
+    from ecgnb.evaluation.train import fit_classifier
     from ecgnb.models.heads import build_head
     from ecgnb.models import build
 

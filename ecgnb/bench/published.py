@@ -110,7 +110,7 @@ def _time_published_ts2vec(code_dir: str, n_batches: int, batch_size: int, lengt
     _import_from(code_dir, "ts2vec.py")
     from ts2vec import TS2Vec  # the published class
 
-    from ecgnb.models.ts2vec import TS2VecConfig
+    from ecgnb.models.ts2vec import TS2Vec as Ours, TS2VecConfig
 
     torch.set_flush_denormal(flush)  # a fresh process of its own: no need to restore
     if script is not None:
@@ -120,7 +120,7 @@ def _time_published_ts2vec(code_dir: str, n_batches: int, batch_size: int, lengt
     torch.manual_seed(seed)
     x = synthetic_batch((n_batches + 1) * batch_size, length, seed)[:, :, None]  # [N, T, 1]
     model = TS2Vec(input_dims=1, output_dims=cfg.output_dims, hidden_dims=cfg.hidden_dims,
-                   depth=cfg.depth, device=str(device_), lr=cfg.lr, batch_size=batch_size,
+                   depth=cfg.depth, device=str(device_), lr=Ours.FIT_DEFAULTS["lr"], batch_size=batch_size,
                    max_train_length=cfg.max_train_length, temporal_unit=cfg.temporal_unit)
     model.fit(x[:batch_size], n_epochs=1)  # warm-up batch
     sync(device_)
@@ -133,14 +133,14 @@ def _time_published_ts2vec(code_dir: str, n_batches: int, batch_size: int, lengt
 def _tstcc_config(length: int, batch_size: int) -> SimpleNamespace:
     """The published config object, filled with our study defaults (``TSTCCConfig``); its
     ``main.py`` hard-codes the weight decay, carried here as ``weight_decay``."""
-    from ecgnb.models.tstcc import TSTCCConfig, feature_length
+    from ecgnb.models.tstcc import TSTCC, TSTCCConfig, feature_length
 
-    c = TSTCCConfig()
+    c, lr = TSTCCConfig(), TSTCC.FIT_DEFAULTS["lr"]
     return SimpleNamespace(
         input_channels=c.input_channels, kernel_size=c.kernel_size, stride=c.stride,
         final_out_channels=c.final_out_channels, num_classes=6, dropout=c.dropout,
         features_len=feature_length(length, c.kernel_size, c.stride),  # hand-set there
-        beta1=c.betas[0], beta2=c.betas[1], lr=c.lr, weight_decay=c.weight_decay,
+        beta1=c.betas[0], beta2=c.betas[1], lr=lr, weight_decay=c.weight_decay,
         drop_last=True, batch_size=batch_size,
         Context_Cont=SimpleNamespace(temperature=c.temperature,
                                      use_cosine_similarity=c.use_cosine_similarity),

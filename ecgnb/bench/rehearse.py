@@ -40,6 +40,7 @@ from ecgnb.bench.projection import (EXTENDED_CORPUS, PAPER_GRID, backbone_of,
                                     format_projection, project, runs_of)
 from ecgnb.bench.timing import in_fresh_process, peak_rss_mb
 from ecgnb.runs import data_root
+from ecgnb.evaluation.settings import SUPERVISED
 
 ROOT_VARIABLES = {"fragment": "ECGNB_FRAGMENT_ROOT", "wesad": "ECGNB_WESAD_ROOT"}
 
@@ -111,7 +112,7 @@ def grid_encoder(params: dict, device: str | None = None):
     from ecgnb import models, pretraining
 
     cfg = _fields(pretraining.PretrainConfig, params)
-    overrides = {"use_amp": cfg.use_amp_,
+    overrides = {"use_amp": cfg.use_amp,
                  **pretraining.model_config(cfg.backbone, cfg.model_size, cfg.model_overrides,
                                             cfg.recipe)}
     if cfg.backbone == "series2vec":
@@ -139,7 +140,7 @@ def measure_ssl(pretrain_params: dict, n_batches: int) -> dict:
         ssl[label] = {"batch_s": _batches_s(
             lambda xb: encoder.fit(xb, n_epochs=1, batch_size=bs, verbose=False), x, bs,
             n_batches), "val_batch_s": 0.0}
-        if cfg.selection_ == "holdout" and len(val) >= n:  # the held-out loss of every epoch
+        if cfg.selection == "holdout" and len(val) >= n:  # the held-out loss of every epoch
             ssl[label]["val_batch_s"] = _batches_s(
                 lambda xb: encoder.evaluate_loss(xb, bs), np.ascontiguousarray(val.x[:n]), bs,
                 n_batches)
@@ -180,7 +181,7 @@ def measure_cells(finetune_params: dict, backbone: str | None, kinds: list[tuple
 def cell_rates(encoder, windows, splits: dict, config) -> tuple[dict, float]:
     """One cell's run on ``windows``: the median epoch's seconds per training and validation
     window (one member), the set-up's seconds per window, the members; the model's size in MB."""
-    from ecgnb.evaluation.train import run_cell
+    from ecgnb.evaluation.cell import run_cell
 
     start = time.perf_counter()
     result = run_cell(encoder, windows, splits, config)
@@ -235,7 +236,7 @@ def rehearse(n_batches: int = 2, backbones=None, grid_path=PAPER_GRID) -> list[d
         measured[backbone] = (ssl, cells)
     base = runs_of(grid, "baselines")
     if base:
-        kinds = [(m, "supervised") for m in base[0].params["baselines"]]
+        kinds = [(m, SUPERVISED) for m in base[0].params["baselines"]]
         cells = in_fresh_process(measure_cells, base[0].params, None, kinds, n_batches)
         print(f"baselines: {_rounded(cells)}", flush=True)
         rates["baselines"] = {"cells": cells["cells"]}

@@ -226,7 +226,7 @@ def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | No
     """Write ``predictions.csv`` then ``metrics.json`` (metrics, grouped-bootstrap CIs, ``extra``).
 
     ``extra`` carries the run's record (seed, selection criterion, best epoch, ...; see
-    :meth:`ecgnb.evaluation.train.CellResult.summary`). A stale ``metrics.json`` is removed first;
+    :meth:`ecgnb.evaluation.cell.CellResult.summary`). A stale ``metrics.json`` is removed first;
     the new one names its sibling files with their sizes and checksums
     (:func:`ecgnb.runs.write_cell_metrics`), so a cell is complete only when every file matches.
     Returns the ``metrics.json`` path.

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from ecgnb.config import from_dict
-from ecgnb.models.base import ENCODER_FORMAT, CheckpointError, Encoder, Network, restore
+from ecgnb.models.base import (ENCODER_FORMAT, FIT_FIELDS, CheckpointError, Encoder,
+                               FitSettings, Network, restore)
 
 
 class Registry(Mapping):
@@ -44,12 +45,15 @@ REGISTRY = Registry({"ts2vec": "ecgnb.models.ts2vec:TS2Vec",
 
 def build(name: str, device: str | None = None, seed: int = 0, verbose: bool = True,
           **overrides) -> Encoder:
-    """A fresh encoder of backbone ``name`` with the study's defaults, overridden by keywords."""
+    """A fresh encoder of backbone ``name`` with the study's defaults, overridden by keywords:
+    the fields of its ``Config`` and of :class:`~ecgnb.models.base.FitSettings` alike."""
     if name not in REGISTRY:
         raise KeyError(f"unknown backbone '{name}'; known: {sorted(REGISTRY)}")
     cls = REGISTRY[name]
-    config = from_dict(cls.Config, overrides, where=f"{name} config")
-    return cls(config, device=device, seed=seed, verbose=verbose)
+    own = {k: v for k, v in overrides.items() if k not in FIT_FIELDS}
+    config = from_dict(cls.Config, own, where=f"{name} config")
+    settings = cls.default_settings(**{k: v for k, v in overrides.items() if k in FIT_FIELDS})
+    return cls(config, device=device, seed=seed, verbose=verbose, settings=settings)
 
 
 def load(path, device: str | None = None) -> Encoder:
@@ -91,4 +95,5 @@ def convert_encoder(path) -> Path:
     return old
 
 
-__all__ = ["REGISTRY", "build", "load", "Encoder", "Network", "CheckpointError", "ENCODER_FORMAT"]
+__all__ = ["REGISTRY", "build", "load", "Encoder", "FitSettings", "Network", "CheckpointError",
+           "ENCODER_FORMAT"]

@@ -35,14 +35,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ecgnb.config import pick_device, reject_unknown, torch_generator
 from ecgnb.files import atomic_write
 from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_checksum,
-                                    modules_checksum, rng_state, set_rng_state)
+                                    modules_checksum)
 from ecgnb.models.device import Corpus, device_generator, generators
-from ecgnb.models.precision import autocast, numerics, numerics_record
+from ecgnb.models.loop import TrainingLoop
+from ecgnb.models.precision import autocast, check_precision, numerics, numerics_record
 
 
 ENCODER_FORMAT = "ecgnb-encoder-2"  # tensors and plain values, read with weights_only=True
@@ -67,6 +67,33 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as written (wrong backbone, keys or shapes)."""
 
 
+@dataclasses.dataclass
+class FitSettings:
+    """How a backbone trains, the fields every backbone shares (its ``Config`` holds only what is
+    its own): the learning rate, batch size and epochs of :meth:`Encoder.fit`, gradient clipping
+    (None: none) and the numerics (:mod:`ecgnb.models.precision`): ``use_amp`` (float16 autocast
+    on CUDA), ``precision`` (``fp32`` | ``bf16``), ``flush_denormal`` (on the CPU),
+    ``cudnn_benchmark``, ``allow_tf32`` and ``cudnn_deterministic`` (cuDNN on CUDA). A backbone's
+    own defaults are its ``FIT_DEFAULTS`` (:meth:`Encoder.default_settings`)."""
+
+    lr: float = 1e-3
+    batch_size: int = 64
+    n_epochs: int = 600
+    grad_clip: float | None = None
+    use_amp: bool = True
+    precision: str = "fp32"
+    flush_denormal: bool = True
+    cudnn_benchmark: bool = False
+    allow_tf32: bool = False
+    cudnn_deterministic: bool = False
+
+    def __post_init__(self):
+        check_precision(self.precision)
+
+
+FIT_FIELDS = tuple(f.name for f in dataclasses.fields(FitSettings))
+
+
 class Network(nn.Module):
     """A trainable encoder network: ``forward(x [B,1,T]) -> features [B, D', T']``.
 
@@ -89,9 +116,12 @@ class Encoder:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    FIT_DEFAULTS: ClassVar[dict] = {}  # this backbone's values of FitSettings' fields
 
-    def __init__(self, config=None, device: str | None = None, seed: int = 0, verbose: bool = True):
+    def __init__(self, config=None, device: str | None = None, seed: int = 0, verbose: bool = True,
+                 settings: FitSettings | None = None):
         self.config = config if config is not None else self.Config()
+        self.settings = settings if settings is not None else self.default_settings()
         self.device = device
         self.seed = seed
         self.verbose = verbose
@@ -118,10 +148,19 @@ class Encoder:
         return self.network_
 
     # ----------------------------------------------------------------- public API
+    @classmethod
+    def default_settings(cls, **overrides) -> FitSettings:
+        """This backbone's :class:`FitSettings` (its ``FIT_DEFAULTS``), with ``overrides``."""
+        return FitSettings(**{**cls.FIT_DEFAULTS, **overrides})
+
     def set_params(self, **params) -> "Encoder":
-        """Replace fields of ``config`` (scikit-learn's ``set_params``), e.g. the learning rate a
-        continuation trains with, so that a saved checkpoint records it; unknown names raise."""
-        self.config = dataclasses.replace(self.config, **params)
+        """Replace fields of ``config`` or ``settings`` (scikit-learn's ``set_params``), e.g. the
+        learning rate a continuation trains with, so that a saved checkpoint records it; unknown
+        names raise."""
+        shared = {k: v for k, v in params.items() if k in FIT_FIELDS}
+        own = {k: v for k, v in params.items() if k not in FIT_FIELDS}
+        self.settings = dataclasses.replace(self.settings, **shared)
+        self.config = dataclasses.replace(self.config, **own)
         return self
 
     @property
@@ -171,56 +210,55 @@ class Encoder:
         """
         x = check_windows(x)
         self.build(x.shape[-1])
-        n_epochs = self.config.n_epochs if n_epochs is None else n_epochs
-        batch_size = self.config.batch_size if batch_size is None else batch_size
-        lr = self.config.lr if lr is None else lr
+        n_epochs = self.settings.n_epochs if n_epochs is None else n_epochs
+        batch_size = self.settings.batch_size if batch_size is None else batch_size
+        lr = self.settings.lr if lr is None else lr
         seed = self.seed if seed is None else seed
         gen = torch_generator(seed)
         on_device, device_seed = device_generator(gen, self.device_)
         params = [p for m in self.modules_.values() for p in m.parameters() if p.requires_grad]
         optimizer = self._optimizer(params, lr)
-        precision = getattr(self.config, "precision", "fp32")
-        use_amp = (self.device_.type == "cuda" and getattr(self.config, "use_amp", True)
-                   and precision == "fp32")  # float16 needs the scaler; bfloat16 does not
+        use_amp = (self.device_.type == "cuda" and self.settings.use_amp
+                   and self.settings.precision == "fp32")  # float16 needs the scaler, bf16 not
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         corpus = Corpus(torch.from_numpy(x), self.device_)
         self.fit_record_ = {"corpus": corpus.where, "device_seed": device_seed,
-                            **numerics_record(self.device_, self.config, use_amp)}
-        loop = _Loop(self, optimizer, scaler, generators(gen, on_device), callback)
-        self.checkpoint_ = None
-        first_epoch, position = 0, None
-        if checkpoint is not None:
-            self.checkpoint_ = Checkpointer(checkpoint, self._fingerprint(
-                x, x_val, n_epochs, batch_size, lr, seed), checkpoint_every_s)
-            first_epoch, position = loop.resume(self.checkpoint_)
-        verbose = self.verbose if verbose is None else verbose
-        bar = tqdm(range(first_epoch, n_epochs), desc=f"{self.name} fit", disable=not verbose,
-                   leave=False, initial=first_epoch, total=n_epochs)
-        with numerics(self.device_, self.config):
-            for epoch in bar:
-                start = time.perf_counter()
-                loss_sum, n_losses = self._train_epoch(corpus, batch_size, optimizer, scaler,
-                                                       (gen, on_device), position,
-                                                       loop.batch_hook(epoch))
-                position = None
-                self._after_epoch(corpus.x, batch_size)
-                record = {"epoch": len(self.history_) + 1,
-                          "loss": loss_sum.item() / n_losses if n_losses else float("nan"),
-                          "seconds": time.perf_counter() - start}
-                if x_val is not None:
-                    record["val_loss"] = self.evaluate_loss(x_val, batch_size=batch_size,
-                                                            seed=seed)
-                self.history_.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if callback is not None:
-                    callback(self, record)
-                loop.epoch_end(epoch + 1)
+                            **numerics_record(self.device_, self.settings, use_amp)}
+        self.checkpoint_ = None if checkpoint is None else Checkpointer(
+            checkpoint, self._fingerprint(x, x_val, n_epochs, batch_size, lr, seed),
+            checkpoint_every_s)
+        parts = {**{f"module.{k}": m for k, m in self.modules_.items()},
+                 "optimizer": optimizer, "scaler": scaler}
+        loop = TrainingLoop(n_epochs, parts, self.history_, generators(gen, on_device),
+                            self.checkpoint_, callbacks=[] if callback is None else [
+                                lambda record: callback(self, record)],
+                            desc=f"{self.name} fit", show=("loss",),
+                            verbose=self.verbose if verbose is None else verbose)
+        if callback is not None:  # a stateful callback's owner is checkpointed with the fit
+            owner = getattr(callback, "__self__", callback)
+            if hasattr(owner, "state_dict") and hasattr(owner, "load_state_dict"):
+                loop.parts["callback"] = owner
+
+        def run_epoch(epoch: int, position, after_batch) -> dict:
+            start = time.perf_counter()
+            loss_sum, n_losses = self._train_epoch(corpus, batch_size, optimizer, scaler,
+                                                   (gen, on_device), position, after_batch)
+            self._after_epoch(corpus.x, batch_size)
+            record = {"epoch": len(self.history_) + 1,
+                      "loss": loss_sum.item() / n_losses if n_losses else float("nan"),
+                      "seconds": time.perf_counter() - start}
+            if x_val is not None:
+                record["val_loss"] = self.evaluate_loss(x_val, batch_size=batch_size, seed=seed)
+            return record
+
+        with numerics(self.device_, self.settings):
+            loop.run(run_epoch, mid_epoch=True)
         return self
 
     def _fingerprint(self, x, x_val, n_epochs, batch_size, lr, seed) -> dict:
         """What makes two fits the same fit (a checkpoint resumes only its own fit)."""
         return {"backbone": self.name, "config": dataclasses.asdict(self.config),
-                "n_epochs": n_epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "settings": dataclasses.asdict(self.settings), "n_epochs": n_epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "x": array_checksum(x), "x_val": None if x_val is None else array_checksum(
                     check_windows(x_val)), "start": modules_checksum(self.modules_),
                 "n_history": len(self.history_), "device": self.device_.type}
@@ -263,11 +301,10 @@ class Encoder:
     def _autocast(self, training: bool = True):
         """The autocast of the config's ``precision`` on this device; in training on CUDA, also
         ``use_amp`` (float16 mixed precision; encoding and evaluation stay float32 then)."""
-        use_amp = training and getattr(self.config, "use_amp", True)
-        return autocast(self.device_, getattr(self.config, "precision", "fp32"), use_amp)
+        return autocast(self.device_, self.settings.precision, training and self.settings.use_amp)
 
     def _clip(self, optimizer, scaler) -> None:
-        clip = getattr(self.config, "grad_clip", None)
+        clip = self.settings.grad_clip
         if clip:
             scaler.unscale_(optimizer)
             params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -278,14 +315,14 @@ class Encoder:
         """Mean SSL loss on ``x`` with training-mode stochasticity drawn from ``seed``; the batch
         losses are summed on the device and read once."""
         corpus = Corpus(torch.from_numpy(check_windows(x)), self.device_)
-        batch_size = batch_size or self.config.batch_size
+        batch_size = batch_size or self.settings.batch_size
         gen = torch_generator(seed)
         on_device, _ = device_generator(gen, self.device_)
         for module in self.modules_.values():
             module.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device_)
         n_losses = 0
-        with numerics(self.device_, self.config), self._autocast(training=False):
+        with numerics(self.device_, self.settings), self._autocast(training=False):
             for start in range(0, len(corpus.x), batch_size):
                 if len(corpus.x[start:start + batch_size]) > 1:
                     xb = corpus.slice(start, start + batch_size)
@@ -312,7 +349,7 @@ class Encoder:
         was_training = net.training
         net.eval()
         out = None
-        with numerics(self.device_, self.config), self._autocast(training=False):
+        with numerics(self.device_, self.settings), self._autocast(training=False):
             for start in range(0, len(x), batch_size):
                 xb = torch.from_numpy(x[start:start + batch_size]).to(self.device_)
                 value = fn(net, xb).float().cpu()
@@ -334,16 +371,14 @@ class Encoder:
         ``precision``; ``cudnn_benchmark``, ``allow_tf32``); after a fit, also its
         ``fit_record_`` (device, autocast in effect, corpus placement, device generator seed) and,
         for a checkpointed fit, how many checkpoints it wrote and the seconds that took."""
-        probe = self._optimizer([torch.zeros(1, requires_grad=True)], self.config.lr)
+        probe = self._optimizer([torch.zeros(1, requires_grad=True)], self.settings.lr)
         record = {"optimizer": type(probe).__name__,
                   **{k: probe.defaults[k] for k in ("lr", "weight_decay", "betas")
                      if k in probe.defaults}}
-        return {**record, "grad_clip": getattr(self.config, "grad_clip", None),
-                "use_amp": getattr(self.config, "use_amp", True),
-                "precision": getattr(self.config, "precision", "fp32"),
-                "cudnn_benchmark": getattr(self.config, "cudnn_benchmark", False),
-                "allow_tf32": getattr(self.config, "allow_tf32", False),
-                **getattr(self, "fit_record_", {}), **self._checkpoint_record()}
+        settings = {k: getattr(self.settings, k) for k in
+                    ("grad_clip", "use_amp", "precision", "cudnn_benchmark", "allow_tf32")}
+        return {**record, **settings, **getattr(self, "fit_record_", {}),
+                **self._checkpoint_record()}
 
     def _checkpoint_record(self) -> dict:
         checkpoint = getattr(self, "checkpoint_", None)
@@ -367,6 +402,7 @@ class Encoder:
             "format": ENCODER_FORMAT,
             "backbone": self.name,
             "config": dataclasses.asdict(self.config),
+            "settings": dataclasses.asdict(self.settings),
             "seed": self.seed,
             "n_timesteps": self.n_timesteps_,
             "modules": {k: m.state_dict() for k, m in self.modules_.items()},
@@ -420,11 +456,23 @@ def check_windows(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def split_settings(state: dict) -> tuple[dict, dict]:
+    """A saved encoder's ``(config, settings)``; a file that has no ``settings`` holds the
+    training settings in its ``config`` (one dataclass per backbone), and they are split off."""
+    if "settings" in state:
+        return dict(state["config"]), dict(state["settings"])
+    config = {k: v for k, v in state["config"].items() if k not in FIT_FIELDS}
+    return config, {k: v for k, v in state["config"].items() if k in FIT_FIELDS}
+
+
 def restore(cls: type[Encoder], state: dict, device: str | None = None, path="<memory>") -> Encoder:
     """Rebuild an encoder from :meth:`Encoder.state` with strict weight loading."""
+    config, settings = split_settings(state)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    reject_unknown(state["config"], fields, where=f"config of {path}")
-    enc = cls(cls.Config(**state["config"]), device=device, seed=state["seed"], verbose=False)
+    reject_unknown(config, fields, where=f"config of {path}")
+    reject_unknown(settings, set(FIT_FIELDS), where=f"settings of {path}")
+    enc = cls(cls.Config(**config), device=device, seed=state["seed"], verbose=False,
+              settings=cls.default_settings(**settings))
     enc.build(state["n_timesteps"])
     if set(state["modules"]) != set(enc.modules_):
         raise CheckpointError(f"{path}: modules {sorted(state['modules'])} != {sorted(enc.modules_)}")
@@ -437,56 +485,3 @@ def restore(cls: type[Encoder], state: dict, device: str | None = None, path="<m
     enc.history_ = list(state["history"])
     enc.lineage = list(state["lineage"])
     return enc
-
-
-class _Loop:
-    """The training state of one :meth:`Encoder.fit` call, for its checkpoints."""
-
-    def __init__(self, encoder: Encoder, optimizer, scaler, generators_, callback):
-        self.encoder, self.optimizer, self.scaler = encoder, optimizer, scaler
-        self.generators = generators_  # host first, then the device's if it has its own
-        owner = getattr(callback, "__self__", callback)
-        self.stateful = owner if hasattr(owner, "state_dict") else None
-
-    def state(self, n_epochs_done: int, position: dict | None) -> dict:
-        enc = self.encoder
-        return {"epochs_done": n_epochs_done, "position": position,
-                "modules": {k: m.state_dict() for k, m in enc.modules_.items()},
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_state(self.generators), "history": enc.history_,
-                "callback": self.stateful.state_dict() if self.stateful else None}
-
-    def resume(self, checkpoint: Checkpointer) -> tuple[int, dict | None]:
-        """Load ``checkpoint`` into the fit when it is this fit's; ``(first epoch, position)``."""
-        saved = checkpoint.load()
-        if saved is None:
-            return 0, None
-        enc = self.encoder
-        for name, module in enc.modules_.items():
-            module.load_state_dict(saved["modules"][name], strict=True)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"], self.generators)
-        enc.history_ = list(saved["history"])
-        if self.stateful is not None and saved["callback"] is not None:
-            self.stateful.load_state_dict(saved["callback"])
-        position = saved["position"]
-        checkpoint.resumed_from = {"epoch": saved["epochs_done"] + 1,  # the epoch it resumes in
-                                   "batch": None if position is None else int(position["next"]),
-                                   "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        return saved["epochs_done"], position
-
-    def batch_hook(self, epoch: int):
-        checkpoint = self.encoder.checkpoint_
-        if checkpoint is None or checkpoint.every_s == 0:
-            return None
-
-        def after_batch(position: dict) -> None:
-            if checkpoint.due(end_of_epoch=False):
-                checkpoint.save(self.state(epoch, position))
-        return after_batch
-
-    def epoch_end(self, n_epochs_done: int) -> None:
-        checkpoint = self.encoder.checkpoint_
-        if checkpoint is not None and checkpoint.due(end_of_epoch=True):
-            checkpoint.save(self.state(n_epochs_done, None))

@@ -89,17 +89,17 @@ def backend_flags(cudnn_benchmark: bool = False, allow_tf32: bool = False,
 
 
 @contextlib.contextmanager
-def numerics(device: torch.device, config) -> Iterator[None]:
-    """The config's ``cudnn_benchmark``, ``allow_tf32`` and ``cudnn_deterministic`` (default off)
-    and, on the CPU, its denormal flushing (default on) for the block; on a GPU the CPU's
+def numerics(device: torch.device, settings) -> Iterator[None]:
+    """The training settings' ``cudnn_benchmark``, ``allow_tf32`` and ``cudnn_deterministic``
+    and, on the CPU, their denormal flushing for the block (a backbone's
+    :class:`~ecgnb.models.base.FitSettings` or a downstream cell's settings); on a GPU the CPU's
     flushing is left alone."""
-    with backend_flags(getattr(config, "cudnn_benchmark", False),
-                       getattr(config, "allow_tf32", False),
-                       getattr(config, "cudnn_deterministic", False)):
+    with backend_flags(settings.cudnn_benchmark, settings.allow_tf32,
+                       settings.cudnn_deterministic):
         if device.type != "cpu":
             yield
             return
-        with flush_denormal(getattr(config, "flush_denormal", True)):
+        with flush_denormal(settings.flush_denormal):
             yield
 
 
@@ -110,11 +110,10 @@ def autocast_dtype(device: torch.device, precision: str, use_amp: bool = False) 
     return "fp16" if use_amp and device.type == "cuda" else None
 
 
-def numerics_record(device: torch.device, config, use_amp: bool = False) -> dict:
-    """The numerics a run on ``device`` trains with, for its record."""
+def numerics_record(device: torch.device, settings, use_amp: bool = False) -> dict:
+    """The numerics a fit on ``device`` trains with (its :class:`FitSettings`), for its record."""
     return {"device": device.type,
-            "autocast": autocast_dtype(device, getattr(config, "precision", "fp32"), use_amp),
-            "cudnn_benchmark": bool(getattr(config, "cudnn_benchmark", False)),
-            "allow_tf32": bool(getattr(config, "allow_tf32", False)),
-            "flush_denormal": bool(getattr(config, "flush_denormal", True))
-            and device.type == "cpu"}
+            "autocast": autocast_dtype(device, settings.precision, use_amp),
+            "cudnn_benchmark": bool(settings.cudnn_benchmark),
+            "allow_tf32": bool(settings.allow_tf32),
+            "flush_denormal": bool(settings.flush_denormal) and device.type == "cpu"}

@@ -53,7 +53,6 @@ from torch import nn
 
 from ecgnb.models.base import Encoder, Network
 from ecgnb.models.softdtw import pairwise_soft_dtw
-from ecgnb.models.precision import check_precision
 
 SPECTRUM_FILTERS = ("random", "lowpass", "highpass", "bandpass")
 TIME_TARGETS = ("softdtw", "squared_euclidean")
@@ -73,10 +72,9 @@ class Series2VecConfig:
     soft-DTW smoothing; ``softdtw_decimate > 1`` computes soft-DTW on a block-averaged copy
     (cost / decimate**2). ``fs`` (Hz) is the inputs' sampling rate: the spectrum filter's
     cut-offs ``lowpass_hz``/``highpass_hz`` (order ``filter_order``) are in Hz at this rate.
-    ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.models.precision`.
-    ``cudnn_benchmark`` is on (every batch has the same shapes); ``allow_tf32`` (off): TF32 in CUDA
-    products and convolutions.
+    The training settings (rate, gradient clipping at 4, batch, epochs, numerics) are
+    :class:`Series2Vec`'s ``FIT_DEFAULTS``; ``cudnn_benchmark`` is on there (every batch has the
+    same shapes).
     """
 
     emb_size: int = 16
@@ -93,18 +91,8 @@ class Series2VecConfig:
     lowpass_hz: float = 40.0
     highpass_hz: float = 0.5
     filter_order: int = 6
-    lr: float = 1e-3
-    grad_clip: float = 4.0
-    batch_size: int = 64
-    n_epochs: int = 600
-    use_amp: bool = True
-    precision: str = "fp32"
-    flush_denormal: bool = True
-    cudnn_benchmark: bool = True
-    allow_tf32: bool = False
 
     def __post_init__(self):
-        check_precision(self.precision)
         if self.rep_size % self.n_heads:
             raise ValueError(f"rep_size {self.rep_size} is not divisible by n_heads {self.n_heads}")
         if self.spectrum_filter not in SPECTRUM_FILTERS:
@@ -272,6 +260,7 @@ class Series2Vec(Encoder):
 
     name = "series2vec"
     Config = Series2VecConfig
+    FIT_DEFAULTS = {"lr": 1e-3, "grad_clip": 4.0, "cudnn_benchmark": True}
 
     def _build(self, n_timesteps: int) -> None:
         if n_timesteps < MIN_TIMESTEPS:

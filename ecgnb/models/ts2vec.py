@@ -28,7 +28,6 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ecgnb.models.base import Encoder, Network, check_continuation, check_windows
-from ecgnb.models.precision import check_precision
 from ecgnb.models.ts2vec_loss import LOSS_IMPLS, hierarchical_contrastive_loss
 
 MASK_MODES = ("binomial", "continuous", "all_true", "all_false", "mask_last")
@@ -43,11 +42,9 @@ class TS2VecConfig:
     AdamW's default, which the published code used implicitly. ``max_train_length``: longer
     training series are split into ``T // max_train_length`` equal sections, and a random window of
     that length is taken per batch (published behaviour; the study's 720-sample windows need none).
-    ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.models.precision`.
-    ``cudnn_benchmark`` is off: every batch draws a new crop length, and the autotuner would time
-    the convolutions again for each. ``allow_tf32`` (off): TF32 in cuDNN convolutions (matrix
-    products stay float32). ``recompute_blocks``: the residual blocks keep only their inputs
+    The training settings (rate, batch, epochs, numerics) are :class:`TS2Vec`'s ``FIT_DEFAULTS``:
+    ``cudnn_benchmark`` is off there, as every batch draws a new crop length and the autotuner
+    would time the convolutions again for each. ``recompute_blocks``: the residual blocks keep only their inputs
     for the backward pass (see :class:`ConvBlock`); same results, less memory, a little compute.
     ``loss_impl``: ``"fast"`` (a hand-derived gradient) or ``"autograd"`` (the readable form to
     change), see :mod:`ecgnb.models.ts2vec_loss`; the same values.
@@ -64,22 +61,12 @@ class TS2VecConfig:
     alpha: float = 0.5
     temporal_unit: int = 0
     max_train_length: int | None = None
-    lr: float = 1e-3
     weight_decay: float = 1e-2
-    batch_size: int = 64
-    n_epochs: int = 600
-    grad_clip: float | None = None
     use_swa: bool = True
-    use_amp: bool = True
-    precision: str = "fp32"
-    flush_denormal: bool = True
-    cudnn_benchmark: bool = False
-    allow_tf32: bool = False
     recompute_blocks: bool = True
     loss_impl: str = "fast"
 
     def __post_init__(self):
-        check_precision(self.precision)
         if self.loss_impl not in LOSS_IMPLS:
             raise ValueError(f"loss_impl '{self.loss_impl}' not in {LOSS_IMPLS}: 'fast' (the "
                              "hand-derived gradient) or 'autograd' (the readable form)")
@@ -358,6 +345,7 @@ class TS2Vec(Encoder):
 
     name = "ts2vec"
     Config = TS2VecConfig
+    FIT_DEFAULTS = {"lr": 1e-3, "grad_clip": None, "cudnn_benchmark": False}
 
     def _build(self, n_timesteps: int) -> None:
         c = self.config

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgnb.models.base import Encoder, Network
-from ecgnb.models.precision import check_precision
 
 INNER_KERNEL_SIZE = 8  # blocks 2 and 3 of the published encoder: kernel 8, stride 1, padding 4
 
@@ -38,10 +37,8 @@ class TSTCCConfig:
     ``features_len`` is derived from the input length; leave it ``None``.
     ``clean_bn_stats``: after every epoch, re-estimate the encoder's batch-norm statistics on the
     clean training windows (:meth:`TSTCC._after_epoch`); ``False`` keeps the published behaviour.
-    ``precision`` (``fp32`` | ``bf16``) and ``flush_denormal`` (on by default): the run's numerics,
-    see :mod:`ecgnb.models.precision`.
-    ``cudnn_benchmark`` is on (every batch has the same shapes); ``allow_tf32`` (off): TF32 in CUDA
-    products and convolutions.
+    The training settings (rate 3e-4, batch, epochs, numerics) are :class:`TSTCC`'s
+    ``FIT_DEFAULTS``; ``cudnn_benchmark`` is on there (every batch has the same shapes).
     """
 
     input_channels: int = 1
@@ -64,20 +61,9 @@ class TSTCCConfig:
     use_cosine_similarity: bool = True
     lambda_tc: float = 1.0
     lambda_cc: float = 0.7
-    lr: float = 3e-4
     weight_decay: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.99)
-    batch_size: int = 64
-    n_epochs: int = 600
-    use_amp: bool = True
-    precision: str = "fp32"
-    flush_denormal: bool = True
-    cudnn_benchmark: bool = True
-    allow_tf32: bool = False
     clean_bn_stats: bool = True
-
-    def __post_init__(self):
-        check_precision(self.precision)
 
 
 # ----------------------------------------------------------------------------- augmentations
@@ -326,6 +312,7 @@ class TSTCC(Encoder):
 
     name = "tstcc"
     Config = TSTCCConfig
+    FIT_DEFAULTS = {"lr": 3e-4, "grad_clip": None, "cudnn_benchmark": True}
 
     def _build(self, n_timesteps: int) -> None:
         cfg = self.config

@@ -29,20 +29,11 @@ from ecgnb.files import atomic_write
 from ecgnb import runs
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
 from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
-from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.evaluation.settings import SUPERVISED, training_fields
 from ecgnb.report.tables import BACKBONE_ORDER, BASELINE_NAMES, KEYS, LABELS, METRICS, SSL_MODES
 
 
 SEED_MEAN_N_BOOT = 2000  # resamples of the interval of a cell's mean over seeds
-# What a cell trained with (metrics.json's resolved ``train_config``), as ``train_<name>``.
-TRAIN_COLUMNS = ("optimizer", "lr", "weight_decay", "schedule", "lr_factor", "lr_patience",
-                 "min_lr", "warmup_epochs", "n_epochs", "batch_size", "patience", "select_on",
-                 "loss_average", "imbalance", "grad_clip", "use_amp", "encoder_optimizer",
-                 "encoder_lr", "encoder_weight_decay", "encoder_decay", "finetune_mask",
-                 "mlp_head", "n_members", "shortcut", "allow_tf32", "cudnn_benchmark",
-                 "cudnn_deterministic")
-
-
 def collect_results(folder, root=None) -> pd.DataFrame:
     """One row per complete cell of every complete run under ``folder`` (see module docstring).
 
@@ -73,7 +64,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
     row.update({k: metrics.get(k, info.get(k)) for k in LABELS})
     row["pretrain_seed"] = info.get("pretrain_seed")
     train = metrics.get("train_config") or {}
-    row.update({f"train_{k}": train.get(k) for k in TRAIN_COLUMNS})
+    row.update({f"train_{k}": train.get(k) for k in training_fields()})
     if "recipe" in info or "recipe" in metrics:
         row["recipe"] = info.get("recipe", metrics.get("recipe"))
     best = metrics.get("best_epoch")
@@ -81,7 +72,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
                 "n_classes": len(metrics["per_class_f1"]) if "per_class_f1" in metrics else None,
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
-                "recipe": info.get("recipe", "ecgnb"),  # cells before recipes ran ours
+                "recipe": info.get("recipe", "ecgnb"),  # a cell that names none ran ours
                 "params_hash": run_record.get("params_hash"),
                 "code_hash": (run_record.get("code") or {}).get("source_hash"),
                 "code_change": runs.code_change(run_record) or "",

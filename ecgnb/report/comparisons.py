@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
-from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.evaluation.settings import SUPERVISED
 from ecgnb.report.stats import bootstrap_mean_ci, paired_test, unpaired_test
 from ecgnb.report.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, NO_RECIPE,
                                  REFERENCE, SSL_MODES, by_recipe, in_study_order, label_line,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.evaluation.settings import SUPERVISED
 from ecgnb.report.comparisons import StudyTable, interval_summary, pick_fraction
 from ecgnb.report.tables import BACKBONE_ORDER, BASELINE_NAMES, SSL_MODES, in_study_order
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ecgnb.data.scenarios import SCENARIOS
-from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.evaluation.settings import SUPERVISED
 from ecgnb.report.comparisons import StudyTable, choose_mode, pick_fraction, summarize
 from ecgnb.report.figure_data import (as_grid, label_axis, label_efficiency_points,
                                       study_table_cells)

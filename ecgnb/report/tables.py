@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED, slug
-from ecgnb.evaluation.train import SUPERVISED
+from ecgnb.evaluation.settings import SUPERVISED
 
 KEYS = ("scenario", "backbone", "head", "mode", "label_fraction", "seed")
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auroc")

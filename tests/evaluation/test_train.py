@@ -13,7 +13,9 @@ from ecgnb.data import Windows, split_grouped
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.evaluation.metrics import metrics_from_predictions, write_run
 from ecgnb.models.hinception import HInceptionTime
-from ecgnb.evaluation.train import TrainConfig, class_weights, make_optimizers, run_cell
+from ecgnb.evaluation.cell import run_cell
+from ecgnb.evaluation.settings import TrainConfig
+from ecgnb.evaluation.train import class_weights, make_optimizers
 
 T = 64
 TINY = {"ts2vec": {"depth": 2, "hidden_dims": 8, "output_dims": 16},

@@ -220,17 +220,17 @@ def test_corpus_placement_rule():
 def test_backend_flags_are_set_for_the_block_and_restored():
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     before = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
-    config = build("tstcc", device="cpu").config
+    config = build("tstcc", device="cpu").settings
     with numerics(torch.device("cpu"), config):
         assert cudnn.benchmark is True and not cudnn.allow_tf32 and not matmul.allow_tf32
     assert (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32) == before
     with pytest.raises(RuntimeError), backend_flags(True, True):
         raise RuntimeError
     assert (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32) == before
-    record = numerics_record(torch.device("cuda"), build("ts2vec", device="cpu").config, True)
+    record = numerics_record(torch.device("cuda"), build("ts2vec", device="cpu").settings, True)
     assert record == {"device": "cuda", "autocast": "fp16", "cudnn_benchmark": False,
                       "allow_tf32": False, "flush_denormal": False}
-    bf16 = build("series2vec", device="cpu", precision="bf16").config
+    bf16 = build("series2vec", device="cpu", precision="bf16").settings
     assert numerics_record(torch.device("cuda"), bf16)["autocast"] == "bf16"
 
 

@@ -54,9 +54,9 @@ def test_fit_and_encode_flush_inside_and_leave_the_setting_alone():
 def test_numeric_settings_are_saved_with_the_encoder(tmp_path):
     enc = build("tstcc", device="cpu", verbose=False, flush_denormal=False, timesteps=2)
     enc.build(64)
-    assert enc.config.precision == "fp32"
+    assert enc.settings.precision == "fp32"
     restored = load(enc.save(tmp_path / "encoder.pt"))
-    assert restored.config.flush_denormal is False and restored.config.precision == "fp32"
+    assert restored.settings.flush_denormal is False and restored.settings.precision == "fp32"
     with pytest.raises(ValueError, match="precision"):
         check_precision("fp16")
     with pytest.raises(ValueError, match="precision"):
@@ -85,7 +85,8 @@ def cuda_flags() -> tuple:
     ("ecgnb", (True, True, False, False), (True, True, False, False)),  # TF32 convolutions
 ])
 def test_each_recipe_trains_under_its_numerics(recipe, downstream, pretraining):
-    from ecgnb.evaluation.train import TrainConfig, fit_classifier
+    from ecgnb.evaluation.settings import TrainConfig
+    from ecgnb.evaluation.train import fit_classifier
     from ecgnb.pretraining import model_config
     before, seen = cuda_flags(), []
     x, y = torch.randn(20, 4), torch.arange(20) % 2
