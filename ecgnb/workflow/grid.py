@@ -16,7 +16,7 @@ A grid names the study's axes once; :func:`load_grid` turns it into :class:`Run`
 downstream and embeddings runs once per seed (notebooks 02 and 03 get ``seed: <p>``; the grid
 then sets ``seed`` there itself), named with ``-p<seed>`` after the scenario for seeds other than
 0 (``pretraining/ts2vec-ecg-p1``, ``finetuning/ts2vec-ecg-p1-f1.0``); absent, one pretraining
-run each with the sections' own ``seed``, named as before. The baselines have no encoder: one
+run each with the sections' own ``seed``, named without ``-p``. The baselines have no encoder: one
 set. With several pretraining seeds the report tests strategies, not checkpoints.
 
 Run folders are ``<outputs>/<grid name>/<run name>``; parameters that name other runs
