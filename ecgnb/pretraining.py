@@ -14,14 +14,7 @@ from ecgnb.models.checkpoint import checkpoint_args, resumed_from
 from ecgnb.models.lineage import lineage_record, timestamp
 
 
-# Smoke-sized networks (``model_size: small``) for tests, the demo and ``recipe: smoke``;
-# "study" uses each backbone's published defaults.
-SMALL_MODELS: dict[str, dict] = {
-    "ts2vec": {"hidden_dims": 16, "output_dims": 64, "depth": 3},
-    "tstcc": {"mid_channels": (16, 32), "final_out_channels": 64, "tc_n_layers": 1,
-              "timesteps": 10},
-    "series2vec": {"rep_size": 64, "n_heads": 4, "dim_ff": 64, "softdtw_decimate": 4},
-}
+SMALL_MODELS = recipes.SMALL_MODELS  # the networks of ``model_size: small``
 # Checkpoint selection: "holdout" = the epoch with the lowest SSL loss on the held-out subject,
 # "train_loss" = the lowest training loss, "last" = the last epoch; each recipe's per backbone
 # in ecgnb.recipes.PRETRAINING.

@@ -30,6 +30,15 @@ def _smoke(table: dict[str, dict], **sizes) -> dict:
     return {**table["ecgnb"], **sizes}
 
 
+# Smoke-sized networks (``model_size: small``) for tests, the demo and ``recipe: smoke``;
+# ``model_size: study`` uses each backbone's published defaults.
+SMALL_MODELS: dict[str, dict] = {
+    "ts2vec": {"hidden_dims": 16, "output_dims": 64, "depth": 3},
+    "tstcc": {"mid_channels": (16, 32), "final_out_channels": 64, "tc_n_layers": 1,
+              "timesteps": 10},
+    "series2vec": {"rep_size": 64, "n_heads": 4, "dim_ff": 64, "softdtw_decimate": 4},
+}
+
 # --------------------------------------------------------------------------- pretraining (02)
 # selection: "holdout" = the lowest SSL loss on the held-out subject (TS2Vec: computed with the
 # averaged network, the one used downstream), "train_loss" = the lowest training loss (the

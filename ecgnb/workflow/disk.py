@@ -1,30 +1,82 @@
 """Room for a sweep: the disk space its runs will take, checked before the first one starts.
 
-A run to do is estimated at the median size of the finished runs of its stage in the sweep's own
-grid folder (the sizes their completion records list; results set aside under ``superseded/`` are
-not counted), or at :data:`DEFAULT_RUN_BYTES` for a stage with none yet: another grid's runs (the
-demo's, a few MB) say nothing of this grid's sizes. A sweep whose estimate does not fit the free
-space of its grid folder stops before anything runs (:func:`check_space`);
+Every run to do is estimated from its own parameters in the grid (:func:`run_footprint`): no data
+is read and no other grid's runs are looked at. Weights are counted on the networks themselves,
+built on the CPU at the run's sizes (backbone and model size, windows of ``window_s x fs``
+samples, heads, baselines), at their stored width (float32: 4 bytes) plus torch's framing:
+
+- pretraining, regularization: ``encoder.pt``, every module of the backbone (TS2Vec: its
+  network and the averaged copy; TS-TCC and Series2Vec: their training modules too); while the
+  run lasts, ``checkpoints/`` holds them twice (the state and the best one kept) and Adam's two
+  moments per trained weight;
+- finetuning: per cell (heads x modes x seeds, one run per label fraction) ``model.pt``, the
+  classifier (the encoder's network and the head), ``predictions.csv`` (a row per test
+  window), ``history.csv`` and the cell's records; ``checkpoints/`` holds per cell the
+  classifier twice and the moments of what it trains (linear probing: the head's);
+- baselines: the same per model x seed, H-InceptionTime's ``n_members`` networks each;
+- embeddings: the points of every map (runs x layers x the target's and the corpus's windows),
+  in ``maps.html`` and in the notebook, each window's waveform, the maps' pictures, and the
+  map explorer's widgets saved in the notebook (plotly's bundle in each, about 5 MB);
+- every run: its executed notebook, ``figures.html`` and records (:data:`RUN_FILES_BYTES`), and
+  pretraining the points it plots (the target's and the held-out corpus's windows).
+
+Window counts are the data's known sizes (:func:`target_windows`), not read from the data. A
+sweep needs what its runs keep plus the checkpoints of the ``n_parallel`` largest (a run removes
+its own when it completes). Where the sweep's own grid folder holds finished runs of a stage,
+no run of that stage is taken below their median size (a cross-check of the estimate;
+results set aside under ``superseded/`` are not counted). A sweep whose estimate does not fit
+the free space of its grid folder stops before anything runs (:func:`check_space`);
 ``ecgnb run --no-disk-check`` skips the check.
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
 import json
 import shutil
 import statistics
+import warnings
 from pathlib import Path
 
-from ecgnb import runs
+from torch import nn
 
-# Per notebook stage, what one run is taken to need when no finished run of that stage says
-# otherwise: generous for the demo's runs (a few MB each), of the order of real-data runs
-# (notebook 04 keeps a model per cell).
-DEFAULT_RUN_BYTES = {"exploration": 50e6, "pretraining": 100e6, "regularization": 100e6,
-                     "finetuning": 500e6, "embeddings": 100e6, "results": 50e6}
+from ecgnb import models, recipes, runs
+from ecgnb.data import cards, scenarios
+from ecgnb.evaluation.settings import SUPERVISED, TrainConfig, training_fields
+from ecgnb.models.heads import build_head, head_input_dim
+from ecgnb.models.hinception import ENSEMBLE_BASELINES, build_baseline
+
+ADAM_MOMENTS = 2  # Adam, AdamW and RAdam keep two moments per trained weight
+TENSOR_BYTES = 1_000  # torch.save's framing of one tensor (measured: about 500 bytes)
+RUN_FILES_BYTES = 200e3  # executed notebook (its code, tables), config.json, records, the
+# frame of figures.html (the demo's: 120-180 kB)
+POINT_BYTES = 300  # one plotted point, in the notebook and in figures.html (the demo's: ~200)
+ROW_BYTES = 200  # one row of predictions.csv or history.csv
+CELL_FILES_BYTES = 50e3  # a cell's cell.json and metrics.json (its code record, its metrics)
+PICTURE_BYTES = 500e3  # one PNG of the embedding maps
+SAMPLE_BYTES = 3  # one sample of a waveform on the maps' page (int16 in base64: 2.7 bytes)
+# The map explorer of notebook 05 (ecgnb.map_explorer.Explorer): two map panels and a waveform,
+# three plotly FigureWidgets, each saved in the executed notebook with plotly's widget bundle.
+EXPLORER_WIDGETS = 3
+N_CLASSES = 10  # classes a head is built for (Fragment DB 6, PTB-XL 5): its last layer only
+CARD_WINDOWS = 25_000  # a target card's examples (PTB-XL: 21,799 records), not counted
+HELD_OUT_WINDOWS = 7_000  # the held-out WESAD subject's windows of a channel (docs/data.md)
+CORPUS_WINDOWS = 105_000  # the ECG corpus, whole (docs/data.md): n_corpus_windows 0
+FRAGMENT_WINDOW_S = 2.0  # the Fragment DB's fragments (ecgnb.data.formats.load_fragment)
 
 
 class NotEnoughSpace(RuntimeError):
     """The runs of a sweep would not fit the free space of its folder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """What one run writes: ``kept``, its result, and ``transient``, its ``checkpoints/``
+    (removed when the run completes)."""
+
+    kept: float
+    transient: float = 0.0
 
 
 def human_size(n_bytes: float) -> str:
@@ -32,6 +84,225 @@ def human_size(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
 
 
+# --------------------------------------------------------------------------- a run's parameters
+@functools.lru_cache(maxsize=None)
+def _notebook_defaults(notebook: str, mtime: float) -> dict:
+    import papermill
+    out = {}
+    for name, spec in papermill.inspect_notebook(notebook).items():
+        try:
+            out[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError, TypeError, KeyError):
+            continue
+    return out
+
+
+def run_params(run) -> dict:
+    """The parameters ``run`` (a :class:`~ecgnb.workflow.grid.Run`) executes with: its
+    notebook's defaults, then the grid's."""
+    path = Path(run.notebook)
+    defaults = _notebook_defaults(str(path), path.stat().st_mtime) if path.is_file() else {}
+    return {**defaults, **run.params}
+
+
+def window_length(params: dict) -> int:
+    """Samples per window: the target card's ``window_s`` (the Fragment DB's 2 s) x ``fs``."""
+    target = params.get("target") or ""
+    window_s = cards.read_card(target, kind="target").window_s if target else FRAGMENT_WINDOW_S
+    return round(window_s * float(params.get("fs", 360.0)))
+
+
+def target_windows(params: dict) -> int:
+    """The target's windows: the embedded data's count, the Fragment DB's (its paper size,
+    1,000) for a data folder, :data:`CARD_WINDOWS` for a card."""
+    if params.get("target"):
+        return CARD_WINDOWS
+    from ecgnb.data.simulate import embedded_settings
+    size = "paper" if params.get("fragment_root") else \
+        "small" if params.get("use_small_data", True) else "demo"
+    return embedded_settings(size)["fragment"]["n_fragments"]
+
+
+def split_windows(params: dict) -> int:
+    """Windows of one split of the target (validation or test): a fifth of it grouped (the
+    Fragment DB's 172 and 209 of 1,000), taken as a quarter."""
+    return -(-target_windows(params) // 4)
+
+
+def recipe_value(params: dict, table: str, name: str, key: str | None = None):
+    """The run's ``name``: its own, else its recipe's."""
+    if params.get(name) is not None:
+        return params[name]
+    return recipes.value(table, params.get("recipe") or "ecgnb", name, key)
+
+
+# --------------------------------------------------------------------------- networks
+def state_bytes(module: nn.Module) -> int:
+    """Bytes of ``module``'s saved ``state_dict`` (tensors and their framing)."""
+    state = module.state_dict().values()
+    return sum(t.numel() * t.element_size() + TENSOR_BYTES for t in state)
+
+
+def trained_bytes(module: nn.Module, frozen_too: bool = False) -> int:
+    """Bytes of the weights an optimiser trains in ``module`` (``frozen_too``: every weight)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters()
+               if p.requires_grad or frozen_too)
+
+
+@functools.lru_cache(maxsize=None)
+def _encoder(backbone: str, config: str, n_timesteps: int) -> models.Encoder:
+    encoder = models.build(backbone, device="cpu", verbose=False, **json.loads(config))
+    encoder.build(n_timesteps)
+    return encoder
+
+
+def encoder_of(params: dict, n_timesteps: int) -> models.Encoder:
+    """The backbone a pretraining run with ``params`` builds (on the CPU, untrained)."""
+    backbone = params.get("backbone", "ts2vec")
+    size = recipe_value(params, "pretraining", "model_size", backbone)
+    config = {**recipes.backbone_settings(params.get("recipe") or "ecgnb", backbone),
+              **(recipes.SMALL_MODELS.get(backbone, {}) if size == "small" else {}),
+              **(params.get("model_overrides") or {})}
+    if backbone == "series2vec":
+        config.setdefault("fs", float(params.get("fs", 360.0)))
+    return _encoder(backbone, json.dumps(config, sort_keys=True, default=list), n_timesteps)
+
+
+@functools.lru_cache(maxsize=None)
+def _head_bytes(head: str, in_dim: int, mlp_head: str | None) -> tuple[int, int]:
+    module = build_head(head, in_dim, N_CLASSES, **({"mlp_head": mlp_head} if mlp_head else {}))
+    return state_bytes(module), trained_bytes(module)
+
+
+@functools.lru_cache(maxsize=None)
+def _baseline_bytes(model: str, n_timesteps: int, variant: str) -> tuple[int, int]:
+    module = build_baseline(model, N_CLASSES, n_timesteps, seed=0, **json.loads(variant))
+    return state_bytes(module), trained_bytes(module)
+
+
+def classifier_bytes(config: TrainConfig, encoder, n_timesteps: int) -> tuple[int, int]:
+    """(saved, trained) bytes of one cell's model: the encoder's network and the head, or the
+    baseline (H-InceptionTime: ``n_members`` networks)."""
+    if config.mode == SUPERVISED:
+        ensemble = config.head in ENSEMBLE_BASELINES
+        variant = {"shortcut": config.shortcut} if ensemble else \
+            {"mlp_head": config.mlp_head} if config.head == "mlp" else {}
+        saved, trained = _baseline_bytes(config.head, n_timesteps, json.dumps(variant))
+        n_members = config.n_members if ensemble else 1
+        return saved * n_members, trained * n_members
+    network, saved, trainable = _network(encoder)
+    head = _head_bytes(config.head, head_input_dim(config.head, network),
+                       config.mlp_head if config.head == "mlp" else None)
+    return saved + head[0], head[1] + (trainable if config.mode == "ft" else 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _network(encoder) -> tuple[nn.Module, int, int]:
+    """The network a cell fine-tunes (a copy of the encoder's), its saved and weight bytes."""
+    network = encoder.trainable_network()
+    return network, state_bytes(network), trained_bytes(network, frozen_too=True)
+
+
+# --------------------------------------------------------------------------- runs
+def root_run(grid, run):
+    """The pretraining run at the root of the encoder that ``run`` (notebook 02, 03 or 04)
+    trains or reads."""
+    while run.section != "pretraining" and run.parents:
+        run = grid.runs[run.parents[0]]
+    return run
+
+
+def history_epochs(grid, run) -> int:
+    """Epochs in the history of the encoder of ``run``: its chain's, root first."""
+    params = run_params(run)
+    if run.section == "pretraining" or not run.parents:
+        return int(recipe_value(params, "pretraining", "n_epochs") or 0)
+    step = scenarios.get(params.get("scenario", "ECG continued1")).last_step
+    own = params.get("n_epochs")
+    return history_epochs(grid, grid.runs[run.parents[0]]) + int(own or step.n_epochs)
+
+
+def encoder_footprint(grid, run) -> Footprint:
+    """A pretraining or regularization run: ``encoder.pt``, the history, the plots; while it
+    runs, the checkpoint (the modules twice, Adam's moments)."""
+    params, root = run_params(run), run_params(root_run(grid, run))
+    modules = encoder_of(root, window_length(root)).modules_.values()
+    saved = sum(state_bytes(m) for m in modules)
+    trained = sum(trained_bytes(m) for m in modules)
+    points = history_epochs(grid, run) * (ROW_BYTES + POINT_BYTES)
+    if run.section == "pretraining":  # PCA of the target's and the held-out corpus's windows
+        n_windows = recipe_value(params, "pretraining", "n_windows") or 0
+        held_out = n_windows // 4 if n_windows else HELD_OUT_WINDOWS
+        points += POINT_BYTES * (split_windows(params) + held_out)
+    return Footprint(RUN_FILES_BYTES + saved + points, 2 * saved + ADAM_MOMENTS * trained)
+
+
+def cell_configs(params: dict, supervised: bool, backbone: str | None):
+    """``(config, n_seeds)`` per (head, mode) of a notebook-04 run (baselines: per model)."""
+    pairs = [(b, SUPERVISED) for b in params.get("baselines") or ()] if supervised else \
+        [(h, m) for h in params.get("heads") or () for m in params.get("modes") or ()]
+    knobs = {k: params[k] for k in training_fields() if k in params}
+    for head, mode in pairs:
+        with warnings.catch_warnings():  # the run itself warns of doubtful settings
+            warnings.simplefilter("ignore")
+            config = TrainConfig(recipe=params.get("recipe") or "ecgnb", head=head, mode=mode,
+                                 backbone=backbone, device="cpu", verbose=False,
+                                 label_fraction=float(params.get("label_fraction", 1.0)),
+                                 **knobs)
+        yield config, len(params.get("seeds") or (0,))
+
+
+def cells_footprint(grid, run) -> Footprint:
+    """A finetuning (or baselines) run: per cell ``model.pt``, predictions, history and
+    records; while it runs, each cell's checkpoint (the model twice, Adam's moments)."""
+    params = run_params(run)
+    supervised = params.get("encoder_run") == runs.NO_ENCODER or not run.parents
+    root = None if supervised else run_params(root_run(grid, run))
+    encoder = None if supervised else encoder_of(root, window_length(root))
+    kept, transient = RUN_FILES_BYTES, 0.0
+    for config, n_seeds in cell_configs(params, supervised, encoder and encoder.name):
+        saved, trained = classifier_bytes(config, encoder, window_length(params))
+        n_fits = config.n_members if supervised and config.head in ENSEMBLE_BASELINES else 1
+        rows = split_windows(params) + n_fits * config.n_epochs
+        kept += n_seeds * (saved + CELL_FILES_BYTES + ROW_BYTES * rows)
+        transient += n_seeds * (2 * saved + ADAM_MOMENTS * trained)
+    return Footprint(kept, transient)
+
+
+def maps_footprint(grid, run) -> Footprint:
+    """An embeddings run: every map's points (runs x layers, target and corpus views) in
+    ``maps.html`` and the notebook, each window's waveform once, the two pictures, the map
+    explorer's widgets."""
+    params = run_params(run)
+    corpus = (params.get("n_corpus_windows") or CORPUS_WINDOWS) if params.get("corpus") else 0
+    n_windows = target_windows(params) + corpus
+    n_maps = len(params.get("runs") or ()) * len(params.get("layers") or ())
+    waveforms = n_windows * (SAMPLE_BYTES * window_length(params) + POINT_BYTES)
+    return Footprint(RUN_FILES_BYTES + 2 * POINT_BYTES * n_maps * n_windows + waveforms
+                     + 2 * PICTURE_BYTES + EXPLORER_WIDGETS * widget_bytes())
+
+
+@functools.lru_cache(maxsize=None)
+def widget_bytes() -> float:
+    """What one plotly FigureWidget adds to a saved notebook: its front-end bundle (anywidget's
+    ``_esm``), JSON-escaped (about 5 MB)."""
+    import plotly.graph_objects as go
+    return 1.1 * len(str(go.FigureWidget._esm))
+
+
+FOOTPRINTS = {"pretraining": encoder_footprint, "regularization": encoder_footprint,
+              "finetuning": cells_footprint, "baselines": cells_footprint,
+              "embeddings": maps_footprint}
+
+
+def run_footprint(grid, name: str) -> Footprint:
+    """What run ``name`` of ``grid`` (:class:`~ecgnb.workflow.grid.Grid`) will write, from its
+    parameters alone (see the module docstring)."""
+    run = grid.runs[name]
+    return FOOTPRINTS[run.section](grid, run)
+
+
+# --------------------------------------------------------------------------- the sweep
 def finished_sizes(root: Path) -> dict[str, list[int]]:
     """Per stage: the sizes of the finished runs under ``root``, from their completion records
     (not verified: a quick look, not a check of the runs)."""
@@ -49,18 +320,19 @@ def finished_sizes(root: Path) -> dict[str, list[int]]:
     return sizes
 
 
-def run_estimates(stages: list[str], root: Path) -> dict[str, float]:
-    """Per stage among ``stages``: the bytes one run is expected to take."""
-    sizes = finished_sizes(root)
-    return {stage: statistics.median(sizes[stage]) if sizes.get(stage)
-            else DEFAULT_RUN_BYTES.get(stage, max(DEFAULT_RUN_BYTES.values()))
-            for stage in set(stages)}
-
-
-def space_needed(stages: list[str], root: Path) -> float:
-    """Bytes the runs of ``stages`` (one notebook stage per run to do) are expected to take."""
-    estimates = run_estimates(stages, root)
-    return sum(estimates[stage] for stage in stages)
+def space_needed(grid, names: list[str], folder: Path, n_parallel: int = 1) -> float:
+    """Bytes the runs ``names`` of ``grid`` need in its ``folder``: what each keeps (at least
+    the median of the folder's finished runs of its stage) and the checkpoints of the
+    ``n_parallel`` largest."""
+    observed = {stage: statistics.median(sizes)
+                for stage, sizes in finished_sizes(folder).items() if sizes}
+    kept, transient = 0.0, []
+    for name in names:
+        footprint = run_footprint(grid, name)
+        stage = {"baselines": "finetuning"}.get(grid.runs[name].section, grid.runs[name].section)
+        kept += max(footprint.kept, observed.get(stage, 0.0))
+        transient.append(footprint.transient)
+    return kept + sum(sorted(transient, reverse=True)[:max(1, n_parallel)])
 
 
 def free_space(folder: Path) -> float:
@@ -71,22 +343,21 @@ def free_space(folder: Path) -> float:
     return shutil.disk_usage(folder).free
 
 
-def space_line(stages: list[str], folder: Path, root: Path) -> tuple[str, bool]:
-    """One line on the space the runs of ``stages`` need in ``folder`` (the grid's folder under
-    the outputs ``root``, whose finished runs are the estimate) and whether it fits."""
-    needed, free = space_needed(stages, folder), free_space(folder)
-    fits = needed <= free
-    line = (f"disk: the {len(stages)} run(s) to do need about {human_size(needed)} in {folder}, "
+def space_line(grid, names: list[str], folder: Path, n_parallel: int = 1) -> tuple[str, bool]:
+    """One line on the space the runs ``names`` of ``grid`` need in ``folder`` (the grid's
+    folder) and whether it fits."""
+    needed, free = space_needed(grid, names, folder, n_parallel), free_space(folder)
+    line = (f"disk: the {len(names)} run(s) to do need about {human_size(needed)} in {folder}, "
             f"{human_size(free)} free")
-    return line, fits
+    return line, needed <= free
 
 
-def check_space(stages: list[str], folder: Path, root: Path) -> None:
-    """Raise :class:`NotEnoughSpace`, one line, when the runs of ``stages`` do not fit."""
-    if not stages:
+def check_space(grid, names: list[str], folder: Path, n_parallel: int = 1) -> None:
+    """Raise :class:`NotEnoughSpace`, one line, when the runs ``names`` do not fit."""
+    if not names:
         return
-    line, fits = space_line(stages, folder, root)
+    line, fits = space_line(grid, names, folder, n_parallel)
     if not fits:
-        raise NotEnoughSpace(f"not enough {line} (estimated from this grid's finished runs of "
-                             "each stage, or defaults); free space, use --outputs on another "
-                             "disk, or pass --no-disk-check")
+        raise NotEnoughSpace(f"not enough {line} (estimated from each run's networks, cells and "
+                             "windows); free space, use --outputs on another disk, or pass "
+                             "--no-disk-check")

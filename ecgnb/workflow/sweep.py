@@ -66,7 +66,7 @@ from ecgnb import provenance, runs
 from ecgnb.files import write_json
 from ecgnb.runs import FAILED, KEEP_SUPERSEDED, outputs_root
 from ecgnb.workflow import disk, runner
-from ecgnb.workflow.grid import SECTIONS, STAGE_OF_SECTION, Grid
+from ecgnb.workflow.grid import SECTIONS, Grid
 from ecgnb.workflow.kernel import KernelDied
 
 STATES = ("cached", "done", "failed", "skipped", "pending", "running", "excluded", "interrupted")
@@ -249,16 +249,14 @@ def format_plan(grid: Grid, statuses: dict[str, RunStatus], accept_old_code: boo
     n_cells = sum(c["cells"] for c in counts.values())
     lines.append(f"\n{total} runs, {n_cells} downstream cells; states: {count_states(statuses)}")
     if disk_check and to_do(grid, statuses):
-        lines.append(disk.space_line(to_do(grid, statuses), outputs_root() / grid.name,
-                                     outputs_root())[0])
+        lines.append(disk.space_line(grid, to_do(grid, statuses), outputs_root() / grid.name)[0])
     note = code_note(statuses, accept_old_code)
     return "\n".join(lines + ([note] if note else []))
 
 
 def to_do(grid: Grid, statuses: dict[str, RunStatus]) -> list[str]:
-    """The notebook stage of every run the sweep will execute (for the disk estimate)."""
-    return [STAGE_OF_SECTION[grid.runs[n].section] for n, s in statuses.items()
-            if s.state == "pending"]
+    """The runs the sweep will execute (for the disk estimate)."""
+    return [n for n, s in statuses.items() if s.state == "pending"]
 
 
 # --------------------------------------------------------------------------- executing one run
@@ -359,7 +357,7 @@ def run_sweep(grid: Grid, jobs: int = 1, devices: Sequence[str] = (), only: str 
             if statuses[name].state == "pending":
                 statuses[name].note = statuses[name].note or "left running by a killed sweep"
         if disk_check:
-            disk.check_space(to_do(grid, statuses), outputs_root() / grid.name, outputs_root())
+            disk.check_space(grid, to_do(grid, statuses), outputs_root() / grid.name, jobs)
         return _Scheduler(grid, statuses, jobs, devices, execute, progress, retries,
                           keep_superseded).run()
 
