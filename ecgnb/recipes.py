@@ -89,16 +89,19 @@ CONTINUATION["smoke"] = _smoke(CONTINUATION, n_windows=192)
 # Linear probing and fine-tuning. schedule: ReduceLROnPlateau on the validation loss
 # ("plateau_val") or the training loss ("plateau_train"), or "none"; patience 0 = no early
 # stopping; grad_clip 0 = no clipping. select_on: the kept epoch, the best on validation
-# "macro_f1" (ties -> lower loss) or "val_loss", or the "last" (the epoch behind every number of
-# the study's table, its best state being kept by reference). encoder_optimizer (fine-tuning):
+# "macro_f1" (ties -> lower loss; on a multi-label task it means "macro_auroc"), "macro_auroc" or
+# "val_loss", or the "last" (the epoch behind every number of the study's table, its best state
+# being kept by reference). encoder_optimizer (fine-tuning):
 # "same" = the head's optimiser class, encoder at ``lr * encoder_lr_ratio`` and the head's
 # weight decay; "radam" = a separate RAdam at the backbone's pretraining rate and weight decay
 # (ENCODER_RADAM), the study's, whose encoder at 3-10x the head's rate collapsed for TS-TCC and
 # Series2Vec. finetune_mask: TS2Vec's binomial timestamp mask in the fine-tuned network's
 # training forward ("binomial", the study's) or none; backbones without a mask ignore it.
 # mlp_head: "ecgnb" (one hidden layer, ReLU, dropout 0.2) or "study" (two hidden layers,
-# LeakyReLU, input dropout 0.1). loss_average: the training loss (fed to a "plateau_train"
-# schedule) and the validation loss as the mean over "samples" or the mean of per-batch means
+# LeakyReLU, input dropout 0.1). lead_pooling: on a record of C leads, each lead is encoded on its
+# own by the same encoder and the per-lead embeddings are joined by "concat" (C*D values) or
+# "mean" (D); the study's records are single-lead. loss_average: the training loss (fed to a
+# "plateau_train" schedule) and the validation loss as the mean over "samples" or the mean of per-batch means
 # ("batches", the study's: a last partial batch weighs as much as a full one). Numerics on CUDA:
 # allow_tf32 (TF32 in cuDNN convolutions; matrix products stay float32, PyTorch's default),
 # cudnn_benchmark (the autotuner), cudnn_deterministic (deterministic cuDNN algorithms); the
@@ -110,14 +113,16 @@ HEAD_TRAINING: dict[str, dict] = {
               "patience": 30, "imbalance": "weights", "select_on": "macro_f1", "use_amp": False,
               "loss_average": "samples", "allow_tf32": True, "cudnn_benchmark": True,
               "cudnn_deterministic": False, "encoder_optimizer": "same",
-              "encoder_lr_ratio": 0.1, "finetune_mask": "none", "mlp_head": "ecgnb"},
+              "encoder_lr_ratio": 0.1, "finetune_mask": "none", "mlp_head": "ecgnb",
+              "lead_pooling": "concat"},
     "study": {"n_epochs": 300, "batch_size": 64, "optimizer": "adam", "lr": 1e-4,
               "weight_decay": 0.0, "warmup_epochs": 0, "schedule": "none", "lr_factor": 0.1,
               "lr_patience": 10, "min_lr": 0.0, "grad_clip": 0.0, "patience": 0,
               "imbalance": "none", "select_on": "val_loss", "use_amp": False,
               "loss_average": "batches", "allow_tf32": True, "cudnn_benchmark": False,
               "cudnn_deterministic": True, "encoder_optimizer": "radam",
-              "encoder_lr_ratio": 0.1, "finetune_mask": "binomial", "mlp_head": "study"},
+              "encoder_lr_ratio": 0.1, "finetune_mask": "binomial", "mlp_head": "study",
+              "lead_pooling": "concat"},
 }
 HEAD_TRAINING["smoke"] = _smoke(HEAD_TRAINING, n_epochs=8)
 # The study's encoder optimiser in fine-tuning: RAdam built from the backbone's pretraining
@@ -136,7 +141,7 @@ ENCODER_RADAM: dict[str, dict] = {
 # n_members: H-InceptionTime's ensemble size. shortcut: H-InceptionTime's residual connections,
 # "conv" (1x1 convolution and batch norm, then ReLU: InceptionTime's reference) or "identity"
 # (the input added as it is, no parameters: the study's).
-_NOT_BASELINES = ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask")
+_NOT_BASELINES = ("encoder_optimizer", "encoder_lr_ratio", "finetune_mask", "lead_pooling")
 BASELINE_TRAINING: dict[str, dict] = {
     "ecgnb": {**{k: v for k, v in HEAD_TRAINING["ecgnb"].items() if k not in _NOT_BASELINES},
               "n_members": 5, "shortcut": "conv"},

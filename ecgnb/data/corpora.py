@@ -295,11 +295,16 @@ def check_encoder_data(lineage: list[dict], data: DataConfig, fragments: Windows
 
 def check_classes(windows: Windows, splits: dict[str, np.ndarray],
                   names: Sequence[str] = ("train", "val", "test")) -> None:
-    """Every split scored must hold every class of the task (macro-F1 is over all of them)."""
+    """Every split scored must hold every class of the task (macro-F1 and macro-AUROC are over
+    all of them; multi-label: at least one window with each class)."""
+    metric = "macro-AUROC" if windows.is_multilabel else "macro-F1"
     for name in names:
-        present = set(np.unique(windows.y[splits[name]]).tolist())
-        missing = [c for k, c in enumerate(windows.classes) if k not in present]
+        if windows.is_multilabel:
+            present = np.asarray(windows.indicator()[splits[name]].any(0))
+        else:
+            present = np.isin(np.arange(len(windows.classes)), windows.y[splits[name]])
+        missing = [c for c, is_present in zip(windows.classes, present) if not is_present]
         if missing:
-            raise DataError(f"split '{name}' has no window of class(es) {missing}: its macro-F1 "
+            raise DataError(f"split '{name}' has no window of class(es) {missing}: its {metric} "
                             "would not be comparable; use more records, another split_seed or "
                             "smaller validation/test shares")

@@ -11,8 +11,9 @@ different F1 definitions per row and shifted its CSV columns by one):
 - :func:`bootstrap_seed_mean_ci`: the interval of a cell's mean over seeds, records and seeds
   resampled together.
 - :func:`write_run` / :func:`metrics_from_predictions`: ``predictions.csv`` (columns ``index,
-  group, y_true, y_pred, prob_<class>``) then ``metrics.json``, each written atomically;
-  ``metrics.json`` is written last, so its presence marks a complete run.
+  group, y_true, y_pred, prob_<class>``; multi-label: ``index, group, true_<class>,
+  prob_<class>``, :mod:`ecgnb.evaluation.multilabel`) then ``metrics.json``, each written
+  atomically; ``metrics.json`` is written last, so its presence marks a complete run.
 
 Layouts: ``y_true``, ``y_pred`` int ``[N]`` in ``0..K-1``; ``proba`` float ``[N, K]`` (rows sum
 to 1).
@@ -21,17 +22,19 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from ecgnb.evaluation.multilabel import (MULTILABEL_CI_METRICS, PROB_PREFIX, TRUE_PREFIX,
+                                         frame_metrics, is_multilabel_frame)
 from ecgnb.files import atomic_write
 from ecgnb.runs import write_cell_metrics
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
-PROB_PREFIX = "prob_"
+Score = Callable[[pd.DataFrame], dict]  # a predictions table's rows -> their metrics
 
 
 # --------------------------------------------------------------------------- point estimates
@@ -120,20 +123,22 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def bootstrap_ci(predictions: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 1000,
-                 seed: int = 0, group_col: str = "group",
-                 level: float = 0.95) -> tuple[float, float]:
+                 seed: int = 0, group_col: str = "group", level: float = 0.95,
+                 score: Score | None = None) -> tuple[float, float]:
     """Percentile interval of ``metric`` over ``n_boot`` resamples of whole groups.
 
     Each resample draws as many groups as there are, with replacement, and keeps every row of a
     drawn group (as often as it is drawn). ``predictions`` has the columns of ``predictions.csv``.
+    ``score``: the metrics of a resample's rows (default: :func:`compute_metrics` of the
+    single-label columns; the :data:`CI_METRICS` then come from confusion matrices at once).
     """
     codes, uniques = pd.factorize(predictions[group_col])
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(uniques), size=(n_boot, len(uniques)))
-    if metric in CI_METRICS:
+    if metric in CI_METRICS and score is None:
         values = _bootstrap_fast(predictions, codes, len(uniques), draws)[metric]
     else:
-        values = _bootstrap_slow(predictions, codes, draws, metric)
+        values = _bootstrap_slow(predictions, codes, draws, metric, score or _single_label_score)
     tail = (1.0 - level) / 2
     low, high = np.nanquantile(values, [tail, 1.0 - tail])
     return float(low), float(high)
@@ -188,19 +193,23 @@ def _bootstrap_fast(df: pd.DataFrame, codes: np.ndarray, n_groups: int, draws: n
     return scores_from_confusion(cms)
 
 
-def _bootstrap_slow(df: pd.DataFrame, codes: np.ndarray, draws: np.ndarray, metric: str):
-    classes = [c[len(PROB_PREFIX):] for c in _prob_columns(df)]
+def _bootstrap_slow(df: pd.DataFrame, codes: np.ndarray, draws: np.ndarray, metric: str,
+                    score: Score):
     rows_of = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
-    y_true, y_pred = df["y_true"].to_numpy(), df["y_pred"].to_numpy()
-    proba = df[_prob_columns(df)].to_numpy()
     values = []
     for draw in draws:
-        rows = np.concatenate([rows_of[g] for g in draw])
-        result = compute_metrics(y_true[rows], y_pred[rows], proba[rows], classes)
+        result = score(df.iloc[np.concatenate([rows_of[g] for g in draw])])
         if metric not in result:
             raise KeyError(f"unknown metric '{metric}'; known: {sorted(result)}")
         values.append(np.nan if result[metric] is None else result[metric])
     return np.asarray(values, dtype=np.float64)
+
+
+def _single_label_score(rows: pd.DataFrame) -> dict:
+    """:func:`compute_metrics` of a single-label predictions table."""
+    classes = [c[len(PROB_PREFIX):] for c in _prob_columns(rows)]
+    return compute_metrics(rows["y_true"].to_numpy(), rows["y_pred"].to_numpy(),
+                           rows[_prob_columns(rows)].to_numpy(), classes)
 
 
 # --------------------------------------------------------------------------- run files
@@ -221,9 +230,13 @@ def predictions_frame(indices, groups, y_true, proba, classes: Sequence[str]) ->
 
 
 def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | None = None,
-              ci_metrics: Sequence[str] = CI_METRICS, n_boot: int = 1000, ci_seed: int = 0,
+              ci_metrics: Sequence[str] | None = None, n_boot: int = 1000, ci_seed: int = 0,
               level: float = 0.95) -> Path:
     """Write ``predictions.csv`` then ``metrics.json`` (metrics, grouped-bootstrap CIs, ``extra``).
+
+    ``ci_metrics`` default: :data:`CI_METRICS`, or for a multi-label table
+    :data:`~ecgnb.evaluation.multilabel.MULTILABEL_CI_METRICS` (sample-F1 at the ``threshold``
+    that ``metrics`` records).
 
     ``extra`` carries the run's record (seed, selection criterion, best epoch, ...; see
     :meth:`ecgnb.evaluation.cell.CellResult.summary`). A stale ``metrics.json`` is removed first;
@@ -236,24 +249,39 @@ def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | No
     (folder / "metrics.json").unlink(missing_ok=True)
     with atomic_write(folder / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
-    ci = {m: list(bootstrap_ci(predictions, m, n_boot, ci_seed, level=level)) for m in ci_metrics}
+    score = None
+    if is_multilabel_frame(predictions):
+        score = lambda rows: frame_metrics(rows, metrics["threshold"])  # noqa: E731
+    if ci_metrics is None:
+        ci_metrics = CI_METRICS if score is None else MULTILABEL_CI_METRICS
+    ci = {m: list(bootstrap_ci(predictions, m, n_boot, ci_seed, level=level, score=score))
+          for m in ci_metrics}
     record = {**metrics, "ci": ci, "ci_level": level, "ci_n_boot": n_boot, "ci_unit": "group",
               "n_groups": int(predictions["group"].nunique()), **(extra or {})}
     return write_cell_metrics(folder, record)
 
 
 def read_predictions(csv_path, classes: Sequence[str]) -> pd.DataFrame:
-    """Read ``predictions.csv`` and check its columns are exactly the expected ones."""
+    """Read ``predictions.csv`` and check its columns are exactly the expected ones (of either
+    layout)."""
     frame = pd.read_csv(csv_path, dtype={"group": str})
-    expected = ["index", "group", "y_true", "y_pred"] + [PROB_PREFIX + c for c in classes]
+    labels = ([TRUE_PREFIX + c for c in classes] if is_multilabel_frame(frame)
+              else ["y_true", "y_pred"])
+    expected = ["index", "group", *labels] + [PROB_PREFIX + c for c in classes]
     if list(frame.columns) != expected:
         raise ValueError(f"{csv_path}: columns {list(frame.columns)} != expected {expected}")
     return frame
 
 
-def metrics_from_predictions(csv_path, classes: Sequence[str]) -> dict:
-    """Recompute :func:`compute_metrics` from a ``predictions.csv``."""
+def metrics_from_predictions(csv_path, classes: Sequence[str],
+                             threshold: float | None = None) -> dict:
+    """Recompute :func:`compute_metrics` from a ``predictions.csv``; a multi-label one needs the
+    ``threshold`` of its sample-F1 (``metrics.json``'s)."""
     frame = read_predictions(csv_path, classes)
+    if is_multilabel_frame(frame):
+        if threshold is None:
+            raise ValueError(f"{csv_path} is multi-label: pass the recorded threshold")
+        return frame_metrics(frame, threshold)
     proba = frame[[PROB_PREFIX + c for c in classes]].to_numpy()
     return compute_metrics(frame["y_true"], frame["y_pred"], proba, classes)
 

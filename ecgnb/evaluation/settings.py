@@ -16,11 +16,12 @@ from ecgnb import recipes
 from ecgnb.config import check_ranges
 from ecgnb.models.heads import HEADS, MLP_VARIANTS
 from ecgnb.models.hinception import BASELINES, SHORTCUTS
+from ecgnb.models.leads import LEAD_POOLINGS
 
 SUPERVISED = "supervised"  # the baselines' mode: a raw-signal model trained from scratch
 MODES = ("lp", "ft", SUPERVISED)
 IMBALANCE = ("weights", "sampler", "none")
-SELECT_ON = ("macro_f1", "val_loss", "last")
+SELECT_ON = ("macro_f1", "macro_auroc", "val_loss", "last")
 LOSS_AVERAGES = ("samples", "batches")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("plateau_val", "plateau_train", "none")
@@ -42,8 +43,12 @@ class HeadTraining:
     ``encoder_weight_decay`` and, for "radam", ``encoder_decay`` ("decoupled", the study's, or
     "l2") follow from it unless set (None outside fine-tuning).
     ``finetune_mask`` (ft): TS2Vec's timestamp mask in training mode. ``mlp_head``: the MLP
-    variant (heads and the raw-signal baseline). ``select_on``: "macro_f1", "val_loss" or "last"
-    (no early stopping then). ``loss_average``: "samples" or "batches" (mean of batch means).
+    variant (heads and the raw-signal baseline). ``select_on``: "macro_f1", "macro_auroc",
+    "val_loss" or "last" (no early stopping then); a multi-label task selects on "macro_auroc"
+    where the recipe says "macro_f1" (:func:`for_task`).
+    ``lead_pooling`` (lp, ft on C > 1 leads): each lead is encoded on its own by the same encoder
+    and the per-lead embeddings (or features) are joined by "concat" or "mean"
+    (:mod:`ecgnb.models.leads`); baselines take the leads as input channels (None there). ``loss_average``: "samples" or "batches" (mean of batch means).
     ``cudnn_benchmark``, ``allow_tf32`` and ``cudnn_deterministic``: cuDNN's autotuner, TF32 in
     its convolutions and its deterministic algorithms on CUDA (``ecgnb.models.precision``).
     ``n_members`` and ``shortcut`` (supervised): H-InceptionTime's ensemble size and residual
@@ -78,6 +83,7 @@ class HeadTraining:
     mlp_head: str | None = None
     n_members: int | None = None
     shortcut: str | None = None
+    lead_pooling: str | None = None
 
 
 def training_fields() -> tuple[str, ...]:
@@ -138,6 +144,8 @@ class TrainConfig(HeadTraining):
                 tuple(BASELINES) if self.mode == SUPERVISED else tuple(HEADS))
         if self.mode == SUPERVISED:
             _one_of("shortcut", self.shortcut, tuple(SHORTCUTS))
+        else:
+            _one_of("lead_pooling", self.lead_pooling, LEAD_POOLINGS)
         if self.select_on == "last" and self.patience:
             warnings.warn(f"select_on 'last' keeps the last epoch: patience {self.patience} "
                           "stops nothing", stacklevel=4)
@@ -145,7 +153,8 @@ class TrainConfig(HeadTraining):
     def _resolve_encoder(self) -> None:
         """The fine-tuned encoder's optimiser settings (None outside fine-tuning)."""
         if self.mode == SUPERVISED:
-            self._set(encoder_optimizer=None, encoder_lr_ratio=None, finetune_mask=None)
+            self._set(encoder_optimizer=None, encoder_lr_ratio=None, finetune_mask=None,
+                      lead_pooling=None)
             return
         _one_of("encoder_optimizer", self.encoder_optimizer, ENCODER_OPTIMIZERS)
         _one_of("finetune_mask", self.finetune_mask, FINETUNE_MASKS)
@@ -180,6 +189,14 @@ class TrainConfig(HeadTraining):
         """Set resolved fields at construction (the config is frozen afterwards)."""
         for name, value in values.items():
             object.__setattr__(self, name, value)
+
+
+def for_task(config: TrainConfig, is_multilabel: bool) -> TrainConfig:
+    """``config`` for a task: a multi-label one selects on macro-AUROC where ``config`` says
+    macro-F1 (undefined without a threshold); anything else as it is."""
+    if is_multilabel and config.select_on == "macro_f1":
+        return dataclasses.replace(config, select_on="macro_auroc")
+    return config
 
 
 def _one_of(name: str, value: str, allowed) -> None:

@@ -4,13 +4,14 @@ runs one cell of them (data, model, fit, scores) and :mod:`ecgnb.evaluation.sett
 a cell trains with.
 
 Each epoch trains on seeded batches, then scores the *validation* split; the kept epoch is
-chosen on it only (``select_on``: macro-F1, ties -> lower loss; or the loss; or simply the last
-epoch, the paper's own numbers), its state deep-copied and restored. The training and
-validation losses are means over samples or, as the study's, means of per-batch means
+chosen on it only (``select_on``: macro-F1 or macro-AUROC, ties -> lower loss; or the loss; or
+simply the last epoch, the paper's own numbers), its state deep-copied and restored. The
+training and validation losses are means over samples or, as the study's, means of per-batch means
 (``loss_average``). Mixed precision (``use_amp``) only on CUDA.
 
-Layouts: inputs ``[N, ...]`` (raw windows ``[N, 1, T]`` or cached encoder outputs); labels ``y``
-``[N]`` in ``0..K-1``; logits ``[B, K]``.
+Layouts: inputs ``[N, ...]`` (raw windows ``[N, C, T]`` or cached encoder outputs); labels ``y``
+int64 ``[N]`` in ``0..K-1`` (single-label: cross-entropy, softmax) or float32 ``[N, K]`` 0/1
+indicators (multi-label: binary cross-entropy per class, sigmoid); logits ``[B, K]``.
 
 A training step does not wait for the device: the training and validation inputs are placed once
 per fit (:class:`~ecgnb.models.device.Corpus`: on the device when they fit), an epoch's batch order
@@ -31,6 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from ecgnb.config import pick_device, torch_generator
+from ecgnb.evaluation.metrics import macro_auroc
+from ecgnb.evaluation.multilabel import per_class_auroc
 from ecgnb.evaluation.settings import TrainConfig
 from ecgnb.models.best import BestState
 from ecgnb.models.checkpoint import (CHECKPOINT_EVERY_S, Checkpointer, array_checksum,
@@ -97,6 +100,9 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     if len(train[1]) < 2 or len(val[1]) < 1:
         raise ValueError(f"need >= 2 training and >= 1 validation windows, got "
                          f"{len(train[1])} and {len(val[1])}")
+    is_multilabel = train[1].dim() == 2
+    if is_multilabel and config.select_on == "macro_f1":
+        raise ValueError("multi-label fits select on macro_auroc, val_loss or last, not macro_f1")
     device = pick_device(config.device)
     model.to(device)
     torch.manual_seed(config.seed)  # dropout draws; data order and sampling use the generator
@@ -119,9 +125,10 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         config.n_epochs, {"model": model, "optimizers": Parts(optimizers),
                           "plateaus": Parts(plateaus), "scaler": scaler}, history,
         [loader_gen] + _generators_of(model), checkpoint, best=best, model=model,
-        score=lambda r: _selection_score(r["epoch"], r["val_loss"], r["val_macro_f1"],
-                                         config.select_on),
-        patience=config.patience, desc=f"{config.mode}/{config.head}", show=("val_macro_f1",),
+        score=lambda r: _selection_score(r["epoch"], r["val_loss"],
+                                         r.get(f"val_{config.select_on}"), config.select_on),
+        patience=config.patience, desc=f"{config.mode}/{config.head}",
+        show=("val_macro_auroc" if is_multilabel else "val_macro_f1",),
         verbose=config.verbose)
 
     def run_epoch(epoch: int, position=None, after_batch=None) -> dict:
@@ -131,9 +138,9 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                                   config, device)
         if after_epoch is not None:
             after_epoch(epoch, model)
-        val_loss, val_f1 = _validate(model, inputs["val"], criterion, config, device)
+        val_loss, val_scores = _validate(model, inputs["val"], criterion, config, device)
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                  "val_macro_f1": val_f1, "lr": optimizers[0].param_groups[-1]["lr"],
+                  **val_scores, "lr": optimizers[0].param_groups[-1]["lr"],
                   "seconds": time.perf_counter() - start}
         if epoch >= config.warmup_epochs and config.schedule != "none":
             for plateau in plateaus:
@@ -161,20 +168,40 @@ def _fingerprint(model, train, val, config: TrainConfig, n_classes: int) -> dict
                for i, t in enumerate(part)}}
 
 
-def _selection_score(epoch: int, val_loss: float, val_f1: float, select_on: str) -> tuple:
-    """Lower is better: ``(-macro-F1, loss)`` (ties -> lower loss), ``(loss,)`` or, for the
-    last epoch, ``(-epoch,)`` (every epoch beats the one before)."""
+def _selection_score(epoch: int, val_loss: float, val_score: float | None,
+                     select_on: str) -> tuple:
+    """Lower is better: ``(-score, loss)`` for macro-F1 or macro-AUROC (ties -> lower loss; an
+    undefined AUROC ranks last), ``(loss,)`` or, for the last epoch, ``(-epoch,)`` (every epoch
+    beats the one before)."""
     if select_on == "last":
         return (-float(epoch),)
-    return (-val_f1, val_loss) if select_on == "macro_f1" else (val_loss,)
+    if select_on == "val_loss":
+        return (val_loss,)
+    return (float("inf") if val_score is None else -val_score, val_loss)
 
 
-def _criterion(y: torch.Tensor, n_classes: int, config: TrainConfig) -> nn.CrossEntropyLoss:
-    """Cross-entropy; class-weighted ("balanced") when ``imbalance="weights"``."""
+def _criterion(y: torch.Tensor, n_classes: int, config: TrainConfig) -> nn.Module:
+    """Cross-entropy; class-weighted ("balanced") when ``imbalance="weights"``. Multi-label
+    (``y [N, K]``): binary cross-entropy per class, each class's positives weighted by its
+    negatives / positives when ``imbalance="weights"``; ``"sampler"`` is refused (a record holds
+    several classes, so no per-class draw balances them)."""
+    if y.dim() == 2:
+        return _multilabel_criterion(y, config)
     if config.imbalance != "weights":
         return nn.CrossEntropyLoss()
     weight = torch.tensor(class_weights(y.numpy(), n_classes), dtype=torch.float32)
     return nn.CrossEntropyLoss(weight=weight)
+
+
+def _multilabel_criterion(y: torch.Tensor, config: TrainConfig) -> nn.BCEWithLogitsLoss:
+    if config.imbalance == "sampler":
+        raise ValueError("imbalance 'sampler' draws single-label classes evenly; multi-label "
+                         "targets take 'weights' (per-class pos_weight) or 'none'")
+    if config.imbalance != "weights":
+        return nn.BCEWithLogitsLoss()
+    positives = y.double().sum(0)
+    pos_weight = torch.where(positives > 0, (len(y) - positives) / positives.clamp(min=1), 1.0)
+    return nn.BCEWithLogitsLoss(pos_weight=pos_weight.float())
 
 
 def _train_loader(x: torch.Tensor, y: torch.Tensor, config: TrainConfig
@@ -273,15 +300,23 @@ def prediction_batch(x: torch.Tensor, config: TrainConfig) -> int:
     return config.batch_size if is_features else max(256, config.batch_size)
 
 
-def _validate(model, val, criterion, config, device) -> tuple[float, float]:
+def _validate(model, val, criterion, config, device) -> tuple[float, dict]:
     """Validation loss (the mean over samples, or of the losses of consecutive batches of
-    ``batch_size``, per ``loss_average``) and macro-F1."""
+    ``batch_size``, per ``loss_average``) and scores: ``val_macro_f1`` (single-label; with
+    ``val_macro_auroc`` when selecting on it) or ``val_macro_auroc`` (multi-label)."""
     logits = predict_logits(model, val[0], prediction_batch(val[0], config), device,
                             config.use_amp)
     loss = _mean_loss(criterion, logits.to(device), val[1].to(device), config)
-    f1 = f1_score(val[1].numpy(), logits.argmax(1).numpy(), labels=np.arange(logits.shape[1]),
+    y = val[1].numpy()
+    if y.ndim == 2:
+        auroc = [a for a in per_class_auroc(y, torch.sigmoid(logits).numpy()) if a is not None]
+        return float(loss), {"val_macro_auroc": float(np.mean(auroc)) if auroc else None}
+    f1 = f1_score(y, logits.argmax(1).numpy(), labels=np.arange(logits.shape[1]),
                   average="macro", zero_division=0)
-    return float(loss), float(f1)
+    scores = {"val_macro_f1": float(f1)}
+    if config.select_on == "macro_auroc":
+        scores["val_macro_auroc"] = macro_auroc(y, torch.softmax(logits, 1).numpy())[0]
+    return float(loss), scores
 
 
 def _mean_loss(criterion, logits: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> float:

@@ -259,13 +259,16 @@ class HInceptionTime(nn.Module):
 
     ``forward(x [B, C, T]) -> log(mean_m softmax(member_m(x))) [B, K]``: the log of the averaged
     probabilities, so that ``softmax(forward(x))`` is exactly the ensemble's probability.
+    Multi-label (``is_multilabel``): the logit of the averaged per-class sigmoid probabilities,
+    so that ``sigmoid(forward(x))`` is the ensemble's.
     """
 
-    def __init__(self, members: Sequence[nn.Module]):
+    def __init__(self, members: Sequence[nn.Module], is_multilabel: bool = False):
         super().__init__()
         if len({id(m) for m in members}) != len(members):
             raise ValueError("ensemble members must be distinct model objects")
         self.members = nn.ModuleList(members)
+        self.is_multilabel = is_multilabel
 
     @classmethod
     def from_seeds(cls, n_classes: int, n_timesteps: int, seeds: Sequence[int],
@@ -275,5 +278,9 @@ class HInceptionTime(nn.Module):
                     for s in seeds])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_multilabel:  # log(mean p) - log(mean (1 - p)), each by logsumexp
+            logits = torch.stack([m(x).float() for m in self.members])
+            return (torch.logsumexp(F.logsigmoid(logits), dim=0)
+                    - torch.logsumexp(F.logsigmoid(-logits), dim=0))
         log_probs = torch.stack([F.log_softmax(m(x).float(), dim=-1) for m in self.members])
         return torch.logsumexp(log_probs, dim=0) - np.log(len(self.members))
