@@ -108,8 +108,7 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     torch.manual_seed(config.seed)  # dropout draws; data order and sampling use the generator
     criterion = _criterion(train[1], n_classes, config).to(device)
     optimizers = make_optimizers(model, config)
-    groups = [g for opt in optimizers for g in opt.param_groups]
-    base_lrs = [g["lr"] for g in groups]
+    base_lrs = [g["lr"] for opt in optimizers for g in opt.param_groups]
     plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.lr_factor,
                                                            patience=config.lr_patience,
                                                            min_lr=config.min_lr)
@@ -132,6 +131,8 @@ def fit_classifier(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         verbose=config.verbose)
 
     def run_epoch(epoch: int, position=None, after_batch=None) -> dict:
+        # the optimisers' groups as they are now: loading a checkpoint replaces them
+        groups = [g for opt in optimizers for g in opt.param_groups]
         _warm_up(groups, base_lrs, epoch, config.warmup_epochs)
         start = time.perf_counter()
         train_loss = _train_epoch(model, loader, inputs["train"], criterion, optimizers, scaler,

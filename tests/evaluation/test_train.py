@@ -287,3 +287,54 @@ def test_an_interrupted_cell_resumes_to_the_same_result(task, tmp_path, mode, he
     assert resumed.best_epochs == whole.best_epochs
     for a, b in zip(weights(resumed.model).values(), weights(whole.model).values()):
         assert torch.equal(a, b)
+
+
+CLASSIFIER_KILL_SCRIPT = """
+import hashlib, sys, numpy as np, torch
+torch.set_num_threads(1)
+from ecgnb.evaluation.settings import TrainConfig
+from ecgnb.evaluation.train import fit_classifier
+from ecgnb.models.hinception import build_baseline
+rng = np.random.default_rng(0)
+x = torch.from_numpy(rng.standard_normal((96, 1, 64)).astype(np.float32))
+y = torch.from_numpy(np.arange(96) % 3)
+config = TrainConfig(head="fcn", mode="supervised", n_epochs=12, batch_size=16, patience=0,
+                     verbose=False)
+model = build_baseline("fcn", 3, 64, seed=0)
+path = None if sys.argv[1] == "-" else sys.argv[1]
+fit = fit_classifier(model, (x[:64], y[:64]), (x[64:], y[64:]), config, 3,
+                     checkpoint=path, checkpoint_every_s=0)
+digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in fit.model.state_dict().values()))
+resumed = fit.resumed_from["epoch"] if fit.resumed_from else 0
+print("RESULT", digest.hexdigest()[:16], fit.best_epoch, resumed, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_classifier_fit_killed_mid_run_resumes_to_the_same_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "fit.py"
+    script.write_text(CLASSIFIER_KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    path = tmp_path / "checkpoints" / "cell.pt"
+
+    def run(where: str) -> list[str]:
+        out = subprocess.run([sys.executable, str(script), where], capture_output=True,
+                             text=True, check=True, env=env).stdout
+        return out.split("RESULT")[1].split()
+
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env)
+    deadline = time.monotonic() + 120
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the first checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    weights, best, resumed = run(str(path))
+    assert 2 <= int(resumed) <= 13  # the epoch it resumed in (13: after the last)
+    assert [weights, best] == run("-")[:2]
