@@ -31,6 +31,7 @@ from ecgnb.models.base import CheckpointError, Encoder
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.models.checkpoint import array_checksum
 from ecgnb.models.hinception import ENSEMBLE_BASELINES, HInceptionTime, build_baseline
+from ecgnb.models.leads import LeadWise
 from ecgnb.provenance import code_identity
 from ecgnb.runs import NO_ENCODER, Cell
 
@@ -122,6 +123,7 @@ def run_cells(cfg: FinetuneConfig, encoder, source: dict, fragments: Windows,
         files = runs.run_code()
         record = {**source, **dataclasses.asdict(cell), **result.label_record(),
                   "mlp_head": config.mlp_head, "shortcut": config.shortcut, "cell": cell.name,
+                  **input_record(fragments, config),
                   "wall_s": time.time() - start,
                   "identity": identity, "code": code_identity(files), "code_files": files}
         write_json(folder / runs.CELL_RECORD, record)
@@ -143,31 +145,64 @@ def cell_identity(config: TrainConfig, encoder, data: dict) -> dict:
             "encoder": None if encoder is None else encoder.weights_hash()}
 
 
+def input_record(fragments: Windows, config: TrainConfig) -> dict:
+    """What :func:`load_classifier` needs besides the head to rebuild a cell's model: the
+    leads (``n_leads``; an encoder reads each on its own, joined by ``lead_pooling``), the
+    task's classes and whether it is multi-label."""
+    return {"n_leads": int(fragments.x.shape[1]), "lead_pooling": config.lead_pooling,
+            "classes": list(fragments.classes), "multilabel": bool(fragments.is_multilabel)}
+
+
+def headline(is_multilabel: bool) -> str:
+    """The metric a cell is judged by: macro-AUROC for a multi-label task, else macro-F1."""
+    return "macro_auroc" if is_multilabel else "macro_f1"
+
+
 def summarize(out: Path, todo: list[Cell]) -> pd.DataFrame:
-    """One row per complete cell: validation and test scores with the test CI."""
+    """One row per complete cell: validation and test scores with the test CI (macro-F1 and
+    accuracy; for a multi-label task macro-AUROC, macro AP and sample-F1)."""
     rows = []
     for cell in todo:
         folder = runs.cell_folder(out, cell)
         if not runs.is_cell_complete(folder):
             continue
         m = runs.read_json(folder / runs.CELL_METRICS)
-        rows.append({"cell": cell.name, "head": cell.head, "mode": cell.mode, "seed": cell.seed,
-                     "val_macro_f1": m["val_metrics"]["macro_f1"], "macro_f1": m["macro_f1"],
-                     "macro_f1_ci": tuple(round(v, 3) for v in m["ci"]["macro_f1"]),
-                     "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-                     "best_epoch": m["best_epoch"], "n_train": m.get("n_train"),
-                     "label_fraction_realised": m.get("label_fraction_realised"),
-                     "n_test": m["n_test"]})
+        row = {"cell": cell.name, "head": cell.head, "mode": cell.mode, "seed": cell.seed}
+        row.update(_single_label_scores(m) if "macro_f1" in m else _multilabel_scores(m))
+        row.update({"best_epoch": m["best_epoch"], "n_train": m.get("n_train"),
+                    "label_fraction_realised": m.get("label_fraction_realised"),
+                    "n_test": m["n_test"]})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _single_label_scores(m: dict) -> dict:
+    return {"val_macro_f1": m["val_metrics"]["macro_f1"], "macro_f1": m["macro_f1"],
+            "macro_f1_ci": tuple(round(v, 3) for v in m["ci"]["macro_f1"]),
+            "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"]}
+
+
+def _multilabel_scores(m: dict) -> dict:
+    return {"val_macro_auroc": m["val_metrics"]["macro_auroc"], "macro_auroc": m["macro_auroc"],
+            "macro_auroc_ci": tuple(round(v, 3) for v in m["ci"]["macro_auroc"]),
+            "macro_ap": m["macro_ap"], "sample_f1": m["sample_f1"]}
+
+
 def choose_mode_on_validation(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per head: mean val/test macro-F1 per mode over seeds and the mode chosen on validation."""
-    table = summary.groupby(["head", "mode"])[["val_macro_f1", "macro_f1"]].mean().reset_index()
-    best = table.loc[table.groupby("head")["val_macro_f1"].idxmax(), ["head", "mode"]]
+    """Per head: mean val/test headline metric (macro-F1; multi-label: macro-AUROC) per mode
+    over seeds and the mode chosen on validation."""
+    metric = headline("macro_auroc" in summary)
+    table = summary.groupby(["head", "mode"])[[f"val_{metric}", metric]].mean().reset_index()
+    best = table.loc[table.groupby("head")[f"val_{metric}"].idxmax(), ["head", "mode"]]
     chosen = set(map(tuple, best.to_numpy()))
     table["chosen_on_val"] = [(h, m) in chosen for h, m in table[["head", "mode"]].to_numpy()]
     return table
+
+
+def best_on_validation(summary: pd.DataFrame) -> str:
+    """The cell with the best validation headline metric (macro-F1; multi-label: macro-AUROC)."""
+    metric = headline("macro_auroc" in summary)
+    return summary.sort_values(f"val_{metric}", ascending=False).iloc[0]["cell"]
 
 
 # --------------------------------------------------------------------------- reading cells back
@@ -176,20 +211,25 @@ def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder
     """Rebuild a cell's trained classifier from ``cell.json`` and ``model.pt`` (strict).
 
     ``model.pt`` is the classifier's ``state_dict`` (:func:`ecgnb.finetuning.run_cells`). SSL cells
-    rebuild :class:`~ecgnb.models.heads.Classifier` on ``encoder.trainable_network()``; baselines rebuild
-    from :mod:`ecgnb.models.hinception` (an ensemble's size is read from the weights).
+    rebuild :class:`~ecgnb.models.heads.Classifier` on ``encoder.trainable_network()`` (of
+    ``n_leads > 1`` leads: wrapped in :class:`~ecgnb.models.leads.LeadWise` with the cell's
+    ``lead_pooling``); baselines rebuild from :mod:`ecgnb.models.hinception` on ``n_leads`` input
+    channels (an ensemble's size is read from the weights). A cell without ``n_leads`` read one.
     """
     cell_dir = Path(cell_dir)
     cell = runs.read_json(cell_dir / runs.CELL_RECORD)
     state = torch.load(cell_dir / runs.CELL_MODEL, map_location="cpu", weights_only=True)
     variant = {"mlp_head": cell.get("mlp_head", "ecgnb")} if cell["head"] == "mlp" else {}
+    n_leads = int(cell.get("n_leads") or 1)
     if cell["mode"] == SUPERVISED:
         model = _baseline(cell["head"], n_classes, n_timesteps, state, variant,
-                          cell.get("shortcut") or "conv")
+                          cell.get("shortcut") or "conv", n_leads, bool(cell.get("multilabel")))
     elif encoder is None:
         raise ValueError(f"{cell_dir}: a '{cell['mode']}' cell needs its encoder to be rebuilt")
     else:
         network = encoder.trainable_network()
+        if n_leads > 1:
+            network = LeadWise(network, n_leads, cell.get("lead_pooling") or "concat")
         model = Classifier(network, build_head(cell["head"], network, n_classes, **variant),
                            freeze_network=cell["mode"] == "lp")
     try:
@@ -201,9 +241,10 @@ def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder
 
 
 def _baseline(name: str, n_classes: int, n_timesteps: int, state: dict, variant: dict,
-              shortcut: str = "conv") -> nn.Module:
+              shortcut: str = "conv", n_leads: int = 1, is_multilabel: bool = False) -> nn.Module:
     if name not in ENSEMBLE_BASELINES:
-        return build_baseline(name, n_classes, n_timesteps, seed=0, **variant)
+        return build_baseline(name, n_classes, n_timesteps, 0, n_leads, **variant)
     members = {int(k.split(".")[1]) for k in state if k.startswith("members.")}
-    return HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)),
-                                     shortcut=shortcut)
+    ensemble = HInceptionTime.from_seeds(n_classes, n_timesteps, seeds=range(len(members)),
+                                         in_channels=n_leads, shortcut=shortcut)
+    return HInceptionTime(list(ensemble.members), is_multilabel)

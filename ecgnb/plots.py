@@ -30,7 +30,11 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 
 def labels_of(windows: Windows, by: str) -> np.ndarray:
-    """Per-window label for colouring/grouping: ``class``, ``domain`` or ``group``."""
+    """Per-window label for colouring/grouping: ``class`` (multi-label: the window's classes
+    joined by ``+``), ``domain`` or ``group``."""
+    if by == "class" and windows.is_multilabel:
+        names = np.asarray(windows.classes)
+        return np.array(["+".join(names[row == 1]) or "no class" for row in windows.indicator()])
     if by == "class":
         return np.array([windows.classes[v] if v >= 0 else "unlabelled" for v in windows.y])
     if by == "domain":
@@ -165,21 +169,55 @@ def per_class_figure(metrics: dict, title: str = "Per-class recall and F1") -> g
     return fig
 
 
+def per_class_auroc_figure(metrics: dict, classes: Sequence[str],
+                           title: str = "Per-class AUROC") -> go.Figure:
+    """Bars of a multi-label cell's ``auroc_<class>`` (undefined classes left empty), chance
+    (0.5) dotted."""
+    values = [metrics.get(f"auroc_{c}") for c in classes]
+    fig = go.Figure(go.Bar(x=list(classes), y=[np.nan if v is None else v for v in values],
+                           name="AUROC"))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="grey")
+    fig.update_layout(title=title, yaxis_range=[0, 1], yaxis_title="test AUROC")
+    return fig
+
+
+def cell_figures(metrics: dict, history: pd.DataFrame, classes: Sequence[str],
+                 name: str) -> dict[str, go.Figure]:
+    """The figures of one cell (``metrics.json``, ``history.csv``): per-class test scores (a
+    single-label cell: the confusion matrix, recall and F1; multi-label: AUROC) and the
+    training curves."""
+    best = metrics["best_epoch"] if isinstance(metrics["best_epoch"], list) \
+        else [metrics["best_epoch"]]
+    if "confusion_matrix" in metrics:
+        scores = {"confusion matrix": confusion_figure(metrics["confusion_matrix"], classes,
+                                                       title=f"{name}: test confusion matrix"),
+                  "per-class": per_class_figure(metrics,
+                                                title=f"{name}: per-class test recall and F1")}
+    else:
+        scores = {"per-class": per_class_auroc_figure(metrics, classes,
+                                                      title=f"{name}: per-class test AUROC")}
+    return {**scores, "training curves": training_curves_figure(
+        history, best_epochs=best, title=f"{name}: training curves")}
+
+
 def training_curves_figure(history: pd.DataFrame, best_epochs: Sequence[int] | None = None,
                            title: str = "Training curves") -> go.Figure:
-    """Losses (train, validation) and validation macro-F1 per epoch, one line per member.
+    """Losses (train, validation) and the validation score per epoch, one line per member.
 
-    ``history`` has columns ``member, epoch, train_loss, val_loss, val_macro_f1``;
-    ``best_epochs[m]`` (optional) marks member ``m``'s selected epoch.
+    ``history`` has columns ``member, epoch, train_loss, val_loss`` and ``val_macro_f1`` (or,
+    multi-label, ``val_macro_auroc``); ``best_epochs[m]`` (optional) marks member ``m``'s
+    selected epoch.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation macro-F1"))
+    score, label = (("val_macro_auroc", "macro-AUROC") if "val_macro_f1" not in history
+                    else ("val_macro_f1", "macro-F1"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", f"validation {label}"))
     for member, part in history.groupby("member"):
         suffix = f" (member {member})" if history["member"].nunique() > 1 else ""
         fig.add_scatter(x=part["epoch"], y=part["train_loss"], name="train" + suffix,
                         mode="lines", row=1, col=1)
         fig.add_scatter(x=part["epoch"], y=part["val_loss"], name="validation" + suffix,
                         mode="lines", row=1, col=1)
-        fig.add_scatter(x=part["epoch"], y=part["val_macro_f1"], name="val macro-F1" + suffix,
+        fig.add_scatter(x=part["epoch"], y=part[score], name=f"val {label}" + suffix,
                         mode="lines", row=1, col=2)
     for epoch in best_epochs or []:
         fig.add_vline(x=epoch, line_dash="dot", line_color="grey")

@@ -106,11 +106,12 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
         raise ValueError(f"mode '{config.mode}' needs a pretrained encoder, got None")
     config = for_task(config, windows.is_multilabel)
     if encoder is not None:
+        check_length(encoder, windows)
         encoder.build(windows.x.shape[-1])  # no-op for a pretrained encoder
     labelled = windows.indicator().any(1)
-    for name in ("train", "val", "test"):
-        if not labelled[splits[name]].all():
-            raise ValueError(f"split '{name}' holds unlabelled windows (y = -1, or no class)")
+    for split in ("train", "val", "test"):
+        if not labelled[splits[split]].all():
+            raise ValueError(f"split '{split}' holds unlabelled windows (y = -1, or no class)")
     check_classes(windows, splits)
     train_idx = label_subset(windows, config.label_fraction, config.seed, within=splits["train"])
     inputs = _cell_inputs(encoder, windows, {"train": train_idx, "val": splits["val"],
@@ -127,6 +128,17 @@ def run_cell(encoder: Encoder | None, windows, splits: dict[str, np.ndarray],
                       predictions=scored["test"][1], train_indices=train_idx, config=config,
                       n_train_available=int(len(splits["train"])),
                       resumed_from=[f.resumed_from for f in fits])
+
+
+def check_length(encoder: Encoder, windows) -> None:
+    """Refuse windows of another length than the one a length-bound encoder was built for,
+    with the ``window_s`` the card needs at this ``fs``."""
+    n_timesteps = windows.x.shape[-1]
+    if encoder.reads_any_length or not encoder.is_built or encoder.n_timesteps_ == n_timesteps:
+        return
+    raise ValueError(f"{encoder.name} reads windows of {encoder.n_timesteps_} samples only (its "
+                     f"pretraining length); the card's are {n_timesteps} at {windows.fs:g} Hz: "
+                     f"set the card's window_s to {encoder.n_timesteps_ / windows.fs:g}")
 
 
 def _cell_inputs(encoder, windows, indices, config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -29,7 +29,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from ecgnb.evaluation.multilabel import (MULTILABEL_CI_METRICS, PROB_PREFIX, TRUE_PREFIX,
-                                         frame_metrics, is_multilabel_frame)
+                                         frame_classes, frame_metrics, is_multilabel_frame,
+                                         weighted_macro_auroc, weighted_scores)
 from ecgnb.files import atomic_write
 from ecgnb.runs import write_cell_metrics
 
@@ -124,18 +125,24 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
 
 def bootstrap_ci(predictions: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 1000,
                  seed: int = 0, group_col: str = "group", level: float = 0.95,
-                 score: Score | None = None) -> tuple[float, float]:
+                 score: Score | None = None,
+                 threshold: float | None = None) -> tuple[float, float]:
     """Percentile interval of ``metric`` over ``n_boot`` resamples of whole groups.
 
     Each resample draws as many groups as there are, with replacement, and keeps every row of a
     drawn group (as often as it is drawn). ``predictions`` has the columns of ``predictions.csv``.
     ``score``: the metrics of a resample's rows (default: :func:`compute_metrics` of the
     single-label columns; the :data:`CI_METRICS` then come from confusion matrices at once).
+    A multi-label table with ``threshold`` (its sample-F1's) and no ``score``: the
+    :data:`~ecgnb.evaluation.multilabel.MULTILABEL_CI_METRICS` at once
+    (:func:`~ecgnb.evaluation.multilabel.weighted_scores`).
     """
     codes, uniques = pd.factorize(predictions[group_col])
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(uniques), size=(n_boot, len(uniques)))
-    if metric in CI_METRICS and score is None:
+    if threshold is not None and score is None and is_multilabel_frame(predictions):
+        values = _bootstrap_multilabel(predictions, codes, len(uniques), draws, threshold)[metric]
+    elif metric in CI_METRICS and score is None:
         values = _bootstrap_fast(predictions, codes, len(uniques), draws)[metric]
     else:
         values = _bootstrap_slow(predictions, codes, draws, metric, score or _single_label_score)
@@ -147,7 +154,8 @@ def bootstrap_ci(predictions: pd.DataFrame, metric: str = "macro_f1", n_boot: in
 def bootstrap_seed_mean_ci(predictions: Sequence[pd.DataFrame], metric: str = "macro_f1",
                            n_boot: int = 2000, seed: int = 0, group_col: str = "group",
                            level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the *mean over seeds* of ``metric`` (one of :data:`CI_METRICS`).
+    """Percentile interval of the *mean over seeds* of ``metric`` (one of :data:`CI_METRICS`;
+    of multi-label tables, ``macro_auroc``).
 
     ``predictions``: one ``predictions.csv`` table per seed of one cell, scored on the same test
     records. Each resample draws the test records (whole groups, the same draw for every seed:
@@ -156,24 +164,21 @@ def bootstrap_seed_mean_ci(predictions: Sequence[pd.DataFrame], metric: str = "m
     sources of variation, test records and training seeds, widen the interval; averaging the
     per-seed intervals' endpoints instead has no coverage meaning.
     """
-    if metric not in CI_METRICS:
-        raise ValueError(f"metric must be one of {CI_METRICS} for this interval, got '{metric}'")
     frames = list(predictions)
+    if frames and is_multilabel_frame(frames[0]):
+        if metric != "macro_auroc":
+            raise ValueError(f"a multi-label seed-mean interval is of macro_auroc, got '{metric}'")
+    elif metric not in CI_METRICS:
+        raise ValueError(f"metric must be one of {CI_METRICS} for this interval, got '{metric}'")
     codes, uniques = pd.factorize(pd.concat([f[group_col] for f in frames], ignore_index=True))
-    n_classes = max(len(_prob_columns(f)) or int(max(f["y_true"].max(), f["y_pred"].max()) + 1)
-                    for f in frames)
-    per_group = np.zeros((len(frames), len(uniques), n_classes, n_classes))
-    start = 0
-    for s, frame in enumerate(frames):
-        rows = codes[start:start + len(frame)]
-        np.add.at(per_group[s], (rows, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy()), 1)
-        start += len(frame)
     rng = np.random.default_rng(seed)
     counts = np.zeros((n_boot, len(uniques)))
     np.add.at(counts, (np.arange(n_boot)[:, None],
                        rng.integers(0, len(uniques), (n_boot, len(uniques)))), 1)
-    cms = np.einsum("bg,sgij->bsij", counts, per_group)
-    scores = scores_from_confusion(cms)[metric]                       # [n_boot, n_seeds]
+    if is_multilabel_frame(frames[0]):
+        scores = _seed_auroc(frames, codes, counts)
+    else:
+        scores = _seed_confusion_scores(frames, codes, counts)[metric]
     seeds = rng.integers(0, len(frames), (n_boot, len(frames)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -181,6 +186,41 @@ def bootstrap_seed_mean_ci(predictions: Sequence[pd.DataFrame], metric: str = "m
     tail = (1.0 - level) / 2
     low, high = np.nanquantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def _seed_auroc(frames, codes, counts) -> np.ndarray:
+    """Macro-AUROC ``[n_boot, n_seeds]`` of each seed's table under each resample's counts."""
+    scores, start = [], 0
+    for frame in frames:
+        classes = frame_classes(frame)
+        rows = codes[start:start + len(frame)]
+        scores.append(weighted_macro_auroc(frame[[TRUE_PREFIX + c for c in classes]].to_numpy(),
+                                           frame[[PROB_PREFIX + c for c in classes]].to_numpy(),
+                                           counts[:, rows]))
+        start += len(frame)
+    return np.stack(scores, axis=1)
+
+
+def _seed_confusion_scores(frames, codes, counts) -> dict:
+    """The :data:`CI_METRICS` ``[n_boot, n_seeds]`` from per-group confusion matrices."""
+    n_classes = max(len(_prob_columns(f)) or int(max(f["y_true"].max(), f["y_pred"].max()) + 1)
+                    for f in frames)
+    per_group = np.zeros((len(frames), counts.shape[1], n_classes, n_classes))
+    start = 0
+    for s, frame in enumerate(frames):
+        rows = codes[start:start + len(frame)]
+        np.add.at(per_group[s], (rows, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy()), 1)
+        start += len(frame)
+    return scores_from_confusion(np.einsum("bg,sgij->bsij", counts, per_group))
+
+
+def _bootstrap_multilabel(df, codes, n_groups, draws, threshold) -> dict:
+    counts = np.zeros((len(draws), n_groups))
+    np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1)
+    classes = frame_classes(df)
+    return weighted_scores(df[[TRUE_PREFIX + c for c in classes]].to_numpy(),
+                           df[[PROB_PREFIX + c for c in classes]].to_numpy(), threshold,
+                           counts[:, codes])
 
 
 def _bootstrap_fast(df: pd.DataFrame, codes: np.ndarray, n_groups: int, draws: np.ndarray):
@@ -249,13 +289,11 @@ def write_run(folder, metrics: dict, predictions: pd.DataFrame, extra: dict | No
     (folder / "metrics.json").unlink(missing_ok=True)
     with atomic_write(folder / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
-    score = None
-    if is_multilabel_frame(predictions):
-        score = lambda rows: frame_metrics(rows, metrics["threshold"])  # noqa: E731
+    threshold = metrics["threshold"] if is_multilabel_frame(predictions) else None
     if ci_metrics is None:
-        ci_metrics = CI_METRICS if score is None else MULTILABEL_CI_METRICS
-    ci = {m: list(bootstrap_ci(predictions, m, n_boot, ci_seed, level=level, score=score))
-          for m in ci_metrics}
+        ci_metrics = CI_METRICS if threshold is None else MULTILABEL_CI_METRICS
+    ci = {m: list(bootstrap_ci(predictions, m, n_boot, ci_seed, level=level,
+                               threshold=threshold)) for m in ci_metrics}
     record = {**metrics, "ci": ci, "ci_level": level, "ci_n_boot": n_boot, "ci_unit": "group",
               "n_groups": int(predictions["group"].nunique()), **(extra or {})}
     return write_cell_metrics(folder, record)

@@ -6,6 +6,8 @@
   (``sample_f1``) and ``n_test``.
 - :func:`choose_threshold`: the threshold of :data:`THRESHOLDS` with the best sample-F1, chosen
   on the validation split and applied to the test split.
+- :func:`weighted_macro_auroc`, :func:`weighted_scores`: macro-AUROC (and macro AP, sample-F1)
+  under many record weightings at once (the bootstrap's resample counts), exact with ties.
 - :func:`multilabel_frame`: the predictions table, ``index, group, true_<class>...,
   prob_<class>...``, from which every metric recomputes (with the recorded threshold).
 
@@ -67,6 +69,69 @@ def choose_threshold(y_true, proba, thresholds: Sequence[float] = THRESHOLDS) ->
     y_true, proba = np.asarray(y_true), np.asarray(proba)
     scores = [sample_f1(y_true, proba, t) for t in thresholds]
     return float(thresholds[int(np.argmax(scores))])
+
+
+def weighted_macro_auroc(y_true, proba, weights) -> np.ndarray:
+    """Macro-AUROC of ``y_true, proba [N, K]`` under each row of ``weights [B, N]`` (a record
+    drawn w times counts w times): ``[B]``. Per class, P(score of a positive > score of a
+    negative) + half the ties, over the weighted pairs; classes without a weighted positive or
+    negative are left out of the mean (NaN when none is left), as :func:`multilabel_metrics`."""
+    y_true, proba = np.asarray(y_true, dtype=bool), np.asarray(proba, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    per_class = np.stack([_weighted_auroc(y_true[:, k], proba[:, k], weights)
+                          for k in range(y_true.shape[1])], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no defined class
+        return np.nanmean(per_class, axis=1)
+
+
+def weighted_scores(y_true, proba, threshold: float, weights) -> dict[str, np.ndarray]:
+    """:data:`MULTILABEL_CI_METRICS` of ``y_true, proba [N, K]`` under each row of
+    ``weights [B, N]`` at once (``[B]`` each; the bootstrap's fast path), as
+    :func:`multilabel_metrics` defines them: AP of the classes with a weighted positive,
+    sample-F1 the weighted mean of the records' F1 at ``threshold``."""
+    y_true, proba = np.asarray(y_true, dtype=bool), np.asarray(proba, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    predicted = proba >= threshold
+    denominator = y_true.sum(1) + predicted.sum(1)
+    record_f1 = np.divide(2 * (y_true & predicted).sum(1), denominator,
+                          out=np.zeros(len(y_true)), where=denominator > 0)
+    ap = np.stack([_weighted_ap(y_true[:, k], proba[:, k], weights)
+                   for k in range(y_true.shape[1])], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without positives
+        return {"macro_auroc": weighted_macro_auroc(y_true, proba, weights),
+                "macro_ap": np.nanmean(ap, axis=1),
+                "sample_f1": weights @ record_f1 / weights.sum(1)}
+
+
+def _class_weights(positive, score, weights):
+    """Positive and negative weight per distinct score (ascending) ``[B, levels]``."""
+    levels, level_of = np.unique(score, return_inverse=True)
+    pos = np.zeros((len(weights), len(levels)))
+    neg = np.zeros_like(pos)
+    np.add.at(pos.T, level_of[positive], weights[:, positive].T)
+    np.add.at(neg.T, level_of[~positive], weights[:, ~positive].T)
+    return pos, neg
+
+
+def _weighted_ap(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    pos, neg = _class_weights(positive, score, weights)
+    tp, fp = np.cumsum(pos[:, ::-1], axis=1), np.cumsum(neg[:, ::-1], axis=1)  # descending
+    n_pos = tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = tp / n_pos
+        step = np.diff(recall, axis=1, prepend=0.0)
+        return np.where(n_pos[:, 0] > 0, (step * precision).sum(1), np.nan)
+
+
+def _weighted_auroc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    pos, neg = _class_weights(positive, score, weights)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each level
+    pairs = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(1) / pairs, np.nan)
 
 
 def multilabel_frame(indices, groups, y_true, proba, classes: Sequence[str]) -> pd.DataFrame:

@@ -117,6 +117,7 @@ class Encoder:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     FIT_DEFAULTS: ClassVar[dict] = {}  # this backbone's values of FitSettings' fields
+    reads_any_length: ClassVar[bool] = False  # False: built for its pretraining windows' length
 
     def __init__(self, config=None, device: str | None = None, seed: int = 0, verbose: bool = True,
                  settings: FitSettings | None = None):

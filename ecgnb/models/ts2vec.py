@@ -343,6 +343,8 @@ class TS2Vec(Encoder):
     network for fine-tuning.
     """
 
+    reads_any_length = True  # convolutions and max pooling over time
+
     name = "ts2vec"
     Config = TS2VecConfig
     FIT_DEFAULTS = {"lr": 1e-3, "grad_clip": None, "cudnn_benchmark": False}

@@ -2,6 +2,9 @@
 them and ``figures.html`` (notebook 06 calls these; :mod:`ecgnb.report.grid_report` runs the
 notebook on a grid).
 
+The metric is the caller's, or macro-AUROC for multi-label cells where it says macro-F1
+(:func:`~ecgnb.report.tables.headline_metric`).
+
 - :func:`recipe_reports`: one :class:`RecipeReport` per recipe (study table and comparisons,
   :mod:`ecgnb.report.comparisons`); :func:`write_report` writes them, :func:`report_markdown`
   is ``report.md``, :func:`all_figures` the figures (:mod:`ecgnb.report.figures`).
@@ -20,7 +23,8 @@ from ecgnb.report.comparisons import (StudyTable, best_vs_baseline, compare_to_r
                                       comparison_markdown, main_baseline, markdown_table,
                                       pick_fraction, study_table, summarize)
 from ecgnb.report.figures import figures
-from ecgnb.report.tables import BASELINE_NAMES, KEYS, REFERENCE, by_recipe, cell_table, recipe_of
+from ecgnb.report.tables import (BASELINE_NAMES, KEYS, REFERENCE, by_recipe, cell_table,
+                                 headline_metric, recipe_of)
 
 
 @dataclasses.dataclass
@@ -40,12 +44,14 @@ def recipe_reports(results: pd.DataFrame, metric: str = "macro_f1",
     """One :class:`RecipeReport` per recipe of ``results`` (one ``not recorded`` when cells do
     not record their recipe)."""
     reports = []
+    metric = headline_metric(results, metric)
     for recipe, part in by_recipe(results):
         rows = pick_fraction(part, label_fraction)
         reports.append(RecipeReport(
             recipe, study_table(part, metric, label_fraction, n_boot, seed),
             compare_to_reference(rows, metric=metric, n_boot=n_boot, seed=seed),
-            best_vs_baseline(rows, baseline=main_baseline(rows), n_boot=n_boot, seed=seed),
+            best_vs_baseline(rows, baseline=main_baseline(rows), n_boot=n_boot, seed=seed,
+                             **_baseline_metrics(metric)),
             compare_to_reference(rows, reference=UNTRAINED, metric=metric, n_boot=n_boot,
                                  seed=seed)))
     return reports
@@ -58,6 +64,7 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
     study table per recipe; ``encoder_tables`` (title -> table, from :func:`ecgnb.report.tables.encoder_tables`) are
     appended to ``report.md``."""
     out = Path(out_dir)
+    metric = headline_metric(results, metric)
     out.mkdir(parents=True, exist_ok=True)
     reports = recipe_reports(results, metric, label_fraction, n_boot, seed)
     (out / "study_table.md").write_text("\n".join(r.table.to_markdown() for r in reports))
@@ -86,6 +93,12 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
     return {name: out / name for name in names}
 
 
+def _baseline_metrics(metric: str) -> dict:
+    """The metrics of the best-vs-baseline test: its default (macro-F1, accuracy), or the
+    multi-label headline alone."""
+    return {"metrics": (metric,)} if metric == "macro_auroc" else {}
+
+
 def _stack(frames) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -103,6 +116,7 @@ def report_notes(results: pd.DataFrame) -> list[str]:
 def all_figures(results: pd.DataFrame, reports: list[RecipeReport],
                 metric: str = "macro_f1") -> dict:
     """:func:`figures` per recipe, titled by it when there are several."""
+    metric = headline_metric(results, metric)
     parts = dict(by_recipe(results))
     if len(reports) == 1:
         return figures(parts[reports[0].recipe], reports[0].table, metric)

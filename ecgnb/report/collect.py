@@ -12,7 +12,8 @@ Layout of ``results.csv``: a row's key is :data:`KEYS` plus ``pretrain_seed`` (t
 pretraining seed; empty for the baselines) and ``recipe`` (study | ecgnb); test metrics
 :data:`METRICS`, ``val_<metric>``, ``<metric>_ci_low/_high`` (grouped bootstrap over source
 records, this cell), ``<metric>_seed_mean_ci_low/_high`` (the interval of the mean over the seeds
-of the cell's run, head and mode: test records and seeds resampled together), ``n_train``,
+of the cell's run, head and mode: test records and seeds resampled together; a multi-label
+cell's of ``macro_auroc``, its metric columns other than macro-AUROC empty), ``n_train``,
 ``n_train_available``, ``label_fraction_realised`` (the labelled share actually trained on),
 ``n_test``, ``n_classes`` (of the task), ``best_epoch``, ``run``, ``cell``, ``encoder_run``, ``params_hash``, ``code_hash``,
 ``code_change``, ``warnings`` (the data warnings of the run), ``wall_s``, ``run_wall_s``.
@@ -29,6 +30,7 @@ from ecgnb.files import atomic_write
 from ecgnb import runs
 from ecgnb.data.scenarios import SCENARIOS, UNTRAINED
 from ecgnb.evaluation.metrics import CI_METRICS, bootstrap_seed_mean_ci
+from ecgnb.evaluation.multilabel import is_multilabel_frame
 from ecgnb.evaluation.settings import SUPERVISED, training_fields
 from ecgnb.report.tables import BACKBONE_ORDER, BASELINE_NAMES, KEYS, LABELS, METRICS, SSL_MODES
 
@@ -69,7 +71,7 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
         row["recipe"] = info.get("recipe", metrics.get("recipe"))
     best = metrics.get("best_epoch")
     row.update({"n_test": metrics.get("n_test"),
-                "n_classes": len(metrics["per_class_f1"]) if "per_class_f1" in metrics else None,
+                "n_classes": _n_classes(info, metrics),
                 "best_epoch": best if not isinstance(best, list) else json.dumps(best),
                 "run": run_name, "cell": cell.name, "encoder_run": info.get("encoder_run"),
                 "recipe": info.get("recipe", "ecgnb"),  # a cell that names none ran ours
@@ -80,6 +82,15 @@ def _cell_row(cell: Path, run_name: str, run_record: dict) -> dict:
                 "wall_s": info.get("wall_s"),
                 "run_wall_s": run_record.get("wall_s")})
     return row
+
+
+def _n_classes(info: dict, metrics: dict) -> int | None:
+    """The task's classes: recorded in ``cell.json``, else counted from the per-class scores."""
+    if info.get("classes"):
+        return len(info["classes"])
+    if "per_class_f1" in metrics:
+        return len(metrics["per_class_f1"])
+    return sum(k.startswith("auroc_") for k in metrics) or None
 
 
 def _with_seed_mean_ci(frame: pd.DataFrame, root: Path,
@@ -93,7 +104,7 @@ def _with_seed_mean_ci(frame: pd.DataFrame, root: Path,
         if not all(p.is_file() for p in paths):
             continue
         predictions = [pd.read_csv(p, dtype={"group": str}) for p in paths]
-        for metric in CI_METRICS:
+        for metric in ("macro_auroc",) if is_multilabel_frame(predictions[0]) else CI_METRICS:
             low, high = bootstrap_seed_mean_ci(predictions, metric, n_boot)
             frame.loc[part.index, f"{metric}_seed_mean_ci_low"] = low
             frame.loc[part.index, f"{metric}_seed_mean_ci_high"] = high

@@ -143,7 +143,8 @@ def compare_to_reference(results: pd.DataFrame, reference: str = REFERENCE,
 def best_vs_baseline(results: pd.DataFrame, baseline: str = "hinception",
                      metrics=("macro_f1", "accuracy"), n_boot: int = 10000,
                      seed: int = 0) -> pd.DataFrame:
-    """The best SSL cell (highest mean validation macro-F1) against ``baseline``. Their seeds
+    """The best SSL cell (highest mean validation macro-F1; macro-AUROC when ``metrics`` holds
+    it) against ``baseline``. Their seeds
     are unrelated (seed i of one is no partner of seed i of the other): exact unpaired
     permutation test of the difference of means."""
     _one_recipe(results)
@@ -151,7 +152,8 @@ def best_vs_baseline(results: pd.DataFrame, baseline: str = "hinception",
     sup = results[(results["mode"] == SUPERVISED) & (results["head"] == baseline)]
     if ssl.empty or sup.empty:
         return _with_note(pd.DataFrame())
-    best_key = ssl.groupby(list(KEYS[:-1]))["val_macro_f1"].mean().idxmax()
+    select = "val_macro_auroc" if "macro_auroc" in metrics else "val_macro_f1"
+    best_key = ssl.groupby(list(KEYS[:-1]))[select].mean().idxmax()
     best = ssl.set_index(list(KEYS[:-1])).loc[[best_key]]
     unit = unit_of(best)
     rows = []

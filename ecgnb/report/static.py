@@ -6,7 +6,8 @@
   where the cells record it), one panel per backbone, one line per scenario (``untrained``
   dashed grey), the supervised baselines dotted, 95 % intervals;
 - ``pretrained_vs_untrained.png``: per backbone and mode (LP, FT), each scenario's score beside the
-  same network at its initial weights, 95 % intervals, chance (1/K for the task's K classes) marked;
+  same network at its initial weights, 95 % intervals, chance marked (AUROC 0.5, else 1/K for the
+  task's K classes);
 - ``study_table.png``: the study table (:func:`ecgnb.report.comparisons.study_table`) as a heat map.
 
 Each draws the points of :mod:`ecgnb.report.figure_data`, as the interactive twins of
@@ -25,7 +26,7 @@ from ecgnb.data.scenarios import UNTRAINED
 from ecgnb.report.comparisons import StudyTable, study_table
 from ecgnb.report.figure_data import (as_grid, backbones_of, label_axis, label_efficiency_points,
                                       pretrained_vs_untrained_points, study_table_cells)
-from ecgnb.report.tables import SSL_MODES
+from ecgnb.report.tables import SSL_MODES, chance_level, headline_metric
 
 N_CLASSES = 6  # the Fragment DB's, for tables that do not record the task's (no n_classes)
 FIGURES = ("label_efficiency.png", "pretrained_vs_untrained.png", "study_table.png")
@@ -39,6 +40,7 @@ def write_figures(results: pd.DataFrame, out_dir, metric: str = "macro_f1") -> l
     """The figures of :data:`FIGURES` (those the table can make) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    metric = headline_metric(results, metric)
     makers = {"label_efficiency.png": lambda: label_efficiency(results, metric),
               "pretrained_vs_untrained.png": lambda: pretrained_vs_untrained(results, metric),
               "study_table.png": lambda: table_heatmap(study_table(results, metric, n_boot=200))}
@@ -64,10 +66,11 @@ def n_classes(results: pd.DataFrame) -> int:
     return values.pop() if len(values) == 1 else N_CLASSES
 
 
-def _chance(ax, k: int) -> None:
-    """The macro-F1 of a uniform random guess over ``k`` classes (in %)."""
-    ax.axhline(100 / k, color="black", linewidth=0.8, linestyle=":")
-    ax.annotate("chance", (0.01, 100 / k), xycoords=("axes fraction", "data"),
+def _chance(ax, k: int, metric: str = "macro_f1") -> None:
+    """``metric`` at chance (in %): AUROC 50, else a uniform random guess over ``k`` classes."""
+    level = 100 * chance_level(metric, k)
+    ax.axhline(level, color="black", linewidth=0.8, linestyle=":")
+    ax.annotate("chance", (0.01, level), xycoords=("axes fraction", "data"),
                 fontsize=7, va="bottom")
 
 
@@ -90,7 +93,7 @@ def label_efficiency(results: pd.DataFrame, metric: str = "macro_f1"):
         for j, (name, part) in enumerate(baselines.groupby("series", sort=False)):
             _curve(ax, part.sort_values("x"), name,
                    {"color": "black", "linestyle": ":", "marker": "^v<>"[j % 4], "alpha": 0.6})
-        _chance(ax, n_classes(results))
+        _chance(ax, n_classes(results), metric)
         ax.set_xscale("log")
         ax.set_xticks(shares.to_numpy(), [f"{x:.3g} %" for x in shares])
         ax.minorticks_off()
@@ -136,7 +139,7 @@ def pretrained_vs_untrained(results: pd.DataFrame, metric: str = "macro_f1",
             ax.bar(x, part["y"], width, yerr=np.clip(np.nan_to_num(err), 0, None),
                    capsize=2, label=scenario, color=_style(scenario, i)["color"],
                    hatch="//" if scenario == UNTRAINED else None, edgecolor="white")
-        _chance(ax, n_classes(results))
+        _chance(ax, n_classes(results), metric)
         ax.set_xticks(np.arange(len(backbones)), backbones)
         heads = "/".join(sorted(set(points.loc[points["mode"] == mode, "head"])))
         ax.set_title({"lp": "linear probing (encoder frozen)",

@@ -12,6 +12,8 @@ notebooks 02 and 03 measured about their encoders.
   linear probe of the pretrained encoder vs the same network at its initial weights) and notebook
   03 (``regularization.json``: drift between parent and child, probes of both) write, readable.
 - :func:`encoder_tables`: those two tables read from the CSV files beside ``results.csv``.
+- :func:`headline_metric`: the metric the report leads with (macro-AUROC for multi-label cells),
+  :func:`chance_level` its value at chance.
 - :func:`in_study_order`: rows in the order of the study (scenarios as :data:`SCENARIOS` lists them).
 """
 from __future__ import annotations
@@ -34,6 +36,19 @@ REFERENCE = "ECG"
 CELL_KEYS = KEYS[:4]  # scenario, backbone, head, mode
 LABELS = ("n_train", "n_train_available", "label_fraction_realised")  # what a cell trained on
 NO_RECIPE = "not recorded"
+
+
+def headline_metric(results: pd.DataFrame, metric: str = "macro_f1") -> str:
+    """``metric``, or macro-AUROC where it is macro-F1 and the cells are multi-label (they
+    record macro-AUROC and no macro-F1)."""
+    is_multilabel = ("macro_auroc" in results and results["macro_auroc"].notna().any()
+                     and ("macro_f1" not in results or results["macro_f1"].isna().all()))
+    return "macro_auroc" if metric == "macro_f1" and is_multilabel else metric
+
+
+def chance_level(metric: str, n_classes: int) -> float:
+    """A classifier's score at chance: 0.5 for AUROC, else 1/K of the task's K classes."""
+    return 0.5 if "auroc" in metric else 1 / n_classes
 
 
 def by_recipe(results: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -81,6 +96,7 @@ def cell_table(results: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
     """``mean [interval of the mean] (n)`` in %, rows = cells (with the pretraining seed when
     several were run, with the recipe when several were), columns = label fractions."""
     entries, headers = {}, {}
+    metric = headline_metric(results, metric)
     if "pretrain_seed" not in results:
         results = results.assign(pretrain_seed=float("nan"))
     keys = list(CELL_KEYS) + ["pretrain_seed", "label_fraction"]

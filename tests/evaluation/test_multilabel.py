@@ -127,3 +127,37 @@ def test_check_classes_needs_every_class_in_each_split(task):
     with pytest.raises(DataError, match=r"split 'val'.*STTC.*macro-AUROC"):
         check_classes(Windows(windows.x, y, windows.groups, windows.domains, windows.fs,
                               windows.classes), splits)
+
+
+def test_weighted_scores_equal_the_metrics_of_each_resample():
+    """The bootstrap's fast path against frame_metrics on the drawn rows (ties, a rare class)."""
+    from ecgnb.evaluation.multilabel import weighted_scores
+    rng = np.random.default_rng(0)
+    y = (rng.random((30, 4)) < 0.3).astype(int)
+    y[:, 3], y[0, 3] = 0, 1
+    proba = np.round(np.clip(0.3 * y + 0.7 * rng.random(y.shape), 0, 1), 1)
+    groups = np.repeat(np.arange(10), 3)
+    frame = multilabel_frame(np.arange(30), groups, y, proba, ["A", "B", "C", "D"])
+    draws = rng.integers(0, 10, (20, 10))
+    counts = np.zeros((20, 10))
+    np.add.at(counts, (np.arange(20)[:, None], draws), 1)
+    fast = weighted_scores(y, proba, 0.4, counts[:, groups])
+    for b, draw in enumerate(draws):
+        slow = frame_metrics(frame.iloc[np.concatenate([np.flatnonzero(groups == g)
+                                                        for g in draw])], 0.4)
+        for metric, values in fast.items():
+            expected = np.nan if slow[metric] is None else slow[metric]
+            np.testing.assert_allclose(values[b], expected, atol=1e-12)
+
+
+def test_the_seed_mean_interval_of_macro_auroc_covers_the_seeds():
+    from ecgnb.evaluation.metrics import bootstrap_seed_mean_ci
+    rng = np.random.default_rng(1)
+    y = (rng.random((40, 3)) < 0.4).astype(int)
+    groups = np.repeat(np.arange(20), 2)
+    frames = [multilabel_frame(np.arange(40), groups, y,
+                               np.clip(0.4 * y + rng.random(y.shape) * (0.6 + s), 0, 1),
+                               list(CLASSES)) for s in (0.0, 0.6)]
+    low, high = bootstrap_seed_mean_ci(frames, "macro_auroc", n_boot=300)
+    scores = [frame_metrics(f, 0.5)["macro_auroc"] for f in frames]
+    assert 0.5 < low < np.mean(scores) < high <= 1.0
