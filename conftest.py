@@ -92,5 +92,7 @@ def _finished(runs, cfg, stage: str, name: str, encoder):
 
 
 def pytest_runtest_setup(item):
-    if EMBEDDINGS_NOTEBOOK in item.nodeid:
+    """Before each cell of notebook 05 that nbval runs: its default runs exist (tests that only
+    name the notebook, such as the docs' link checks, go without)."""
+    if item.path.name == EMBEDDINGS_NOTEBOOK:
         demo_stand_ins()

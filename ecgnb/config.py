@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
-import torch
 
+if TYPE_CHECKING:  # the functions that use torch import it: importing this module (the first
+    import torch   # import of every notebook and of the runner) does not load it
 
 
 class DataWarning(UserWarning):
@@ -91,6 +92,8 @@ def check_ranges(config) -> None:
 
 def pick_device(device: str | None = None) -> torch.device:
     """CUDA when present, CPU otherwise; ``device`` overrides ("cpu", "cuda", "cuda:1")."""
+    import torch
+
     if device in (None, "", "auto"):  # "auto" is spelled only here: everything else passes it on
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -98,6 +101,8 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def torch_generator(seed: int) -> torch.Generator:
     """A CPU generator for every random draw of a run (crops, masks, augmentations, order)."""
+    import torch
+
     gen = torch.Generator()
     gen.manual_seed(int(seed))
     return gen
@@ -105,6 +110,8 @@ def torch_generator(seed: int) -> torch.Generator:
 
 def seed_everything(seed: int) -> None:
     """Seed the global RNGs too, for third-party code that reads them (weight init, dropout)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -113,6 +120,8 @@ def seed_everything(seed: int) -> None:
 def math_threads() -> int:
     """torch's CPU threads in this process: part of a run's record, since the thread count
     changes the last digits of CPU results (see :mod:`ecgnb.workflow.sweep`)."""
+    import torch
+
     return torch.get_num_threads()
 
 

@@ -9,9 +9,13 @@ torch.set_num_threads(1)  # tiny test shapes: one thread beats two (no oversubsc
 
 
 @pytest.fixture(scope="session")
-def embedded_small(tmp_path_factory):
+def embedded_small():
+    """The small embedded data set, generated once per session where the default data live
+    (``ECGNB_DATA``: the session's temporary folder, set by the root conftest), so the tests that
+    name its folders and the code and notebooks that read the defaults share one generation."""
     from ecgnb.data.simulate import embedded_data
-    return embedded_data(tmp_path_factory.mktemp("data"), seed=0, small=True)
+    from ecgnb.runs import data_root
+    return embedded_data(data_root(), seed=0, small=True)
 
 
 @pytest.fixture(scope="session")

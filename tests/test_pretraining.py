@@ -19,6 +19,7 @@ def corpus(wesad_ecg_small):
             val.subset(np.sort(rng.choice(len(val), 24, replace=False))))
 
 
+@pytest.mark.slow
 def test_holdout_selection_keeps_the_best_holdout_epoch(corpus):
     train, val = corpus
     cfg = PretrainConfig(backbone="ts2vec", corpus="ECG", n_epochs=5, batch_size=16, lr=3e-2,
@@ -62,6 +63,7 @@ def test_recipe_defaults_of_stage_02():
     assert model_config("tstcc", "study", {}, "ecgnb") == {"allow_tf32": True}  # ours on CUDA
 
 
+@pytest.mark.slow
 def test_lineage_records_normalisation_and_the_target_records_seen(corpus, embedded_small):
     data = dict(fragment_root=str(embedded_small["fragment"]),
                 wesad_root=str(embedded_small["wesad"]))

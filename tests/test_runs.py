@@ -345,6 +345,7 @@ def test_code_identity_is_computed_safely_by_parallel_runs():
     assert _in_threads(parse_many) == []
 
 
+@pytest.mark.slow
 def test_runs_started_and_finished_by_threads_close_their_own_recorders(tmp_path):
     def runs_of(i):
         for k in range(20):

@@ -13,7 +13,8 @@ two kernels starting at once that picked the same port) ran nothing: the runner 
 at once (:data:`START_TRIES`), and the run goes on as if nothing happened.
 
 jupyter_client is imported when a kernel is first watched, not with this module: the grid, its
-runner and ``make gpu-check`` load without the notebook stack.
+runner and ``make gpu-check`` load without the notebook stack; the disk module (and with it
+torch) when a death is put in words.
 """
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-
-from ecgnb.workflow.disk import human_size
 
 SAMPLE_S = 1.0  # how often the peak memory of a running kernel is read
 START_TRIES = 4  # kernel starts per execution before a start-up failure fails the run
@@ -129,6 +128,8 @@ def _signal_name(returncode: int | None) -> str | None:
 
 def death_line(death: dict, wall_s: float) -> str:
     """One line: how the kernel ended, after how long, its peak memory where known."""
+    from ecgnb.workflow.disk import human_size
+
     code, name = death.get("returncode"), death.get("signal")
     if name:
         how = f"kernel killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")

@@ -59,6 +59,7 @@ print(len(load_grid(PAPER_GRID, validate=False).runs))
 """
 
 
+@pytest.mark.slow
 def test_gpu_check_imports_nothing_beyond_torch_and_the_scientific_stack():
     done = subprocess.run([sys.executable, "-c", IMPORTS_OF_GPU_CHECK,
                            ",".join(NOT_ON_A_BARE_GPU_MACHINE)],
@@ -110,6 +111,7 @@ def _passed(capsys, report) -> list[str]:
     return [line for line in lines if line[:4] in ("PASS", "FAIL", "SKIP")]
 
 
+@pytest.mark.slow
 def test_the_checks_pass_with_the_cpu_standing_in_for_the_gpu(cpu_stands_in, capsys):
     """Step, fits (bf16, fp16 AMP, continuation) and kill-and-resume, CPU against CPU."""
     from ecgnb.bench.timing import synthetic_batch
@@ -143,6 +145,7 @@ def test_the_softdtw_check_times_each_kernel_and_skips_one_that_cannot_run(
     assert "row_stack" in lines[1] and "ms per batch" in lines[0]
 
 
+@pytest.mark.slow
 def test_rates_and_both_projections_with_the_cpu_standing_in(cpu_stands_in, capsys):
     """Tiny networks and windows: every rate line, and each grid's projection table."""
     from ecgnb.bench.gpu_rates import check_rates

@@ -166,6 +166,7 @@ def test_interrupted_generation_is_not_complete(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_paper_size_structure_at_a_small_scale(tmp_path):
     """The paper size, scaled to 1 %: WESAD's 15 subjects (no S12), each recording lasting
     scale x 100 min at 700 Hz, and every class of the Fragment tree."""

@@ -168,6 +168,7 @@ def test_class_weights_and_config_checks():
         run_cell(None, None, {}, TrainConfig(mode="ft"))
 
 
+@pytest.mark.slow
 def test_h_inception_time_trains_independent_members(task):
     windows, splits = task
     config = TrainConfig(head="hinception", mode="supervised", n_members=2,
@@ -182,6 +183,7 @@ def test_h_inception_time_trains_independent_members(task):
 
 
 # --------------------------------------------------------------------------- learns something
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", sorted(TINY))
 def test_fine_tuning_every_backbone_beats_chance(task, backbone):
     windows, splits = task
@@ -258,6 +260,7 @@ class Stop(Exception):
     """Raised after an epoch to stand for a kill."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, head, extra, stop_at", [
     ("ft", "mlp", {"recipe": "study", "backbone": "ts2vec"}, 2),  # RAdam encoder, timestamp mask
     ("supervised", "hinception", {"n_members": 2, "schedule": "plateau_train"}, 5),  # member 2

@@ -100,6 +100,7 @@ def test_a_checkpoint_of_other_code_is_set_aside(tmp_path, monkeypatch):
     assert (tmp_path / "fit.stale.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_on_another_device_is_set_aside(tmp_path):
     path = tmp_path / "fit.pt"
     _interrupted_fit("ts2vec", path, ("epoch", 2), n_epochs=3, batch_size=16, lr=1e-2,
@@ -172,6 +173,7 @@ def _interrupted_fit(name, path, fail_at, **fit_kwargs):
         enc.fit(windows(), checkpoint=path, **fit_kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ts2vec", "tstcc", "series2vec"])
 def test_resumed_fit_equals_uninterrupted_fit(name, tmp_path):
     args = dict(n_epochs=3, batch_size=16, lr=1e-2)
@@ -184,6 +186,7 @@ def test_resumed_fit_equals_uninterrupted_fit(name, tmp_path):
     assert [h["loss"] for h in resumed.history_] == [h["loss"] for h in whole.history_]
 
 
+@pytest.mark.slow
 def test_resume_in_the_middle_of_an_epoch(tmp_path):
     args = dict(n_epochs=2, batch_size=8, lr=1e-2)
     whole = encoder("ts2vec").fit(windows(), **args)
@@ -196,6 +199,7 @@ def test_resume_in_the_middle_of_an_epoch(tmp_path):
     assert resumed.history_[1]["loss"] == whole.history_[1]["loss"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     path = tmp_path / "fit.pt"
     _interrupted_fit("ts2vec", path, ("epoch", 2), n_epochs=3, batch_size=16, lr=1e-2,
@@ -206,6 +210,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     assert enc.checkpoint_.resumed_from is None and len(enc.history_) == 3
 
 
+@pytest.mark.slow
 def test_a_stateful_callback_resumes_with_the_fit(tmp_path):
     class Keeper:
         def __init__(self):

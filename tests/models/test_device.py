@@ -130,6 +130,7 @@ def _waits(name: str, n_batches: int, monkeypatch) -> collections.Counter:
     return mode.waits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_a_training_step_never_waits_for_the_device(name, monkeypatch, separate_generator):
     """The waits of a 5-batch epoch are those of a 1-batch epoch (the epoch's one read of its
@@ -158,6 +159,7 @@ def test_cuda_counts_no_synchronisation_in_a_training_step(name):
     assert syncs(5) == syncs(1)
 
 
+@pytest.mark.slow
 def test_device_generator_is_seeded_once_per_fit_recorded_and_reproducible(separate_generator):
     first = encoder("ts2vec").fit(windows(), n_epochs=2, batch_size=8)
     again = encoder("ts2vec").fit(windows(), n_epochs=2, batch_size=8)
@@ -172,6 +174,7 @@ def test_device_generator_is_seeded_once_per_fit_recorded_and_reproducible(separ
     assert {"cudnn_benchmark", "allow_tf32"} <= set(record)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_a_fit_with_a_device_generator_resumes_exactly(name, tmp_path, separate_generator):
     from tests.models.test_checkpoint import Stop

@@ -122,6 +122,7 @@ def test_front_door_types_layouts_and_errors():
         pairwise_soft_dtw(np.zeros((2, 3, 4)))
 
 
+@pytest.mark.slow
 def test_softdtw_benchmark_smoke():
     from ecgnb.bench.softdtw import bench_softdtw, format_softdtw, max_relative_difference
     rows = bench_softdtw(3, 12, 0.1, 1, ["numba", "torch", "tslearn"], torch_cpu_series=2)
@@ -145,6 +146,7 @@ for gamma, n_threads in [(float(g), int(n)) for g, n in zip(sys.argv[3::2], sys.
 """
 
 
+@pytest.mark.slow
 def test_cuda_kernel_matches_reference_under_the_simulator(tmp_path):
     """The fused kernel, run by numba's CUDA simulator (every thread a Python thread, the
     barriers real): 4 threads striding over diagonals of up to 11 cells, and one thread per cell."""

@@ -96,6 +96,7 @@ def test_loss_decreases_and_same_seed_same_result():
     assert not np.allclose(enc.encode(x_new), other.encode(x_new))
 
 
+@pytest.mark.slow
 def test_flushing_denormals_leaves_the_loss_curve_unchanged():
     curves = [fitted(flush_denormal=flush).history_ for flush in (True, False)]
     np.testing.assert_allclose([r["loss"] for r in curves[0]], [r["loss"] for r in curves[1]],
@@ -194,6 +195,7 @@ def relative_change(before: dict, after: dict) -> float:
     return (num / den) ** 0.5
 
 
+@pytest.mark.slow
 def test_study_continuation_barely_moves_the_averaged_weights():
     """The study loaded the parent only into the averaged network (its step count carried
     over): one more epoch moves the averaged weights by about steps / n_averaged; a genuine

@@ -204,6 +204,7 @@ def test_hard_kill_then_resume(tmp_path, outputs, fake_nb):
     assert len(rows) == 2 * 2 and not rows.duplicated(["run", "cell"]).any()
 
 
+@pytest.mark.slow
 def test_device_pinning_runs_in_a_child_with_one_visible_gpu(tmp_path, outputs, fake_nb,
                                                              monkeypatch):
     grid = load_grid(write_grid(tmp_path / "g.yaml", fake_nb))
