@@ -97,13 +97,13 @@ def free_port() -> int:
 @pytest.fixture()
 def jupyterlab(tmp_path, demo_runs):
     """A JupyterLab on 127.0.0.1 (random port, a token) over a folder holding notebook 05 made
-    quicker (one stage, 60 corpus windows), its kernel seeing this checkout and the outputs root
+    quicker (one layer, 60 corpus windows), its kernel seeing this checkout and the outputs root
     that holds ``demo_runs``; stopped afterwards. Yields ``(url, folder)``."""
     folder, token, port = tmp_path / "lab", os.urandom(16).hex(), free_port()
     folder.mkdir()
     text = (ROOT / "notebooks" / "05_embeddings.ipynb").read_text(encoding="utf-8")
-    for old, new in (('stages: list = [\\"encoder\\", \\"finetuned\\", \\"head\\"]',
-                      'stages: list = [\\"finetuned\\"]'),
+    for old, new in (('layers: list = [\\"encoder\\", \\"finetuned\\", \\"head\\"]',
+                      'layers: list = [\\"finetuned\\"]'),
                      ("n_corpus_windows: int = 300", "n_corpus_windows: int = 60")):
         assert old in text, old
         text = text.replace(old, new)

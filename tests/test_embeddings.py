@@ -58,7 +58,7 @@ def test_linear_probe_finetuned_stage_equals_encoder(encoder, x):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_ensemble_stages_and_no_encoder_stage(x):
+def test_ensemble_layers_and_no_encoder_layer(x):
     model = HInceptionTime([build_baseline("mlp", N_CLASSES, T, seed=s) for s in (0, 1)])
     src = E.RunSource("run", "mlp-supervised", {"mode": "supervised"}, None, model.eval())
     assert src.layers == ("finetuned", "head", "logits")

@@ -31,7 +31,7 @@ def probe_cache_peak(name: str, n_windows: int, length: int, head: str = "fcn",
     from ecgnb.models import build
 
     x = synthetic_batch(n_windows, length, seed)[:, None, :]
-    windows = types.SimpleNamespace(x=x, y=np.arange(n_windows) % 6)
+    windows = types.SimpleNamespace(x=x, y=np.arange(n_windows) % 6, is_multilabel=False)
     cuts = np.cumsum([round(share * n_windows) for share in SPLIT_SHARES.values()])[:-1]
     indices = dict(zip(SPLIT_SHARES, np.split(np.arange(n_windows), cuts)))
     encoder = build(name, device="cpu", seed=seed, verbose=False).build(length)
