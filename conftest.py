@@ -6,6 +6,7 @@ the package's own functions, so the notebook itself never trains stand-ins.
 """
 import ast
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,10 +17,17 @@ EMBEDDINGS_NOTEBOOK = "05_embeddings.ipynb"
 
 def pytest_configure(config):
     root = tempfile.mkdtemp(prefix="ecgnb-test-")
+    config._ecgnb_root = root  # removed when the session ends (pytest_unconfigure)
     os.environ["ECGNB_OUTPUTS"] = os.path.join(root, "outputs")
     os.environ["ECGNB_DATA"] = os.path.join(root, "data")
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def pytest_unconfigure(config):
+    root = getattr(config, "_ecgnb_root", None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
