@@ -97,3 +97,31 @@ def write_wfdb_task(root, n_groups: int = 4, classes=("A", "B", "C"), fs: float 
 def wfdb_task(tmp_path):
     """``wfdb_task(**kw)``: a WFDB folder with labels.csv under a temporary folder."""
     return lambda **kw: write_wfdb_task(tmp_path / "task", **kw)
+
+
+def multilabel_task(n_groups: int, per_group: int, n_timesteps: int, seed: int = 0):
+    """A tiny multi-label, 3-lead task (NORM, MI, STTC): class k adds a sine of frequency 2 + 3k
+    to lead k; every window has one or two classes. ``(windows, splits)``, grouped."""
+    import numpy as np
+    from ecgnb.data import Windows, split_grouped
+
+    classes = ("NORM", "MI", "STTC")
+    rng = np.random.default_rng(seed)
+    y = np.zeros((n_groups * per_group, len(classes)), np.int8)
+    y[np.arange(len(y)), np.arange(len(y)) % len(classes)] = 1
+    y[rng.random(len(y)) < 0.3, 1] = 1
+    x = 0.3 * rng.normal(size=(len(y), len(classes), n_timesteps))
+    for k in range(len(classes)):
+        x[y[:, k] == 1, k] += np.sin(2 * np.pi * (2 + 3 * k) * np.arange(n_timesteps) / n_timesteps)
+    windows = Windows(x=x.astype(np.float32), y=y,
+                      groups=np.repeat([f"p{g}" for g in range(n_groups)], per_group),
+                      domains=np.full(len(y), "ECG"), fs=100.0, classes=classes,
+                      leads=("I", "II", "V1"))
+    return windows, split_grouped(windows, val=0.25, test=0.25, seed=0)
+
+
+@pytest.fixture(scope="session")
+def make_multilabel_task():
+    """:func:`multilabel_task`, for the tests of multi-label cells and of notebook 04 on them."""
+    return multilabel_task
+

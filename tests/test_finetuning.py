@@ -1,38 +1,20 @@
 """Notebook 04's pipeline on a multi-label, multi-lead task: run_cells writes cells that
 summarize reads by macro-AUROC, load_classifier rebuilds (LeadWise encoders, baselines on C
 channels) and the report collects as macro-AUROC rows with their intervals."""
-import numpy as np
 import pytest
 import torch
 
 import ecgnb.models
 from ecgnb import finetuning, runs
-from ecgnb.data import Windows, split_grouped
 from ecgnb.report import collect, tables
 
 T, N_LEADS, CLASSES = 32, 3, ("NORM", "MI", "STTC")
 QUICK = dict(recipe="smoke", n_epochs=2, warmup_epochs=0, batch_size=16, device="cpu")
 
 
-def multilabel_windows(n_groups=16, per_group=2, seed=0) -> Windows:
-    """Class k adds a sine to lead k; every window has one or two classes."""
-    rng = np.random.default_rng(seed)
-    y = np.zeros((n_groups * per_group, len(CLASSES)), np.int8)
-    y[np.arange(len(y)), np.arange(len(y)) % len(CLASSES)] = 1
-    y[rng.random(len(y)) < 0.3, 1] = 1
-    x = 0.3 * rng.normal(size=(len(y), N_LEADS, T))
-    for k in range(len(CLASSES)):
-        x[y[:, k] == 1, k] += np.sin(2 * np.pi * (2 + 3 * k) * np.arange(T) / T)
-    return Windows(x=x.astype(np.float32), y=y,
-                   groups=np.repeat([f"p{g}" for g in range(n_groups)], per_group),
-                   domains=np.full(len(y), "ECG"), fs=100.0, classes=CLASSES,
-                   leads=("I", "II", "V1"))
-
-
 @pytest.fixture(scope="module")
-def task():
-    windows = multilabel_windows()
-    return windows, split_grouped(windows, val=0.25, test=0.25, seed=0)
+def task(make_multilabel_task):
+    return make_multilabel_task(16, 2, T)
 
 
 def tiny_encoder():

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import ecgnb.models
-from ecgnb.data import DataError, Windows, split_grouped
+from ecgnb.data import DataError, Windows
 from ecgnb.data.corpora import check_classes
 from ecgnb.evaluation.cell import run_cell
 from ecgnb.evaluation.metrics import bootstrap_ci, metrics_from_predictions, write_run
@@ -23,26 +23,9 @@ T, N_LEADS, CLASSES = 64, 3, ("NORM", "MI", "STTC")
 QUICK = dict(n_epochs=3, warmup_epochs=1, batch_size=16, verbose=False, device="cpu")
 
 
-def multilabel_windows(n_groups=20, per_group=3, seed=0) -> Windows:
-    """Class k adds a sine of frequency 2 + 3k to lead k; each window has one or two classes."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(T) / T
-    y = np.zeros((n_groups * per_group, len(CLASSES)), np.int8)
-    y[np.arange(len(y)), np.arange(len(y)) % len(CLASSES)] = 1
-    y[rng.random(len(y)) < 0.3, 1] = 1
-    x = 0.3 * rng.normal(size=(len(y), N_LEADS, T))
-    for k in range(len(CLASSES)):
-        x[y[:, k] == 1, k] += np.sin(2 * np.pi * (2 + 3 * k) * t)
-    return Windows(x=x.astype(np.float32), y=y, groups=np.repeat([f"p{g}" for g in range(n_groups)],
-                                                                   per_group),
-                   domains=np.full(len(y), "ECG"), fs=100.0, classes=CLASSES,
-                   leads=("I", "II", "V1"))
-
-
 @pytest.fixture(scope="module")
-def task():
-    windows = multilabel_windows()
-    return windows, split_grouped(windows, val=0.25, test=0.25, seed=0)
+def task(make_multilabel_task):
+    return make_multilabel_task(20, 3, T)
 
 
 def tiny_encoder():
