@@ -11,8 +11,8 @@ its history record. The loop owns the rest:
 - **Best state**: with a :class:`~ecgnb.models.best.BestState`, the model's state is kept at the
   best ``score(record)`` (lower is better) and restored by the caller at the end.
 - **Early stopping**: after ``patience`` epochs without a better score (0: never).
-- **Callbacks**: ``callback(record)`` after each epoch (a callback whose owner has
-  ``state_dict``/``load_state_dict`` is one of the loop's ``parts``).
+- **Callbacks**: ``callback(record)`` after each epoch (a stateful one's owner goes in
+  ``parts``, so that it is checkpointed with the fit).
 - **Checkpoints** (:mod:`ecgnb.models.checkpoint`): at an epoch end when the checkpointer says so
   and, for a fit whose epoch accepts a ``position``, within an epoch every ``every_s`` seconds.
   A checkpoint holds the ``parts`` (anything with ``state_dict``/``load_state_dict``: modules,
@@ -49,10 +49,6 @@ class TrainingLoop:
         self.parts = dict(parts)
         if best is not None:
             self.parts["best"] = best
-        for i, callback in enumerate(self.callbacks):
-            owner = getattr(callback, "__self__", callback)
-            if hasattr(owner, "state_dict") and hasattr(owner, "load_state_dict"):
-                self.parts[f"callback{i}"] = owner
 
     def run(self, run_epoch: RunEpoch, mid_epoch: bool = False) -> "TrainingLoop":
         """Run the epochs left (all of them, or those after the checkpoint's)."""
