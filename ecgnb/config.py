@@ -108,13 +108,15 @@ def torch_generator(seed: int) -> torch.Generator:
     return gen
 
 
-def seed_everything(seed: int) -> None:
-    """Seed the global RNGs too, for third-party code that reads them (weight init, dropout)."""
-    import torch
-
+def seed_everything(seed: int, torch_too: bool = True) -> None:
+    """Seed the global RNGs too, for third-party code that reads them (weight init, dropout);
+    ``torch_too=False``: Python's and numpy's only, for a process that does no torch work."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if torch_too:
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def math_threads() -> int:

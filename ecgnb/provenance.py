@@ -41,13 +41,17 @@ VERSIONED_PACKAGES = ("ecgnb",) + LIBRARIES + ("neurokit2", "plotly", "papermill
 
 # --------------------------------------------------------------------------- libraries
 def package_versions(names: Iterable[str] = VERSIONED_PACKAGES) -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    """``{python, <package>: version}``, each read once per process: a package installed anew
+    while a kernel runs is not the one that kernel has loaded."""
+    return {"python": platform.python_version(), **{name: _version(name) for name in names}}
+
+
+@lru_cache(maxsize=None)
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 @lru_cache(maxsize=1)
@@ -76,9 +80,19 @@ def loaded_code(root: Path = PACKAGE_ROOT) -> dict[str, str]:
     files = set()
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if path and path.endswith(".py") and Path(path).resolve().is_relative_to(root):
-            files.add(Path(path).resolve())
+        if path and path.endswith(".py"):
+            resolved = _resolved_under(path, root)
+            if resolved is not None:
+                files.add(resolved)
     return {shown_path(p, root.parent): file_digest(p) for p in sorted(files)}
+
+
+@lru_cache(maxsize=None)
+def _resolved_under(path: str, root: Path) -> Path | None:
+    """``path`` resolved, when it lies under ``root`` (a module's file does not move while it is
+    loaded, so each is resolved once per process: a kernel holds about 3,000 modules)."""
+    resolved = Path(path).resolve()
+    return resolved if resolved.is_relative_to(root) else None
 
 
 def code_identity(files: dict[str, str]) -> dict[str, str]:

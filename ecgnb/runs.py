@@ -42,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -218,15 +219,18 @@ def start_stage(config, stage: str, output_dir: str = "",
     for marker in RECORDS:
         (out / marker).unlink(missing_ok=True)
     params = config if isinstance(config, dict) else dataclasses.asdict(config)
+    # A stage with a device parameter trains or embeds; one without it (exploration, results)
+    # does no torch work, and its kernel is spared the import of torch (seconds each).
+    uses_torch = "device" in params or "torch" in sys.modules
     seed = params.get("seed")
     if seed is not None:
-        seed_everything(seed)
+        seed_everything(seed, torch_too=uses_torch)
     provenance.forget_reads()
     record = {"stage": stage, "params": params, "seed": seed, "versions": package_versions(),
               "git_commit": git_commit(),
-              "device": str(pick_device(params.get("device"))),
+              "device": str(pick_device(params.get("device"))) if uses_torch else None,
               "by_runner": bool(output_dir) if by_runner is None else by_runner,
-              "torch_threads": math_threads(),
+              "torch_threads": math_threads() if uses_torch else None,
               "warnings": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / CONFIG, record)
     _record_data_warnings(out)

@@ -1,5 +1,6 @@
 """ecgnb.config, the lowest layer, loads no torch: its functions that use torch import it, so the
-command line, the runner and the imports of notebook 01 (which trains nothing) go without."""
+command line, the runner, notebook 01 (which trains nothing) and notebook 06 (which reads a table)
+go without: a kernel that imports torch spends seconds on it."""
 import ast
 import json
 import subprocess
@@ -10,7 +11,7 @@ from ecgnb.runs import NOTEBOOKS, PROJECT_ROOT
 # Imported in this order by a fresh interpreter: the lowest layer first, then what the command
 # line, the runner and the grid load before any run starts.
 FIRST_IMPORTS = ("ecgnb.config", "ecgnb.runs", "ecgnb.cli", "ecgnb.workflow.runner",
-                 "ecgnb.workflow.grid")
+                 "ecgnb.workflow.grid", "ecgnb.workflow.sweep")
 PROBE = """
 import importlib, json, sys
 loaded = {}
@@ -46,3 +47,26 @@ def test_config_the_runner_and_the_exploration_notebook_import_no_torch():
     assert list(loaded) == list(dict.fromkeys(names))
     assert not any(loaded.values()), \
         f"torch loaded by importing {next(n for n, t in loaded.items() if t)}"
+
+
+# notebook 06's work, as its cells do it, on the synthetic table, in a fresh interpreter
+RESULTS_RUN = """
+import sys, tempfile
+import ecgnb.report.build, ecgnb.report.tables, ecgnb.results, ecgnb.runs
+cfg = ecgnb.results.ResultsConfig(n_boot=50)
+out = ecgnb.runs.start_stage(cfg, "results", tempfile.mkdtemp(dir=sys.argv[1]))
+results, _ = ecgnb.results.load_results(cfg.results_csv, out, cfg.seed)
+reports = ecgnb.report.build.recipe_reports(results, cfg.metric, None, cfg.n_boot, cfg.seed)
+ecgnb.report.build.write_report(results, out, cfg.metric, None, cfg.n_boot, cfg.seed,
+                                encoder_tables=ecgnb.report.tables.encoder_tables(""))
+ecgnb.runs.finish_stage(out, {})
+print("torch" in sys.modules)
+"""
+
+
+def test_a_results_run_from_start_to_finish_loads_no_torch(tmp_path):
+    assert "ecgnb.report.build" in notebook_imports("results")
+    done = subprocess.run([sys.executable, "-c", RESULTS_RUN, str(tmp_path)], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "False"

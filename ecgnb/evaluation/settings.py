@@ -14,9 +14,6 @@ import warnings
 
 from ecgnb import recipes
 from ecgnb.config import check_ranges
-from ecgnb.models.heads import HEADS, MLP_VARIANTS
-from ecgnb.models.hinception import BASELINES, SHORTCUTS
-from ecgnb.models.leads import LEAD_POOLINGS
 
 SUPERVISED = "supervised"  # the baselines' mode: a raw-signal model trained from scratch
 MODES = ("lp", "ft", SUPERVISED)
@@ -134,6 +131,12 @@ class TrainConfig(HeadTraining):
         self._resolve_encoder()
 
     def _check_choices(self) -> None:
+        # the model names are the models' registries, which import torch: read here, so that
+        # the report and notebook 06 import these settings without it
+        from ecgnb.models.heads import HEADS, MLP_VARIANTS
+        from ecgnb.models.hinception import BASELINES, SHORTCUTS
+        from ecgnb.models.leads import LEAD_POOLINGS
+
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("imbalance", self.imbalance, IMBALANCE)

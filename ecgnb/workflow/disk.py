@@ -39,13 +39,16 @@ import statistics
 import warnings
 from pathlib import Path
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from ecgnb import models, recipes, runs
+from ecgnb import recipes, runs
 from ecgnb.data import cards, scenarios
 from ecgnb.evaluation.settings import SUPERVISED, TrainConfig, training_fields
-from ecgnb.models.heads import build_head, head_input_dim
-from ecgnb.models.hinception import ENSEMBLE_BASELINES, build_baseline
+
+if TYPE_CHECKING:  # the networks are built, with torch, only when a run is sized
+    from torch import nn
+
+    from ecgnb import models
 
 ADAM_MOMENTS = 2  # Adam, AdamW and RAdam keep two moments per trained weight
 TENSOR_BYTES = 1_000  # torch.save's framing of one tensor (measured: about 500 bytes)
@@ -151,6 +154,8 @@ def trained_bytes(module: nn.Module, frozen_too: bool = False) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _encoder(backbone: str, config: str, n_timesteps: int) -> models.Encoder:
+    from ecgnb import models
+
     encoder = models.build(backbone, device="cpu", verbose=False, **json.loads(config))
     encoder.build(n_timesteps)
     return encoder
@@ -170,12 +175,16 @@ def encoder_of(params: dict, n_timesteps: int) -> models.Encoder:
 
 @functools.lru_cache(maxsize=None)
 def _head_bytes(head: str, in_dim: int, mlp_head: str | None) -> tuple[int, int]:
+    from ecgnb.models.heads import build_head
+
     module = build_head(head, in_dim, N_CLASSES, **({"mlp_head": mlp_head} if mlp_head else {}))
     return state_bytes(module), trained_bytes(module)
 
 
 @functools.lru_cache(maxsize=None)
 def _baseline_bytes(model: str, n_timesteps: int, variant: str) -> tuple[int, int]:
+    from ecgnb.models.hinception import build_baseline
+
     module = build_baseline(model, N_CLASSES, n_timesteps, seed=0, **json.loads(variant))
     return state_bytes(module), trained_bytes(module)
 
@@ -183,6 +192,9 @@ def _baseline_bytes(model: str, n_timesteps: int, variant: str) -> tuple[int, in
 def classifier_bytes(config: TrainConfig, encoder, n_timesteps: int) -> tuple[int, int]:
     """(saved, trained) bytes of one cell's model: the encoder's network and the head, or the
     baseline (H-InceptionTime: ``n_members`` networks)."""
+    from ecgnb.models.heads import head_input_dim
+    from ecgnb.models.hinception import ENSEMBLE_BASELINES
+
     if config.mode == SUPERVISED:
         ensemble = config.head in ENSEMBLE_BASELINES
         variant = {"shortcut": config.shortcut} if ensemble else \
@@ -255,6 +267,8 @@ def cell_configs(params: dict, supervised: bool, backbone: str | None):
 def cells_footprint(grid, run) -> Footprint:
     """A finetuning (or baselines) run: per cell ``model.pt``, predictions, history and
     records; while it runs, each cell's checkpoint (the model twice, Adam's moments)."""
+    from ecgnb.models.hinception import ENSEMBLE_BASELINES
+
     params = run_params(run)
     supervised = params.get("encoder_run") == runs.NO_ENCODER or not run.parents
     root = None if supervised else run_params(root_run(grid, run))

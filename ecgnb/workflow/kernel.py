@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 SAMPLE_S = 1.0  # how often the peak memory of a running kernel is read
+EARLY_S, EARLY_SAMPLE_S = 10.0, 0.05  # and more often in its first seconds
 START_TRIES = 4  # kernel starts per execution before a start-up failure fails the run
 START_BACKOFF_S = 0.5  # wait before the second start; doubled before each further one
 # The errors of a kernel that never answered its first request (jupyter_client's wording).
@@ -56,12 +57,16 @@ class KernelWatch:
         threading.Thread(target=self._sample, name="ecgnb-kernel-watch", daemon=True).start()
 
     def _sample(self) -> None:
+        # VmHWM is the kernel's own peak, so sampling only has to catch the process alive: often
+        # in its first seconds (a kernel killed while it starts), then every ``sample_s``
         status = Path(f"/proc/{self.process.pid}/status")
         while True:
             rss = _peak_rss(status)
             if rss is not None:
                 self.peak_rss = max(rss, self.peak_rss or 0)
-            if rss is None or self._done.wait(self.sample_s):
+            early = time.time() - self.started_at < EARLY_S
+            if rss is None or self._done.wait(min(self.sample_s, EARLY_SAMPLE_S) if early
+                                              else self.sample_s):
                 return
 
     def stop(self) -> None:
