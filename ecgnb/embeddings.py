@@ -2,10 +2,12 @@
 
 A :class:`RunSource` is one cell of a notebook-04 run: the encoder *before* fine-tuning (from the
 cell's ``encoder_run``; ``None`` for the supervised baselines) and the trained classifier
-(``model.pt``). :func:`embed` gives, for windows ``x [N, 1, T]``, vectors ``[N, D]`` at one of
+(``model.pt``). :func:`embed` gives, for windows ``x [N, C, T]``, vectors ``[N, D]`` at one of
 the layers :data:`LAYERS` (notebook 05's parameter ``layers`` and the maps' ``layer`` name them):
 
-- ``encoder``: ``encoder.encode(x)``, the pretrained (or continued) representation;
+- ``encoder``: ``encoder.encode(x)``, the pretrained (or continued) representation; of C > 1
+  leads, each lead encoded on its own and joined by the cell's ``lead_pooling`` (concat or
+  mean), as the classifier read them;
 - ``finetuned``: the classifier's own network, ``network.embed(x)`` (equal to ``encoder`` after
   linear probing; the members' embeddings side by side for an ensemble);
 - ``head``: the input of the head's last linear layer (MLP: the hidden layer; FCN: the pooled
@@ -14,6 +16,22 @@ the layers :data:`LAYERS` (notebook 05's parameter ``layers`` and the maps' ``la
 
 Scores are computed in the embedding space (and, by :mod:`ecgnb.maps`, on the 2-D map too):
 silhouette by class, kNN accuracy from training to test embeddings, and the domain-mixing score.
+
+Multi-label tasks (a cell's ``multilabel``, windows' ``y [N, K]``): a window's label is its label
+set (:func:`~ecgnb.data.windows.label_names`: ``MI+STTC``, ``NORM``; the empty set ``no class``),
+and the silhouette groups windows by label set. kNN accuracy over label sets would count a
+neighbour with one class of two as wrong, so the kNN score is :func:`knn_macro_auroc` instead:
+each placed window scores every class by the share of its k nearest training windows that have
+it, and these scores give one AUROC per class (sklearn), averaged (chance 0.5, as the
+classifier's headline). A prediction (:func:`predict`) is the set of classes whose sigmoid
+reaches the cell's threshold (the one chosen on validation and recorded in its
+``metrics.json``; 0.5 where none is), and it is correct when it equals the window's label set.
+
+Multi-lead sources read the pretraining corpus's single-lead windows one way only, as one lead:
+at ``encoder`` (the encoder itself) and, for a pretrained cell, at ``finetuned`` (its fine-tuned
+per-lead network); :func:`reads_one_lead` says where. A supervised baseline over C input
+channels has no corpus map, and a ``+target`` corpus maps without the target's C-lead records
+(:func:`corpus_windows`: they are on the target maps).
 """
 from __future__ import annotations
 
@@ -24,19 +42,23 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from torch import nn
 
 from ecgnb import models, runs
 from ecgnb.data import DataConfig, Windows, load_corpus
-from ecgnb.data.corpora import check_encoder_data
+from ecgnb.data.corpora import check_encoder_data, parse_corpus
+from ecgnb.evaluation.multilabel import per_class_auroc
 from ecgnb.evaluation.settings import SUPERVISED
 from ecgnb.finetuning import load_classifier
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import HInceptionTime
+from ecgnb.models.leads import LeadWise, encode_leads
 
 LAYERS = ("encoder", "finetuned", "head", "logits")
+DEFAULT_THRESHOLD = 0.5  # multi-label prediction where a cell records no threshold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +98,10 @@ class EmbeddingConfig(DataConfig):
 class RunSource:
     """One downstream cell to embed.
 
-    ``cell`` is its ``cell.json`` record (``backbone``, ``scenario``, ``head``, ``mode``, ...);
-    ``encoder`` the encoder before fine-tuning (``None`` for a supervised baseline);
-    ``classifier`` maps ``[B, 1, T]`` to logits ``[B, K]``.
+    ``cell`` is its ``cell.json`` record (``backbone``, ``scenario``, ``head``, ``mode``,
+    ``n_leads``, ``lead_pooling``, ``multilabel``, ...); ``encoder`` the encoder before
+    fine-tuning (``None`` for a supervised baseline); ``classifier`` maps ``[B, C, T]`` to
+    logits ``[B, K]``; ``threshold`` the multi-label decision threshold.
     """
 
     run: str
@@ -87,6 +110,7 @@ class RunSource:
     encoder: Encoder | None
     classifier: nn.Module
     title: str = ""  # display name overriding the default label
+    threshold: float = DEFAULT_THRESHOLD
 
     @property
     def label(self) -> str:
@@ -99,6 +123,26 @@ class RunSource:
     @property
     def layers(self) -> tuple[str, ...]:
         return LAYERS if self.encoder is not None else LAYERS[1:]
+
+    @property
+    def n_leads(self) -> int:
+        return int(self.cell.get("n_leads") or 1)
+
+    @property
+    def lead_pooling(self) -> str:
+        return self.cell.get("lead_pooling") or "concat"
+
+    @property
+    def is_multilabel(self) -> bool:
+        return bool(self.cell.get("multilabel"))
+
+
+def reads_one_lead(source: RunSource, layer: str) -> bool:
+    """Whether ``layer`` of ``source`` reads single-lead windows (the corpus's): always for a
+    single-lead cell; of a multi-lead cell, the encoder and a pretrained cell's per-lead
+    fine-tuned network, never a supervised network over C input channels or a head."""
+    return source.n_leads == 1 or layer == "encoder" or (layer == "finetuned"
+                                                         and source.encoder is not None)
 
 
 def load_source(run: str, cell_name: str, windows: Windows, device: str | None = None,
@@ -119,6 +163,10 @@ def load_source(run: str, cell_name: str, windows: Windows, device: str | None =
         raise FileNotFoundError(f"run '{run}' has no cell '{cell_name}'; it has {cells}")
     cell_dir = runs.cell_folder(folder, cell_name)
     cell = runs.read_json(cell_dir / runs.CELL_RECORD)
+    if int(cell.get("n_leads") or 1) != windows.x.shape[1]:
+        raise ValueError(f"run '{run}', cell '{cell_name}' read {cell.get('n_leads') or 1}-lead "
+                         f"windows, these have {windows.x.shape[1]}: set target (and fs) to the "
+                         "run's")
     encoder = None
     if cell["mode"] != SUPERVISED:
         encoder = models.load(runs.find_encoder(cell["encoder_run"]), device=device)
@@ -127,7 +175,9 @@ def load_source(run: str, cell_name: str, windows: Windows, device: str | None =
             check_encoder_data(encoder.lineage, data, what=f"encoder of run '{run}'")
     classifier = load_classifier(cell_dir, len(windows.classes), windows.n_timesteps, encoder,
                                  device)
-    return RunSource(run, cell_name, cell, encoder, classifier)
+    threshold = runs.read_json(cell_dir / runs.CELL_METRICS).get("threshold")
+    return RunSource(run, cell_name, cell, encoder, classifier,
+                     threshold=DEFAULT_THRESHOLD if threshold is None else float(threshold))
 
 
 def _check_same_data(folder: Path, data: DataConfig, run: str) -> None:
@@ -162,12 +212,24 @@ def load_sources(cfg: EmbeddingConfig, fragments: Windows) -> list[RunSource]:
     return sources
 
 
-def corpus_windows(cfg: EmbeddingConfig) -> Windows | None:
+def corpus_windows(cfg: EmbeddingConfig, fragments: Windows | None = None) -> Windows | None:
     """The training part of pretraining corpus ``cfg.corpus`` (None when empty), subsampled to
-    ``cfg.n_corpus_windows`` per :func:`sample_corpus`."""
-    if not cfg.corpus:
+    ``cfg.n_corpus_windows`` per :func:`sample_corpus`.
+
+    Multi-lead ``fragments``: a ``+target`` corpus is read without the target (a warning says
+    so; the target's C-lead records cannot join single-lead windows), and ``target`` alone is
+    None."""
+    name = cfg.corpus
+    if name and fragments is not None and fragments.x.shape[1] > 1:
+        base, with_target = parse_corpus(name)
+        if with_target or base == "target":
+            name = "" if base == "target" else base
+            warnings.warn(f"corpus '{cfg.corpus}': the target's {fragments.x.shape[1]}-lead "
+                          "records are on the target maps, not among the single-lead corpus "
+                          f"windows; corpus map: {name or 'none'}", stacklevel=2)
+    if not name:
         return None
-    train, _ = load_corpus(cfg.corpus, cfg, seed=cfg.seed)
+    train, _ = load_corpus(name, cfg, seed=cfg.seed)
     return sample_corpus(train, cfg.n_corpus_windows, cfg.seed)
 
 
@@ -185,24 +247,33 @@ def sample_corpus(corpus: Windows, n_windows: int, seed: int) -> Windows:
 
 # --------------------------------------------------------------------------- extraction
 def embed(source: RunSource, layer: str, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Vectors ``[N, D]`` of windows ``x [N, 1, T]`` at ``layer`` (see module docstring)."""
+    """Vectors ``[N, D]`` of windows ``x [N, C, T]`` at ``layer`` (see module docstring): C is the
+    cell's ``n_leads``, or 1 where :func:`reads_one_lead` (the corpus's windows)."""
     if layer not in source.layers:
         raise ValueError(f"layer '{layer}' is not available for {source.label}; "
                          f"available: {source.layers}")
+    n_leads = x.shape[1]
+    if n_leads != source.n_leads and not (n_leads == 1 and reads_one_lead(source, layer)):
+        raise ValueError(f"{source.label} reads {source.n_leads}-lead windows at layer "
+                         f"'{layer}', got {n_leads}")
     if layer == "encoder":
-        return source.encoder.encode(x, batch_size=batch_size)
+        return encode_leads(source.encoder, x, source.lead_pooling, batch_size)
     model = source.classifier
     fn: Callable[[torch.Tensor], torch.Tensor] = {
         "finetuned": lambda xb: _network_embedding(model, xb),
         "head": lambda xb: _head_input(model, xb),
         "logits": model,
     }[layer]
-    return _batched(model, fn, x, batch_size)
+    return _batched(model, fn, x, max(1, batch_size // n_leads))  # ~batch_size series
 
 
 def predict(source: RunSource, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Predicted class ``[N]`` (arg-max of the logits)."""
-    return embed(source, "logits", x, batch_size).argmax(axis=1)
+    """Single-label: the predicted class ``[N]`` (arg-max of the logits). Multi-label: the
+    predicted label set, int8 ``[N, K]``, 1 where the sigmoid reaches ``source.threshold``."""
+    logits = embed(source, "logits", x, batch_size)
+    if source.is_multilabel:
+        return (expit(logits) >= source.threshold).astype(np.int8)
+    return logits.argmax(axis=1)
 
 
 @torch.no_grad()
@@ -223,7 +294,13 @@ def _members(model: nn.Module) -> list[nn.Module]:
 
 
 def _network_embedding(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
-    return torch.cat([m.network.embed(xb) for m in _members(model)], dim=1)
+    return torch.cat([_network(m, xb.shape[1]).embed(xb) for m in _members(model)], dim=1)
+
+
+def _network(member: nn.Module, n_leads: int) -> nn.Module:
+    """The member's network, or the per-lead network inside it for windows of one lead."""
+    network = member.network
+    return network.network if isinstance(network, LeadWise) and n_leads == 1 else network
 
 
 def _head_input(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
@@ -263,6 +340,18 @@ def knn_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_tes
     ``train [N, D]`` (``k`` capped at the number of training points)."""
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train))).fit(train, y_train)
     return float((knn.predict(test) == np.asarray(y_test)).mean())
+
+
+def knn_macro_auroc(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
+                    y_test: np.ndarray, k: int = 5) -> float:
+    """Multi-label kNN score: macro-AUROC on ``test [M, D]`` (indicator ``y_test [M, K]``) of the
+    share of each point's ``k`` nearest ``train [N, D]`` points (indicator ``y_train [N, K]``)
+    that have each class (``k`` capped at N). Classes present in all or none of ``y_test`` are
+    left out of the mean (NaN when none is left); chance is 0.5."""
+    _, idx = NearestNeighbors(n_neighbors=min(k, len(train))).fit(train).kneighbors(test)
+    share = np.asarray(y_train, dtype=np.float64)[idx].mean(axis=1)
+    auroc = [a for a in per_class_auroc(np.asarray(y_test), share) if a is not None]
+    return float(np.mean(auroc)) if auroc else float("nan")
 
 
 def domain_mixing(vectors: np.ndarray, domains: np.ndarray, k: int = 10) -> dict:

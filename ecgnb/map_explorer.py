@@ -3,8 +3,9 @@
 :class:`Explorer` shows two maps side by side (run A and run B, e.g. "ECG" vs "ECG continued1")
 with Dropdowns for the runs, the layer, the split and the colouring (class, domain, source
 record, correct/incorrect prediction, split); clicking a point shows that window's waveform in a
-third figure and marks the same window on both maps. The callback logic is the plain method
-:meth:`Explorer.select`, so it can be called (and tested) without a browser.
+third figure (of a multi-lead window, lead II where the leads are named so, else the first:
+:func:`ecgnb.plots.shown_lead`) and marks the same window on both maps. The callback logic is
+the plain method :meth:`Explorer.select`, so it can be called (and tested) without a browser.
 
 :func:`write_static` writes the same views into one offline HTML file (no network; plotly.js
 embedded, or one copy shared by a batch run's pages): per layer, the runs side by side with a
@@ -28,7 +29,7 @@ import plotly.io as pio
 from ecgnb.files import write_text
 from ecgnb.maps import (COLOR_BY, EmbeddingMap, comparison_figure, label_colors, panel_traces,
                         split_legend, thumbnail)
-from ecgnb.plots import plotlyjs_for
+from ecgnb.plots import lead_note, plotlyjs_for, shown_lead
 
 ALL_POINTS = "all"  # split option: training and placed points together
 # Every figure has a fixed size and the boxes wrap: plotly's widget sizes a figure once, before
@@ -55,12 +56,16 @@ def split_options(maps: Sequence[EmbeddingMap]) -> list[str]:
 
 
 def window_title(m: EmbeddingMap, row: int, with_prediction: bool = True) -> str:
-    """E.g. ``#12 · 3_Threatening_VT · ECG · group 418 · test``, then (``with_prediction``)
-    ``<br>predicted 6_Sinus_rhythm (incorrect)``."""
+    """E.g. ``#12 · 3_Threatening_VT · ECG · group 418 · test`` (a multi-lead window: then the
+    lead shown, `` (lead II)``), then (``with_prediction``) ``<br>predicted 6_Sinus_rhythm
+    (incorrect)``."""
     p = m.points.loc[row]
-    text = f"#{p['window']} · {p['class']} · {p['domain']} · group {p['group']} · {p['split']}"
+    text = (f"#{p['window']} · {p['class']} · {p['domain']} · group {p['group']} · {p['split']}"
+            f"{lead_note(m.windows)}")
     if with_prediction and p["correct"] != "n/a":
-        text += f"<br>predicted {m.windows.classes[int(p['prediction'])]} ({p['correct']})"
+        predicted = p["prediction"]  # multi-label: the label set's name
+        name = predicted if isinstance(predicted, str) else m.windows.classes[int(predicted)]
+        text += f"<br>predicted {name} ({p['correct']})"
     return text
 
 
@@ -149,7 +154,7 @@ class Explorer:
         t = np.arange(m.windows.n_timesteps) / m.windows.fs
         with self.waveform.batch_update():
             self.waveform.data[0].x = t
-            self.waveform.data[0].y = m.windows.x[window, 0]
+            self.waveform.data[0].y = m.windows.x[window, shown_lead(m.windows)]
             self.waveform.layout.xaxis.range = (0.0, m.windows.n_timesteps / m.windows.fs)
             self.waveform.layout.title.text = window_title(m, row)
         self._mark_selected()
@@ -231,14 +236,15 @@ def write_static(maps: Sequence[EmbeddingMap], path, scores: pd.DataFrame | None
 
 
 def _waveforms(maps: Sequence[EmbeddingMap]) -> dict:
-    """Per view: ``fs`` and, per window shown, its samples at display precision
-    (:func:`quantize`) and its title."""
+    """Per view: ``fs`` and, per window shown, its samples (of :func:`~ecgnb.plots.shown_lead`)
+    at display precision (:func:`quantize`) and its title."""
     out: dict[str, dict] = {}
     for m in maps:
         view = out.setdefault(m.view, {"fs": m.windows.fs, "x": {}, "title": {}})
+        lead = shown_lead(m.windows)
         for row, window in zip(m.points.index, m.points["window"]):
             if str(window) not in view["x"]:
-                view["x"][str(window)] = quantize(m.windows.x[window, 0])
+                view["x"][str(window)] = quantize(m.windows.x[window, lead])
                 view["title"][str(window)] = window_title(m, row, with_prediction=False)
     return out
 

@@ -2,8 +2,10 @@
 
 A target map is fitted on the *training* fragments' embeddings; the validation or test fragments
 are placed on it with ``transform`` (never fitted). A corpus map is fitted on pretraining-corpus
-windows to show domains. Every map is seeded (umap's ``random_state``, which also makes it
-single-threaded) and keeps its rows in :attr:`EmbeddingMap.points`.
+windows to show domains (for a multi-lead source only at the layers that read one lead,
+:func:`ecgnb.embeddings.reads_one_lead`). Every map is seeded (umap's ``random_state``, which
+also makes it single-threaded) and keeps its rows in :attr:`EmbeddingMap.points`. Multi-label
+windows are labelled, scored and judged correct by label set (:mod:`ecgnb.embeddings`).
 
 numba: umap-learn jit-compiles its functions on first use in every process (tens of seconds on a
 CPU), and only one of them asks numba for an on-disk cache (pynndescent's do). :func:`prepare_umap`
@@ -26,8 +28,10 @@ from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from ecgnb.data import Windows
+from ecgnb.data.windows import label_names
 from ecgnb.embeddings import (EmbeddingConfig, RunSource, domain_mixing, ecg_or_other, embed,
-                              knn_accuracy, predict, silhouette_by_class)
+                              knn_accuracy, knn_macro_auroc, predict, reads_one_lead,
+                              silhouette_by_class)
 from ecgnb.plots import PALETTE
 
 COLOR_BY = ("class", "domain", "group", "correct", "split")
@@ -90,8 +94,10 @@ class EmbeddingMap:
     """One run's embeddings at one layer, on a 2-D map.
 
     ``points``: one row per window with ``x, y`` (map coordinates), ``window`` (row of
-    ``windows``), ``split`` (train, val, test or corpus), ``class``, ``domain``, ``group``
-    (source record or subject), ``prediction`` and ``correct`` (correct, incorrect or n/a).
+    ``windows``), ``split`` (train, val, test or corpus), ``class`` (multi-label: the label set,
+    :func:`~ecgnb.data.windows.label_names`), ``domain``, ``group`` (source record or subject),
+    ``prediction`` (the class index; multi-label: the predicted label set's name) and ``correct``
+    (correct, incorrect or n/a).
     ``vectors [N, D]``: the embeddings, in the rows' order. ``view``: target or corpus.
     """
 
@@ -138,13 +144,19 @@ def corpus_map(source: RunSource, layer: str, corpus: Windows, settings: UMAPSet
 
 def _points(windows: Windows, idx: np.ndarray, split: np.ndarray, coords: np.ndarray,
             prediction: np.ndarray | None) -> pd.DataFrame:
+    """The map's rows; a multi-label ``prediction [N, K]`` is correct when it equals the label
+    set, and is shown by its name."""
     y = windows.y[idx]
-    classes = np.array([windows.classes[v] if v >= 0 else "unlabelled" for v in y])
-    if prediction is None or (y < 0).all():
+    classes = label_names(y, windows.classes)
+    labelled = y.any(axis=1) if windows.is_multilabel else y >= 0
+    if prediction is None or not labelled.any():
         correct = np.full(len(idx), "n/a")
         prediction = np.full(len(idx), -1)
     else:
-        correct = np.where(y < 0, "n/a", np.where(prediction == y, "correct", "incorrect"))
+        hit = (prediction == y).all(axis=1) if windows.is_multilabel else prediction == y
+        correct = np.where(~labelled, "n/a", np.where(hit, "correct", "incorrect"))
+        if windows.is_multilabel:
+            prediction = label_names(prediction, windows.classes)
     return pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "window": idx, "split": split,
                          "class": classes, "domain": windows.domains[idx].astype(str),
                          "group": windows.groups[idx].astype(str), "prediction": prediction,
@@ -153,12 +165,18 @@ def _points(windows: Windows, idx: np.ndarray, split: np.ndarray, coords: np.nda
 
 def build_maps(sources: Sequence[RunSource], cfg: EmbeddingConfig, fragments: Windows,
                splits: dict[str, np.ndarray], corpus: Windows | None = None) -> list[EmbeddingMap]:
-    """Target maps for every source x layer; corpus maps for the layers of :data:`CORPUS_LAYERS`."""
+    """Target maps for every source x layer; corpus maps for the layers of :data:`CORPUS_LAYERS`
+    that read the corpus's single-lead windows (a warning names those left out)."""
     settings = UMAPSettings(cfg.n_neighbors, cfg.min_dist, cfg.metric)
     jobs = [(s, layer, "target") for s in sources for layer in cfg.layers if layer in s.layers]
     if corpus is not None:
-        jobs += [(s, layer, "corpus") for s in sources for layer in cfg.layers
-                 if layer in s.layers and layer in CORPUS_LAYERS]
+        wanted = [(s, layer) for s in sources for layer in cfg.layers
+                  if layer in s.layers and layer in CORPUS_LAYERS]
+        skipped = [f"{s.label} · {layer}" for s, layer in wanted if not reads_one_lead(s, layer)]
+        if skipped:
+            warnings.warn(f"no corpus map for {skipped}: a network over C input leads does not "
+                          "read the corpus's single-lead windows", stacklevel=2)
+        jobs += [(s, layer, "corpus") for s, layer in wanted if reads_one_lead(s, layer)]
     maps = []
     for source, layer, view in tqdm(jobs, desc="UMAP maps", leave=False):
         if view == "target":
@@ -173,8 +191,10 @@ def score_map(m: EmbeddingMap, k: int = 5) -> list[dict]:
     """The map's scores in the embedding space and on the 2-D map (one row each).
 
     Target maps: silhouette by class and kNN accuracy (fitted on train, scored on the placed
-    split), plus the classifier's accuracy there. Corpus maps: domain mixing over all domains
-    and ECG vs non-ECG, and the silhouette by domain.
+    split), plus the classifier's accuracy there; multi-label: silhouette by label set,
+    ``knn_macro_auroc`` and ``classifier_exact_match`` (the share of placed windows whose
+    predicted label set is theirs). Corpus maps: domain mixing over all domains and ECG vs
+    non-ECG, and the silhouette by domain.
     """
     rows = []
     for space, values in (("embedding", m.vectors), ("map", m.points[["x", "y"]].to_numpy())):
@@ -189,9 +209,16 @@ def score_map(m: EmbeddingMap, k: int = 5) -> list[dict]:
 def _target_scores(m: EmbeddingMap, values: np.ndarray, k: int) -> dict:
     train = (m.points["split"] == "train").to_numpy()
     y = m.points["class"].to_numpy()
+    share_correct = float((m.points["correct"][~train] == "correct").mean())
+    if m.windows.is_multilabel:
+        sets = m.windows.indicator()[m.points["window"].to_numpy()]
+        return {"silhouette_class": silhouette_by_class(values[~train], y[~train]),
+                "knn_macro_auroc": knn_macro_auroc(values[train], sets[train], values[~train],
+                                                   sets[~train], k),
+                "classifier_exact_match": share_correct}
     return {"silhouette_class": silhouette_by_class(values[~train], y[~train]),
             "knn_accuracy": knn_accuracy(values[train], y[train], values[~train], y[~train], k),
-            "classifier_accuracy": float((m.points["correct"][~train] == "correct").mean())}
+            "classifier_accuracy": share_correct}
 
 
 def _corpus_scores(m: EmbeddingMap, values: np.ndarray, k: int) -> dict:

@@ -24,19 +24,32 @@ from ecgnb.files import write_text
 from ecgnb import runs
 from ecgnb.data import Windows
 from ecgnb.data.signals import power_spectrum
+from ecgnb.data.windows import label_names
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
+SHOWN_LEAD = "II"  # the lead drawn of multi-lead windows that name it
+
+
+def shown_lead(windows: Windows) -> int:
+    """The channel drawn of each window: lead II where ``windows.leads`` names it, else the
+    first (the only one of univariate windows)."""
+    return windows.leads.index(SHOWN_LEAD) if SHOWN_LEAD in windows.leads else 0
+
+
+def lead_note(windows: Windows) -> str:
+    """`` (lead II)``: the lead drawn of multi-lead windows; empty for univariate ones."""
+    if windows.x.shape[1] == 1:
+        return ""
+    lead = shown_lead(windows)
+    return f" (lead {windows.leads[lead] if windows.leads else lead})"
 
 
 def labels_of(windows: Windows, by: str) -> np.ndarray:
     """Per-window label for colouring/grouping: ``class`` (multi-label: the window's classes
-    joined by ``+``), ``domain`` or ``group``."""
-    if by == "class" and windows.is_multilabel:
-        names = np.asarray(windows.classes)
-        return np.array(["+".join(names[row == 1]) or "no class" for row in windows.indicator()])
+    joined by ``+``, :func:`~ecgnb.data.windows.label_names`), ``domain`` or ``group``."""
     if by == "class":
-        return np.array([windows.classes[v] if v >= 0 else "unlabelled" for v in windows.y])
+        return label_names(windows.y, windows.classes)
     if by == "domain":
         return np.asarray(windows.domains)
     if by == "group":
@@ -45,8 +58,10 @@ def labels_of(windows: Windows, by: str) -> np.ndarray:
 
 
 def gallery(windows: Windows, by: str = "class", n_per: int = 3, seed: int = 0) -> go.Figure:
-    """A grid of example windows: one row per class/domain, ``n_per`` random examples each."""
+    """A grid of example windows: one row per class/domain, ``n_per`` random examples each
+    (multi-lead windows: :func:`shown_lead`)."""
     names = labels_of(windows, by)
+    lead = shown_lead(windows)
     kinds = list(dict.fromkeys(names))
     rng = np.random.default_rng(seed)
     fig = make_subplots(rows=len(kinds), cols=n_per, shared_xaxes=True, vertical_spacing=0.03,
@@ -55,28 +70,31 @@ def gallery(windows: Windows, by: str = "class", n_per: int = 3, seed: int = 0) 
     for row, kind in enumerate(kinds, start=1):
         idx = np.flatnonzero(names == kind)
         for col, i in enumerate(rng.choice(idx, size=min(n_per, len(idx)), replace=False), 1):
-            fig.add_trace(go.Scattergl(x=t, y=windows.x[i, 0], mode="lines", showlegend=False,
+            fig.add_trace(go.Scattergl(x=t, y=windows.x[i, lead], mode="lines", showlegend=False,
                                        line=dict(width=1, color=PALETTE[(row - 1) % 10]),
                                        name=f"{kind} / {windows.groups[i]} #{i}"), row, col)
-    fig.update_layout(height=140 * len(kinds) + 80, title=f"Examples per {by}",
+    fig.update_layout(height=140 * len(kinds) + 80, title=f"Examples per {by}{lead_note(windows)}",
                       margin=dict(l=40, r=120, t=60, b=40))
     fig.update_xaxes(title_text="s", row=len(kinds))
     return fig
 
 
 def waveform(windows: Windows, index: int, title: str | None = None) -> go.Figure:
-    """One window against time in seconds."""
+    """One window against time in seconds (multi-lead: :func:`shown_lead`)."""
     t = np.arange(windows.n_timesteps) / windows.fs
-    fig = go.Figure(go.Scatter(x=t, y=windows.x[index, 0], mode="lines", line=dict(width=1)))
-    cls = windows.classes[windows.y[index]] if windows.y[index] >= 0 else "unlabelled"
+    fig = go.Figure(go.Scatter(x=t, y=windows.x[index, shown_lead(windows)], mode="lines",
+                               line=dict(width=1)))
+    cls = label_names(windows.y[index:index + 1], windows.classes)[0]
     fig.update_layout(title=title or f"#{index}: {cls}, {windows.domains[index]}, "
-                      f"group {windows.groups[index]}", xaxis_title="s", height=300)
+                      f"group {windows.groups[index]}{lead_note(windows)}", xaxis_title="s",
+                      height=300)
     return fig
 
 
 def amplitude_summary(windows: Windows, by: str = "class") -> go.Figure:
-    """Box plots of per-window standard deviation and peak-to-peak amplitude."""
-    x = windows.x[:, 0]
+    """Box plots of per-window standard deviation and peak-to-peak amplitude (multi-lead:
+    :func:`shown_lead`)."""
+    x = windows.x[:, shown_lead(windows)]
     df = pd.DataFrame({by: labels_of(windows, by), "std": x.std(axis=1),
                        "peak-to-peak": np.ptp(x, axis=1)})
     fig = make_subplots(rows=1, cols=2, subplot_titles=("standard deviation", "peak-to-peak"))
@@ -84,14 +102,16 @@ def amplitude_summary(windows: Windows, by: str = "class") -> go.Figure:
         for k, (name, part) in enumerate(df.groupby(by, sort=False)):
             fig.add_trace(go.Box(y=part[metric], name=str(name)[:18], showlegend=False,
                                  marker_color=PALETTE[k % 10]), 1, col)
-    fig.update_layout(title=f"Amplitude per {by}", height=380)
+    fig.update_layout(title=f"Amplitude per {by}{lead_note(windows)}", height=380)
     return fig
 
 
 def spectra(windows: Windows, by: str = "class", max_hz: float = 40.0) -> go.Figure:
-    """Median Welch spectrum per class/domain (log power), with the 25-75 % band."""
+    """Median Welch spectrum per class/domain (log power), with the 25-75 % band (multi-lead:
+    :func:`shown_lead`)."""
     names = labels_of(windows, by)
-    freqs, power = power_spectrum(windows.x[:, 0].astype(np.float64), windows.fs)
+    freqs, power = power_spectrum(windows.x[:, shown_lead(windows)].astype(np.float64),
+                                  windows.fs)
     keep = freqs <= max_hz
     fig = go.Figure()
     for k, name in enumerate(dict.fromkeys(names)):
@@ -102,8 +122,8 @@ def spectra(windows: Windows, by: str = "class", max_hz: float = 40.0) -> go.Fig
         fig.add_trace(go.Scatter(x=np.r_[freqs[keep], freqs[keep][::-1]], y=np.r_[hi, lo[::-1]],
                                  fill="toself", line=dict(width=0), fillcolor=color,
                                  opacity=0.15, showlegend=False, hoverinfo="skip"))
-    fig.update_layout(title=f"Power spectrum per {by} (median, IQR)", xaxis_title="Hz",
-                      yaxis_title="log10 power", height=400)
+    fig.update_layout(title=f"Power spectrum per {by} (median, IQR){lead_note(windows)}",
+                      xaxis_title="Hz", yaxis_title="log10 power", height=400)
     return fig
 
 

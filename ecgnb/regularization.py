@@ -18,6 +18,7 @@ from ecgnb.data.corpora import corpus_record
 from ecgnb.models.base import CONTINUATIONS, Encoder
 from ecgnb.models.best import BestState, loss_callback
 from ecgnb.models.checkpoint import checkpoint_args, resumed_from
+from ecgnb.models.leads import split_leads
 from ecgnb.models.lineage import lineage_record, timestamp
 
 # "last" epoch, lowest loss on the continuation corpus's held-out part ("val") or lowest
@@ -151,7 +152,10 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def drift(parent: Encoder, child: Encoder, x: np.ndarray) -> dict[str, float]:
-    """Representation drift between two encoders on the same windows ``x`` ``[N, 1, T]``."""
-    a, b = parent.encode(x), child.encode(x)
+    """Representation drift between two encoders on the same windows ``x [N, C, T]``: each lead
+    is its own series, so linear CKA and the mean cosine run over the ``N*C`` per-lead
+    embeddings (``n_windows``: N)."""
+    series = split_leads(x)
+    a, b = parent.encode(series), child.encode(series)
     return {"linear_cka": linear_cka(a, b), "mean_cosine": mean_cosine(a, b),
             "n_windows": int(len(x))}

@@ -1,4 +1,5 @@
 """ecgnb.embeddings and ecgnb.maps: extraction per layer, loading saved cells, scores, UMAP."""
+import dataclasses
 import json
 
 import numpy as np
@@ -7,12 +8,15 @@ import pytest
 import torch
 
 from ecgnb import embeddings as E
+from ecgnb import map_explorer as X
 from ecgnb import maps as M
 from ecgnb import models, runs
 from ecgnb.finetuning import load_classifier
 from ecgnb.data import Windows
+from ecgnb.data.windows import label_names
 from ecgnb.models.heads import Classifier, build_head
 from ecgnb.models.hinception import HInceptionTime, build_baseline
+from ecgnb.models.leads import LeadWise, join_leads, split_leads
 
 T = 64  # tiny windows keep every network cheap
 N_CLASSES = 3
@@ -68,11 +72,11 @@ def test_ensemble_layers_and_no_encoder_layer(x):
         E.embed(src, "encoder", x)
 
 
-def write_cell(folder, model, cell: dict):
+def write_cell(folder, model, cell: dict, metrics: dict | None = None):
     folder.mkdir(parents=True)
     torch.save(model.state_dict(), folder / "model.pt")
     (folder / "cell.json").write_text(json.dumps(cell))
-    runs.write_cell_metrics(folder, {})
+    runs.write_cell_metrics(folder, metrics or {})
 
 
 @pytest.mark.parametrize("head, mode", [("mlp", "ft"), ("fcn", "lp")])
@@ -202,3 +206,137 @@ def test_a_missing_or_failed_run_says_run_it_first(fragment_small, tmp_path, mon
     (tmp_path / "g" / "finetuning" / "supervised-f1.0" / "_FAILED.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="failed.*run it first"):
         E.load_sources(cfg, fragment_small)
+
+
+# ------------------------------------------------------------------ multi-lead, multi-label
+N_LEADS = 3
+
+
+def multilead_source(encoder, pooling: str, threshold: float = 0.5) -> E.RunSource:
+    """A linear-probe cell over 3 leads (the classifier load_classifier rebuilds), multi-label."""
+    network = LeadWise(encoder.trainable_network(), N_LEADS, pooling)
+    model = Classifier(network, build_head("mlp", network, N_CLASSES), freeze_network=True)
+    cell = {"backbone": "ts2vec", "scenario": "ECG", "head": "mlp", "mode": "lp",
+            "n_leads": N_LEADS, "lead_pooling": pooling, "multilabel": True}
+    return E.RunSource("run", "mlp-lp-f1-s0", cell, encoder, model.eval(), threshold=threshold)
+
+
+@pytest.mark.parametrize("pooling, dim", [("concat", N_LEADS * 16), ("mean", 16)])
+def test_multilead_layers_read_each_lead_as_the_classifier_did(encoder, pooling, dim):
+    x = np.random.default_rng(1).normal(size=(6, N_LEADS, T)).astype(np.float32)
+    src = multilead_source(encoder, pooling)
+    per_lead = encoder.encode(split_leads(x))
+    np.testing.assert_allclose(E.embed(src, "encoder", x, batch_size=4),
+                               join_leads(per_lead, N_LEADS, pooling), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(E.embed(src, "finetuned", x), E.embed(src, "encoder", x),
+                               rtol=1e-5, atol=1e-5)  # linear probing: the encoder's own
+    assert E.embed(src, "head", x).shape == (6, 500) and E.embed(src, "logits", x).shape == (6, 3)
+    one_lead = x[:, :1]  # a corpus window: one lead through the per-lead networks
+    np.testing.assert_allclose(E.embed(src, "finetuned", one_lead), per_lead[::N_LEADS],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="reads 3-lead windows at layer 'head'"):
+        E.embed(src, "head", one_lead)
+
+
+def test_multilabel_prediction_is_the_set_above_the_cells_threshold(encoder):
+    x = np.random.default_rng(2).normal(size=(8, N_LEADS, T)).astype(np.float32)
+    src = multilead_source(encoder, "concat", threshold=0.4)
+    proba = 1 / (1 + np.exp(-E.embed(src, "logits", x)))
+    predicted = E.predict(src, x)
+    assert predicted.dtype == np.int8
+    np.testing.assert_array_equal(predicted, (proba >= 0.4).astype(np.int8))
+
+
+def test_supervised_multilead_network_reads_no_single_lead(x):
+    model = build_baseline("fcn", N_CLASSES, T, 0, N_LEADS)
+    src = E.RunSource("run", "fcn-supervised", {"mode": "supervised", "n_leads": N_LEADS},
+                      None, model.eval())
+    assert not E.reads_one_lead(src, "finetuned")
+    with pytest.raises(ValueError, match="reads 3-lead windows"):
+        E.embed(src, "finetuned", x)
+
+
+def test_label_sets_name_windows_and_predictions():
+    y = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 0]], np.int8)
+    assert list(label_names(y, ("NORM", "MI", "STTC"))) == ["NORM", "MI+STTC", "no class"]
+    assert list(label_names(np.array([2, -1]), ("a", "b", "c"))) == ["c", "unlabelled"]
+
+
+def test_knn_macro_auroc_separated_and_random():
+    centres = 100.0 * np.eye(3, 8)
+    train, y_train = blobs(20, centres, 1.0, seed=0)
+    test, y_test = blobs(10, centres, 1.0, seed=1)
+    onehot = np.eye(3, dtype=np.int8)
+    assert E.knn_macro_auroc(train, onehot[y_train], test, onehot[y_test], k=5) == 1.0
+    rng = np.random.default_rng(0)
+    noise = E.knn_macro_auroc(rng.normal(size=(400, 4)), rng.integers(0, 2, (400, 3)),
+                              rng.normal(size=(200, 4)), rng.integers(0, 2, (200, 3)), k=15)
+    assert 0.4 < noise < 0.6
+    assert np.isnan(E.knn_macro_auroc(train, onehot[y_train], test, np.ones((30, 3)), k=5))
+
+
+def test_multilabel_target_map_colours_and_scores_by_label_set(encoder, make_multilabel_task):
+    windows, splits = make_multilabel_task(8, 4, T)
+    src = multilead_source(encoder, "concat")
+    m = M.target_map(src, "encoder", windows, splits, "test", M.UMAPSettings(), seed=0)
+    labels = m.points["class"]
+    assert set(labels) <= {"NORM", "MI", "STTC", "NORM+MI", "MI+STTC"} and labels.str.contains(
+        r"\+").any()
+    predicted = E.predict(src, windows.x[m.points["window"]])
+    hit = (predicted == windows.y[m.points["window"]]).all(axis=1)
+    np.testing.assert_array_equal(m.points["correct"] == "correct", hit)
+    table = M.scores_table([m], k=3)
+    assert {"knn_macro_auroc", "classifier_exact_match"} <= set(table.columns)
+    assert "knn_accuracy" not in table and table["knn_macro_auroc"].between(0, 1).all()
+    row = int(m.points.index[-1])
+    title = X.window_title(m, row)
+    assert "(lead II)" in title and f"predicted {m.points.loc[row, 'prediction']}" in title
+    window = str(m.points.loc[row, "window"])
+    np.testing.assert_allclose(X.dequantize(X._waveforms([m])["target"]["x"][window]),
+                               windows.x[int(window), 1], atol=1e-4)  # lead II
+
+
+def test_multilead_corpus_map_leaves_out_the_target_and_supervised_networks(
+        encoder, make_multilabel_task, embedded_small):
+    windows, splits = make_multilabel_task(8, 4, T)
+    cfg = E.EmbeddingConfig(runs=("run",), layers=("encoder", "finetuned"), corpus="ECG+target",
+                            n_corpus_windows=24, use_small_data=True, fs=32.0)
+    with pytest.warns(UserWarning, match="3-lead records are on the target maps.*corpus map: ECG"):
+        corpus = E.corpus_windows(cfg, windows)
+    assert corpus.x.shape[1] == 1 and "target" not in set(corpus.domains) and len(corpus) == 24
+    with pytest.warns(UserWarning, match="corpus map: none"):
+        assert E.corpus_windows(dataclasses.replace(cfg, corpus="target"), windows) is None
+    corpus = corpus.subset(np.arange(12))
+    assert corpus.n_timesteps == T  # 2-s windows at 32 Hz
+    cell = {"backbone": "supervised", "scenario": "none", "mode": "supervised", "n_leads": N_LEADS,
+            "multilabel": True}
+    supervised = E.RunSource("sup", "fcn-supervised", cell, None,
+                             build_baseline("fcn", N_CLASSES, T, 0, N_LEADS).eval())
+    with pytest.warns(UserWarning, match=r"no corpus map for \['supervised none · fcn-supervised "
+                                         r"· finetuned'\]"):
+        maps = M.build_maps([multilead_source(encoder, "mean"), supervised], cfg, windows, splits,
+                            corpus)
+    views = [(m.source.split(" ")[0], m.layer, m.view) for m in maps]
+    assert views == [("ts2vec", "encoder", "target"), ("ts2vec", "finetuned", "target"),
+                     ("supervised", "finetuned", "target"), ("ts2vec", "encoder", "corpus"),
+                     ("ts2vec", "finetuned", "corpus")]
+
+
+def test_load_source_of_a_multilead_cell_keeps_its_threshold(encoder, tmp_path, monkeypatch,
+                                                              complete_run, make_multilabel_task):
+    monkeypatch.setenv("ECGNB_OUTPUTS", str(tmp_path))
+    encoder.save(tmp_path / "g" / "pretraining" / "ts2vec-ecg" / "encoder.pt")
+    complete_run(tmp_path / "g" / "pretraining" / "ts2vec-ecg")
+    run_dir = tmp_path / "g" / "finetuning" / "ptbxl"
+    src = multilead_source(encoder, "mean")
+    write_cell(run_dir / "cells" / src.cell_name, src.classifier,
+               {**src.cell, "encoder_run": "g/pretraining/ts2vec-ecg"}, {"threshold": 0.35})
+    complete_run(run_dir)
+    windows, _ = make_multilabel_task(4, 2, T)
+    loaded = E.load_source("g/finetuning/ptbxl", "", windows, device="cpu")
+    assert loaded.threshold == 0.35 and loaded.is_multilabel and loaded.n_leads == N_LEADS
+    np.testing.assert_allclose(E.embed(loaded, "logits", windows.x),
+                               E.embed(src, "logits", windows.x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="read 3-lead windows, these have 1"):
+        E.load_source("g/finetuning/ptbxl", "",
+                      dataclasses.replace(windows, x=windows.x[:, :1], leads=()))

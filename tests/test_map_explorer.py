@@ -1,4 +1,5 @@
 """ecgnb.map_explorer: the widget wiring (click -> waveform) and the offline exports."""
+import dataclasses
 import re
 
 import numpy as np
@@ -50,6 +51,16 @@ def test_click_callback_updates_the_waveform(maps):
     row = m.points[m.points["window"] == window].iloc[0]
     np.testing.assert_allclose(ex.panels[1].data[-1].x, [row["x"]])  # marked on both maps
     np.testing.assert_allclose(ex.panels[0].data[-1].x, [maps[0].points.loc[window, "x"]])
+
+
+def test_a_multilead_window_shows_lead_ii(maps):
+    leads = np.array([1.0, 2.0, 3.0], np.float32)[None, :, None]
+    windows = dataclasses.replace(maps[0].windows, x=maps[0].windows.x * leads,
+                                  leads=("I", "II", "V1"))
+    ex = X.Explorer([dataclasses.replace(maps[0], windows=windows)])
+    window = ex.select(0, 0, 0)
+    np.testing.assert_allclose(ex.waveform.data[0].y, windows.x[window, 1])
+    assert "(lead II)" in ex.waveform.layout.title.text
 
 
 def test_plotly_click_event_reaches_select(maps):

@@ -87,6 +87,18 @@ def test_drift_and_probe(parent, fragment_small):
     assert 0.0 <= scores["val_macro_f1"] <= 1.0
 
 
+def test_drift_and_probe_read_each_lead_as_its_own_series(make_multilabel_task):
+    windows, splits = make_multilabel_task(16, 3, 32)
+    a, b = (models.build("ts2vec", device="cpu", seed=seed, verbose=False, **TINY).build(32)
+            for seed in (0, 1))
+    drift = regularization.drift(a, b, windows.x)
+    per_lead = regularization.drift(a, b, windows.x.reshape(-1, 1, 32))  # lead by lead, N*C rows
+    assert drift == {**per_lead, "n_windows": len(windows)}
+    assert regularization.drift(a, a, windows.x)["linear_cka"] == pytest.approx(1.0)
+    scores = probe(a, windows, splits)
+    assert set(scores) == {"val_macro_auroc"} and 0.0 <= scores["val_macro_auroc"] <= 1.0
+
+
 def test_config_rejects_bad_recipes():
     with pytest.raises(ValueError, match="no continuation step"):
         RegularizationConfig(scenario="ECG")

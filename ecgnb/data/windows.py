@@ -13,8 +13,22 @@ import numpy as np
 import pandas as pd
 
 
+NO_CLASS = "no class"  # the name of an empty label set
+
+
 class DataError(ValueError):
     """Bad input data: the message names the file and the problem."""
+
+
+def label_names(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """A readable label per window: single-label ``y [N]`` its class (``unlabelled`` for -1);
+    an indicator ``y [N, K]`` its label set, classes in task order joined by ``+``
+    (``MI+STTC``), the empty set :data:`NO_CLASS`."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        names = np.asarray(classes)
+        return np.array(["+".join(names[row.astype(bool)]) or NO_CLASS for row in y])
+    return np.array([classes[v] if v >= 0 else "unlabelled" for v in y])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -32,7 +46,8 @@ class Windows:
       ``y[i, k] == 1`` when window ``i`` has class ``classes[k]`` (every labelled window has at
       least one; a window with none is unlabelled).
 
-    :meth:`indicator` gives the ``[N, K]`` matrix of either layout.
+    :meth:`indicator` gives the ``[N, K]`` matrix of either layout; :func:`label_names` a
+    readable label (class or label set) per window.
     """
 
     x: np.ndarray

@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from ecgnb.data import Windows
 from ecgnb.evaluation.multilabel import multilabel_metrics
 from ecgnb.models.base import Encoder
-from ecgnb.models.leads import join_leads, split_leads
+from ecgnb.models.leads import encode_leads
 
 
 def probe(encoder: Encoder, fragments: Windows, splits: dict[str, np.ndarray],
@@ -40,6 +40,4 @@ def probe(encoder: Encoder, fragments: Windows, splits: dict[str, np.ndarray],
 def embed(encoder: Encoder, x: np.ndarray) -> np.ndarray:
     """Embeddings of windows ``[N, C, T]``: the encoder's, of each lead on its own and
     concatenated when C > 1 (``[N, C*D]``)."""
-    if x.shape[1] == 1:
-        return encoder.encode(x)
-    return join_leads(encoder.encode(split_leads(x)), x.shape[1], "concat")
+    return encode_leads(encoder, x, "concat")

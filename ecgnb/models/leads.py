@@ -4,7 +4,8 @@ univariate series by the same network, and the per-lead outputs are joined by co
 ``[B, C*D', T']``) or by their mean over leads (``"mean"``: ``[B, D]``, ``[B, D', T']``).
 
 :func:`join_leads` joins outputs computed on ``[B*C, 1, T]`` (the cached features of linear
-probing); :class:`LeadWise` wraps a network so that it reads ``[B, C, T]`` (fine-tuning).
+probing); :func:`encode_leads` gives a univariate encoder's joined embeddings of ``[N, C, T]``;
+:class:`LeadWise` wraps a network so that it reads ``[B, C, T]`` (fine-tuning).
 """
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ def join_leads(z, n_leads: int, pooling: str):
     if pooling == "mean":
         return per_lead.mean(1)
     return per_lead.reshape(per_lead.shape[0], n_leads * z.shape[1], *z.shape[2:])
+
+
+def encode_leads(encoder, x, pooling: str = "concat", batch_size: int = 256):
+    """Embeddings of windows ``x [N, C, T]`` by a univariate ``encoder`` (``encode``): each lead
+    encoded on its own and joined by ``pooling``; one lead: the encoder's own ``[N, D]``."""
+    if x.shape[1] == 1:
+        return encoder.encode(x, batch_size=batch_size)
+    return join_leads(encoder.encode(split_leads(x), batch_size=batch_size), x.shape[1], pooling)
 
 
 def joined_dim(dim: int, n_leads: int, pooling: str) -> int:

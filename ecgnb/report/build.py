@@ -24,7 +24,7 @@ from ecgnb.report.comparisons import (StudyTable, best_vs_baseline, compare_to_r
                                       pick_fraction, study_table, summarize)
 from ecgnb.report.figures import figures
 from ecgnb.report.tables import (BASELINE_NAMES, KEYS, REFERENCE, by_recipe, cell_table,
-                                 headline_metric, recipe_of)
+                                 headline_metric, metric_name, recipe_of)
 
 
 @dataclasses.dataclass
@@ -82,7 +82,7 @@ def write_report(results: pd.DataFrame, out_dir, metric: str = "macro_f1",
         write_csv(untrained, out / "vs_untrained.csv")
     cells = cell_table(results, metric)
     write_csv(cells.reset_index(), out / "cells.csv")
-    extra = {f"Every cell at every label fraction ({metric}, both modes)": cells,
+    extra = {f"Every cell at every label fraction (test {metric_name(metric)}, both modes)": cells,
              **(encoder_tables or {})}
     (out / "report.md").write_text(report_markdown(reports, results)
                                    + "".join(f"\n## {title}\n\n{markdown_table(frame)}"
@@ -127,11 +127,13 @@ def all_figures(results: pd.DataFrame, reports: list[RecipeReport],
 def report_markdown(reports: list[RecipeReport], results: pd.DataFrame) -> str:
     n_seeds = results.groupby(list(KEYS[:-1]))["seed"].nunique()
     n_pretrain = results["pretrain_seed"].nunique() if "pretrain_seed" in results else 0
+    name = ", ".join(sorted({metric_name(r.table.metric) for r in reports})) or "none"
     lines = ["# Results", "",
              f"{len(results)} downstream cells from {results['run'].nunique()} runs; recipe: "
              f"{recipe_of(results)}; downstream seeds per cell: "
              f"{sorted(n_seeds.unique().tolist())}; pretraining seeds: "
-             f"{n_pretrain or 'not recorded'}.", "",
+             f"{n_pretrain or 'not recorded'}; metric: test {name} (each entry's mode chosen on "
+             f"validation {name}).", "",
              _design_note(n_pretrain), "",
              *[f"**Note:** {line}\n" for line in report_notes(results)]]
     for r in reports:

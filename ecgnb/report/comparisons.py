@@ -1,7 +1,8 @@
 """The study's comparisons of a results table (the ``results.csv`` layout of :mod:`ecgnb.report.collect`).
 
-- :func:`study_table`: macro-F1 mean +/- std over seeds per scenario x (backbone, head); linear
-  probing vs fine-tuning chosen per cell on mean *validation* macro-F1 (never test) and marked;
+- :func:`study_table`: the metric's mean +/- std over seeds (macro-F1; macro-AUROC for a
+  multi-label task) per scenario x (backbone, head); linear probing vs fine-tuning chosen per
+  cell on the mean *validation* score of that metric (never test) and marked;
   best per column in bold; the supervised baselines in their own column.
 - :func:`compare_to_reference`: each scenario vs "ECG" (and each vs ``untrained``, the same
   network at its initial weights) in the *same* mode, paired by seed, exact sign-flip test
@@ -24,7 +25,7 @@ from ecgnb.evaluation.settings import SUPERVISED
 from ecgnb.report.stats import bootstrap_mean_ci, paired_test, unpaired_test
 from ecgnb.report.tables import (BACKBONE_ORDER, BASELINE_NAMES, HEAD_ORDER, KEYS, NO_RECIPE,
                                  REFERENCE, SSL_MODES, by_recipe, in_study_order, label_line,
-                                 recipe_of)
+                                 metric_name, recipe_of)
 
 
 def pick_fraction(results: pd.DataFrame, label_fraction: float | None = None) -> pd.DataFrame:
@@ -220,8 +221,9 @@ class StudyTable:
                  "backbone, one data split, so p compares checkpoints, not strategies)"
                  if self.unit == "seed" else
                  "pretraining seeds (each the mean over its downstream seeds; one data split)")
-        return (f"recipe: {self.recipe}. {self.metric} (%) mean ± std over {units}; "
-                f"{self.labels}. (LP)/(FT): mode chosen on mean validation score; bold: best per "
+        name = metric_name(self.metric)
+        return (f"recipe: {self.recipe}. {name} (%) mean ± std over {units}; {self.labels}. "
+                f"(LP)/(FT): mode chosen on mean validation {name}; bold: best per "
                 f"column; p: exact two-sided sign-flip test of the mean difference vs {REFERENCE} "
                 f"in the same backbone, head and mode as the entry, paired by {self.unit}{floor}; "
                 f"a trailing 'vs LP <mean>' names the {REFERENCE} cell compared where the "

@@ -2,9 +2,10 @@
 
 ``ecgnb report demo --figures docs/`` (``make figures``) writes, from ``results.csv``:
 
-- ``label_efficiency.png``: macro-F1 against the labelled share of training fragments (realised
-  where the cells record it), one panel per backbone, one line per scenario (``untrained``
-  dashed grey), the supervised baselines dotted, 95 % intervals;
+- ``label_efficiency.png``: the headline metric (macro-F1; macro-AUROC for multi-label cells)
+  against the labelled share of training fragments (realised where the cells record it), one
+  panel per backbone, one line per scenario (``untrained`` dashed grey), the supervised
+  baselines dotted, 95 % intervals;
 - ``pretrained_vs_untrained.png``: per backbone and mode (LP, FT), each scenario's score beside the
   same network at its initial weights, 95 % intervals, chance marked (AUROC 0.5, else 1/K for the
   task's K classes);

@@ -13,7 +13,7 @@ notebooks 02 and 03 measured about their encoders.
   03 (``regularization.json``: drift between parent and child, probes of both) write, readable.
 - :func:`encoder_tables`: those two tables read from the CSV files beside ``results.csv``.
 - :func:`headline_metric`: the metric the report leads with (macro-AUROC for multi-label cells),
-  :func:`chance_level` its value at chance.
+  :func:`metric_name` its name in sentences, :func:`chance_level` its value at chance.
 - :func:`in_study_order`: rows in the order of the study (scenarios as :data:`SCENARIOS` lists them).
 """
 from __future__ import annotations
@@ -36,6 +36,9 @@ REFERENCE = "ECG"
 CELL_KEYS = KEYS[:4]  # scenario, backbone, head, mode
 LABELS = ("n_train", "n_train_available", "label_fraction_realised")  # what a cell trained on
 NO_RECIPE = "not recorded"
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                "macro_f1": "macro-F1", "weighted_f1": "weighted F1",
+                "macro_auroc": "macro-AUROC"}
 
 
 def headline_metric(results: pd.DataFrame, metric: str = "macro_f1") -> str:
@@ -44,6 +47,11 @@ def headline_metric(results: pd.DataFrame, metric: str = "macro_f1") -> str:
     is_multilabel = ("macro_auroc" in results and results["macro_auroc"].notna().any()
                      and ("macro_f1" not in results or results["macro_f1"].isna().all()))
     return "macro_auroc" if metric == "macro_f1" and is_multilabel else metric
+
+
+def metric_name(metric: str) -> str:
+    """How prose names ``metric``: ``macro_auroc`` -> ``macro-AUROC`` (unknown: as given)."""
+    return METRIC_NAMES.get(metric, metric)
 
 
 def chance_level(metric: str, n_classes: int) -> float:
@@ -142,26 +150,32 @@ def _entry(part: pd.DataFrame, metric: str) -> str:
 
 # --------------------------------------------------------------------------- notebooks 02, 03
 def probe_table(pretraining: pd.DataFrame) -> pd.DataFrame:
-    """Validation macro-F1 and balanced accuracy (%) of the probe, pretrained vs initial weights;
-    an ``untrained`` run (named ``*-untrained``) is its own row, both probes alike."""
+    """Validation macro-F1 and balanced accuracy (%) of the probe, pretrained vs initial weights
+    (a multi-label task: macro-AUROC); an ``untrained`` run (named ``*-untrained``) is its own
+    row, both probes alike."""
     if "run" in pretraining:
         untrained = pretraining["run"].astype(str).str.endswith(f"-{slug(UNTRAINED)}")
         pretraining = pretraining.assign(corpus=pretraining["corpus"].where(~untrained, UNTRAINED))
     columns = {"probe_pretrained_val_macro_f1": "pretrained macro-F1 %",
                "probe_initial weights_val_macro_f1": "initial weights macro-F1 %",
                "probe_pretrained_val_balanced_accuracy": "pretrained bal. acc. %",
-               "probe_initial weights_val_balanced_accuracy": "initial weights bal. acc. %"}
+               "probe_initial weights_val_balanced_accuracy": "initial weights bal. acc. %",
+               "probe_pretrained_val_macro_auroc": "pretrained macro-AUROC %",
+               "probe_initial weights_val_macro_auroc": "initial weights macro-AUROC %"}
     return _readable(pretraining, ["backbone", "corpus"], columns)
 
 
 def drift_table(regularization: pd.DataFrame) -> pd.DataFrame:
-    """Drift (CKA, mean cosine) on WESAD ECG and target validation windows; probes (%)."""
+    """Drift (CKA, mean cosine) on WESAD ECG and target validation windows; probes (%: macro-F1,
+    or macro-AUROC for a multi-label task)."""
     columns = {"drift_wesad_ecg_linear_cka": "CKA (WESAD ECG)",
                "drift_wesad_ecg_mean_cosine": "cosine (WESAD ECG)",
                "drift_target_val_linear_cka": "CKA (target val)",
                "drift_target_val_mean_cosine": "cosine (target val)",
                "probe_parent_val_macro_f1": "parent macro-F1 %",
-               "probe_child_val_macro_f1": "child macro-F1 %"}
+               "probe_child_val_macro_f1": "child macro-F1 %",
+               "probe_parent_val_macro_auroc": "parent macro-AUROC %",
+               "probe_child_val_macro_auroc": "child macro-AUROC %"}
     return _readable(regularization, ["backbone", "scenario"], columns)
 
 

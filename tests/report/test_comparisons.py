@@ -22,7 +22,7 @@ def test_study_table_marks(known):
     assert text.loc["H-InceptionTime", "supervised"] == "**47.0 ± 1.6**"
     assert text.loc["H-InceptionTime", "ts2vec / mlp"] == ""
     latex = table.to_latex()
-    assert r"\textbf{57.0 $\pm$ 1.6}\textsuperscript{LP}" in latex and "macro\\_f1" in latex
+    assert r"\textbf{57.0 $\pm$ 1.6}\textsuperscript{LP}" in latex and "macro-F1 (\\%)" in latex
     markdown = table.to_markdown()
     assert markdown.startswith("**recipe: not recorded**\n\n|  | ts2vec / mlp | supervised |")
     assert "validation" in markdown and "smallest attainable p: 0.0625" in markdown

@@ -33,4 +33,13 @@ def test_encoder_tables_read_beside_the_results(tmp_path):
     frame = pd.DataFrame([{"run": f"g/pretraining/ts2vec-{name}", "backbone": "ts2vec", "corpus": "ECG",
                            "probe_pretrained_val_macro_f1": 0.5} for name in ("ecg", "untrained")])
     assert list(tables.probe_table(frame).index) == [("ts2vec", "ECG"), ("ts2vec", "untrained")]
+    multilabel = pd.DataFrame([{"backbone": "ts2vec", "corpus": "ECG",
+                                "probe_pretrained_val_macro_auroc": 0.8,
+                                "probe_initial weights_val_macro_auroc": 0.6}])
+    assert list(tables.probe_table(multilabel).columns) == ["pretrained macro-AUROC %",
+                                                            "initial weights macro-AUROC %"]
+    drift = pd.DataFrame([{"backbone": "ts2vec", "scenario": "ECG continued1",
+                           "probe_parent_val_macro_auroc": 0.7,
+                           "probe_child_val_macro_auroc": 0.75}])
+    assert tables.drift_table(drift).iloc[0].tolist() == [70.0, 75.0]
     assert tables.encoder_tables("") == {}
