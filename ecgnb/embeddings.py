@@ -52,7 +52,7 @@ from ecgnb.data import DataConfig, Windows, load_corpus
 from ecgnb.data.corpora import check_encoder_data, parse_corpus
 from ecgnb.evaluation.multilabel import per_class_auroc
 from ecgnb.evaluation.settings import SUPERVISED
-from ecgnb.finetuning import load_classifier
+from ecgnb.finetuning import CellInput, load_classifier
 from ecgnb.models.base import Encoder
 from ecgnb.models.hinception import HInceptionTime
 from ecgnb.models.leads import LeadWise, encode_leads
@@ -126,15 +126,15 @@ class RunSource:
 
     @property
     def n_leads(self) -> int:
-        return int(self.cell.get("n_leads") or 1)
+        return CellInput.of(self.cell).n_leads
 
     @property
     def lead_pooling(self) -> str:
-        return self.cell.get("lead_pooling") or "concat"
+        return CellInput.of(self.cell).lead_pooling
 
     @property
     def is_multilabel(self) -> bool:
-        return bool(self.cell.get("multilabel"))
+        return CellInput.of(self.cell).multilabel
 
 
 def reads_one_lead(source: RunSource, layer: str) -> bool:
@@ -163,8 +163,8 @@ def load_source(run: str, cell_name: str, windows: Windows, device: str | None =
         raise FileNotFoundError(f"run '{run}' has no cell '{cell_name}'; it has {cells}")
     cell_dir = runs.cell_folder(folder, cell_name)
     cell = runs.read_json(cell_dir / runs.CELL_RECORD)
-    if int(cell.get("n_leads") or 1) != windows.x.shape[1]:
-        raise ValueError(f"run '{run}', cell '{cell_name}' read {cell.get('n_leads') or 1}-lead "
+    if CellInput.of(cell).n_leads != windows.x.shape[1]:
+        raise ValueError(f"run '{run}', cell '{cell_name}' read {CellInput.of(cell).n_leads}-lead "
                          f"windows, these have {windows.x.shape[1]}: set target (and fs) to the "
                          "run's")
     encoder = None

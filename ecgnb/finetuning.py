@@ -153,6 +153,21 @@ def input_record(fragments: Windows, config: TrainConfig) -> dict:
             "classes": list(fragments.classes), "multilabel": bool(fragments.is_multilabel)}
 
 
+@dataclasses.dataclass(frozen=True)
+class CellInput:
+    """A cell's input as :func:`input_record` wrote it in ``cell.json`` (a record without these
+    keys is a single-lead, single-label cell)."""
+
+    n_leads: int = 1
+    lead_pooling: str = "concat"
+    multilabel: bool = False
+
+    @classmethod
+    def of(cls, cell: dict) -> "CellInput":
+        return cls(int(cell.get("n_leads") or 1), cell.get("lead_pooling") or "concat",
+                   bool(cell.get("multilabel")))
+
+
 def headline(is_multilabel: bool) -> str:
     """The metric a cell is judged by: macro-AUROC for a multi-label task, else macro-F1."""
     return "macro_auroc" if is_multilabel else "macro_f1"
@@ -220,16 +235,16 @@ def load_classifier(cell_dir, n_classes: int, n_timesteps: int, encoder: Encoder
     cell = runs.read_json(cell_dir / runs.CELL_RECORD)
     state = torch.load(cell_dir / runs.CELL_MODEL, map_location="cpu", weights_only=True)
     variant = {"mlp_head": cell.get("mlp_head", "ecgnb")} if cell["head"] == "mlp" else {}
-    n_leads = int(cell.get("n_leads") or 1)
+    read = CellInput.of(cell)
     if cell["mode"] == SUPERVISED:
         model = _baseline(cell["head"], n_classes, n_timesteps, state, variant,
-                          cell.get("shortcut") or "conv", n_leads, bool(cell.get("multilabel")))
+                          cell.get("shortcut") or "conv", read.n_leads, read.multilabel)
     elif encoder is None:
         raise ValueError(f"{cell_dir}: a '{cell['mode']}' cell needs its encoder to be rebuilt")
     else:
         network = encoder.trainable_network()
-        if n_leads > 1:
-            network = LeadWise(network, n_leads, cell.get("lead_pooling") or "concat")
+        if read.n_leads > 1:
+            network = LeadWise(network, read.n_leads, read.lead_pooling)
         model = Classifier(network, build_head(cell["head"], network, n_classes, **variant),
                            freeze_network=cell["mode"] == "lp")
     try:

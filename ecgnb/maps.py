@@ -4,7 +4,8 @@ A target map is fitted on the *training* fragments' embeddings; the validation o
 are placed on it with ``transform`` (never fitted). A corpus map is fitted on pretraining-corpus
 windows to show domains (for a multi-lead source only at the layers that read one lead,
 :func:`ecgnb.embeddings.reads_one_lead`). Every map is seeded (umap's ``random_state``, which
-also makes it single-threaded) and keeps its rows in :attr:`EmbeddingMap.points`. Multi-label
+also makes it single-threaded, and the eigensolver of its spectral start, :func:`seeded_eigsh`)
+and keeps its rows in :attr:`EmbeddingMap.points`. Multi-label
 windows are labelled, scored and judged correct by label set (:mod:`ecgnb.embeddings`).
 
 numba: umap-learn jit-compiles its functions on first use in every process (tens of seconds on a
@@ -15,7 +16,9 @@ or in ``NUMBA_CACHE_DIR`` when set before umap is imported.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import time
 import warnings
 from typing import Sequence
@@ -70,13 +73,44 @@ def prepare_umap():
     return umap
 
 
+@contextlib.contextmanager
+def seeded_eigsh(seed: int):
+    """Within the block, ``scipy.sparse.linalg.eigsh`` draws from a generator seeded with
+    ``seed`` when its caller gives it none.
+
+    umap's spectral start solves each connected component of the k-NN graph with ``eigsh``
+    and passes no ``rng``; scipy then draws ARPACK's restart vectors from fresh OS entropy. A
+    component with a repeated eigenvalue needs such restarts: identical windows (a flat EDA
+    trace, z-scored to zeros, is common in a corpus) form a complete graph whose eigenvalues
+    all coincide, and the map differed between two calls with the same seed.
+    """
+    import scipy.sparse.linalg
+    import sklearn.manifold._spectral_embedding  # umap's layout of > 4 components
+
+    original = scipy.sparse.linalg.eigsh
+
+    @functools.wraps(original)
+    def eigsh(*args, rng=None, **kwargs):
+        return original(*args, rng=np.random.default_rng(seed) if rng is None else rng, **kwargs)
+
+    holders = [m for m in (scipy.sparse.linalg, sklearn.manifold._spectral_embedding)
+               if getattr(m, "eigsh", None) is original]
+    for module in holders:
+        module.eigsh = eigsh
+    try:
+        yield
+    finally:
+        for module in holders:
+            module.eigsh = original
+
+
 def fit_umap(vectors: np.ndarray, settings: UMAPSettings, seed: int):
     """A seeded ``umap.UMAP`` fitted on ``vectors [N, D]`` (``embedding_`` holds ``[N, 2]``)."""
     umap = prepare_umap()
     reducer = umap.UMAP(n_neighbors=max(2, min(settings.n_neighbors, len(vectors) - 1)),
                         min_dist=settings.min_dist, metric=settings.metric, n_components=2,
                         random_state=seed, transform_seed=seed, n_jobs=1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), seeded_eigsh(seed):
         warnings.filterwarnings("ignore", message=".*(spectral|disconnected|connected comp).*")
         return reducer.fit(np.asarray(vectors, dtype=np.float32))
 

@@ -167,6 +167,19 @@ def test_umap_is_deterministic_under_a_seed():
     assert not np.array_equal(a.embedding_, M.fit_umap(train, settings, seed=4).embedding_)
 
 
+@pytest.mark.parametrize("n_blobs", [2, 6])  # umap lays out > 4 components with sklearn
+def test_umap_of_identical_windows_is_deterministic_under_a_seed(n_blobs):
+    # Six identical windows (flat traces z-scored to zeros) form a component of the k-NN graph
+    # whose Laplacian has one repeated eigenvalue: ARPACK restarts, and without a seeded
+    # generator every fit started it elsewhere.
+    train, _ = blobs(20, 10.0 * np.eye(n_blobs, 6), 1.0)
+    train = np.vstack([train, np.zeros((6, 6), np.float32)])
+    settings = M.UMAPSettings(n_neighbors=5, min_dist=0.2)
+    maps = [M.fit_umap(train, settings, seed=0).embedding_ for _ in range(4)]
+    for other in maps[1:]:
+        np.testing.assert_array_equal(maps[0], other)
+
+
 def test_target_map_fits_train_and_places_test(encoder):
     rng = np.random.default_rng(0)
     windows = Windows(rng.normal(size=(30, 1, T)).astype(np.float32), np.arange(30) % 3,

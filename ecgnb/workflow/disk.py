@@ -11,7 +11,9 @@ samples, heads, baselines), at their stored width (float32: 4 bytes) plus torch'
   moments per trained weight;
 - finetuning: per cell (heads x modes x seeds, one run per label fraction) ``model.pt``, the
   classifier (the encoder's network and the head), ``predictions.csv`` (a row per test
-  window), ``history.csv`` and the cell's records; ``checkpoints/`` holds per cell the
+  window, a probability per class; multi-label: a truth column per class too), ``history.csv``
+  and the cell's records; on a card with C leads (:func:`n_leads`) the baselines read C input
+  channels and an SSL head reads the joined per-lead embeddings (``lead_pooling``); ``checkpoints/`` holds per cell the
   classifier twice and the moments of what it trains (linear probing: the head's);
 - baselines: the same per model x seed, H-InceptionTime's ``n_members`` networks each;
 - embeddings: the points of every map (runs x layers x the target's and the corpus's windows),
@@ -62,7 +64,11 @@ SAMPLE_BYTES = 3  # one sample of a waveform on the maps' page (int16 in base64:
 # The map explorer of notebook 05 (ecgnb.map_explorer.Explorer): two map panels and a waveform,
 # three plotly FigureWidgets, each saved in the executed notebook with plotly's widget bundle.
 EXPLORER_WIDGETS = 3
-N_CLASSES = 10  # classes a head is built for (Fragment DB 6, PTB-XL 5): its last layer only
+N_CLASSES = 10  # classes a head is built for without a card naming them (Fragment DB 6)
+# PTB-XL's classes per task with the benchmark's minimum count (Strodthoff et al. 2021)
+PTBXL_TASK_CLASSES = {"superdiagnostic": 5, "subdiagnostic": 23, "diagnostic": 44, "form": 19,
+                      "rhythm": 12, "all": 71}
+VALUE_BYTES = 20  # one probability (or truth) column of a predictions.csv row
 CARD_WINDOWS = 25_000  # a target card's examples (PTB-XL: 21,799 records), not counted
 HELD_OUT_WINDOWS = 7_000  # the held-out WESAD subject's windows of a channel (docs/data.md)
 CORPUS_WINDOWS = 105_000  # the ECG corpus, whole (docs/data.md): n_corpus_windows 0
@@ -108,11 +114,39 @@ def run_params(run) -> dict:
     return {**defaults, **run.params}
 
 
+def target_card(params: dict) -> cards.Card | None:
+    """The run's target card (None: the Fragment DB)."""
+    return cards.read_card(params["target"], kind="target") if params.get("target") else None
+
+
 def window_length(params: dict) -> int:
     """Samples per window: the target card's ``window_s`` (the Fragment DB's 2 s) x ``fs``."""
-    target = params.get("target") or ""
-    window_s = cards.read_card(target, kind="target").window_s if target else FRAGMENT_WINDOW_S
+    card = target_card(params)
+    window_s = card.window_s if card else FRAGMENT_WINDOW_S
     return round(window_s * float(params.get("fs", 360.0)))
+
+
+def n_leads(params: dict) -> int:
+    """Leads per window: the target card's (``channels: all`` counted as PTB-XL's 12, the most
+    a record of any format is taken to hold); 1 without a card."""
+    card = target_card(params)
+    if card is None:
+        return 1
+    from ecgnb.data.ptbxl import LEADS
+    return len(LEADS) if tuple(card.leads) == (cards.ALL_LEADS,) else len(card.leads)
+
+
+def n_classes(params: dict) -> tuple[int, bool]:
+    """``(classes, multilabel)`` of the target: the card's named classes, PTB-XL's per task
+    (:data:`PTBXL_TASK_CLASSES`), else :data:`N_CLASSES`."""
+    card = target_card(params)
+    if card is None:
+        return N_CLASSES, False
+    if card.classes:
+        return len(card.classes), card.multilabel
+    if card.format == "ptbxl":
+        return PTBXL_TASK_CLASSES.get(card.task, N_CLASSES), card.multilabel
+    return N_CLASSES, card.multilabel
 
 
 def target_windows(params: dict) -> int:
@@ -174,36 +208,42 @@ def encoder_of(params: dict, n_timesteps: int) -> models.Encoder:
 
 
 @functools.lru_cache(maxsize=None)
-def _head_bytes(head: str, in_dim: int, mlp_head: str | None) -> tuple[int, int]:
+def _head_bytes(head: str, in_dim: int, classes: int, mlp_head: str | None) -> tuple[int, int]:
     from ecgnb.models.heads import build_head
 
-    module = build_head(head, in_dim, N_CLASSES, **({"mlp_head": mlp_head} if mlp_head else {}))
+    module = build_head(head, in_dim, classes, **({"mlp_head": mlp_head} if mlp_head else {}))
     return state_bytes(module), trained_bytes(module)
 
 
 @functools.lru_cache(maxsize=None)
-def _baseline_bytes(model: str, n_timesteps: int, variant: str) -> tuple[int, int]:
+def _baseline_bytes(model: str, classes: int, n_timesteps: int, leads: int,
+                    variant: str) -> tuple[int, int]:
     from ecgnb.models.hinception import build_baseline
 
-    module = build_baseline(model, N_CLASSES, n_timesteps, seed=0, **json.loads(variant))
+    module = build_baseline(model, classes, n_timesteps, 0, leads, **json.loads(variant))
     return state_bytes(module), trained_bytes(module)
 
 
-def classifier_bytes(config: TrainConfig, encoder, n_timesteps: int) -> tuple[int, int]:
-    """(saved, trained) bytes of one cell's model: the encoder's network and the head, or the
-    baseline (H-InceptionTime: ``n_members`` networks)."""
+def classifier_bytes(config: TrainConfig, encoder, n_timesteps: int, leads: int = 1,
+                     classes: int = N_CLASSES) -> tuple[int, int]:
+    """(saved, trained) bytes of one cell's model on windows of ``leads`` leads: the encoder's
+    network and the head (reading the per-lead outputs joined by ``lead_pooling``), or the
+    baseline on ``leads`` input channels (H-InceptionTime: ``n_members`` networks)."""
     from ecgnb.models.heads import head_input_dim
     from ecgnb.models.hinception import ENSEMBLE_BASELINES
+    from ecgnb.models.leads import joined_dim
 
     if config.mode == SUPERVISED:
         ensemble = config.head in ENSEMBLE_BASELINES
         variant = {"shortcut": config.shortcut} if ensemble else \
             {"mlp_head": config.mlp_head} if config.head == "mlp" else {}
-        saved, trained = _baseline_bytes(config.head, n_timesteps, json.dumps(variant))
+        saved, trained = _baseline_bytes(config.head, classes, n_timesteps, leads,
+                                         json.dumps(variant))
         n_members = config.n_members if ensemble else 1
         return saved * n_members, trained * n_members
     network, saved, trainable = _network(encoder)
-    head = _head_bytes(config.head, head_input_dim(config.head, network),
+    in_dim = joined_dim(head_input_dim(config.head, network), leads, config.lead_pooling)
+    head = _head_bytes(config.head, in_dim, classes,
                        config.mlp_head if config.head == "mlp" else None)
     return saved + head[0], head[1] + (trainable if config.mode == "ft" else 0)
 
@@ -273,12 +313,14 @@ def cells_footprint(grid, run) -> Footprint:
     supervised = params.get("encoder_run") == runs.NO_ENCODER or not run.parents
     root = None if supervised else run_params(root_run(grid, run))
     encoder = None if supervised else encoder_of(root, window_length(root))
+    leads, (classes, multilabel) = n_leads(params), n_classes(params)
+    prediction_bytes = ROW_BYTES + VALUE_BYTES * classes * (2 if multilabel else 1)
     kept, transient = RUN_FILES_BYTES, 0.0
     for config, n_seeds in cell_configs(params, supervised, encoder and encoder.name):
-        saved, trained = classifier_bytes(config, encoder, window_length(params))
+        saved, trained = classifier_bytes(config, encoder, window_length(params), leads, classes)
         n_fits = config.n_members if supervised and config.head in ENSEMBLE_BASELINES else 1
-        rows = split_windows(params) + n_fits * config.n_epochs
-        kept += n_seeds * (saved + CELL_FILES_BYTES + ROW_BYTES * rows)
+        rows = prediction_bytes * split_windows(params) + ROW_BYTES * n_fits * config.n_epochs
+        kept += n_seeds * (saved + CELL_FILES_BYTES + rows)
         transient += n_seeds * (2 * saved + ADAM_MOMENTS * trained)
     return Footprint(kept, transient)
 

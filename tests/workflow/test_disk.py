@@ -112,3 +112,38 @@ def test_a_sweep_that_does_not_fit_stops_before_its_first_run(demo, tmp_path, mo
     assert "5 MB free" in str(info.value)
     monkeypatch.setattr(disk, "free_space", lambda folder: 1e12)
     disk.check_space(demo, list(demo.runs), tmp_path / "demo")  # fits: no error
+
+
+def test_a_12_lead_multilabel_card_sizes_its_classifiers_on_12_leads(monkeypatch):
+    # The benchmark grid's target: channels all (12 leads), multilabel superdiagnostic (5 classes).
+    grid = load_grid(GRIDS / "ptbxl-benchmark.yaml")
+    name = next(n for n in grid.runs if n.startswith("finetuning/ts2vec"))
+    params = disk.run_params(grid.runs[name])
+    assert disk.n_leads(params) == 12 and disk.n_classes(params) == (5, True)
+    one_lead = {**params, "target": ""}
+    assert disk.n_leads(one_lead) == 1
+    from ecgnb.models.hinception import build_baseline
+    from ecgnb.workflow.disk import cell_configs, classifier_bytes
+    # The raw MLP's first layer reads C x T samples: 12 leads are 12x its input weights.
+    mlp = next(c for c, _ in cell_configs({**params, "baselines": ["mlp"]}, True, None))
+    n = disk.window_length(params)
+    twelve, one = (classifier_bytes(mlp, None, n, leads, 5)[1] for leads in (12, 1))
+    first = build_baseline("mlp", 5, n, 0, 1).state_dict()
+    first_layer = next(v for k, v in first.items() if k.endswith("weight")).numel() * 4
+    assert twelve - one == pytest.approx(11 * first_layer, rel=0.01)
+    # A linear probe on concatenated per-lead embeddings: 12 x the head's input weights.
+    root = disk.run_params(disk.root_run(grid, grid.runs[name]))
+    encoder = disk.encoder_of(root, disk.window_length(root))
+    linear = next(c for c, _ in cell_configs({**params, "heads": ["linear"], "modes": ["lp"]},
+                                              False, encoder.name))
+    assert linear.lead_pooling == "concat"
+    dim = encoder.trainable_network().embedding_dim
+    heads = [classifier_bytes(linear, encoder, n, leads, 5)[1] for leads in (12, 1)]
+    assert heads == [(12 * dim + 1) * 5 * 4, (dim + 1) * 5 * 4]
+    # Multi-label predictions hold a truth and a probability column per class.
+    multilabel = disk.run_footprint(grid, name).kept
+    monkeypatch.setattr(disk, "n_classes", lambda params: (5, False))
+    single = disk.run_footprint(grid, name).kept
+    n_cells = len(params["heads"]) * len(params["modes"]) * len(params["seeds"])
+    rows = n_cells * disk.split_windows(params)
+    assert multilabel - single == pytest.approx(rows * 5 * disk.VALUE_BYTES)
