@@ -125,16 +125,20 @@ class RunSource:
         return LAYERS if self.encoder is not None else LAYERS[1:]
 
     @property
+    def input(self) -> CellInput:
+        return CellInput.of(self.cell)
+
+    @property
     def n_leads(self) -> int:
-        return CellInput.of(self.cell).n_leads
+        return self.input.n_leads
 
     @property
     def lead_pooling(self) -> str:
-        return CellInput.of(self.cell).lead_pooling
+        return self.input.lead_pooling
 
     @property
     def is_multilabel(self) -> bool:
-        return CellInput.of(self.cell).multilabel
+        return self.input.multilabel
 
 
 def reads_one_lead(source: RunSource, layer: str) -> bool:
@@ -163,8 +167,9 @@ def load_source(run: str, cell_name: str, windows: Windows, device: str | None =
         raise FileNotFoundError(f"run '{run}' has no cell '{cell_name}'; it has {cells}")
     cell_dir = runs.cell_folder(folder, cell_name)
     cell = runs.read_json(cell_dir / runs.CELL_RECORD)
-    if CellInput.of(cell).n_leads != windows.x.shape[1]:
-        raise ValueError(f"run '{run}', cell '{cell_name}' read {CellInput.of(cell).n_leads}-lead "
+    n_leads = CellInput.of(cell).n_leads
+    if n_leads != windows.x.shape[1]:
+        raise ValueError(f"run '{run}', cell '{cell_name}' read {n_leads}-lead "
                          f"windows, these have {windows.x.shape[1]}: set target (and fs) to the "
                          "run's")
     encoder = None

@@ -13,8 +13,9 @@ samples, heads, baselines), at their stored width (float32: 4 bytes) plus torch'
   classifier (the encoder's network and the head), ``predictions.csv`` (a row per test
   window, a probability per class; multi-label: a truth column per class too), ``history.csv``
   and the cell's records; on a card with C leads (:func:`n_leads`) the baselines read C input
-  channels and an SSL head reads the joined per-lead embeddings (``lead_pooling``); ``checkpoints/`` holds per cell the
-  classifier twice and the moments of what it trains (linear probing: the head's);
+  channels and an SSL head reads the joined per-lead embeddings (``lead_pooling``);
+  ``checkpoints/`` holds per cell the classifier twice and the moments of what it trains
+  (linear probing: the head's);
 - baselines: the same per model x seed, H-InceptionTime's ``n_members`` networks each;
 - embeddings: the points of every map (runs x layers x the target's and the corpus's windows),
   in ``maps.html`` and in the notebook, each window's waveform, the maps' pictures, and the
@@ -313,11 +314,12 @@ def cells_footprint(grid, run) -> Footprint:
     supervised = params.get("encoder_run") == runs.NO_ENCODER or not run.parents
     root = None if supervised else run_params(root_run(grid, run))
     encoder = None if supervised else encoder_of(root, window_length(root))
-    leads, (classes, multilabel) = n_leads(params), n_classes(params)
+    n_timesteps, leads, (classes, multilabel) = \
+        window_length(params), n_leads(params), n_classes(params)  # each reads the card once
     prediction_bytes = ROW_BYTES + VALUE_BYTES * classes * (2 if multilabel else 1)
     kept, transient = RUN_FILES_BYTES, 0.0
     for config, n_seeds in cell_configs(params, supervised, encoder and encoder.name):
-        saved, trained = classifier_bytes(config, encoder, window_length(params), leads, classes)
+        saved, trained = classifier_bytes(config, encoder, n_timesteps, leads, classes)
         n_fits = config.n_members if supervised and config.head in ENSEMBLE_BASELINES else 1
         rows = prediction_bytes * split_windows(params) + ROW_BYTES * n_fits * config.n_epochs
         kept += n_seeds * (saved + CELL_FILES_BYTES + rows)
