@@ -11,7 +11,10 @@ STAMP := $(VENV)/.installed
 # as they are staged, so executed notebooks never reach a commit.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
+	@# bytecode for every installed module, on all cores (pip compiles on one); a few packages
+	@# ship files that are not Python 3 (test fixtures), so compileall's exit status is ignored
+	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	! git rev-parse --git-dir >/dev/null 2>&1 || { git config filter.nbstripout.clean \
 	  '.venv/bin/nbstripout --keep-id' && git config filter.nbstripout.smudge cat; }
@@ -26,8 +29,14 @@ demo: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/ecgnb report demo --figures docs
 
+# Two test processes (pytest-xdist), a file's tests in one process (a notebook's cells stay in
+# order in one kernel), one math thread per process: two processes of two spinning threads
+# each on two cores slow torch and BLAS down many times (docs/performance.md, the tests' section)
+TEST_WORKERS ?= 2
+TEST_THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 test: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q tests --nbval-lax notebooks
+	MPLBACKEND=Agg $(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+	  tests --nbval-lax notebooks
 
 # JupyterLab on the notebooks (--allow-root: JupyterLab refuses root without it, e.g. in a container)
 lab: $(STAMP)
