@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 .PHONY: demo figures test install clean-outputs bench gpu-check lab strip rehearse
 
 # The git filter (nbstripout, set up in this clone's .git/config) strips outputs from notebooks
-# as they are staged, so executed notebooks never reach a commit.
+# as they are staged, so executed notebooks never reach a commit. Bytecode is compiled on all cores
+# (pip compiles on one); a few packages ship files that are not Python 3 (test fixtures), so
+# compileall's exit status is ignored, as pip ignores them.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
-	@# bytecode for every installed module, on all cores (pip compiles on one); a few packages
-	@# ship files that are not Python 3 (test fixtures), so compileall's exit status is ignored
 	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	! git rev-parse --git-dir >/dev/null 2>&1 || { git config filter.nbstripout.clean \
